@@ -1,0 +1,977 @@
+#!/usr/bin/env bash
+# scripts/daemon.sh — install and run strata's real BuildKit daemon stack on a
+# Debian 12 (bookworm) machine, as root. Idempotent: `up` reuses whatever is
+# already installed, cached, running and healthy.
+#
+#   eval "$(scripts/daemon.sh up)"     # install what is missing, start, print exports
+#   scripts/daemon.sh --help           # all subcommands
+#
+# Only `export NAME=VALUE` lines go to stdout; all progress goes to stderr.
+#
+# What it runs (all bound to the loopback, all state under $STATE):
+#   registry   Debian's docker-registry on 127.0.0.1:5000 (http, no auth)
+#   buildkitd  standalone, OCI (runc) worker, on unix://$STATE/buildkitd.sock and
+#              on tcp://127.0.0.1:1234 with mutual TLS
+#   containerd + dockerd 26 (from trixie) with its embedded BuildKit and the
+#              containerd image store, on unix://$STATE/docker/docker.sock
+#   base image 127.0.0.1:5000/strata/debian:bookworm (debootstrap minbase)
+#
+# Where things are:
+#   $STATE = ${STRATA_STATE_DIR:-/var/lib/strata-dev}
+#     buildkit/                buildkitd --root (restart-buildkitd --fresh wipes it)
+#     buildkitd.toml           buildkitd --config
+#     buildkitd.sock           buildkitd's unix socket
+#     registry/, registry.yml  registry storage and config
+#     docker/                  containerd and dockerd: config, sockets, data, exec roots
+#     run/NAME.pid, log/NAME.log   pidfiles and logs of every daemon
+#     tls/ca.pem, tls/ca-key.pem               the dev CA (EC P-256, 10 years)
+#     tls/server/{ca,cert,key}.pem             buildkitd's server cert: SAN IP:127.0.0.1, DNS:localhost
+#     tls/client/{ca,cert,key}.pem             a client cert (CN=strata-client); this dir is
+#                                              STRATA_TLS_DIR, laid out like buildctl's --tlsdir
+#   $CACHE = ${STRATA_CACHE_DIR:-/var/cache/strata}
+#     chroot-trixie/           throwaway trixie chroot where buildkitd/buildctl are built
+#     bin/<debian version>/    buildkitd, buildctl, BUILD-INFO; bin/current -> the one in use
+#     base/context/            Dockerfile + rootfs.tar of the bookworm base image
+#
+# BuildKit itself is not packaged by Debian. Trixie's golang-github-docker-docker-dev
+# ships its Go source; we build it in GOPATH mode inside the chroot (the host stays on
+# bookworm), with the stand-ins under scripts/buildkitd-overlay/ for the few libraries
+# Debian lacks. /usr/share/gocode is linked to the chroot's copy so BuildKit's Go and
+# .proto sources are readable on the host.
+
+set -euo pipefail
+
+# ---------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STATE=${STRATA_STATE_DIR:-/var/lib/strata-dev}
+CACHE=${STRATA_CACHE_DIR:-/var/cache/strata}
+CHROOT=$CACHE/chroot-trixie
+BIN_CACHE=$CACHE/bin
+BASE_CACHE=$CACHE/base
+
+REGISTRY_ADDR=127.0.0.1:5000
+BUILDKIT_TCP=127.0.0.1:1234
+BASE_IMAGE=$REGISTRY_ADDR/strata/debian:bookworm
+
+RUN_DIR=$STATE/run
+LOG_DIR=$STATE/log
+TLS_DIR=$STATE/tls
+BUILDKIT_ROOT=$STATE/buildkit
+BUILDKIT_SOCK=$STATE/buildkitd.sock
+DOCKER_DIR=$STATE/docker
+CONTAINERD_SOCK=$DOCKER_DIR/containerd.sock
+DOCKER_SOCK=$DOCKER_DIR/docker.sock
+
+# Host packages. Everything comes from bookworm except docker.io and containerd,
+# which come from trixie through an apt pin (bookworm's docker.io is 20.10, whose
+# BuildKit is too old for what strata tests).
+HOST_PACKAGES=(ca-certificates curl openssl debootstrap runc docker-registry)
+TRIXIE_PACKAGES=(docker.io containerd)
+MIN_DOCKER_VERSION=26
+# Packages that trixie's docker.io/containerd may legitimately replace on the host.
+TRIXIE_ALLOWED=(docker.io containerd runc tini)
+
+# Built inside the trixie chroot (the Go toolchain and BuildKit's GOPATH deps).
+CHROOT_PACKAGES=(
+  golang-go
+  golang-github-docker-docker-dev
+  golang-github-azure-azure-sdk-for-go-dev
+  golang-github-agext-levenshtein-dev
+  golang-github-aws-aws-sdk-go-v2-dev
+  golang-github-containerd-nydus-snapshotter-dev
+  golang-github-containerd-stargz-snapshotter-dev
+  golang-github-coreos-go-systemd-dev
+  golang-github-gofrs-flock-dev
+  golang-github-google-shlex-dev
+  golang-github-mitchellh-hashstructure-dev
+  golang-github-pkg-profile-dev
+  golang-github-spdx-tools-golang-dev
+  golang-github-tonistiigi-vt100-dev
+  golang-github-urfave-cli-dev
+)
+
+CALLER_PATH=${PATH:-}
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}
+export DEBIAN_FRONTEND=noninteractive
+START_SECONDS=$SECONDS
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+log() { printf '[daemon.sh %3ds] %s\n' "$((SECONDS - START_SECONDS))" "$*" >&2; }
+warn() { printf '\n[daemon.sh] WARNING: %s\n\n' "$*" >&2; }
+die() {
+  printf '[daemon.sh] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+# The Debian mirror this machine is configured with: the URIs: of the deb822
+# stanza whose Suites include plain "bookworm" (not bookworm-security), or the
+# matching one-line entry of sources.list. Never hard-coded.
+debian_mirror() {
+  local uri="" f=/etc/apt/sources.list.d/debian.sources
+  if [[ -r $f ]]; then
+    uri=$(awk '
+      BEGIN { RS = ""; FS = "\n" }            # one deb822 stanza per record
+      {
+        uris = ""; suites = ""
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^URIs:/)   { uris = $i; sub(/^URIs:[ \t]*/, "", uris) }
+          if ($i ~ /^Suites:/) { suites = $i; sub(/^Suites:/, "", suites) }
+        }
+        if ((" " suites " ") ~ /[ \t]bookworm[ \t]/) { split(uris, u, /[ \t]+/); print u[1]; exit }
+      }' "$f")
+  fi
+  if [[ -z $uri && -r /etc/apt/sources.list ]]; then
+    uri=$(awk '$1 == "deb" {
+        i = 2
+        if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }   # skip [options]
+        if ($(i + 1) == "bookworm") { print $i; exit }
+      }' /etc/apt/sources.list)
+  fi
+  [[ -n $uri ]] || die "cannot find the Debian mirror: no bookworm entry in $f or /etc/apt/sources.list"
+  printf '%s\n' "${uri%/}"
+}
+
+pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null; }
+
+# Print one `export NAME=VALUE` line, quoting VALUE only if it needs it.
+emit() {
+  local name=$1 value=$2
+  if [[ $value =~ ^[A-Za-z0-9_./:@+=,-]*$ ]]; then
+    printf 'export %s=%s\n' "$name" "$value"
+  else
+    printf "export %s='%s'\n" "$name" "${value//\'/\'\\\'\'}"
+  fi
+}
+
+# Every mount point at or below $1, deepest first.
+mounts_under() {
+  local prefix=$1
+  awk -v p="$prefix" '{
+      m = $5; gsub(/\\040/, " ", m)
+      if (m == p || index(m, p "/") == 1) print m
+    }' /proc/self/mountinfo | sort -r
+}
+
+unmount_under() {
+  local m
+  while IFS= read -r m; do
+    [[ -n $m ]] || continue
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || warn "could not unmount $m"
+  done < <(mounts_under "$1")
+}
+
+# Remove a directory tree, first unmounting anything left mounted inside it.
+wipe_dir() {
+  local dir=$1
+  [[ -n $dir && $dir != / ]] || die "refusing to wipe '$dir'"
+  [[ -e $dir ]] || return 0
+  unmount_under "$dir"
+  rm -rf --one-file-system "$dir"
+}
+
+# ---------------------------------------------------------------------------
+# 1. Host packages (bookworm, plus docker.io/containerd pinned from trixie)
+# ---------------------------------------------------------------------------
+TRIXIE_SOURCES=/etc/apt/sources.list.d/strata-trixie.sources
+TRIXIE_PREFS=/etc/apt/preferences.d/strata-trixie
+APT_STAMP=$CACHE/apt-update.stamp
+
+# Write FILE with CONTENT (stdin) only if it differs; returns 0 if it changed.
+write_if_changed() {
+  local file=$1 tmp
+  tmp=$(mktemp)
+  cat >"$tmp"
+  if [[ -f $file ]] && cmp -s "$tmp" "$file"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  install -D -m 0644 "$tmp" "$file"
+  rm -f "$tmp"
+  return 0
+}
+
+setup_trixie_source() {
+  local mirror
+  mirror=$(debian_mirror)
+  write_if_changed "$TRIXIE_SOURCES" <<EOF || true
+# Added by strata's scripts/daemon.sh for docker.io/containerd 26.x only;
+# $TRIXIE_PREFS keeps everything else on bookworm.
+Types: deb
+URIs: $mirror
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  write_if_changed "$TRIXIE_PREFS" <<EOF || true
+# Added by strata's scripts/daemon.sh: trixie is known to apt but never chosen
+# by itself (priority 100 < bookworm's 500); only these packages come from it.
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+
+Package: ${TRIXIE_PACKAGES[*]}
+Pin: release n=trixie
+Pin-Priority: 990
+EOF
+}
+
+# apt-get update, at most once per change of the sources.
+apt_update_once() {
+  if [[ -f $APT_STAMP ]] &&
+    [[ -z $(find /etc/apt/sources.list /etc/apt/sources.list.d -newer "$APT_STAMP" 2>/dev/null) ]]; then
+    return 0
+  fi
+  log "apt-get update"
+  apt-get update -qq >&2 || die "apt-get update failed"
+  mkdir -p "$CACHE"
+  touch "$APT_STAMP"
+}
+
+# Keep package maintainer scripts from starting daemons (docker-registry,
+# dockerd, containerd) with their default configs while we install.
+with_no_service_start() {
+  local policy=/usr/sbin/policy-rc.d ours=0 rc=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    ours=1
+  fi
+  "$@" || rc=$?
+  if ((ours)); then rm -f "$policy"; fi
+  return "$rc"
+}
+
+# Refuse an install plan (apt-get -s output on stdin) that would upgrade or
+# remove host packages other than the allowed ones.
+check_apt_plan() {
+  local line name bad=()
+  local upgrade='^Inst ([^ ]+) \[' remove='^Remv ([^ ]+)'
+  while IFS= read -r line; do
+    if [[ $line =~ $upgrade ]]; then # "Inst NAME [OLD] (NEW ...)"; a new package has no [OLD]
+      name=${BASH_REMATCH[1]}
+      [[ " ${TRIXIE_ALLOWED[*]} " == *" $name "* ]] || bad+=("upgrade $name")
+    elif [[ $line =~ $remove ]]; then
+      bad+=("remove ${BASH_REMATCH[1]}")
+    fi
+  done
+  if ((${#bad[@]})); then
+    printf '[daemon.sh]   would %s\n' "${bad[@]}" >&2
+    return 1
+  fi
+}
+
+install_host_packages() {
+  local missing=() p ver
+  for p in "${HOST_PACKAGES[@]}"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  local trixie=()
+  for p in "${TRIXIE_PACKAGES[@]}"; do
+    ver=$(pkg_version "$p" || true)
+    if [[ -z $ver ]] || ! pkg_installed "$p" ||
+      { [[ $p == docker.io ]] && dpkg --compare-versions "$ver" lt "$MIN_DOCKER_VERSION"; }; then
+      trixie+=("$p/trixie")
+    fi
+  done
+  ((${#missing[@]} + ${#trixie[@]})) || return 0
+
+  local t0=$SECONDS
+  setup_trixie_source
+  apt_update_once
+  if ((${#missing[@]})); then
+    log "installing from bookworm: ${missing[*]}"
+    with_no_service_start apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+      die "apt-get install ${missing[*]} failed"
+  fi
+  if ((${#trixie[@]})); then
+    log "checking that ${trixie[*]} install without upgrading the host (apt-get -s)"
+    local plan
+    plan=$(apt-get -s install -y --no-install-recommends "${trixie[@]}" 2>&1) ||
+      die "apt-get -s install ${trixie[*]} failed:"$'\n'"$plan"
+    check_apt_plan <<<"$plan" ||
+      die "installing ${trixie[*]} would change the host's base system (see above); not doing it"
+    log "installing from trixie: ${trixie[*]}"
+    with_no_service_start apt-get install -y -qq --no-install-recommends "${trixie[@]}" >&2 ||
+      die "apt-get install ${trixie[*]} failed"
+  fi
+  log "host packages installed in $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------------------
+# 1b. buildkitd + buildctl, built in a trixie chroot and cached
+# ---------------------------------------------------------------------------
+GO_PKG=github.com/moby/buildkit
+
+# Run a command inside the chroot with /proc mounted and a clean environment.
+in_chroot() {
+  local mounted=0 rc=0
+  if ! mountpoint -q "$CHROOT/proc"; then
+    mount -t proc proc "$CHROOT/proc"
+    mounted=1
+  fi
+  cp -L /etc/resolv.conf "$CHROOT/etc/resolv.conf" 2>/dev/null || true
+  chroot "$CHROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    DEBIAN_FRONTEND=noninteractive "$@" || rc=$?
+  if ((mounted)); then umount "$CHROOT/proc" || umount -l "$CHROOT/proc"; fi
+  return "$rc"
+}
+
+ensure_chroot() {
+  local marker=$CHROOT/.strata-chroot-ready
+  [[ -f $marker ]] && return 0
+  local mirror t0=$SECONDS script_args=()
+  mirror=$(debian_mirror)
+  if [[ -e $CHROOT ]]; then
+    log "removing an incomplete chroot at $CHROOT"
+    wipe_dir "$CHROOT"
+  fi
+  # Bookworm's debootstrap knows trixie; if a host's does not, use sid's script.
+  if [[ ! -e /usr/share/debootstrap/scripts/trixie ]]; then
+    script_args=(/usr/share/debootstrap/scripts/sid)
+  fi
+  mkdir -p "$CACHE"
+  log "debootstrap trixie (minbase) into $CHROOT"
+  debootstrap --variant=minbase trixie "$CHROOT" "$mirror" "${script_args[@]}" \
+    >"$CACHE/debootstrap-trixie.log" 2>&1 ||
+    die "debootstrap trixie failed; see $CACHE/debootstrap-trixie.log"
+  touch "$marker"
+  log "trixie chroot ready in $((SECONDS - t0)) s"
+}
+
+chroot_install_go_packages() {
+  local marker=$CHROOT/.strata-go-packages
+  if [[ -f $marker ]] && cmp -s "$marker" <(printf '%s\n' "${CHROOT_PACKAGES[@]}"); then
+    return 0
+  fi
+  local t0=$SECONDS
+  log "apt in the chroot: ${#CHROOT_PACKAGES[@]} Go packages (golang-go, golang-github-docker-docker-dev, ...)"
+  in_chroot apt-get update -qq >&2 || die "apt-get update inside $CHROOT failed"
+  in_chroot apt-get install -y -qq --no-install-recommends "${CHROOT_PACKAGES[@]}" \
+    >"$CACHE/chroot-apt.log" 2>&1 ||
+    die "apt-get install inside $CHROOT failed; see $CACHE/chroot-apt.log"
+  in_chroot apt-get clean
+  printf '%s\n' "${CHROOT_PACKAGES[@]}" >"$marker"
+  log "chroot packages installed in $((SECONDS - t0)) s"
+}
+
+# Lay out the GOPATH overlay (first GOPATH entry, in front of /usr/share/gocode):
+# our stand-ins, two path aliases, and a copy of cmd/buildkitd without the gha
+# and azblob cache backends (Debian lacks their libraries).
+prepare_overlay() {
+  local overlay=$1 # path as seen on the host
+  local gocode=$CHROOT/usr/share/gocode/src
+  rm -rf "$overlay"
+  mkdir -p "$overlay"
+  cp -a "$SCRIPT_DIR/buildkitd-overlay/src" "$overlay/src"
+
+  # Path aliases: Debian installs these modules without their /vN suffix.
+  mkdir -p "$overlay/src/github.com/coreos/go-systemd" "$overlay/src/github.com/mitchellh/hashstructure"
+  ln -s /usr/share/gocode/src/github.com/coreos/go-systemd "$overlay/src/github.com/coreos/go-systemd/v22"
+  ln -s /usr/share/gocode/src/github.com/mitchellh/hashstructure "$overlay/src/github.com/mitchellh/hashstructure/v2"
+
+  local dst=$overlay/src/$GO_PKG/cmd/buildkitd src=$gocode/$GO_PKG/cmd/buildkitd f
+  mkdir -p "$dst"
+  for f in "$src"/*.go; do
+    [[ $f == *_test.go ]] || cp "$f" "$dst/"
+  done
+  # Drop the gha/azblob imports and their entries in the cache exporter/importer maps.
+  sed -E -i \
+    -e '\#^[[:space:]]*(gha|azblob)?[[:space:]]*"github.com/moby/buildkit/cache/remotecache/(gha|azblob)"[[:space:]]*$#d' \
+    -e '/^[[:space:]]*"(gha|azblob)":[[:space:]]*(gha|azblob)\.Resolve[A-Za-z]*Func\(\),?[[:space:]]*$/d' \
+    "$dst/main.go"
+  if grep -nE '\<(gha|azblob)\.|remotecache/(gha|azblob)' "$dst/main.go" >&2; then
+    die "could not strip the gha/azblob cache backends from cmd/buildkitd/main.go (lines above remain)"
+  fi
+}
+
+build_buildkit() {
+  local ver out overlay=/tmp/strata-gopath t0=$SECONDS
+  ver=$(in_chroot dpkg-query -W -f='${Version}' golang-github-docker-docker-dev) ||
+    die "golang-github-docker-docker-dev is not installed in $CHROOT"
+  out=$BIN_CACHE/$ver
+  if [[ -x $out/buildkitd && -x $out/buildctl ]]; then
+    ln -sfn "$ver" "$BIN_CACHE/current"
+    return 0
+  fi
+  log "building buildkitd and buildctl $ver (GOPATH mode, CGO_ENABLED=0) in the chroot"
+  prepare_overlay "$CHROOT$overlay"
+  rm -rf "$CHROOT/tmp/strata-out"
+  local ldflags="-s -w -X $GO_PKG/version.Version=$ver -X $GO_PKG/version.Revision=debian-$ver -X $GO_PKG/version.Package=$GO_PKG"
+  local cmd
+  for cmd in buildkitd buildctl; do
+    in_chroot /usr/bin/env GO111MODULE=off GOPATH="$overlay:/usr/share/gocode" CGO_ENABLED=0 \
+      GOTOOLCHAIN=local GOFLAGS= GOCACHE=/root/.cache/go-build \
+      go build -trimpath -ldflags "$ldflags" -o "/tmp/strata-out/$cmd" "$GO_PKG/cmd/$cmd" \
+      >"$CACHE/go-build-$cmd.log" 2>&1 ||
+      die "go build $GO_PKG/cmd/$cmd failed; see $CACHE/go-build-$cmd.log"
+  done
+  local secs=$((SECONDS - t0)) go_version
+  go_version=$(in_chroot go version)
+  mkdir -p "$out.tmp"
+  install -m 0755 "$CHROOT/tmp/strata-out/buildkitd" "$CHROOT/tmp/strata-out/buildctl" "$out.tmp/"
+  cat >"$out.tmp/BUILD-INFO" <<EOF
+buildkit_source=golang-github-docker-docker-dev $ver (Debian trixie)
+go=$go_version
+built=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+build_seconds=$secs
+EOF
+  rm -rf "$out" "$CHROOT$overlay" "$CHROOT/tmp/strata-out"
+  mv "$out.tmp" "$out"
+  ln -sfn "$ver" "$BIN_CACHE/current"
+  log "built buildkitd + buildctl in $secs s -> $out"
+}
+
+# Other engineers read BuildKit's Go and .proto sources at /usr/share/gocode.
+link_gocode() {
+  if [[ ! -e /usr/share/gocode && ! -L /usr/share/gocode && -d $CHROOT/usr/share/gocode ]]; then
+    ln -s "$CHROOT/usr/share/gocode" /usr/share/gocode
+    log "linked /usr/share/gocode -> $CHROOT/usr/share/gocode"
+  fi
+}
+
+install_all() {
+  install_host_packages
+  if [[ ! -x $BIN_CACHE/current/buildkitd || ! -x $BIN_CACHE/current/buildctl ]]; then
+    ensure_chroot
+    chroot_install_go_packages
+    build_buildkit
+  fi
+  link_gocode
+  BUILDKITD=$BIN_CACHE/current/buildkitd
+  BUILDCTL=$BIN_CACHE/current/buildctl
+  BIN_DIR=$(readlink -f "$BIN_CACHE/current")
+}
+
+# ---------------------------------------------------------------------------
+# Daemon bookkeeping: pidfiles, liveness, start/stop
+# ---------------------------------------------------------------------------
+pidfile() { printf '%s/%s.pid\n' "$RUN_DIR" "$1"; }
+logfile() { printf '%s/%s.log\n' "$LOG_DIR" "$1"; }
+
+# PID of daemon NAME if its pidfile names a live process running EXE.
+running_pid() {
+  local name=$1 exe=$2 pid f
+  f=$(pidfile "$name")
+  [[ -s $f ]] || return 1
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$(readlink -f "$exe")"* ]] || return 1
+  printf '%s\n' "$pid"
+}
+
+# start_daemon NAME CMD...: run CMD detached (own session, no tty, stdio to its
+# log, none of our file descriptors) and record its pid.
+start_daemon() {
+  local name=$1 log
+  shift
+  log=$(logfile "$name")
+  mkdir -p "$RUN_DIR" "$LOG_DIR"
+  printf '\n===== %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$log"
+  setsid "$@" </dev/null >>"$log" 2>&1 9>&- &
+  printf '%s\n' "$!" >"$(pidfile "$name")"
+}
+
+# wait_until NAME EXE TIMEOUT CHECK...: poll CHECK every 0.5 s until it succeeds;
+# fail early if the daemon died, and show the end of its log on failure.
+wait_until() {
+  local name=$1 exe=$2 timeout=$3 deadline
+  shift 3
+  deadline=$((SECONDS + timeout))
+  while ! "$@" >/dev/null 2>&1; do
+    if ! running_pid "$name" "$exe" >/dev/null; then
+      printf '[daemon.sh] %s exited; last lines of %s:\n' "$name" "$(logfile "$name")" >&2
+      tail -n 30 "$(logfile "$name")" >&2
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      printf '[daemon.sh] %s not ready after %d s; last lines of %s:\n' "$name" "$timeout" "$(logfile "$name")" >&2
+      tail -n 30 "$(logfile "$name")" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# stop_daemon NAME EXE [TIMEOUT]: SIGTERM, then SIGKILL after TIMEOUT seconds.
+stop_daemon() {
+  local name=$1 exe=$2 timeout=${3:-20} pid i
+  if pid=$(running_pid "$name" "$exe"); then
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < timeout * 10; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      warn "$name (pid $pid) did not stop in $timeout s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+    fi
+  fi
+  rm -f "$(pidfile "$name")"
+}
+
+# Fail if something that is not ours already listens on HOST:PORT.
+port_free() {
+  local hostport=$1
+  ! (exec 3<>"/dev/tcp/${hostport%:*}/${hostport#*:}") 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------
+# 3. mTLS material
+# ---------------------------------------------------------------------------
+CERTS_CHANGED=0
+
+# issue_cert DIR CN EXTENSIONS: key + cert signed by the dev CA, plus a copy of the CA.
+issue_cert() {
+  local dir=$1 cn=$2 ext=$3
+  mkdir -p "$dir"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/key.pem" 2>/dev/null
+  openssl req -new -key "$dir/key.pem" -subj "/CN=$cn" -out "$dir/req.csr"
+  printf '%s\n' "$ext" >"$dir/ext.cnf"
+  openssl x509 -req -in "$dir/req.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca-key.pem" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 3650 -sha256 -extfile "$dir/ext.cnf" \
+    -out "$dir/cert.pem" 2>/dev/null
+  rm -f "$dir/req.csr" "$dir/ext.cnf"
+  cp "$TLS_DIR/ca.pem" "$dir/ca.pem"
+}
+
+ensure_certs() {
+  local f ok=1
+  for f in ca.pem ca-key.pem server/ca.pem server/cert.pem server/key.pem \
+    client/ca.pem client/cert.pem client/key.pem; do
+    [[ -s $TLS_DIR/$f ]] || ok=0
+  done
+  ((ok)) && return 0
+  log "generating the dev CA and TLS certificates in $TLS_DIR"
+  rm -rf "$TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  (
+    umask 077
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TLS_DIR/ca-key.pem" 2>/dev/null
+    openssl req -x509 -new -key "$TLS_DIR/ca-key.pem" -sha256 -days 3650 \
+      -subj "/CN=strata dev CA" \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -addext "subjectKeyIdentifier=hash" \
+      -out "$TLS_DIR/ca.pem"
+    local common="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid"
+    issue_cert "$TLS_DIR/server" localhost "$common
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost"
+    issue_cert "$TLS_DIR/client" strata-client "$common
+extendedKeyUsage=clientAuth"
+  ) || die "openssl failed to create the TLS material in $TLS_DIR"
+  openssl verify -CAfile "$TLS_DIR/ca.pem" "$TLS_DIR/server/cert.pem" "$TLS_DIR/client/cert.pem" >/dev/null ||
+    die "the generated certificates do not verify against $TLS_DIR/ca.pem"
+  CERTS_CHANGED=1
+}
+
+# ---------------------------------------------------------------------------
+# 4. Registry (Debian's docker-registry)
+# ---------------------------------------------------------------------------
+REGISTRY_EXE=/usr/bin/docker-registry
+REGISTRY_CONFIG=$STATE/registry.yml
+
+registry_ready() { curl -fsS -o /dev/null "http://$REGISTRY_ADDR/v2/"; }
+
+start_registry() {
+  mkdir -p "$STATE/registry"
+  cat >"$REGISTRY_CONFIG" <<EOT
+# Written by scripts/daemon.sh
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $STATE/registry
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY_ADDR
+EOT
+  if running_pid registry "$REGISTRY_EXE" >/dev/null; then
+    wait_until registry "$REGISTRY_EXE" 30 registry_ready || die "the registry (pid file $(pidfile registry)) is running but not answering"
+    return 0
+  fi
+  port_free "$REGISTRY_ADDR" ||
+    die "$REGISTRY_ADDR is already taken by a process this script did not start; stop it first"
+  log "starting the registry on $REGISTRY_ADDR"
+  start_daemon registry "$REGISTRY_EXE" serve "$REGISTRY_CONFIG"
+  wait_until registry "$REGISTRY_EXE" 30 registry_ready || die "the registry did not start"
+}
+
+# ---------------------------------------------------------------------------
+# 5. Standalone buildkitd
+# ---------------------------------------------------------------------------
+BUILDKITD_CONFIG=$STATE/buildkitd.toml
+
+buildkitd_ready() { "$BUILDCTL" --addr "unix://$BUILDKIT_SOCK" debug workers; }
+
+write_buildkitd_config() {
+  cat >"$BUILDKITD_CONFIG" <<EOT
+# Written by scripts/daemon.sh. Addresses and TLS files are given on the command line.
+[worker.oci]
+  enabled = true
+  # No CNI plugins on these machines: RUN steps share the host's network.
+  networkMode = "host"
+
+[worker.containerd]
+  enabled = false
+
+[registry."$REGISTRY_ADDR"]
+  http = true
+  insecure = true
+EOT
+}
+
+start_buildkitd() {
+  write_buildkitd_config
+  if running_pid buildkitd "$BUILDKITD" >/dev/null; then
+    if ((CERTS_CHANGED)); then
+      log "TLS certificates were regenerated: restarting buildkitd"
+      stop_daemon buildkitd "$BUILDKITD"
+    else
+      wait_until buildkitd "$BUILDKITD" 60 buildkitd_ready || die "buildkitd is running but not answering on $BUILDKIT_SOCK"
+      return 0
+    fi
+  fi
+  port_free "$BUILDKIT_TCP" ||
+    die "$BUILDKIT_TCP is already taken by a process this script did not start; stop it first"
+  command -v runc >/dev/null || die "runc is not installed (buildkitd's OCI worker needs it)"
+  mkdir -p "$BUILDKIT_ROOT"
+  rm -f "$BUILDKIT_SOCK"
+  log "starting buildkitd ($("$BUILDKITD" --version 2>/dev/null | head -n1))"
+  start_daemon buildkitd "$BUILDKITD" \
+    --config "$BUILDKITD_CONFIG" \
+    --root "$BUILDKIT_ROOT" \
+    --addr "unix://$BUILDKIT_SOCK" \
+    --addr "tcp://$BUILDKIT_TCP" \
+    --tlscacert "$TLS_DIR/server/ca.pem" \
+    --tlscert "$TLS_DIR/server/cert.pem" \
+    --tlskey "$TLS_DIR/server/key.pem"
+  wait_until buildkitd "$BUILDKITD" 60 buildkitd_ready || die "buildkitd did not start"
+}
+
+# ---------------------------------------------------------------------------
+# 6. containerd + dockerd (with its embedded BuildKit)
+# ---------------------------------------------------------------------------
+CONTAINERD_EXE=/usr/bin/containerd
+DOCKERD_EXE=/usr/sbin/dockerd
+CONTAINERD_CONFIG=$DOCKER_DIR/containerd.toml
+DOCKERD_CONFIG=$DOCKER_DIR/daemon.json
+DOCKER_OK=0
+
+containerd_ready() { [[ -S $CONTAINERD_SOCK ]] && ctr --address "$CONTAINERD_SOCK" version; }
+dockerd_ready() { [[ $(curl -fsS --max-time 5 --unix-socket "$DOCKER_SOCK" http://docker/_ping) == OK ]]; }
+
+write_docker_configs() {
+  mkdir -p "$DOCKER_DIR"
+  cat >"$CONTAINERD_CONFIG" <<EOT
+# Written by scripts/daemon.sh: a private containerd for the private dockerd.
+version = 2
+root = "$DOCKER_DIR/containerd-root"
+state = "$DOCKER_DIR/containerd-state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "$CONTAINERD_SOCK"
+
+[ttrpc]
+  address = "$CONTAINERD_SOCK.ttrpc"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+EOT
+  cat >"$DOCKERD_CONFIG" <<EOT
+{"features":{"containerd-snapshotter":true},"insecure-registries":["$REGISTRY_ADDR"]}
+EOT
+}
+
+start_containerd() {
+  if running_pid containerd "$CONTAINERD_EXE" >/dev/null; then
+    wait_until containerd "$CONTAINERD_EXE" 30 containerd_ready
+    return
+  fi
+  rm -f "$CONTAINERD_SOCK" "$CONTAINERD_SOCK.ttrpc"
+  log "starting containerd ($("$CONTAINERD_EXE" --version | awk '{print $3}'))"
+  start_daemon containerd "$CONTAINERD_EXE" --config "$CONTAINERD_CONFIG"
+  wait_until containerd "$CONTAINERD_EXE" 30 containerd_ready
+}
+
+start_dockerd() {
+  if running_pid dockerd "$DOCKERD_EXE" >/dev/null; then
+    wait_until dockerd "$DOCKERD_EXE" 60 dockerd_ready
+    return
+  fi
+  rm -f "$DOCKER_SOCK"
+  log "starting dockerd ($("$DOCKERD_EXE" --version))"
+  # dockerd's BuildKit runs RUN steps on the "bridge" network (without it they fail
+  # with "network bridge not found"), so keep the default docker0 bridge and let
+  # dockerd add its NAT rules: RUN steps can then reach the package registries.
+  start_daemon dockerd "$DOCKERD_EXE" \
+    --config-file "$DOCKERD_CONFIG" \
+    --containerd "$CONTAINERD_SOCK" \
+    --host "unix://$DOCKER_SOCK" \
+    --data-root "$DOCKER_DIR/data" \
+    --exec-root "$DOCKER_DIR/exec" \
+    --pidfile "$DOCKER_DIR/dockerd.pid"
+  wait_until dockerd "$DOCKERD_EXE" 60 dockerd_ready
+}
+
+start_docker_stack() {
+  DOCKER_OK=0
+  if [[ ! -x $DOCKERD_EXE || ! -x $CONTAINERD_EXE ]]; then
+    warn "dockerd/containerd are not installed; STRATA_DOCKER_HOST will not be exported"
+    return 0
+  fi
+  write_docker_configs
+  if ! start_containerd; then
+    warn "containerd failed to start (log: $(logfile containerd)); STRATA_DOCKER_HOST will not be exported"
+    return 0
+  fi
+  if ! start_dockerd; then
+    warn "dockerd failed to start (log: $(logfile dockerd)); STRATA_DOCKER_HOST will not be exported"
+    return 0
+  fi
+  DOCKER_OK=1
+}
+
+# ---------------------------------------------------------------------------
+# 7. Base image: debootstrapped bookworm, pushed with buildctl
+# ---------------------------------------------------------------------------
+MANIFEST_ACCEPT="application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.list.v2+json,application/vnd.docker.distribution.manifest.v2+json"
+
+base_image_present() {
+  local repo=${BASE_IMAGE#*/} tag
+  tag=${repo##*:}
+  repo=${repo%:*}
+  curl -fs -o /dev/null -I -H "Accept: $MANIFEST_ACCEPT" "http://$REGISTRY_ADDR/v2/$repo/manifests/$tag"
+}
+
+# The bookworm root filesystem as a tarball (cached; debootstrap takes ~30 s).
+ensure_base_rootfs() {
+  local ctx=$BASE_CACHE/context
+  [[ -s $ctx/rootfs.tar ]] && return 0
+  local mirror rootfs=$BASE_CACHE/rootfs.tmp t0=$SECONDS
+  mirror=$(debian_mirror)
+  wipe_dir "$rootfs"
+  mkdir -p "$ctx"
+  log "debootstrap bookworm (minbase) for the base image"
+  debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$BASE_CACHE/debootstrap-bookworm.log" 2>&1 ||
+    die "debootstrap bookworm failed; see $BASE_CACHE/debootstrap-bookworm.log"
+  # An image carries no device nodes, package caches or apt lists.
+  rm -rf "${rootfs:?}"/dev/* "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar --numeric-owner --xattrs -C "$rootfs" -cf "$ctx/rootfs.tar.tmp" . ||
+    die "could not pack $rootfs"
+  mv "$ctx/rootfs.tar.tmp" "$ctx/rootfs.tar"
+  wipe_dir "$rootfs"
+  log "base rootfs ready in $((SECONDS - t0)) s"
+}
+
+ensure_base_image() {
+  base_image_present && return 0
+  ensure_base_rootfs
+  local ctx=$BASE_CACHE/context t0=$SECONDS
+  cat >"$ctx/Dockerfile" <<'EOT'
+FROM scratch
+ADD rootfs.tar /
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
+CMD ["bash"]
+EOT
+  log "pushing $BASE_IMAGE"
+  "$BUILDCTL" --addr "unix://$BUILDKIT_SOCK" build --progress plain \
+    --frontend dockerfile.v0 --local context="$ctx" --local dockerfile="$ctx" \
+    --output "type=image,name=$BASE_IMAGE,push=true,registry.insecure=true" \
+    >"$LOG_DIR/base-image.log" 2>&1 ||
+    die "building/pushing $BASE_IMAGE failed; see $LOG_DIR/base-image.log"
+  base_image_present || die "$BASE_IMAGE was pushed but the registry does not list it"
+  log "base image pushed in $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------------------
+# 8. Exports
+# ---------------------------------------------------------------------------
+print_env() {
+  local path
+  emit BUILDKIT_HOST "unix://$BUILDKIT_SOCK"
+  emit STRATA_TCP_ADDR "tcp://$BUILDKIT_TCP"
+  emit STRATA_TLS_DIR "$TLS_DIR/client"
+  if ((DOCKER_OK)); then
+    emit STRATA_DOCKER_HOST "docker://$DOCKER_SOCK"
+  fi
+  emit STRATA_REGISTRY "$REGISTRY_ADDR"
+  emit STRATA_BASE_IMAGE "$BASE_IMAGE"
+  emit STRATA_BUILDCTL "$BIN_DIR/buildctl"
+  if [[ -s /etc/ssl/certs/ca-certificates.crt ]]; then
+    emit STRATA_CA_CERT /etc/ssl/certs/ca-certificates.crt
+  fi
+  # buildctl's directory on the caller's PATH, once.
+  path=$CALLER_PATH
+  if [[ ":$path:" != *":$BIN_DIR:"* ]]; then
+    emit PATH "$BIN_DIR${path:+:$path}"
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------
+usage() {
+  cat <<EOT
+Usage: scripts/daemon.sh COMMAND        (Debian 12, as root)
+
+  up                 Install what is missing (host packages, buildkitd/buildctl built in a
+                     trixie chroot, base image), start whatever is not already running
+                     (registry, buildkitd, containerd + dockerd) and print export lines:
+                         eval "\$(scripts/daemon.sh up)"
+                     First run: several minutes. Later runs reuse everything: seconds.
+  env                Print the export lines again; starts nothing, fails if not up.
+  status             Show which daemons run, with pids, sockets and logs.
+  restart-buildkitd [--fresh]
+                     Restart the standalone buildkitd only. --fresh first wipes its root
+                     ($STATE/buildkit): a brand-new builder with an empty cache.
+  down               Stop everything 'up' started and unmount what they left mounted.
+                     Data (registry, caches, certificates) stays for the next 'up'.
+  install            Only step 1 of 'up': packages and the buildkitd/buildctl build.
+  -h, --help         This text.
+
+Exports printed by 'up' and 'env':
+  BUILDKIT_HOST       unix://$BUILDKIT_SOCK
+  STRATA_TCP_ADDR     tcp://$BUILDKIT_TCP (mutual TLS)
+  STRATA_TLS_DIR      $TLS_DIR/client (ca.pem, cert.pem, key.pem of a client)
+  STRATA_DOCKER_HOST  docker://$DOCKER_SOCK (left out if dockerd cannot run here)
+  STRATA_REGISTRY     $REGISTRY_ADDR
+  STRATA_BASE_IMAGE   $BASE_IMAGE
+  STRATA_BUILDCTL     $BIN_CACHE/<version>/buildctl (its directory is also put on PATH)
+  STRATA_CA_CERT      /etc/ssl/certs/ca-certificates.crt (the host's CA bundle, if present)
+
+Environment: STRATA_STATE_DIR (default /var/lib/strata-dev) and
+STRATA_CACHE_DIR (default /var/cache/strata) move the state and the caches.
+EOT
+}
+
+require_root() {
+  ((EUID == 0)) || die "must run as root (it installs packages and runs daemons)"
+}
+
+# Serialise concurrent callers (e.g. several test binaries starting at once).
+take_lock() {
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  flock -w 1800 9 || die "timed out waiting for another scripts/daemon.sh on $STATE/.lock"
+}
+
+# The cached binaries, without installing anything.
+find_binaries() {
+  BUILDKITD=$BIN_CACHE/current/buildkitd
+  BUILDCTL=$BIN_CACHE/current/buildctl
+  BIN_DIR=$(readlink -f "$BIN_CACHE/current" 2>/dev/null || true)
+  [[ -x $BUILDKITD && -x $BUILDCTL ]]
+}
+
+cmd_up() {
+  take_lock
+  install_all
+  mkdir -p "$STATE" "$RUN_DIR" "$LOG_DIR"
+  ensure_certs
+  start_registry
+  start_buildkitd
+  start_docker_stack
+  ensure_base_image
+  log "up: all set"
+  print_env
+}
+
+cmd_env() {
+  find_binaries || die "buildkitd/buildctl are not built yet: run scripts/daemon.sh up"
+  running_pid buildkitd "$BUILDKITD" >/dev/null || die "buildkitd is not running: run scripts/daemon.sh up"
+  running_pid registry "$REGISTRY_EXE" >/dev/null || die "the registry is not running: run scripts/daemon.sh up"
+  DOCKER_OK=0
+  if running_pid dockerd "$DOCKERD_EXE" >/dev/null && dockerd_ready >/dev/null 2>&1; then
+    DOCKER_OK=1
+  fi
+  print_env
+}
+
+cmd_status() {
+  find_binaries || true
+  local name exe pid
+  for name in registry buildkitd containerd dockerd; do
+    case $name in
+    registry) exe=$REGISTRY_EXE ;;
+    buildkitd) exe=${BUILDKITD:-/nonexistent} ;;
+    containerd) exe=$CONTAINERD_EXE ;;
+    dockerd) exe=$DOCKERD_EXE ;;
+    esac
+    if pid=$(running_pid "$name" "$exe"); then
+      printf '%-10s running  pid %-7s log %s\n' "$name" "$pid" "$(logfile "$name")" >&2
+    else
+      printf '%-10s stopped\n' "$name" >&2
+    fi
+  done
+  printf 'binaries   %s\n' "${BIN_DIR:-(not built)}" >&2
+  printf 'state      %s\n' "$STATE" >&2
+}
+
+cmd_restart_buildkitd() {
+  local fresh=0
+  case ${1:-} in
+  "") ;;
+  --fresh) fresh=1 ;;
+  *) die "restart-buildkitd: unknown option '$1' (only --fresh)" ;;
+  esac
+  take_lock
+  find_binaries || die "buildkitd is not built yet: run scripts/daemon.sh up"
+  ensure_certs
+  stop_daemon buildkitd "$BUILDKITD"
+  if ((fresh)); then
+    log "wiping buildkitd's root $BUILDKIT_ROOT"
+    wipe_dir "$BUILDKIT_ROOT"
+  fi
+  start_buildkitd
+  log "buildkitd restarted"
+}
+
+cmd_down() {
+  take_lock
+  find_binaries || true
+  stop_daemon dockerd "$DOCKERD_EXE" 30
+  stop_daemon containerd "$CONTAINERD_EXE"
+  stop_daemon buildkitd "${BUILDKITD:-/nonexistent}"
+  stop_daemon registry "$REGISTRY_EXE"
+  unmount_under "$STATE"
+  rm -f "$BUILDKIT_SOCK" "$DOCKER_SOCK" "$CONTAINERD_SOCK" "$CONTAINERD_SOCK.ttrpc"
+  log "down: everything stopped"
+}
+
+main() {
+  local cmd=${1:-}
+  [[ $# -gt 0 ]] && shift
+  case $cmd in
+  up) require_root && cmd_up ;;
+  env) cmd_env ;;
+  status) cmd_status ;;
+  down) require_root && cmd_down ;;
+  restart-buildkitd) require_root && cmd_restart_buildkitd "$@" ;;
+  install) require_root && take_lock && install_all ;;
+  -h | --help | help) usage ;;
+  "") usage >&2 && exit 2 ;;
+  *) usage >&2 && die "unknown command '$cmd'" ;;
+  esac
+}
+
+main "$@"

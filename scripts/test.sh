@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up everything on a fresh Debian 12 machine (as root) and runs strata's
+# whole test suite against the real daemon stack: unit tests, then integration
+# tests that talk to buildkitd (unix, tcp+mTLS), dockerd's BuildKit and the registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Start (or reuse) buildkitd, dockerd, the registry and the base image.
+eval "$(bash scripts/daemon.sh up)"
+
+# The integration tests share one daemon and prune it: run test binaries one at
+# a time (cargo does), and let each binary's tests run two at a time.
+cargo test --locked --all-targets -- --test-threads "${STRATA_TEST_THREADS:-2}"

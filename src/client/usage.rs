@@ -1,0 +1,196 @@
+//! `strata du` and `strata prune`: what the build cache holds and reclaiming it.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio_stream::StreamExt;
+
+use super::{Client, ClientError};
+use crate::wire::moby::buildkit::v1 as control;
+
+/// One build-cache record.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageRecord {
+    pub id: String,
+    /// BuildKit's record type: `regular`, `source.local`, `exec.cachemount`, `frontend`, …
+    pub record_type: String,
+    pub description: String,
+    pub size: u64,
+    pub mutable: bool,
+    pub in_use: bool,
+    pub shared: bool,
+    pub parents: Vec<String>,
+    /// Unix seconds.
+    pub created_at: Option<i64>,
+    /// Unix seconds.
+    pub last_used_at: Option<i64>,
+    pub usage_count: i64,
+}
+
+impl UsageRecord {
+    /// A record is reclaimable when nothing holds it and no other record shares it.
+    pub fn reclaimable(&self) -> bool {
+        !self.in_use && !self.shared
+    }
+
+    /// How long ago the record was last used, if the daemon says.
+    pub fn idle_for(&self) -> Option<Duration> {
+        let at = self.last_used_at?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        Some(Duration::from_secs(now.saturating_sub(at).max(0) as u64))
+    }
+}
+
+impl From<control::UsageRecord> for UsageRecord {
+    fn from(r: control::UsageRecord) -> Self {
+        UsageRecord {
+            id: r.id,
+            record_type: r.record_type,
+            description: r.description,
+            size: r.size.max(0) as u64,
+            mutable: r.mutable,
+            in_use: r.in_use,
+            shared: r.shared,
+            parents: r.parents,
+            created_at: r.created_at.map(|t| t.seconds),
+            last_used_at: r.last_used_at.map(|t| t.seconds),
+            usage_count: r.usage_count,
+        }
+    }
+}
+
+/// The daemon's build-cache usage with totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskUsage {
+    pub total: u64,
+    pub reclaimable: u64,
+    pub in_use: u64,
+    pub shared: u64,
+    pub records: Vec<UsageRecord>,
+}
+
+impl DiskUsage {
+    fn from_records(mut records: Vec<UsageRecord>) -> Self {
+        // Largest first: that is what someone short of disk wants to see.
+        records.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.id.cmp(&b.id)));
+        let sum = |keep: fn(&UsageRecord) -> bool| -> u64 {
+            records.iter().filter(|r| keep(r)).map(|r| r.size).sum()
+        };
+        DiskUsage {
+            total: sum(|_| true),
+            reclaimable: sum(UsageRecord::reclaimable),
+            in_use: sum(|r| r.in_use),
+            shared: sum(|r| r.shared),
+            records,
+        }
+    }
+}
+
+/// What `prune` may remove. The default removes what BuildKit's own prune would:
+/// unused records, keeping internal and frontend ones unless `all` is set.
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    /// Also remove internal and frontend records (buildctl's `--all`).
+    pub all: bool,
+    /// Keep this many bytes of cache (0: no such floor).
+    pub keep_bytes: u64,
+    /// Keep records used within this long.
+    pub keep_duration: Option<Duration>,
+    /// BuildKit filter expressions, e.g. `type==exec.cachemount`.
+    pub filters: Vec<String>,
+}
+
+/// What `prune` removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub freed: u64,
+    pub records: Vec<UsageRecord>,
+}
+
+impl Client {
+    /// Lists build-cache records (`Control.DiskUsage`), optionally filtered.
+    pub async fn disk_usage(&self, filters: &[String]) -> Result<DiskUsage, ClientError> {
+        let response = self
+            .control()
+            .disk_usage(control::DiskUsageRequest {
+                filter: filters.to_vec(),
+            })
+            .await
+            .map_err(|s| self.rpc_error("DiskUsage", s))?
+            .into_inner();
+        Ok(DiskUsage::from_records(
+            response.record.into_iter().map(UsageRecord::from).collect(),
+        ))
+    }
+
+    /// Removes build cache (`Control.Prune`), calling `on_removed` as each record goes.
+    pub async fn prune(
+        &self,
+        options: &PruneOptions,
+        mut on_removed: impl FnMut(&UsageRecord),
+    ) -> Result<PruneReport, ClientError> {
+        let request = control::PruneRequest {
+            filter: options.filters.clone(),
+            all: options.all,
+            keep_duration: options
+                .keep_duration
+                .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+                .unwrap_or(0),
+            keep_bytes: options.keep_bytes.min(i64::MAX as u64) as i64,
+        };
+        let mut stream = self
+            .control()
+            .prune(request)
+            .await
+            .map_err(|s| self.rpc_error("Prune", s))?
+            .into_inner();
+        let mut records = Vec::new();
+        while let Some(item) = stream.next().await {
+            let record = UsageRecord::from(item.map_err(|s| self.rpc_error("Prune", s))?);
+            on_removed(&record);
+            records.push(record);
+        }
+        Ok(PruneReport {
+            freed: records.iter().map(|r| r.size).sum(),
+            records,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, size: u64, in_use: bool, shared: bool) -> UsageRecord {
+        UsageRecord {
+            id: id.into(),
+            record_type: "regular".into(),
+            description: String::new(),
+            size,
+            mutable: false,
+            in_use,
+            shared,
+            parents: vec![],
+            created_at: None,
+            last_used_at: None,
+            usage_count: 0,
+        }
+    }
+
+    #[test]
+    fn totals_split_reclaimable_from_in_use() {
+        let du = DiskUsage::from_records(vec![
+            record("a", 10, false, false),
+            record("b", 200, true, false),
+            record("c", 30, false, true),
+        ]);
+        assert_eq!(du.total, 240);
+        assert_eq!(du.reclaimable, 10);
+        assert_eq!(du.in_use, 200);
+        assert_eq!(du.shared, 30);
+        assert_eq!(du.records[0].id, "b", "largest first");
+    }
+}

@@ -1,0 +1,17 @@
+//! strata: a BuildKit client and LLB frontend that talks to buildkitd over gRPC.
+//!
+//! - [`connect`] reaches a daemon over unix, tcp (+mTLS) or dockerd's `/grpc`;
+//! - [`client`] wraps BuildKit's Control API in typed calls (info, du, prune);
+//! - [`units`] parses and prints the sizes and durations users type and read;
+//! - [`wire`] is the generated protobuf/gRPC code, and nothing else.
+
+pub mod client;
+pub mod connect;
+pub mod llb;
+pub mod session;
+pub mod solve;
+pub mod units;
+pub mod wire;
+
+pub use client::Client;
+pub use connect::{connect, Addr, ConnectError, TlsOptions};

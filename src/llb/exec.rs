@@ -1,0 +1,384 @@
+//! Exec operations: a command run on a state's filesystem, with mounts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::platform::Platform;
+use super::source::CUSTOM_NAME;
+use super::state::{clean_path, Node, Output, State};
+use crate::wire::pb;
+
+/// The PATH a command gets when the state sets none (BuildKit's own default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How concurrent builds share one cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CacheSharing {
+    /// Any number of writers at once (fine for content-addressed caches like pip's).
+    Shared,
+    /// Each concurrent writer gets its own copy.
+    Private,
+    /// One writer at a time; others wait (what apt's lock files need).
+    Locked,
+}
+
+impl CacheSharing {
+    fn to_pb(self) -> pb::CacheSharingOpt {
+        match self {
+            CacheSharing::Shared => pb::CacheSharingOpt::Shared,
+            CacheSharing::Private => pb::CacheSharingOpt::Private,
+            CacheSharing::Locked => pb::CacheSharingOpt::Locked,
+        }
+    }
+}
+
+/// A mount besides the root filesystem.
+#[derive(Debug, Clone)]
+pub enum Mount {
+    /// A persistent cache directory that survives the step and is never part of a layer.
+    Cache {
+        target: String,
+        id: String,
+        sharing: CacheSharing,
+    },
+    /// A secret from the session's Secrets service, as a file (never in a layer).
+    Secret {
+        target: String,
+        id: String,
+        mode: u32,
+        optional: bool,
+    },
+    /// A scratch in-memory filesystem.
+    Tmpfs { target: String },
+    /// Another state's filesystem (or its `selector` subpath), read-only.
+    ReadOnly {
+        target: String,
+        source: State,
+        selector: String,
+    },
+}
+
+impl Mount {
+    /// A cache mount at `target` shared under `id`.
+    pub fn cache(target: &str, id: &str, sharing: CacheSharing) -> Mount {
+        Mount::Cache {
+            target: clean_path(target),
+            id: id.to_owned(),
+            sharing,
+        }
+    }
+
+    /// A secret file at `target`, readable by root only.
+    pub fn secret(target: &str, id: &str) -> Mount {
+        Mount::Secret {
+            target: clean_path(target),
+            id: id.to_owned(),
+            mode: 0o400,
+            optional: false,
+        }
+    }
+
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Cache { target, .. }
+            | Mount::Secret { target, .. }
+            | Mount::Tmpfs { target }
+            | Mount::ReadOnly { target, .. } => target,
+        }
+    }
+}
+
+/// The stable id of a cache mount: the same tool, directory and platform share
+/// one cache across images; two platforms never clash.
+pub fn cache_id(tool: &str, target: &str, platform: &Platform) -> String {
+    format!("strata:{tool}:{platform}:{}", clean_path(target))
+}
+
+/// Cache mounts every step of a package manager gets.
+pub mod presets {
+    use super::*;
+
+    /// apt's archive and lists, locked: apt takes exclusive locks in both.
+    pub fn apt(platform: &Platform) -> Vec<Mount> {
+        ["/var/cache/apt", "/var/lib/apt"]
+            .iter()
+            .map(|t| Mount::cache(t, &cache_id("apt", t, platform), CacheSharing::Locked))
+            .collect()
+    }
+
+    /// pip's wheel and HTTP cache (content-addressed: safe to share).
+    pub fn pip(platform: &Platform) -> Vec<Mount> {
+        let t = "/root/.cache/pip";
+        vec![Mount::cache(
+            t,
+            &cache_id("pip", t, platform),
+            CacheSharing::Shared,
+        )]
+    }
+
+    /// npm's content-addressed cache.
+    pub fn npm(platform: &Platform) -> Vec<Mount> {
+        let t = "/root/.npm";
+        vec![Mount::cache(
+            t,
+            &cache_id("npm", t, platform),
+            CacheSharing::Shared,
+        )]
+    }
+
+    /// A user-declared cache directory of a `run` step.
+    pub fn custom(target: &str, platform: &Platform) -> Mount {
+        Mount::cache(
+            target,
+            &cache_id("run", target, platform),
+            CacheSharing::Shared,
+        )
+    }
+}
+
+/// Network access of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// The daemon's default (its configured network mode).
+    #[default]
+    Default,
+    Host,
+    None,
+}
+
+/// A command to run, with its mounts and step-only settings.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    args: Vec<String>,
+    mounts: Vec<Mount>,
+    env: Vec<(String, String)>,
+    secret_env: Vec<(String, String)>,
+    name: Option<String>,
+    network: Network,
+    ignore_cache: bool,
+}
+
+impl Run {
+    /// `/bin/sh -c SCRIPT`.
+    pub fn shell(script: &str) -> Run {
+        Run::args(["/bin/sh", "-c", script])
+    }
+
+    /// A command as an argument vector (no shell).
+    pub fn args<I, S>(args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Run {
+            args: args.into_iter().map(Into::into).collect(),
+            ..Run::default()
+        }
+    }
+
+    pub fn mount(mut self, mount: Mount) -> Run {
+        self.mounts.push(mount);
+        self
+    }
+
+    pub fn mounts(mut self, mounts: impl IntoIterator<Item = Mount>) -> Run {
+        self.mounts.extend(mounts);
+        self
+    }
+
+    /// An environment variable for this step only (not inherited by later steps).
+    pub fn env(mut self, key: &str, value: &str) -> Run {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Exposes secret `id` as environment variable `name` for this step only.
+    pub fn secret_env(mut self, name: &str, id: &str) -> Run {
+        self.secret_env.push((name.to_owned(), id.to_owned()));
+        self
+    }
+
+    /// The step's name in progress output.
+    pub fn named(mut self, name: &str) -> Run {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    pub fn network(mut self, network: Network) -> Run {
+        self.network = network;
+        self
+    }
+
+    /// Always re-run this step, whatever the cache holds.
+    pub fn ignore_cache(mut self, yes: bool) -> Run {
+        self.ignore_cache = yes;
+        self
+    }
+}
+
+impl State {
+    /// Runs a command on this state's filesystem; the result is the changed root.
+    pub fn run(&self, run: Run) -> State {
+        let mut inputs: Vec<Output> = Vec::new();
+        let mut caps: BTreeSet<&'static str> = ["exec.meta.base"].into_iter().collect();
+        let input_of = |state: &State, inputs: &mut Vec<Output>| -> i64 {
+            match &state.output {
+                None => -1,
+                Some(out) => {
+                    if let Some(i) = inputs.iter().position(|o| {
+                        std::sync::Arc::ptr_eq(&o.node, &out.node) && o.index == out.index
+                    }) {
+                        return i as i64;
+                    }
+                    inputs.push(out.clone());
+                    (inputs.len() - 1) as i64
+                }
+            }
+        };
+
+        let mut mounts = vec![pb::Mount {
+            input: input_of(self, &mut inputs),
+            dest: "/".into(),
+            output: 0,
+            ..Default::default()
+        }];
+        let mut extra: Vec<&Mount> = run.mounts.iter().collect();
+        extra.sort_by(|a, b| a.target().cmp(b.target()));
+        for m in extra {
+            let mount = match m {
+                Mount::Cache {
+                    target,
+                    id,
+                    sharing,
+                } => {
+                    caps.extend(["exec.mount.cache", "exec.mount.cache.sharing"]);
+                    pb::Mount {
+                        input: -1,
+                        dest: target.clone(),
+                        output: -1,
+                        mount_type: pb::MountType::Cache as i32,
+                        cache_opt: Some(pb::CacheOpt {
+                            id: id.clone(),
+                            sharing: sharing.to_pb() as i32,
+                        }),
+                        ..Default::default()
+                    }
+                }
+                Mount::Secret {
+                    target,
+                    id,
+                    mode,
+                    optional,
+                } => {
+                    caps.insert("exec.mount.secret");
+                    pb::Mount {
+                        input: -1,
+                        dest: target.clone(),
+                        output: -1,
+                        mount_type: pb::MountType::Secret as i32,
+                        secret_opt: Some(pb::SecretOpt {
+                            id: id.clone(),
+                            uid: 0,
+                            gid: 0,
+                            mode: *mode,
+                            optional: *optional,
+                        }),
+                        ..Default::default()
+                    }
+                }
+                Mount::Tmpfs { target } => {
+                    caps.insert("exec.mount.tmpfs");
+                    pb::Mount {
+                        input: -1,
+                        dest: target.clone(),
+                        output: -1,
+                        mount_type: pb::MountType::Tmpfs as i32,
+                        ..Default::default()
+                    }
+                }
+                Mount::ReadOnly {
+                    target,
+                    source,
+                    selector,
+                } => {
+                    caps.insert("exec.mount.bind");
+                    if !selector.is_empty() {
+                        caps.insert("exec.mount.selector");
+                    }
+                    pb::Mount {
+                        input: input_of(source, &mut inputs),
+                        selector: selector.clone(),
+                        dest: target.clone(),
+                        output: -1,
+                        readonly: true,
+                        ..Default::default()
+                    }
+                }
+            };
+            mounts.push(mount);
+        }
+
+        let mut env: Vec<(String, String)> = self.meta.env.clone();
+        for (k, v) in &run.env {
+            match env.iter_mut().find(|(ek, _)| ek == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => env.push((k.clone(), v.clone())),
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+        }
+        let secretenv = run
+            .secret_env
+            .iter()
+            .map(|(name, id)| pb::SecretEnv {
+                id: id.clone(),
+                name: name.clone(),
+                optional: false,
+            })
+            .collect::<Vec<_>>();
+        if !secretenv.is_empty() {
+            caps.insert("exec.secret.env");
+        }
+        let network = match run.network {
+            Network::Default => pb::NetMode::Unset,
+            Network::Host => pb::NetMode::Host,
+            Network::None => pb::NetMode::None,
+        };
+        if network != pb::NetMode::Unset {
+            caps.insert("exec.meta.network");
+        }
+        let exec = pb::ExecOp {
+            meta: Some(pb::Meta {
+                args: run.args.clone(),
+                env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                cwd: self.meta.cwd.clone(),
+                user: self.meta.user.clone(),
+                ..Default::default()
+            }),
+            mounts,
+            network: network as i32,
+            secretenv,
+            ..Default::default()
+        };
+        let mut description = BTreeMap::new();
+        if let Some(name) = &run.name {
+            description.insert(CUSTOM_NAME.to_owned(), name.clone());
+            caps.insert("meta.description");
+        }
+        if run.ignore_cache {
+            caps.insert("meta.ignorecache");
+        }
+        self.with_output(
+            Node {
+                op: pb::op::Op::Exec(exec),
+                inputs,
+                platform: self.meta.platform.clone(),
+                description,
+                caps,
+                ignore_cache: run.ignore_cache,
+            },
+            0,
+        )
+    }
+}

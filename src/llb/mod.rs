@@ -1,0 +1,21 @@
+//! A typed, immutable LLB builder, in the shape of BuildKit's Go `client/llb`:
+//! a [`State`] is a value (a graph node plus the environment, working directory,
+//! user and platform that later steps inherit); every method returns a new one.
+//!
+//! - [`source`]: images, local directories, git, http;
+//! - [`exec`]: running commands, with mounts and the package-manager cache presets;
+//! - [`file`]: mkdir, mkfile, copy, rm;
+//! - [`marshal`]: the deterministic `pb.Definition` and its digests.
+
+pub mod exec;
+pub mod file;
+pub mod marshal;
+pub mod platform;
+pub mod source;
+mod state;
+
+pub use exec::{CacheSharing, Mount, Run};
+pub use file::{Copy, FileAction};
+pub use marshal::Definition;
+pub use platform::Platform;
+pub use state::State;

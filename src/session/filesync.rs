@@ -1,0 +1,520 @@
+//! `moby.filesync.v1.FileSync/DiffCopy`: sends a local directory (an overlay, a
+//! build context) to the daemon with fsutil's packet protocol.
+//!
+//! We list every entry as a STAT packet (depth first, names sorted byte-wise,
+//! parents before children), end the listing with an empty STAT, then answer
+//! the daemon's REQ packets with DATA chunks and an empty DATA, until FIN.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::patterns::PatternSet;
+use crate::wire::fsutil::types::packet::PacketType;
+use crate::wire::fsutil::types::{Packet, Stat};
+use crate::wire::moby::filesync::v1::file_sync_server::{FileSync, FileSyncServer};
+
+pub(crate) const METHODS: &[&str] = &[
+    "/moby.filesync.v1.FileSync/DiffCopy",
+    "/moby.filesync.v1.FileSync/TarStream",
+];
+
+/// How much file data goes in one DATA packet (fsutil uses the same).
+const CHUNK: usize = 32 * 1024;
+
+/// A local directory the build may read, by the name its `local://NAME` source uses.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    pub path: PathBuf,
+    /// Patterns excluded on top of what the LLB source asks for.
+    pub excludes: Vec<String>,
+}
+
+/// The FileSync service over a set of named local directories.
+#[derive(Debug, Clone, Default)]
+pub struct LocalDirs {
+    dirs: Arc<BTreeMap<String, LocalDir>>,
+}
+
+impl LocalDirs {
+    pub fn new(dirs: BTreeMap<String, LocalDir>) -> Self {
+        LocalDirs {
+            dirs: Arc::new(dirs),
+        }
+    }
+
+    pub(crate) fn service(self) -> FileSyncServer<LocalDirs> {
+        FileSyncServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+/// One entry of the listing; `source` is set for regular files the daemon may request.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub stat: Stat,
+    pub source: Option<PathBuf>,
+}
+
+/// Go's `os.FileMode` type bits, which fsutil puts on the wire instead of POSIX `st_mode`.
+mod go_mode {
+    pub const DIR: u32 = 1 << 31;
+    pub const SYMLINK: u32 = 1 << 27;
+    pub const DEVICE: u32 = 1 << 26;
+    pub const NAMED_PIPE: u32 = 1 << 25;
+    pub const SOCKET: u32 = 1 << 24;
+    pub const SETUID: u32 = 1 << 23;
+    pub const SETGID: u32 = 1 << 22;
+    pub const CHAR_DEVICE: u32 = 1 << 21;
+    pub const STICKY: u32 = 1 << 20;
+}
+
+/// Converts a POSIX `st_mode` to Go's `os.FileMode` bits.
+pub(crate) fn go_file_mode(st_mode: u32) -> u32 {
+    let mut mode = st_mode & 0o777;
+    match st_mode & 0o170000 {
+        0o040000 => mode |= go_mode::DIR,
+        0o120000 => mode |= go_mode::SYMLINK,
+        0o060000 => mode |= go_mode::DEVICE,
+        0o020000 => mode |= go_mode::DEVICE | go_mode::CHAR_DEVICE,
+        0o010000 => mode |= go_mode::NAMED_PIPE,
+        0o140000 => mode |= go_mode::SOCKET,
+        _ => {}
+    }
+    if st_mode & 0o4000 != 0 {
+        mode |= go_mode::SETUID;
+    }
+    if st_mode & 0o2000 != 0 {
+        mode |= go_mode::SETGID;
+    }
+    if st_mode & 0o1000 != 0 {
+        mode |= go_mode::STICKY;
+    }
+    mode
+}
+
+/// The walk's filters, from the daemon's metadata and our own excludes.
+#[derive(Debug, Default)]
+pub(crate) struct WalkFilter {
+    pub include: PatternSet,
+    pub exclude: PatternSet,
+}
+
+/// Lists `root` the way fsutil's walker does. Hardlinked files after the first
+/// become links to it (size 0), as fsutil sends them.
+pub(crate) fn walk(root: &Path, filter: &WalkFilter) -> std::io::Result<Vec<Entry>> {
+    let meta = std::fs::metadata(root)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", root.display()),
+        ));
+    }
+    let mut entries = Vec::new();
+    let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
+    walk_dir(root, "", filter, &mut inodes, &mut entries)?;
+    Ok(entries)
+}
+
+fn walk_dir(
+    dir: &Path,
+    rel: &str,
+    filter: &WalkFilter,
+    inodes: &mut HashMap<(u64, u64), String>,
+    out: &mut Vec<Entry>,
+) -> std::io::Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+    for name in names {
+        let Some(name) = name.to_str() else {
+            continue; // fsutil paths are strings; skip names that are not UTF-8
+        };
+        let path = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let abs = dir.join(name);
+        let meta = std::fs::symlink_metadata(&abs)?;
+        let excluded = filter.exclude.matches(&path);
+        let included = filter.include.is_empty() || filter.include.matches(&path);
+        if meta.is_dir() {
+            let descend = (!excluded || filter.exclude.may_reinclude_below(&path))
+                && (included || filter.include.may_match_below(&path));
+            if !descend {
+                continue;
+            }
+            let at = out.len();
+            let show = !excluded && included;
+            if show {
+                out.push(Entry {
+                    stat: stat_of(&path, &meta, String::new()),
+                    source: None,
+                });
+            }
+            let before = out.len();
+            walk_dir(&abs, &path, filter, inodes, out)?;
+            // A directory that is only walked for what it holds still needs its entry
+            // when something below it is sent: parents before children.
+            if !show && out.len() > before {
+                out.insert(
+                    at,
+                    Entry {
+                        stat: stat_of(&path, &meta, String::new()),
+                        source: None,
+                    },
+                );
+            }
+            continue;
+        }
+        if excluded || !included {
+            continue;
+        }
+        let mut linkname = String::new();
+        let mut source = None;
+        if meta.file_type().is_symlink() {
+            linkname = std::fs::read_link(&abs)?.to_string_lossy().into_owned();
+        } else if meta.is_file() {
+            if meta.nlink() > 1 {
+                if let Some(first) = inodes.get(&(meta.dev(), meta.ino())) {
+                    linkname = first.clone();
+                } else {
+                    inodes.insert((meta.dev(), meta.ino()), path.clone());
+                }
+            }
+            if linkname.is_empty() {
+                source = Some(abs);
+            }
+        }
+        let mut stat = stat_of(&path, &meta, linkname);
+        if source.is_none() && meta.is_file() {
+            stat.size = 0; // a hardlink carries no data of its own
+        }
+        out.push(Entry { stat, source });
+    }
+    Ok(())
+}
+
+fn stat_of(path: &str, meta: &std::fs::Metadata, linkname: String) -> Stat {
+    let rdev = meta.rdev();
+    Stat {
+        path: path.to_owned(),
+        mode: go_file_mode(meta.mode()),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: if meta.is_file() {
+            meta.size() as i64
+        } else {
+            0
+        },
+        mod_time: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        linkname,
+        devmajor: libc_major(rdev),
+        devminor: libc_minor(rdev),
+        xattrs: Default::default(),
+    }
+}
+
+fn libc_major(dev: u64) -> i64 {
+    (((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)) as i64
+}
+
+fn libc_minor(dev: u64) -> i64 {
+    (((dev >> 12) & 0xffff_ff00) | (dev & 0xff)) as i64
+}
+
+/// A metadata value, URL-unescaped when the daemon marks it `<key>-encoded`.
+fn metadata_values(md: &MetadataMap, key: &str) -> Vec<String> {
+    let encoded = md.get(format!("{key}-encoded").as_str()).is_some();
+    md.get_all(key)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            if encoded {
+                percent_decode(v)
+            } else {
+                v.to_owned()
+            }
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+type PacketStream = Pin<Box<dyn Stream<Item = Result<Packet, Status>> + Send + 'static>>;
+
+fn packet(kind: PacketType) -> Packet {
+    Packet {
+        r#type: kind as i32,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl FileSync for LocalDirs {
+    type DiffCopyStream = PacketStream;
+
+    async fn diff_copy(
+        &self,
+        request: Request<Streaming<Packet>>,
+    ) -> Result<Response<Self::DiffCopyStream>, Status> {
+        let md = request.metadata();
+        let name = metadata_values(md, "dir-name")
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let dir = self.dirs.get(&name).cloned().ok_or_else(|| {
+            Status::not_found(format!("no local directory named {name:?} in this session"))
+        })?;
+        let mut excludes = metadata_values(md, "exclude-patterns");
+        excludes.extend(dir.excludes.iter().cloned());
+        let filter = WalkFilter {
+            include: PatternSet::new(&metadata_values(md, "include-patterns")),
+            exclude: PatternSet::new(&excludes),
+        };
+        let root = dir.path.clone();
+        let entries = tokio::task::spawn_blocking(move || walk(&root, &filter))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("reading {}: {e}", dir.path.display())))?;
+
+        let (tx, rx) = mpsc::channel::<Result<Packet, Status>>(64);
+        let inbound = request.into_inner();
+        tokio::spawn(send_dir(entries, inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type TarStreamStream = PacketStream;
+
+    async fn tar_stream(
+        &self,
+        _request: Request<Streaming<Packet>>,
+    ) -> Result<Response<Self::TarStreamStream>, Status> {
+        Err(Status::unimplemented(
+            "strata sends directories with DiffCopy",
+        ))
+    }
+}
+
+/// Runs the sender side of the protocol for one listing.
+async fn send_dir(
+    entries: Vec<Entry>,
+    mut inbound: Streaming<Packet>,
+    tx: mpsc::Sender<Result<Packet, Status>>,
+) {
+    let mut files: HashMap<u32, PathBuf> = HashMap::new();
+    let (sent_tx, mut sent_rx) = mpsc::channel::<Result<(), String>>(1);
+    let lister = {
+        let tx = tx.clone();
+        let mut stats = Vec::with_capacity(entries.len());
+        for (id, entry) in entries.into_iter().enumerate() {
+            if let Some(source) = entry.source {
+                files.insert(id as u32, source);
+            }
+            stats.push(entry.stat);
+        }
+        tokio::spawn(async move {
+            for stat in stats {
+                let p = Packet {
+                    stat: Some(stat),
+                    ..packet(PacketType::PacketStat)
+                };
+                if tx.send(Ok(p)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(packet(PacketType::PacketStat))).await;
+            let _ = sent_tx.send(Ok(())).await;
+        })
+    };
+    let files = Arc::new(files);
+    let mut senders = Vec::new();
+    while let Some(message) = inbound.next().await {
+        let p = match message {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        match PacketType::try_from(p.r#type) {
+            Ok(PacketType::PacketReq) => {
+                let Some(path) = files.get(&p.id).cloned() else {
+                    let _ = tx
+                        .send(Ok(Packet {
+                            data: Bytes::from(format!("invalid file id {}", p.id)),
+                            ..packet(PacketType::PacketErr)
+                        }))
+                        .await;
+                    break;
+                };
+                let tx = tx.clone();
+                senders.push(tokio::spawn(send_file(p.id, path, tx)));
+            }
+            Ok(PacketType::PacketFin) => {
+                let _ = sent_rx.recv().await;
+                for s in senders.drain(..) {
+                    let _ = s.await;
+                }
+                let _ = tx.send(Ok(packet(PacketType::PacketFin))).await;
+                break;
+            }
+            Ok(PacketType::PacketErr) => {
+                tracing::warn!(
+                    "the daemon stopped the upload: {}",
+                    String::from_utf8_lossy(&p.data)
+                );
+                break;
+            }
+            _ => {}
+        }
+    }
+    lister.abort();
+}
+
+/// Sends one file as DATA packets, then an empty DATA.
+async fn send_file(id: u32, path: PathBuf, tx: mpsc::Sender<Result<Packet, Status>>) {
+    if let Ok(mut file) = tokio::fs::File::open(&path).await {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match file.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    let p = Packet {
+                        id,
+                        data: Bytes::copy_from_slice(&buf[..n]),
+                        ..packet(PacketType::PacketData)
+                    };
+                    if tx.send(Ok(p)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Ok(Packet {
+                            data: Bytes::from(format!("reading {}: {e}", path.display())),
+                            ..packet(PacketType::PacketErr)
+                        }))
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+    let _ = tx
+        .send(Ok(Packet {
+            id,
+            ..packet(PacketType::PacketData)
+        }))
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_modes() {
+        assert_eq!(go_file_mode(0o100644), 0o644);
+        assert_eq!(go_file_mode(0o040755), go_mode::DIR | 0o755);
+        assert_eq!(go_file_mode(0o120777), go_mode::SYMLINK | 0o777);
+        assert_eq!(go_file_mode(0o104755), go_mode::SETUID | 0o755);
+        assert_eq!(
+            go_file_mode(0o041777),
+            go_mode::DIR | go_mode::STICKY | 0o777
+        );
+    }
+
+    #[test]
+    fn walk_is_sorted_parents_first_with_separator_lowest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), "x").unwrap();
+        std::fs::write(root.join("a-c"), "yy").unwrap();
+        std::fs::write(root.join("Z"), "").unwrap();
+        std::fs::write(root.join("skip.log"), "").unwrap();
+        std::fs::hard_link(root.join("a-c"), root.join("hard")).unwrap();
+        std::os::unix::fs::symlink("a-c", root.join("link")).unwrap();
+        let filter = WalkFilter {
+            include: PatternSet::default(),
+            exclude: PatternSet::new(&["*.log"]),
+        };
+        let entries = walk(root, &filter).unwrap();
+        let paths: Vec<_> = entries.iter().map(|e| e.stat.path.as_str()).collect();
+        assert_eq!(paths, ["Z", "a", "a/b", "a/b/f", "a-c", "hard", "link"]);
+        let hard = &entries[5];
+        assert_eq!(hard.stat.linkname, "a-c");
+        assert_eq!(hard.stat.size, 0);
+        assert!(hard.source.is_none());
+        assert_eq!(entries[4].stat.size, 2);
+        assert_eq!(entries[6].stat.linkname, "a-c");
+        assert_eq!(entries[6].stat.mode & go_mode::SYMLINK, go_mode::SYMLINK);
+        assert_eq!(entries[1].stat.mode & go_mode::DIR, go_mode::DIR);
+    }
+
+    #[test]
+    fn excluded_dir_is_walked_only_for_reincluded_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::write(root.join("docs/keep.md"), "k").unwrap();
+        std::fs::write(root.join("docs/drop.md"), "d").unwrap();
+        let filter = WalkFilter {
+            include: PatternSet::default(),
+            exclude: PatternSet::new(&["docs", "!docs/keep.md"]),
+        };
+        let paths: Vec<_> = walk(root, &filter)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.stat.path)
+            .collect();
+        assert_eq!(paths, ["docs", "docs/keep.md"]);
+    }
+
+    #[test]
+    fn metadata_unescapes_when_marked() {
+        assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

@@ -1,0 +1,192 @@
+//! The session: the gRPC services strata serves *to* the daemon while a build
+//! runs (health, and per build: local files, credentials, secrets, exporter
+//! output, a local content store), carried through the [`tunnel`].
+
+mod auth;
+mod filesend;
+mod filesync;
+mod health;
+mod patterns;
+mod secrets;
+pub(crate) mod tunnel;
+
+pub use auth::DockerAuth;
+pub use filesend::ExportFiles;
+pub use filesync::{LocalDir, LocalDirs};
+pub use patterns::PatternSet;
+pub use secrets::SecretFiles;
+
+use std::convert::Infallible;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::Server;
+
+use crate::client::{Client, ClientError};
+use crate::connect::Addr;
+use tunnel::{SessionHeaders, TunnelIo};
+
+/// A random identifier (128 bits, hex), for session ids and build refs.
+pub fn random_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        // No /dev/urandom: mix the clock and pid; ids only need to be unique.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes[..16].copy_from_slice(&(now ^ ((std::process::id() as u128) << 64)).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The services one session offers, before it is started.
+pub struct Session {
+    headers: SessionHeaders,
+    routes: RoutesBuilder,
+}
+
+impl Session {
+    /// A session named `name` (shown by the daemon) whose `shared_key` lets the
+    /// daemon reuse what earlier sessions with the same key already uploaded.
+    pub fn new(name: &str, shared_key: &str) -> Self {
+        let mut session = Session {
+            headers: SessionHeaders {
+                id: random_id(),
+                name: name.to_owned(),
+                shared_key: shared_key.to_owned(),
+                methods: Vec::new(),
+            },
+            routes: RoutesBuilder::default(),
+        };
+        session.serve(health::service(), health::METHODS);
+        session
+    }
+
+    /// The id the Solve request must carry to use this session.
+    pub fn id(&self) -> &str {
+        &self.headers.id
+    }
+
+    /// Adds a gRPC service and the methods of it the daemon may call.
+    pub fn serve<S>(&mut self, service: S, methods: &[&str]) -> &mut Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.headers
+            .methods
+            .extend(methods.iter().map(|m| (*m).to_owned()));
+        self
+    }
+
+    /// Serves local directories (overlays, contexts) by name.
+    pub fn local_dirs(&mut self, dirs: LocalDirs) -> &mut Self {
+        self.serve(dirs.service(), filesync::METHODS)
+    }
+
+    /// Serves registry credentials.
+    pub fn auth(&mut self, auth: DockerAuth) -> &mut Self {
+        self.serve(auth.service(), auth::METHODS)
+    }
+
+    /// Serves secrets by id.
+    pub fn secrets(&mut self, secrets: SecretFiles) -> &mut Self {
+        self.serve(secrets.service(), secrets::METHODS)
+    }
+
+    /// Receives exporter output files.
+    pub fn export_files(&mut self, files: ExportFiles) -> &mut Self {
+        self.serve(files.service(), filesend::METHODS)
+    }
+
+    /// Opens the tunnel to the daemon and starts serving in the background.
+    pub async fn start(self, client: &Client) -> Result<RunningSession, ClientError> {
+        let routes = self.routes.routes();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let id = self.headers.id.clone();
+        let task = match client.addr() {
+            Addr::Docker(socket) => {
+                let headers = self.headers.pairs();
+                let headers = headers.into_iter().map(|(k, v)| (k.to_owned(), v));
+                let io = crate::connect::docker::upgrade(
+                    client.addr().clone(),
+                    socket.clone(),
+                    crate::connect::docker::SESSION_PATH,
+                    headers.collect(),
+                )
+                .await?;
+                serve_one(routes, hyper_util::rt::TokioIo::new(io), stopped)
+            }
+            _ => {
+                let io = tunnel::over_control(client, &self.headers)
+                    .await
+                    .map_err(|s| client.rpc_error("Session", s))?;
+                serve_one(routes, io, stopped)
+            }
+        };
+        Ok(RunningSession {
+            id,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// Serves `routes` on the one connection `io` until `stopped` fires or the daemon hangs up.
+fn serve_one<IO>(
+    routes: tonic::service::Routes,
+    io: IO,
+    stopped: oneshot::Receiver<()>,
+) -> JoinHandle<()>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let incoming = futures::stream::iter([Ok::<_, std::io::Error>(TunnelIo(io))]);
+        let served = Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::debug!("session server ended: {e}");
+        }
+    })
+}
+
+/// A session being served; closing it ends the tunnel.
+pub struct RunningSession {
+    id: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningSession {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Stops serving and closes the tunnel.
+    pub async fn close(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task).await;
+        self.task.abort();
+    }
+}

@@ -1,0 +1,194 @@
+//! Include/exclude patterns for local directories, with `.dockerignore`
+//! semantics: `*` and `?` within one path element, `**` across elements, a
+//! leading `!` re-includes, the last matching pattern wins, and a pattern that
+//! matches a directory matches everything below it.
+
+/// One compiled pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pattern {
+    parts: Vec<String>,
+    negated: bool,
+}
+
+/// An ordered list of patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatternSet {
+    patterns: Vec<Pattern>,
+}
+
+impl PatternSet {
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
+        let patterns = patterns
+            .iter()
+            .filter_map(|p| {
+                let p = p.as_ref().trim();
+                let (negated, p) = match p.strip_prefix('!') {
+                    Some(rest) => (true, rest.trim()),
+                    None => (false, p),
+                };
+                let parts: Vec<String> = p
+                    .trim_start_matches("./")
+                    .split('/')
+                    .filter(|s| !s.is_empty() && *s != ".")
+                    .map(str::to_owned)
+                    .collect();
+                (!parts.is_empty()).then_some(Pattern { parts, negated })
+            })
+            .collect();
+        PatternSet { patterns }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Whether `path` (relative, `/`-separated) is matched, by itself or a parent.
+    pub fn matches(&self, path: &str) -> bool {
+        let elements: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut matched = false;
+        for p in &self.patterns {
+            if p.negated != matched {
+                continue; // cannot change the outcome
+            }
+            let hit = (1..=elements.len()).any(|n| match_parts(&p.parts, &elements[..n]));
+            if hit {
+                matched = !p.negated;
+            }
+        }
+        matched
+    }
+
+    /// Whether anything below directory `dir` could still be matched by a
+    /// re-including (`!`) pattern, so an excluded directory must still be walked.
+    pub fn may_reinclude_below(&self, dir: &str) -> bool {
+        self.patterns.iter().any(|p| {
+            p.negated && {
+                let elements: Vec<&str> = dir.split('/').filter(|s| !s.is_empty()).collect();
+                prefix_could_match(&p.parts, &elements)
+            }
+        })
+    }
+
+    /// Whether directory `dir` may contain something an include pattern matches.
+    pub fn may_match_below(&self, dir: &str) -> bool {
+        let elements: Vec<&str> = dir.split('/').filter(|s| !s.is_empty()).collect();
+        self.patterns
+            .iter()
+            .any(|p| !p.negated && prefix_could_match(&p.parts, &elements))
+    }
+}
+
+/// Matches pattern parts against path elements exactly (`**` spans any number).
+fn match_parts(parts: &[String], elements: &[&str]) -> bool {
+    match parts.split_first() {
+        None => elements.is_empty(),
+        Some((first, rest)) if first == "**" => {
+            (0..=elements.len()).any(|skip| match_parts(rest, &elements[skip..]))
+        }
+        Some((first, rest)) => match elements.split_first() {
+            Some((e, erest)) => glob(first.as_bytes(), e.as_bytes()) && match_parts(rest, erest),
+            None => false,
+        },
+    }
+}
+
+/// Whether the pattern could match some path starting with `elements`.
+fn prefix_could_match(parts: &[String], elements: &[&str]) -> bool {
+    match (parts.split_first(), elements.split_first()) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some((first, _)), Some(_)) if first == "**" => true,
+        (Some((first, rest)), Some((e, erest))) => {
+            glob(first.as_bytes(), e.as_bytes()) && prefix_could_match(rest, erest)
+        }
+    }
+}
+
+/// Shell-style match of one path element: `*`, `?`, `[abc]`, `\x`.
+fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| glob(rest, &name[i..])),
+        Some((b'?', rest)) => !name.is_empty() && glob(rest, &name[1..]),
+        Some((b'[', rest)) => {
+            let Some(end) = rest.iter().position(|&c| c == b']') else {
+                return name.first() == Some(&b'[') && glob(rest, &name[1..]);
+            };
+            let (class, after) = (&rest[..end], &rest[end + 1..]);
+            let Some((&c, name_rest)) = name.split_first() else {
+                return false;
+            };
+            let (negate, class) = match class.split_first() {
+                Some((b'^' | b'!', tail)) => (true, tail),
+                _ => (false, class),
+            };
+            let mut hit = false;
+            let mut i = 0;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == b'-' {
+                    hit |= class[i] <= c && c <= class[i + 2];
+                    i += 3;
+                } else {
+                    hit |= class[i] == c;
+                    i += 1;
+                }
+            }
+            hit != negate && glob(after, name_rest)
+        }
+        Some((b'\\', rest)) if !rest.is_empty() => {
+            name.first() == Some(&rest[0]) && glob(&rest[1..], &name[1..])
+        }
+        Some((&p, rest)) => name.first() == Some(&p) && glob(rest, &name[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerignore_semantics() {
+        let set = PatternSet::new(&[
+            "node_modules",
+            "*.log",
+            "**/target",
+            "!keep.log",
+            "build/*.o",
+        ]);
+        assert!(set.matches("node_modules"));
+        assert!(set.matches("node_modules/x/y.js"), "below a matched dir");
+        assert!(set.matches("debug.log"));
+        assert!(
+            !set.matches("src/debug.log"),
+            "*.log is anchored at the root"
+        );
+        assert!(!set.matches("keep.log"), "re-included");
+        assert!(set.matches("a/b/target/x"));
+        assert!(set.matches("target"));
+        assert!(set.matches("build/main.o"));
+        assert!(!set.matches("build/main.c"));
+        assert!(!set.matches("src/main.rs"));
+    }
+
+    #[test]
+    fn globs_and_classes() {
+        assert!(glob(b"f?o*", b"foobar"));
+        assert!(glob(b"[a-c]x", b"bx"));
+        assert!(!glob(b"[!a-c]x", b"bx"));
+        assert!(glob(b"\\*", b"*"));
+        assert!(!glob(b"\\*", b"a"));
+    }
+
+    #[test]
+    fn walking_hints() {
+        let set = PatternSet::new(&["docs", "!docs/keep.md"]);
+        assert!(set.matches("docs/other.md"));
+        assert!(!set.matches("docs/keep.md"));
+        assert!(set.may_reinclude_below("docs"));
+        assert!(!set.may_reinclude_below("src"));
+        let include = PatternSet::new(&["src/**/*.rs"]);
+        assert!(include.may_match_below("src"));
+        assert!(include.may_match_below("src/a"));
+        assert!(!include.may_match_below("docs"));
+    }
+}

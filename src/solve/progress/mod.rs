@@ -1,0 +1,347 @@
+//! Build progress from the daemon's `Control.Status` stream: a [`Tracker`] folds
+//! status updates into per-step state and [`Event`]s; a renderer shows them
+//! (`tty`: a live view, `plain`: one line per event like buildctl, `json`: one
+//! object per status update, for machines).
+
+mod json;
+mod plain;
+mod tty;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::wire::moby::buildkit::v1::StatusResponse;
+
+pub use json::JsonRenderer;
+pub use plain::PlainRenderer;
+pub use tty::TtyRenderer;
+
+/// How many log lines of each step are kept for error reports.
+const LOG_TAIL: usize = 20;
+
+/// What `--progress` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// `tty` on a terminal, `plain` otherwise.
+    Auto,
+    Tty,
+    Plain,
+    Json,
+    /// Nothing (errors are still reported).
+    Quiet,
+}
+
+/// One step (vertex) of the build as the daemon reported it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// 1-based, in the order the daemon first reported the steps.
+    pub number: usize,
+    pub digest: String,
+    pub name: String,
+    pub cached: bool,
+    #[serde(skip)]
+    pub started: Option<SystemTime>,
+    #[serde(skip)]
+    pub completed: Option<SystemTime>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub logs: VecDeque<String>,
+    /// Bytes or items of sub-tasks (layer pulls, uploads), by sub-task id.
+    #[serde(skip)]
+    pub tasks: HashMap<String, (i64, i64)>,
+}
+
+impl Step {
+    /// How long the step ran, once it finished.
+    pub fn duration(&self) -> Option<Duration> {
+        Some(
+            self.completed?
+                .duration_since(self.started?)
+                .unwrap_or_default(),
+        )
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.completed.is_some()
+    }
+}
+
+/// Something a renderer may show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Started(usize),
+    Cached(usize),
+    Done(usize),
+    Failed(usize),
+    Log {
+        step: usize,
+        line: String,
+    },
+    Task {
+        step: usize,
+        id: String,
+        current: i64,
+        total: i64,
+        done: bool,
+    },
+}
+
+/// The build's steps as the status stream has described them so far.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    steps: Vec<Step>,
+    by_digest: HashMap<String, usize>,
+    /// Partial log lines per step (the daemon sends chunks, not lines).
+    partial: HashMap<usize, String>,
+    started_at: Option<SystemTime>,
+}
+
+fn time(ts: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
+    let ts = ts.as_ref()?;
+    if ts.seconds <= 0 {
+        return None;
+    }
+    Some(SystemTime::UNIX_EPOCH + Duration::new(ts.seconds as u64, ts.nanos.max(0) as u32))
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Tracker {
+            started_at: Some(SystemTime::now()),
+            ..Default::default()
+        }
+    }
+
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    pub fn step(&self, index: usize) -> &Step {
+        &self.steps[index]
+    }
+
+    /// When the first step started, relative to the tracker's creation.
+    pub fn time_to_first_step(&self) -> Option<Duration> {
+        let first = self.steps.iter().filter_map(|s| s.started).min()?;
+        first.duration_since(self.started_at?).ok()
+    }
+
+    /// The first step that failed, if any.
+    pub fn failed_step(&self) -> Option<&Step> {
+        self.steps.iter().find(|s| s.error.is_some())
+    }
+
+    fn index_of(&mut self, digest: &str) -> usize {
+        if let Some(&i) = self.by_digest.get(digest) {
+            return i;
+        }
+        let i = self.steps.len();
+        self.steps.push(Step {
+            number: i + 1,
+            digest: digest.to_owned(),
+            name: String::new(),
+            cached: false,
+            started: None,
+            completed: None,
+            error: None,
+            logs: VecDeque::new(),
+            tasks: HashMap::new(),
+        });
+        self.by_digest.insert(digest.to_owned(), i);
+        i
+    }
+
+    /// Folds one status update in and returns what changed.
+    pub fn apply(&mut self, update: &StatusResponse) -> Vec<Event> {
+        let mut events = Vec::new();
+        for v in &update.vertexes {
+            let i = self.index_of(&v.digest);
+            let step = &mut self.steps[i];
+            if !v.name.is_empty() {
+                step.name = v.name.clone();
+            }
+            let was_started = step.started.is_some();
+            let was_done = step.completed.is_some();
+            let was_cached = step.cached;
+            if let Some(t) = time(&v.started) {
+                step.started = Some(t);
+            }
+            if let Some(t) = time(&v.completed) {
+                step.completed = Some(t);
+            }
+            step.cached |= v.cached;
+            if !v.error.is_empty() && step.error.is_none() {
+                step.error = Some(v.error.clone());
+                events.push(Event::Failed(i));
+                continue;
+            }
+            if step.cached && !was_cached {
+                events.push(Event::Cached(i));
+            } else if step.started.is_some() && !was_started {
+                events.push(Event::Started(i));
+            }
+            if step.completed.is_some() && !was_done && !step.cached {
+                events.push(Event::Done(i));
+            }
+        }
+        for s in &update.statuses {
+            let i = self.index_of(&s.vertex);
+            let done = time(&s.completed).is_some();
+            let step = &mut self.steps[i];
+            let id = if s.name.is_empty() {
+                s.id.clone()
+            } else {
+                s.name.clone()
+            };
+            let before = step.tasks.insert(id.clone(), (s.current, s.total));
+            if before != Some((s.current, s.total)) || done {
+                events.push(Event::Task {
+                    step: i,
+                    id,
+                    current: s.current,
+                    total: s.total,
+                    done,
+                });
+            }
+        }
+        for log in &update.logs {
+            let i = self.index_of(&log.vertex);
+            let buf = self.partial.entry(i).or_default();
+            buf.push_str(&String::from_utf8_lossy(&log.msg));
+            while let Some(nl) = buf.find('\n') {
+                let line: String = buf.drain(..=nl).collect();
+                let line = line.trim_end_matches(['\n', '\r']).to_owned();
+                let step = &mut self.steps[i];
+                if step.logs.len() == LOG_TAIL {
+                    step.logs.pop_front();
+                }
+                step.logs.push_back(line.clone());
+                events.push(Event::Log { step: i, line });
+            }
+        }
+        events
+    }
+}
+
+/// Shows progress; `finish` is called once, after the last update.
+pub trait Renderer: Send {
+    fn update(&mut self, tracker: &Tracker, update: &StatusResponse, events: &[Event]);
+    fn finish(&mut self, tracker: &Tracker);
+}
+
+/// A renderer that shows nothing.
+pub struct Quiet;
+
+impl Renderer for Quiet {
+    fn update(&mut self, _: &Tracker, _: &StatusResponse, _: &[Event]) {}
+    fn finish(&mut self, _: &Tracker) {}
+}
+
+impl ProgressMode {
+    /// The renderer for this mode; `Auto` looks at whether stderr is a terminal.
+    pub fn renderer(self) -> Box<dyn Renderer> {
+        use std::io::IsTerminal;
+        match self {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => Box::new(TtyRenderer::new()),
+            ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainRenderer::new()),
+            ProgressMode::Tty => Box::new(TtyRenderer::new()),
+            ProgressMode::Json => Box::new(JsonRenderer::new()),
+            ProgressMode::Quiet => Box::new(Quiet),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::moby::buildkit::v1::{Vertex, VertexLog};
+
+    fn ts(s: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp {
+            seconds: s,
+            nanos: 0,
+        })
+    }
+
+    #[test]
+    fn folds_updates_into_steps_and_events() {
+        let mut t = Tracker::new();
+        let ev = t.apply(&StatusResponse {
+            vertexes: vec![
+                Vertex {
+                    digest: "a".into(),
+                    name: "base".into(),
+                    cached: true,
+                    started: ts(10),
+                    completed: ts(10),
+                    ..Default::default()
+                },
+                Vertex {
+                    digest: "b".into(),
+                    name: "apt".into(),
+                    started: ts(11),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        assert_eq!(ev, vec![Event::Cached(0), Event::Started(1)]);
+        let ev = t.apply(&StatusResponse {
+            logs: vec![VertexLog {
+                vertex: "b".into(),
+                msg: "line one\nline ".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(
+            ev,
+            vec![Event::Log {
+                step: 1,
+                line: "line one".into()
+            }]
+        );
+        let ev = t.apply(&StatusResponse {
+            vertexes: vec![Vertex {
+                digest: "b".into(),
+                name: "apt".into(),
+                started: ts(11),
+                completed: ts(14),
+                ..Default::default()
+            }],
+            logs: vec![VertexLog {
+                vertex: "b".into(),
+                msg: "two\n".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(
+            ev,
+            vec![
+                Event::Done(1),
+                Event::Log {
+                    step: 1,
+                    line: "line two".into()
+                }
+            ]
+        );
+        assert_eq!(t.step(1).duration(), Some(Duration::from_secs(3)));
+        assert_eq!(t.step(1).logs.len(), 2);
+        let ev = t.apply(&StatusResponse {
+            vertexes: vec![Vertex {
+                digest: "c".into(),
+                name: "run".into(),
+                started: ts(15),
+                completed: ts(16),
+                error: "exit code: 1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(ev, vec![Event::Failed(2)]);
+        assert_eq!(t.failed_step().unwrap().name, "run");
+    }
+}

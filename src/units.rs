@@ -1,0 +1,150 @@
+//! Sizes and durations as users type them (`10GB`, `512MiB`, `48h`, `7d`) and read them.
+
+use std::time::Duration;
+
+/// Formats a byte count the way `docker system df` does: decimal units, 3 significant digits.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else if value < 10.0 {
+        format!("{value:.2} {}", UNITS[unit])
+    } else if value < 100.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+/// Parses `1.5GB`, `512MiB`, `100kb`, `2048` (a bare number is megabytes, as
+/// buildctl's `--keep-storage` takes it).
+pub fn parse_size(input: &str) -> Result<u64, String> {
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{input:?} is not a size (try 512MB, 10GB or 1GiB)"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" => 1e6,
+        "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        other => return Err(format!(
+            "{input:?}: unknown size unit {other:?} (use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+        )),
+    };
+    Ok((number * factor).round() as u64)
+}
+
+/// Parses `90s`, `30m`, `48h`, `7d`, `1h30m` (a bare number is seconds).
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    let bad = || format!("{input:?} is not a duration (try 90s, 30m, 48h or 7d)");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(split);
+        let number: f64 = number.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        total += number
+            * match unit {
+                "ms" => 0.001,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                "d" => 86400.0,
+                "w" => 7.0 * 86400.0,
+                _ => return Err(bad()),
+            };
+        rest = tail;
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Formats a duration compactly: `850ms`, `12.3s`, `4m05s`, `2h10m`, `3d4h`.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        format!("{}ms", d.as_millis())
+    } else if secs < 60 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else if secs < 86400 {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    } else {
+        format!("{}d{}h", secs / 86400, (secs % 86400) / 3600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_trip_through_units() {
+        assert_eq!(parse_size("10GB").unwrap(), 10_000_000_000);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512").unwrap(), 512_000_000);
+        assert_eq!(parse_size("1.5 gb").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert!(parse_size("ten").unwrap_err().contains("not a size"));
+        assert!(parse_size("3 parsecs")
+            .unwrap_err()
+            .contains("unknown size unit"));
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_234_567), "1.23 MB");
+        assert_eq!(human_bytes(206_000_000), "206 MB");
+        assert_eq!(human_bytes(12_500_000_000), "12.5 GB");
+    }
+
+    #[test]
+    fn durations_parse_like_go_and_docker() {
+        assert_eq!(
+            parse_duration("48h").unwrap(),
+            Duration::from_secs(48 * 3600)
+        );
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "h", "5 parsecs", "1x"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(human_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(human_duration(Duration::from_secs(245)), "4m05s");
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 86400 + 4 * 3600)),
+            "3d4h"
+        );
+    }
+}

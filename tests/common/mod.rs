@@ -1,0 +1,165 @@
+//! The shared harness: brings up (or reuses) the real daemon stack through
+//! `scripts/daemon.sh up` and hands tests its addresses. No daemon, no pass:
+//! every integration test fails loudly when the stack cannot be started.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Addresses and paths of the running stack, as `scripts/daemon.sh` exports them.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// `unix://…/buildkitd.sock` of the standalone buildkitd.
+    pub buildkit_host: String,
+    /// `tcp://127.0.0.1:PORT` of the same daemon, mTLS only.
+    pub tcp_addr: String,
+    /// Client side of the mTLS setup: ca.pem, cert.pem, key.pem.
+    pub tls_dir: PathBuf,
+    /// `docker://…/docker.sock` of dockerd's embedded BuildKit.
+    pub docker_host: String,
+    /// `127.0.0.1:5000`
+    pub registry: String,
+    /// The bookworm base image in that registry.
+    pub base_image: String,
+    /// BuildKit's own client, for filling cache and for interop checks.
+    pub buildctl: PathBuf,
+    env: HashMap<String, String>,
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The running stack, started on first use (once per test binary; the script
+/// serialises concurrent callers and reuses what is already up).
+pub fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let script = repo_root().join("scripts/daemon.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        if !out.status.success() {
+            panic!(
+                "scripts/daemon.sh up failed ({}); integration tests need the real daemon stack.\n--- stderr ---\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let env = parse_exports(&String::from_utf8_lossy(&out.stdout));
+        let get = |k: &str| {
+            env.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("scripts/daemon.sh up did not export {k}"))
+        };
+        Stack {
+            buildkit_host: get("BUILDKIT_HOST"),
+            tcp_addr: get("STRATA_TCP_ADDR"),
+            tls_dir: get("STRATA_TLS_DIR").into(),
+            docker_host: get("STRATA_DOCKER_HOST"),
+            registry: get("STRATA_REGISTRY"),
+            base_image: get("STRATA_BASE_IMAGE"),
+            buildctl: get("STRATA_BUILDCTL").into(),
+            env,
+        }
+    })
+}
+
+/// Parses `export NAME=VALUE` lines (values possibly single- or double-quoted).
+fn parse_exports(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+                .unwrap_or(v);
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// The result of running the `strata` binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "strata failed:\n{self:#?}");
+        &self.stdout
+    }
+
+    /// Asserts a clean failure (exit 1, one `error:` line, no panic) and returns that line.
+    pub fn clean_error(&self) -> &str {
+        assert_eq!(self.code, Some(1), "expected exit 1:\n{self:#?}");
+        assert!(!self.stderr.contains("panicked"), "panic:\n{}", self.stderr);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one error line:\n{}", self.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+        lines[0]
+    }
+}
+
+/// Runs `strata ARGS…` with a clean environment (no BUILDKIT_HOST leaking in).
+pub fn strata<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .env_remove("BUILDKIT_HOST")
+        .env_remove("STRATA_LOG")
+        .output()
+        .expect("running the strata binary");
+    Run::from(out)
+}
+
+/// Runs buildctl against `addr` (for filling cache and interop checks).
+pub fn buildctl(addr: &str, args: &[&str], dir: Option<&Path>) -> Run {
+    let mut cmd = Command::new(&stack().buildctl);
+    cmd.arg("--addr").arg(addr).args(args);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    Run::from(cmd.output().expect("running buildctl"))
+}
+
+impl Stack {
+    /// The mTLS flags for the tcp:// address.
+    pub fn tls_args(&self) -> Vec<String> {
+        vec![
+            "--tlscacert".into(),
+            self.tls_dir.join("ca.pem").display().to_string(),
+            "--tlscert".into(),
+            self.tls_dir.join("cert.pem").display().to_string(),
+            "--tlskey".into(),
+            self.tls_dir.join("key.pem").display().to_string(),
+        ]
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env.get(name).map(String::as_str)
+    }
+}
