@@ -43,9 +43,11 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
         "tib" => 1024.0f64.powi(4),
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "{input:?}: unknown size unit {other:?} (use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB)"
-        )),
+        ))
+        }
     };
     Ok((number * factor).round() as u64)
 }

@@ -70,12 +70,12 @@ fn du_and_prune_report_real_cache() {
             .any(|r| r["record_type"] == "exec.cachemount"),
         "the cache mount is a record: {du}"
     );
-    assert_eq!(
-        du["reclaimable"].as_u64().unwrap()
-            + du["in_use"].as_u64().unwrap()
-            + du["shared"].as_u64().unwrap()
-            >= total,
-        true
+    let accounted = du["reclaimable"].as_u64().unwrap()
+        + du["in_use"].as_u64().unwrap()
+        + du["shared"].as_u64().unwrap();
+    assert!(
+        accounted >= total,
+        "every byte is reclaimable, in use or shared: {du}"
     );
     let text = strata(["--addr", &s.buildkit_host, "du"]).ok().to_owned();
     assert!(text.contains("Reclaimable:"), "{text}");
@@ -109,11 +109,11 @@ fn du_and_prune_report_real_cache() {
     .unwrap();
     let removed = pruned["records"].as_array().unwrap();
     assert!(!removed.is_empty(), "{pruned}");
+    // The daemon's prune stream leaves record types out; match by id instead.
+    let mount_ids: Vec<&Value> = mounts.iter().map(|r| &r["id"]).collect();
     assert!(
-        removed
-            .iter()
-            .all(|r| r["record_type"] == "exec.cachemount"),
-        "{pruned}"
+        removed.iter().all(|r| mount_ids.contains(&&r["id"])),
+        "only cache mounts were pruned: {pruned}"
     );
     assert!(pruned["freed"].as_u64().unwrap() >= 8_000_000, "{pruned}");
     let after = du_json(&s.buildkit_host, &[]);

@@ -17,28 +17,44 @@ pub enum ClientError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     /// The daemon answered a call with an error status.
-    #[error("{call} on {addr} failed: {}", status_text(.status))]
+    #[error("{call} on {addr} failed: {}{hint}", status_text(.status))]
     Rpc {
         call: &'static str,
         addr: String,
+        /// A likely cause, when the failure has a well-known one.
+        hint: &'static str,
         #[source]
         status: tonic::Status,
     },
 }
 
-/// The status message alone; the code is noise for users unless the message is empty.
+/// The status message alone (the code is noise for users unless the message
+/// is empty), plus the innermost cause of a transport failure, which is where
+/// TLS alerts such as "certificate required" end up.
 fn status_text(status: &tonic::Status) -> String {
-    if status.message().is_empty() {
+    let mut text = if status.message().is_empty() {
         format!("{:?}", status.code())
     } else {
         status.message().to_owned()
+    };
+    let mut innermost = None;
+    let mut cause = std::error::Error::source(status);
+    while let Some(err) = cause {
+        innermost = Some(err.to_string());
+        cause = err.source();
     }
+    if let Some(inner) = innermost.filter(|inner| !text.contains(inner.as_str())) {
+        text = format!("{text}: {inner}");
+    }
+    text
 }
 
 /// A BuildKit daemon we are connected to.
 #[derive(Clone)]
 pub struct Client {
     addr: Addr,
+    tls: bool,
+    client_cert: bool,
     channel: Channel,
     control: ControlClient<Channel>,
 }
@@ -52,6 +68,8 @@ impl Client {
             .max_encoding_message_size(64 << 20);
         Ok(Self {
             addr,
+            tls: tls.enabled(),
+            client_cert: tls.has_client_cert(),
             channel,
             control,
         })
@@ -72,9 +90,27 @@ impl Client {
     }
 
     pub(crate) fn rpc_error(&self, call: &'static str, status: tonic::Status) -> ClientError {
+        use tonic::Code;
+        // A TLS listener drops a plaintext HTTP/2 connection without a word,
+        // and with TLS 1.3 a missing client certificate is only noticed after
+        // the handshake; the call then fails with one of these codes.
+        let dropped = matches!(
+            status.code(),
+            Code::Cancelled | Code::Unavailable | Code::Unknown | Code::Internal
+        );
+        let hint = match self.addr {
+            Addr::Tcp { .. } if dropped && !self.tls => {
+                " (the connection was dropped; if the daemon expects TLS, pass --tlscacert, --tlscert and --tlskey or --tlsdir)"
+            }
+            Addr::Tcp { .. } if dropped && !self.client_cert => {
+                " (the connection was dropped; if the daemon requires a client certificate, pass --tlscert and --tlskey)"
+            }
+            _ => "",
+        };
         ClientError::Rpc {
             call,
             addr: self.addr.to_string(),
+            hint,
             status,
         }
     }

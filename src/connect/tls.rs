@@ -30,6 +30,11 @@ impl TlsOptions {
             || self.dir.is_some()
     }
 
+    /// Whether a client certificate is configured (mutual TLS).
+    pub fn has_client_cert(&self) -> bool {
+        self.file(&self.cert, "cert.pem").is_some()
+    }
+
     /// The name the server certificate must carry: `--tlsservername`, else the host.
     pub(super) fn server_name(&self, host: &str) -> String {
         self.server_name.clone().unwrap_or_else(|| host.to_owned())
