@@ -8,8 +8,10 @@
 pub mod client;
 pub mod connect;
 pub mod llb;
+pub mod registry;
 pub mod session;
 pub mod solve;
+pub mod spec;
 pub mod units;
 pub mod wire;
 

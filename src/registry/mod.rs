@@ -1,0 +1,1 @@
+//! A small OCI registry client: resolves image references to manifests and configs.
