@@ -18,6 +18,8 @@ pub use secrets::SecretFiles;
 
 use std::convert::Infallible;
 
+use futures::StreamExt;
+
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::body::Body;
@@ -156,7 +158,10 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        let incoming = futures::stream::iter([Ok::<_, std::io::Error>(TunnelIo(io))]);
+        // The incoming stream must stay open after its one connection: tonic
+        // treats its end as a shutdown and would send GOAWAY at once.
+        let incoming = futures::stream::iter([Ok::<_, std::io::Error>(TunnelIo(io))])
+            .chain(futures::stream::pending());
         let served = Server::builder()
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {

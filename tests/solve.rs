@@ -1,0 +1,108 @@
+//! The solve path with a hand-built graph, below the spec: session tunnel,
+//! FileSync upload, cache mounts, image push, progress and failure reporting.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::stack;
+use strata::llb::{self, exec::presets, Run, State};
+use strata::session::{LocalDir, LocalDirs, Session};
+use strata::solve::{self, progress::Quiet, Output, SolveRequest};
+use strata::{Addr, Client, TlsOptions};
+
+async fn client(addr: &str) -> Client {
+    Client::connect(addr.parse::<Addr>().unwrap(), &TlsOptions::default())
+        .await
+        .expect("connecting to the test daemon")
+}
+
+fn graph(base: &str, marker: &str) -> State {
+    let platform = llb::Platform::host();
+    let root = llb::source::image(&llb::source::normalize_image_ref(base).unwrap(), None)
+        .platform(platform.clone());
+    let ctx = llb::source::local("ctx", &Default::default());
+    root.run(
+        Run::shell(&format!("echo {marker} > /marker && ls /root/.cache/pip"))
+            .mounts(presets::pip(&platform))
+            .named("write marker"),
+    )
+    .file(
+        vec![llb::FileAction::copy(llb::Copy::new(&ctx, "/", "/ctx"))],
+        Some("copy context"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solves_uploads_and_pushes() {
+    let s = stack();
+    for addr in [s.buildkit_host.as_str(), s.docker_host.as_str()] {
+        let client = client(addr).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello.txt"), "hello from the client\n").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/data.bin"), vec![7u8; 300_000]).unwrap();
+
+        let mut session = Session::new("strata-test", "solve-test");
+        session.local_dirs(LocalDirs::new(BTreeMap::from([(
+            "ctx".to_owned(),
+            LocalDir {
+                path: dir.path().to_owned(),
+                excludes: vec![],
+            },
+        )])));
+        let name = format!("{}/strata/solve-test:latest", s.registry);
+        let request = SolveRequest {
+            definition: graph(&s.base_image, addr).marshal(),
+            outputs: vec![Output::Image {
+                name: name.clone(),
+                push: true,
+                insecure: true,
+                attrs: BTreeMap::new(),
+            }],
+            image_config: None,
+            cache_exports: vec![],
+            cache_imports: vec![],
+        };
+        let solved = solve::solve(&client, session, request, &mut Quiet)
+            .await
+            .unwrap_or_else(|e| panic!("solve on {addr}: {e}"));
+        let digest = solved.image_digest().expect("an image digest");
+        assert!(digest.starts_with("sha256:"), "{digest}");
+        assert!(
+            solved.steps.iter().any(|st| st.name == "write marker"),
+            "step names reach progress: {:?}",
+            solved.steps.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_is_named_with_its_log() {
+    let s = stack();
+    let client = client(&s.buildkit_host).await;
+    let root = llb::source::image(
+        &llb::source::normalize_image_ref(&s.base_image).unwrap(),
+        None,
+    );
+    let state =
+        root.run(Run::shell("echo about to fail; echo oops >&2; exit 3").named("the failing step"));
+    let request = SolveRequest {
+        definition: state.marshal(),
+        outputs: vec![],
+        image_config: None,
+        cache_exports: vec![],
+        cache_imports: vec![],
+    };
+    let err = solve::solve(&client, Session::new("t", "t"), request, &mut Quiet)
+        .await
+        .expect_err("the step exits 3");
+    match err {
+        solve::SolveError::StepFailed { name, error, logs } => {
+            assert_eq!(name, "the failing step");
+            assert!(error.contains("exit code: 3"), "{error}");
+            assert!(logs.iter().any(|l| l.contains("oops")), "{logs:?}");
+        }
+        other => panic!("expected StepFailed, got {other}"),
+    }
+}
