@@ -1,6 +1,7 @@
 //! Solving: one `Control.Solve` with its session, exporters and cache options,
 //! while `Control.Status` streams progress to a renderer.
 
+pub mod cache;
 pub mod output;
 pub mod progress;
 
@@ -15,15 +16,9 @@ use crate::llb::Definition;
 use crate::session::{random_id, ExportFiles, Session};
 use crate::wire::moby::buildkit::v1 as control;
 
+pub use cache::{parse_cache_entry, CacheEntry, Direction};
 pub use output::{parse_output, Output};
 use progress::{Renderer, Step, Tracker};
-
-/// One cache import or export (`type=registry,ref=…`), as BuildKit takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheEntry {
-    pub kind: String,
-    pub attrs: BTreeMap<String, String>,
-}
 
 /// Everything one solve needs besides the session.
 #[derive(Debug, Clone)]

@@ -9,19 +9,15 @@ use crate::wire::moby::buildkit::v1::StatusResponse;
 
 pub struct JsonRenderer {
     out: std::io::Stderr,
+    image: Option<String>,
 }
 
 impl JsonRenderer {
-    pub fn new() -> Self {
+    pub fn new(image: Option<String>) -> Self {
         JsonRenderer {
             out: std::io::stderr(),
+            image,
         }
-    }
-}
-
-impl Default for JsonRenderer {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -34,6 +30,9 @@ fn unix(ts: &Option<prost_types::Timestamp>) -> Option<f64> {
 /// The schema of one line: the daemon's update, with step numbers added.
 #[derive(Serialize)]
 struct Line<'a> {
+    /// The image this update belongs to, when several build at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
     vertexes: Vec<VertexLine<'a>>,
     statuses: Vec<StatusLine<'a>>,
     logs: Vec<LogLine>,
@@ -80,6 +79,7 @@ impl Renderer for JsonRenderer {
                 .unwrap_or(0)
         };
         let line = Line {
+            image: self.image.as_deref(),
             vertexes: update
                 .vertexes
                 .iter()

@@ -241,13 +241,18 @@ impl Renderer for Quiet {
 
 impl ProgressMode {
     /// The renderer for this mode; `Auto` looks at whether stderr is a terminal.
-    pub fn renderer(self) -> Box<dyn Renderer> {
+    /// `label` names the image when several build at once (prefixes lines,
+    /// tags JSON objects); concurrent tty renderers share one screen.
+    pub fn renderer(self, label: Option<&str>) -> Box<dyn Renderer> {
         use std::io::IsTerminal;
+        let label = label.map(str::to_owned);
         match self {
-            ProgressMode::Auto if std::io::stderr().is_terminal() => Box::new(TtyRenderer::new()),
-            ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainRenderer::new()),
-            ProgressMode::Tty => Box::new(TtyRenderer::new()),
-            ProgressMode::Json => Box::new(JsonRenderer::new()),
+            ProgressMode::Auto if std::io::stderr().is_terminal() => {
+                Box::new(TtyRenderer::new(label))
+            }
+            ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainRenderer::new(label)),
+            ProgressMode::Tty => Box::new(TtyRenderer::new(label)),
+            ProgressMode::Json => Box::new(JsonRenderer::new(label)),
             ProgressMode::Quiet => Box::new(Quiet),
         }
     }

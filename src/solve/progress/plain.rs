@@ -9,45 +9,41 @@ use crate::wire::moby::buildkit::v1::StatusResponse;
 
 pub struct PlainRenderer {
     out: std::io::Stderr,
+    /// `"[IMAGE] "` when several images build at once.
+    prefix: String,
 }
 
 impl PlainRenderer {
-    pub fn new() -> Self {
+    pub fn new(label: Option<String>) -> Self {
         PlainRenderer {
             out: std::io::stderr(),
+            prefix: label.map(|l| format!("[{l}] ")).unwrap_or_default(),
         }
-    }
-}
-
-impl Default for PlainRenderer {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
 impl Renderer for PlainRenderer {
     fn update(&mut self, tracker: &Tracker, _update: &StatusResponse, events: &[Event]) {
         let mut out = self.out.lock();
+        let p = &self.prefix;
         for event in events {
             let _ = match event {
                 Event::Started(i) => {
                     let s = tracker.step(*i);
-                    writeln!(out, "#{} {}", s.number, s.name)
+                    writeln!(out, "{p}#{} {}", s.number, s.name)
                 }
                 Event::Cached(i) => {
                     let s = tracker.step(*i);
-                    writeln!(out, "#{} {}\n#{} CACHED", s.number, s.name, s.number)
+                    writeln!(out, "{p}#{} {}\n{p}#{} CACHED", s.number, s.name, s.number)
                 }
                 Event::Done(i) => {
                     let s = tracker.step(*i);
                     let took = s.duration().map(human_duration).unwrap_or_default();
-                    writeln!(out, "#{} DONE {took}", s.number)
+                    writeln!(out, "{p}#{} DONE {took}", s.number)
                 }
                 Event::Failed(i) => {
                     let s = tracker.step(*i);
-                    writeln!(
-                        out,
-                        "#{} ERROR: {}",
+                    writeln!(out, "{p}#{} ERROR: {}",
                         s.number,
                         s.error.as_deref().unwrap_or("")
                     )
@@ -59,7 +55,7 @@ impl Renderer for PlainRenderer {
                         .and_then(|t| SystemTime::now().duration_since(t).ok())
                         .map(|d| d.as_secs_f64())
                         .unwrap_or(0.0);
-                    writeln!(out, "#{} {at:.3} {line}", s.number)
+                    writeln!(out, "{p}#{} {at:.3} {line}", s.number)
                 }
                 Event::Task {
                     step,
@@ -70,15 +66,13 @@ impl Renderer for PlainRenderer {
                 } => {
                     let s = tracker.step(*step);
                     if *total > 0 {
-                        writeln!(
-                            out,
-                            "#{} {id} {} / {} done",
+                        writeln!(out, "{p}#{} {id} {} / {} done",
                             s.number,
                             human_bytes(*current as u64),
                             human_bytes(*total as u64)
                         )
                     } else {
-                        writeln!(out, "#{} {id} done", s.number)
+                        writeln!(out, "{p}#{} {id} done", s.number)
                     }
                 }
                 Event::Task { .. } => Ok(()),

@@ -14,27 +14,38 @@ pub struct TtyRenderer {
     multi: MultiProgress,
     bars: HashMap<usize, ProgressBar>,
     style: ProgressStyle,
+    /// `"[IMAGE] "` when several images build at once.
+    prefix: String,
+}
+
+/// One screen for every renderer of the process (images building at once).
+fn screen() -> MultiProgress {
+    static SCREEN: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    SCREEN
+        .get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)))
+        .clone()
 }
 
 impl TtyRenderer {
-    pub fn new() -> Self {
+    pub fn new(label: Option<String>) -> Self {
         let style =
             ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {wide_msg} {elapsed:>5}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner());
         TtyRenderer {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
+            multi: screen(),
             bars: HashMap::new(),
             style,
+            prefix: label.map(|l| format!("[{l}] ")).unwrap_or_default(),
         }
     }
 
     fn bar(&mut self, tracker: &Tracker, i: usize) -> &ProgressBar {
         let step = tracker.step(i);
-        let (multi, style) = (&self.multi, &self.style);
+        let (multi, style, prefix) = (&self.multi, &self.style, &self.prefix);
         self.bars.entry(i).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(style.clone());
-            bar.set_prefix(format!("#{} {}", step.number, step.name));
+            bar.set_prefix(format!("{prefix}#{} {}", step.number, step.name));
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         })
@@ -45,15 +56,10 @@ impl TtyRenderer {
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }
-        let _ = self.multi.println(line);
+        let _ = self.multi.println(format!("{}{line}", self.prefix));
     }
 }
 
-impl Default for TtyRenderer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 fn shorten(line: &str, max: usize) -> String {
     let line = line.trim();
@@ -123,6 +129,5 @@ impl Renderer for TtyRenderer {
         for (_, bar) in self.bars.drain() {
             bar.finish_and_clear();
         }
-        let _ = self.multi.clear();
     }
 }

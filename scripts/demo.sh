@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The main job, on a fresh Debian 12 machine (as root): start the daemon stack,
+# then build examples/codex (base + apt/pip/npm toolchain + overlay) with strata,
+# push it to the local registry and export its build cache; then show what the
+# cache buys: an unchanged rebuild (all cached) and a one-file overlay edit
+# (only the overlay step runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+eval "$(bash scripts/daemon.sh up)"
+
+echo "== building strata" >&2
+cargo build --release --locked --quiet
+strata=target/release/strata
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r examples/codex "$work/codex"
+spec=$work/codex/strata.toml
+image=$STRATA_REGISTRY/strata/codex:demo
+cache=${STRATA_DEMO_CACHE:-/var/cache/strata/demo-cache}
+
+"$strata" info | sed -n 1,3p
+
+echo "== 1. build and push $image (cache mounts for apt, pip, npm; cache exported to $cache)" >&2
+"$strata" build -f "$spec" codex --push "$image" --progress plain \
+  --cache-to "type=local,dest=$cache" --metadata-file "$work/metadata.json"
+
+echo "== 2. rebuild, nothing changed: every step comes from the cache" >&2
+"$strata" build -f "$spec" codex --push "$image" --progress plain
+
+echo "== 3. edit one overlay file: only the overlay step runs" >&2
+echo "# edited at $(date -u +%FT%TZ)" >>"$work/codex/overlay/AGENTS.md"
+"$strata" build -f "$spec" codex --push "$image" --progress plain
+
+echo "== metadata of build 1" >&2
+cat "$work/metadata.json"
+"$strata" du
