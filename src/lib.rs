@@ -1,10 +1,13 @@
 //! strata: a BuildKit client and LLB frontend that talks to buildkitd over gRPC.
 //!
 //! - [`connect`] reaches a daemon over unix, tcp (+mTLS) or dockerd's `/grpc`;
+//! - [`spec`] reads strata.toml and lowers it to [`llb`]; [`build`] solves it
+//!   with a [`session`] through [`solve`];
 //! - [`client`] wraps BuildKit's Control API in typed calls (info, du, prune);
 //! - [`units`] parses and prints the sizes and durations users type and read;
 //! - [`wire`] is the generated protobuf/gRPC code, and nothing else.
 
+pub mod build;
 pub mod client;
 pub mod connect;
 pub mod llb;

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+use strata::build::{BuildOptions, Built};
 use strata::client::{DaemonInfo, DiskUsage, PruneOptions, PruneReport};
+use strata::spec::Spec;
 use strata::units::{human_bytes, human_duration, parse_duration, parse_size};
 use strata::{Addr, Client, TlsOptions};
 
@@ -85,6 +87,100 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build the images of a strata.toml (all, or the ones named) on the daemon:
+    /// base, toolchain steps with cache mounts, overlay; push or export the result.
+    Build(BuildArgs),
+    /// Write an image's LLB (a pb.Definition) to stdout, e.g. to run the very
+    /// same graph with `buildctl build` (see README).
+    Llb(LlbArgs),
+}
+
+/// The spec file and the build-wide settings `build` and `llb` share.
+#[derive(Args)]
+struct SpecArgs {
+    /// The spec to read.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "strata.toml"
+    )]
+    file: PathBuf,
+    /// A CA bundle to trust inside toolchain steps (for networks that re-sign TLS);
+    /// mounted as a secret, never stored in a layer. Overrides the spec's ca_cert.
+    #[arg(long, value_name = "FILE", env = "STRATA_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Target platform, e.g. linux/arm64 (default: the spec's, else this machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<strata::llb::Platform>,
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Images to build (default: every image of the spec).
+    #[arg(value_name = "IMAGE")]
+    images: Vec<String>,
+    /// Push the image to this reference (one image only).
+    #[arg(long, value_name = "REF")]
+    push: Option<String>,
+    /// Export the image: type=registry,name=REF | type=image,name=REF[,push=true] |
+    /// type=oci,dest=FILE | type=docker,dest=FILE | type=local,dest=DIR (repeatable).
+    #[arg(short, long, value_name = "SPEC", value_parser = strata::solve::parse_output)]
+    output: Vec<strata::solve::Output>,
+    /// Allow plain-http registries (loopback registries always are).
+    #[arg(long)]
+    insecure_registry: bool,
+    /// A secret for `run` steps: id=ID,src=FILE (repeatable).
+    #[arg(long, value_name = "id=ID,src=FILE", value_parser = parse_secret)]
+    secret: Vec<(String, PathBuf)>,
+    /// Export build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR |
+    /// type=inline (repeatable; mode defaults to max, which keeps toolchain layers).
+    #[arg(long, value_name = "SPEC", value_parser = parse_cache_to)]
+    cache_to: Vec<strata::solve::CacheEntry>,
+    /// Import build cache: type=registry,ref=REF | type=local,src=DIR (repeatable).
+    #[arg(long, value_name = "SPEC", value_parser = parse_cache_from)]
+    cache_from: Vec<strata::solve::CacheEntry>,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: strata::solve::progress::ProgressMode,
+    /// Write what the exporters returned (image digests, …) as JSON, by image.
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LlbArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// The image whose graph to print.
+    #[arg(value_name = "IMAGE")]
+    image: String,
+}
+
+fn parse_secret(value: &str) -> Result<(String, PathBuf), String> {
+    let (mut id, mut src) = (None, None);
+    for part in value.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_owned()),
+            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+            _ => return Err(format!("{part:?}: expected id=ID,src=FILE")),
+        }
+    }
+    match (id, src) {
+        (Some(id), Some(src)) => Ok((id, src)),
+        (Some(id), None) => Ok((id.clone(), PathBuf::from(id))),
+        _ => Err("missing id= (expected id=ID,src=FILE)".into()),
+    }
+}
+
+fn parse_cache_to(value: &str) -> Result<strata::solve::CacheEntry, String> {
+    strata::solve::parse_cache_entry(value, strata::solve::Direction::Export)
+}
+
+fn parse_cache_from(value: &str) -> Result<strata::solve::CacheEntry, String> {
+    strata::solve::parse_cache_entry(value, strata::solve::Direction::Import)
 }
 
 impl DaemonArgs {
@@ -146,6 +242,8 @@ fn report_error(err: &anyhow::Error, verbose: bool) {
 
 async fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
+        Command::Build(args) => build_command(cli, args).await,
+        Command::Llb(args) => llb_command(args).await,
         Command::Info { json } => {
             let info = cli.daemon.connect().await?.info().await?;
             if *json {
@@ -300,4 +398,156 @@ fn print_prune(report: &PruneReport) {
         report.records.len(),
         if report.records.len() == 1 { "" } else { "s" }
     );
+}
+
+impl SpecArgs {
+    fn load(&self) -> Result<Spec> {
+        Ok(Spec::load(&self.file)?)
+    }
+
+    fn options(&self, spec: &Spec) -> BuildOptions {
+        BuildOptions {
+            ca_cert: self
+                .ca_cert
+                .clone()
+                .or_else(|| spec.ca_cert().map(Into::into)),
+            platform: self.platform.clone(),
+            ..BuildOptions::default()
+        }
+    }
+}
+
+/// Exit status of a build cancelled with Ctrl-C (128 + SIGINT), as shells report it.
+const INTERRUPTED: i32 = 130;
+
+async fn build_command(cli: &Cli, args: &BuildArgs) -> Result<()> {
+    let spec = args.spec.load()?;
+    let options = BuildOptions {
+        images: args.images.clone(),
+        push: args.push.clone(),
+        outputs: args.output.clone(),
+        insecure_registry: args.insecure_registry,
+        secrets: args.secret.iter().cloned().collect(),
+        cache_to: args.cache_to.clone(),
+        cache_from: args.cache_from.clone(),
+        progress: Some(args.progress),
+        ..args.spec.options(&spec)
+    };
+    let client = cli.daemon.connect().await?;
+    let built = tokio::select! {
+        built = strata::build::build(&client, &spec, &options) => built.inspect_err(print_failed_step_logs)?,
+        _ = tokio::signal::ctrl_c() => {
+            // Dropping the build cancelled its Solve calls; give the connection
+            // a moment to tell the daemon, which then stops the running step.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            eprintln!("error: interrupted: the build was cancelled on the daemon");
+            std::process::exit(INTERRUPTED);
+        }
+    };
+    for b in &built {
+        print_built(b);
+    }
+    if let Some(path) = &args.metadata_file {
+        write_metadata(path, &built)?;
+    }
+    Ok(())
+}
+
+/// The tail of a failed step's output, above the one-line error.
+fn print_failed_step_logs(err: &strata::build::BuildError) {
+    use strata::solve::SolveError;
+    if let strata::build::BuildError::Solve {
+        source: SolveError::StepFailed { name, logs, .. },
+        ..
+    } = err
+    {
+        if !logs.is_empty() {
+            eprintln!("--- last output of {name} ---");
+            for line in logs {
+                eprintln!("{line}");
+            }
+            eprintln!("---");
+        }
+    }
+}
+
+fn print_built(b: &Built) {
+    let steps = &b.solved.steps;
+    let cached = steps.iter().filter(|s| s.cached).count();
+    let digest = b.solved.image_digest().unwrap_or("(no image exported)");
+    let mut line = format!(
+        "{}  {digest}  {} steps, {cached} cached, {}",
+        b.image,
+        steps.len(),
+        human_duration(b.solved.duration)
+    );
+    if let Some(pushed) = &b.pushed {
+        line.push_str(&format!("  pushed {pushed}"));
+    }
+    println!("{line}");
+}
+
+/// `--metadata-file`: per image, the exporters' response as the daemon gave it
+/// (`containerimage.digest`, `containerimage.config.digest`, `image.name`, …)
+/// plus strata's own counts. Written whole or not at all.
+fn write_metadata(path: &std::path::Path, built: &[Built]) -> Result<()> {
+    use anyhow::Context;
+    let mut all = serde_json::Map::new();
+    for b in built {
+        let mut entry = serde_json::Map::new();
+        for (k, v) in &b.solved.exporter_response {
+            entry.insert(k.clone(), v.clone().into());
+        }
+        entry.insert("strata.steps".into(), b.solved.steps.len().into());
+        entry.insert(
+            "strata.cached".into(),
+            b.solved.steps.iter().filter(|s| s.cached).count().into(),
+        );
+        entry.insert(
+            "strata.duration_seconds".into(),
+            b.solved.duration.as_secs_f64().into(),
+        );
+        all.insert(b.image.clone(), entry.into());
+    }
+    let text = serde_json::to_string_pretty(&all)? + "\n";
+    let tmp = path.with_extension("strata-tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("--metadata-file {}", path.display()))
+}
+
+async fn llb_command(args: &LlbArgs) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    let spec = args.spec.load()?;
+    let options = args.spec.options(&spec);
+    let lowered = strata::build::plan(&spec, std::slice::from_ref(&args.image), &options).await?;
+    let Some(image) = lowered.into_iter().next() else {
+        anyhow::bail!("no image {:?} in {}", args.image, args.spec.file.display());
+    };
+    let mut stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        anyhow::bail!(
+            "strata llb writes a binary pb.Definition; pipe it, e.g. strata llb {} | buildctl build …",
+            args.image
+        );
+    }
+    stdout.write_all(&image.definition.to_bytes())?;
+    stdout.flush()?;
+    // What buildctl needs to run the same graph.
+    let mut flags: Vec<String> = image
+        .local_dirs
+        .iter()
+        .map(|(name, dir)| format!("--local {name}={}", dir.path.display()))
+        .collect();
+    if let Some(ca) = &options.ca_cert {
+        flags.push(format!(
+            "--secret id={},src={}",
+            strata::build::CA_SECRET_ID,
+            ca.display()
+        ));
+    }
+    if !flags.is_empty() {
+        eprintln!("buildctl build needs: {}", flags.join(" "));
+    }
+    Ok(())
 }

@@ -1,1 +1,566 @@
-//! A small OCI registry client: resolves image references to manifests and configs.
+//! A small OCI registry (distribution v2) client. strata sends raw LLB, which
+//! carries no image config, so it reads a base image's config (ENV PATH, WORKDIR,
+//! CMD…) itself, as BuildKit's Dockerfile frontend does; tests and benchmarks
+//! read pushed images back through it.
+
+mod reference;
+mod transport;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode, Uri};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+pub use reference::ImageRef;
+
+use crate::llb::Platform;
+use crate::session::DockerAuth;
+
+/// Media types a manifest GET accepts: OCI and Docker, single and multi-platform.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// What went wrong talking to a registry; each names the image.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{reference:?} is not a valid image reference: {reason}")]
+    BadReference { reference: String, reason: String },
+    #[error("cannot reach the registry of {image}: {reason}")]
+    Unreachable { image: String, reason: String },
+    #[error("{image}: not found in its registry")]
+    NotFound { image: String },
+    #[error("{image}: the registry refused access ({status}); log in with docker login or check ~/.docker/config.json")]
+    Unauthorized { image: String, status: StatusCode },
+    #[error("{image}: the registry answered {status} for {what}")]
+    Status {
+        image: String,
+        what: String,
+        status: StatusCode,
+    },
+    #[error("{image}: bad {what}: {reason}")]
+    Invalid {
+        image: String,
+        what: String,
+        reason: String,
+    },
+    #[error("{image} has no manifest for {platform} (it has: {available})")]
+    NoPlatform {
+        image: String,
+        platform: String,
+        available: String,
+    },
+}
+
+/// Options of a [`Registry`] client.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Hosts reached over plain http (loopback hosts always are).
+    pub insecure: Vec<String>,
+    /// Every host over plain http (`--insecure-registry`).
+    pub insecure_all: bool,
+    /// Credentials; anonymous when absent.
+    pub auth: Option<DockerAuth>,
+}
+
+/// A platform's manifest, and how it was found.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Digest of the platform's manifest.
+    pub digest: String,
+    /// Digest of the index it was picked from, for multi-platform images.
+    pub index_digest: Option<String>,
+    pub manifest: ImageManifest,
+}
+
+/// A registry client: tokens are cached per host and scope.
+#[derive(Debug, Default)]
+pub struct Registry {
+    options: RegistryOptions,
+    tokens: Mutex<BTreeMap<String, String>>,
+}
+
+/// Whether a registry host (with or without port) is on the loopback, where
+/// plain http is the norm.
+pub fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map(|(h, _)| h)
+        .unwrap_or(host)
+        .trim_matches(['[', ']']);
+    bare == "localhost" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Parses `Bearer realm="…",service="…",scope="…"` into its scheme and parameters.
+fn parse_challenge(value: &str) -> (String, BTreeMap<String, String>) {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let mut params = BTreeMap::new();
+    let mut rest = rest.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (val, remainder) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        params.insert(key, val.to_owned());
+        rest = remainder.trim_start_matches([',', ' ']);
+    }
+    (scheme.to_ascii_lowercase(), params)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads a Docker schema2 or OCI manifest (they share a shape; the media types
+/// differ, which strict parsers reject), mapping Docker's types to OCI ones.
+fn normalize_media_types(mut value: serde_json::Value) -> serde_json::Value {
+    fn map(t: &str) -> Option<&'static str> {
+        Some(match t {
+            "application/vnd.docker.distribution.manifest.v2+json" => {
+                "application/vnd.oci.image.manifest.v1+json"
+            }
+            "application/vnd.docker.distribution.manifest.list.v2+json" => {
+                "application/vnd.oci.image.index.v1+json"
+            }
+            "application/vnd.docker.container.image.v1+json" => {
+                "application/vnd.oci.image.config.v1+json"
+            }
+            "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            }
+            "application/vnd.docker.image.rootfs.diff.tar" => {
+                "application/vnd.oci.image.layer.v1.tar"
+            }
+            _ => return None,
+        })
+    }
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let Some(serde_json::Value::String(t)) = o.get_mut("mediaType") {
+                    if let Some(m) = map(t) {
+                        *t = m.to_owned();
+                    }
+                }
+                o.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut value);
+    value
+}
+
+impl Registry {
+    pub fn new(options: RegistryOptions) -> Registry {
+        Registry {
+            options,
+            tokens: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn scheme(&self, host: &str) -> &'static str {
+        if self.options.insecure_all
+            || is_loopback(host)
+            || self.options.insecure.iter().any(|h| h == host)
+        {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// GET `path` on the image's registry, authenticating when challenged and
+    /// following redirects (blob storage often lives elsewhere).
+    async fn get(
+        &self,
+        image: &ImageRef,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<transport::Response, RegistryError> {
+        let host = image.api_host();
+        let mut url = format!(
+            "{}://{host}/v2/{}/{path}",
+            self.scheme(host),
+            image.repository
+        );
+        let scope = format!("repository:{}:pull", image.repository);
+        let token_key = format!("{host} {scope}");
+        let unreachable = |reason: String| RegistryError::Unreachable {
+            image: image.to_string(),
+            reason,
+        };
+        let mut authed = false;
+        for _ in 0..6 {
+            let uri: Uri = url
+                .parse()
+                .map_err(|e| unreachable(format!("bad URL {url}: {e}")))?;
+            let mut headers = Vec::new();
+            if let Some(accept) = accept {
+                headers.push((header::ACCEPT, accept.to_owned()));
+            }
+            // Credentials go only to the registry itself, never to a redirect target.
+            let same_host = uri.authority().map(|a| a.as_str()) == Some(host);
+            if same_host {
+                if let Some(auth) = self.tokens.lock().await.get(&token_key) {
+                    headers.push((header::AUTHORIZATION, auth.clone()));
+                }
+            }
+            let response = transport::send(Method::GET, &uri, &headers)
+                .await
+                .map_err(unreachable)?;
+            match response.status {
+                s if s.is_redirection() => {
+                    let location = response
+                        .headers
+                        .get(header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .ok_or_else(|| unreachable(format!("{s} without a Location")))?;
+                    url = if location.starts_with('/') {
+                        format!(
+                            "{}://{}{location}",
+                            uri.scheme_str().unwrap_or("https"),
+                            uri.authority().map(|a| a.as_str()).unwrap_or(host)
+                        )
+                    } else {
+                        location.to_owned()
+                    };
+                }
+                StatusCode::UNAUTHORIZED if !authed && same_host => {
+                    authed = true;
+                    let challenge = response
+                        .headers
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let auth = self.authorize(image, challenge, &scope).await?;
+                    self.tokens.lock().await.insert(token_key.clone(), auth);
+                }
+                _ => return Ok(response),
+            }
+        }
+        Err(unreachable("too many redirects".into()))
+    }
+
+    /// Answers a 401 challenge: Basic with stored credentials, or a Bearer
+    /// token from the realm (with credentials if any, anonymous otherwise).
+    async fn authorize(
+        &self,
+        image: &ImageRef,
+        challenge: &str,
+        scope: &str,
+    ) -> Result<String, RegistryError> {
+        use base64::Engine;
+        let unauthorized = || RegistryError::Unauthorized {
+            image: image.to_string(),
+            status: StatusCode::UNAUTHORIZED,
+        };
+        let credential = self
+            .options
+            .auth
+            .as_ref()
+            .and_then(|a| a.credential(&image.registry).cloned());
+        let basic = credential.as_ref().map(|c| {
+            let pair = format!("{}:{}", c.username, c.secret);
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        });
+        let (scheme, params) = parse_challenge(challenge);
+        match scheme.as_str() {
+            "basic" => basic.ok_or_else(unauthorized),
+            "bearer" => {
+                let realm = params.get("realm").ok_or_else(unauthorized)?;
+                let mut url = format!("{realm}?scope={scope}");
+                if let Some(service) = params.get("service") {
+                    url.push_str(&format!("&service={service}"));
+                }
+                let uri: Uri = url.parse().map_err(|_| unauthorized())?;
+                let headers: Vec<_> = basic
+                    .into_iter()
+                    .map(|b| (header::AUTHORIZATION, b))
+                    .collect();
+                let response =
+                    transport::send(Method::GET, &uri, &headers)
+                        .await
+                        .map_err(|reason| RegistryError::Unreachable {
+                            image: image.to_string(),
+                            reason: format!("token service {realm}: {reason}"),
+                        })?;
+                if !response.status.is_success() {
+                    return Err(RegistryError::Unauthorized {
+                        image: image.to_string(),
+                        status: response.status,
+                    });
+                }
+                let body: serde_json::Value =
+                    serde_json::from_slice(&response.body).map_err(|e| RegistryError::Invalid {
+                        image: image.to_string(),
+                        what: "token".into(),
+                        reason: e.to_string(),
+                    })?;
+                let token = body["token"]
+                    .as_str()
+                    .or(body["access_token"].as_str())
+                    .ok_or_else(unauthorized)?;
+                Ok(format!("Bearer {token}"))
+            }
+            _ => Err(unauthorized()),
+        }
+    }
+
+    /// Fetches a manifest or index by tag or digest: its digest and JSON.
+    async fn fetch_manifest(
+        &self,
+        image: &ImageRef,
+        reference: &str,
+    ) -> Result<(String, serde_json::Value), RegistryError> {
+        let response = self
+            .get(
+                image,
+                &format!("manifests/{reference}"),
+                Some(MANIFEST_TYPES),
+            )
+            .await?;
+        self.check(image, "manifest", &response)?;
+        let digest = format!("sha256:{}", sha256_hex(&response.body));
+        if reference.starts_with("sha256:") && reference != digest {
+            return Err(RegistryError::Invalid {
+                image: image.to_string(),
+                what: "manifest".into(),
+                reason: format!("content has digest {digest}, not {reference}"),
+            });
+        }
+        let json = serde_json::from_slice(&response.body).map_err(|e| RegistryError::Invalid {
+            image: image.to_string(),
+            what: "manifest".into(),
+            reason: e.to_string(),
+        })?;
+        Ok((digest, normalize_media_types(json)))
+    }
+
+    fn check(
+        &self,
+        image: &ImageRef,
+        what: &str,
+        response: &transport::Response,
+    ) -> Result<(), RegistryError> {
+        match response.status {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
+                image: image.to_string(),
+            }),
+            s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                Err(RegistryError::Unauthorized {
+                    image: image.to_string(),
+                    status: s,
+                })
+            }
+            status => Err(RegistryError::Status {
+                image: image.to_string(),
+                what: what.into(),
+                status,
+            }),
+        }
+    }
+
+    /// The manifest of `image` for `platform`, following an index if there is one.
+    pub async fn manifest(
+        &self,
+        image: &ImageRef,
+        platform: &Platform,
+    ) -> Result<Resolved, RegistryError> {
+        let invalid = |what: &str, e: String| RegistryError::Invalid {
+            image: image.to_string(),
+            what: what.into(),
+            reason: e,
+        };
+        let (digest, json) = self.fetch_manifest(image, image.reference()).await?;
+        let is_index = json["mediaType"] == "application/vnd.oci.image.index.v1+json"
+            || (json.get("manifests").is_some() && json.get("layers").is_none());
+        if !is_index {
+            let manifest: ImageManifest =
+                serde_json::from_value(json).map_err(|e| invalid("manifest", e.to_string()))?;
+            return Ok(Resolved {
+                digest,
+                index_digest: None,
+                manifest,
+            });
+        }
+        let index: ImageIndex =
+            serde_json::from_value(json).map_err(|e| invalid("index", e.to_string()))?;
+        let mut available = Vec::new();
+        let mut chosen = None;
+        for m in index.manifests() {
+            let Some(p) = m.platform() else { continue };
+            let (os, arch) = (p.os().to_string(), p.architecture().to_string());
+            let variant = p.variant().clone().unwrap_or_default();
+            if os == "unknown" {
+                continue; // attestation manifests
+            }
+            available.push(format!(
+                "{os}/{arch}{}",
+                if variant.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{variant}")
+                }
+            ));
+            let matches = os == platform.os
+                && arch == platform.architecture
+                && (platform.variant.is_empty() || platform.variant == variant);
+            if matches && chosen.is_none() {
+                chosen = Some(m.digest().to_string());
+            }
+        }
+        let Some(chosen) = chosen else {
+            return Err(RegistryError::NoPlatform {
+                image: image.to_string(),
+                platform: platform.to_string(),
+                available: available.join(", "),
+            });
+        };
+        let (manifest_digest, json) = self.fetch_manifest(image, &chosen).await?;
+        let manifest: ImageManifest =
+            serde_json::from_value(json).map_err(|e| invalid("manifest", e.to_string()))?;
+        Ok(Resolved {
+            digest: manifest_digest,
+            index_digest: Some(digest),
+            manifest,
+        })
+    }
+
+    /// The platform's manifest and the image config it points to.
+    pub async fn config(
+        &self,
+        image: &ImageRef,
+        platform: &Platform,
+    ) -> Result<(Resolved, ImageConfiguration), RegistryError> {
+        let resolved = self.manifest(image, platform).await?;
+        let digest = resolved.manifest.config().digest().to_string();
+        let blob = self.blob(image, &digest).await?;
+        let config = serde_json::from_slice(&blob).map_err(|e| RegistryError::Invalid {
+            image: image.to_string(),
+            what: "image config".into(),
+            reason: e.to_string(),
+        })?;
+        Ok((resolved, config))
+    }
+
+    /// A blob by digest, checked against it.
+    pub async fn blob(&self, image: &ImageRef, digest: &str) -> Result<Bytes, RegistryError> {
+        let response = self.get(image, &format!("blobs/{digest}"), None).await?;
+        self.check(image, "blob", &response)?;
+        let actual = format!("sha256:{}", sha256_hex(&response.body));
+        if actual != digest {
+            return Err(RegistryError::Invalid {
+                image: image.to_string(),
+                what: format!("blob {digest}"),
+                reason: format!("content has digest {actual}"),
+            });
+        }
+        Ok(response.body)
+    }
+
+    /// The file paths in each layer of the platform's image, in layer order
+    /// (for checking what an image carries, e.g. that no secret leaked into it).
+    pub async fn layer_paths(
+        &self,
+        image: &ImageRef,
+        platform: &Platform,
+    ) -> Result<Vec<Vec<String>>, RegistryError> {
+        let resolved = self.manifest(image, platform).await?;
+        let mut layers = Vec::new();
+        for layer in resolved.manifest.layers() {
+            let digest = layer.digest().to_string();
+            let blob = self.blob(image, &digest).await?;
+            let invalid = |e: std::io::Error| RegistryError::Invalid {
+                image: image.to_string(),
+                what: format!("layer {digest}"),
+                reason: e.to_string(),
+            };
+            let reader: Box<dyn Read> = if blob.starts_with(&[0x1f, 0x8b]) {
+                Box::new(flate2::read::GzDecoder::new(&blob[..]))
+            } else {
+                Box::new(&blob[..])
+            };
+            let mut archive = tar::Archive::new(reader);
+            let mut paths = Vec::new();
+            for entry in archive.entries().map_err(invalid)? {
+                let entry = entry.map_err(invalid)?;
+                let path = entry.path().map_err(invalid)?;
+                paths.push(path.to_string_lossy().into_owned());
+            }
+            layers.push(paths);
+        }
+        Ok(layers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_auth_challenges() {
+        let (scheme, p) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(scheme, "bearer");
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull");
+        let (scheme, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!(scheme, "basic");
+        assert_eq!(p["realm"], "Registry Realm");
+    }
+
+    #[test]
+    fn docker_media_types_read_as_oci() {
+        let docker = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2,
+                       "digest": format!("sha256:{}", "a".repeat(64))},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 3,
+                        "digest": format!("sha256:{}", "b".repeat(64))}]
+        });
+        let m: ImageManifest = serde_json::from_value(normalize_media_types(docker)).unwrap();
+        assert_eq!(m.layers().len(), 1);
+    }
+
+    #[test]
+    fn loopback_hosts_use_http() {
+        let r = Registry::new(RegistryOptions::default());
+        assert_eq!(r.scheme("127.0.0.1:5000"), "http");
+        assert_eq!(r.scheme("localhost:5000"), "http");
+        assert_eq!(r.scheme("[::1]:5000"), "http");
+        assert_eq!(r.scheme("registry.example:5000"), "https");
+    }
+}

@@ -60,19 +60,19 @@ pub fn parse_cache_entry(value: &str, direction: Direction) -> Result<CacheEntry
         Direction::Export => "--cache-to",
         Direction::Import => "--cache-from",
     };
-    let mut attrs = BTreeMap::new();
-    for part in value.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| format!("{flag} {value:?}: {part:?} is not KEY=VALUE"))?;
-        attrs.insert(k.trim().to_owned(), v.trim().to_owned());
-    }
     // buildctl accepts a bare reference for registry imports.
     if direction == Direction::Import && !value.contains('=') && !value.is_empty() {
         return Ok(CacheEntry {
             kind: "registry".into(),
             attrs: BTreeMap::from([("ref".to_owned(), value.to_owned())]),
         });
+    }
+    let mut attrs = BTreeMap::new();
+    for part in value.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{flag} {value:?}: {part:?} is not KEY=VALUE"))?;
+        attrs.insert(k.trim().to_owned(), v.trim().to_owned());
     }
     let kind = attrs
         .remove("type")

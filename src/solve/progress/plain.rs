@@ -43,7 +43,9 @@ impl Renderer for PlainRenderer {
                 }
                 Event::Failed(i) => {
                     let s = tracker.step(*i);
-                    writeln!(out, "{p}#{} ERROR: {}",
+                    writeln!(
+                        out,
+                        "{p}#{} ERROR: {}",
                         s.number,
                         s.error.as_deref().unwrap_or("")
                     )
@@ -66,7 +68,9 @@ impl Renderer for PlainRenderer {
                 } => {
                     let s = tracker.step(*step);
                     if *total > 0 {
-                        writeln!(out, "{p}#{} {id} {} / {} done",
+                        writeln!(
+                            out,
+                            "{p}#{} {id} {} / {} done",
                             s.number,
                             human_bytes(*current as u64),
                             human_bytes(*total as u64)

@@ -60,7 +60,6 @@ impl TtyRenderer {
     }
 }
 
-
 fn shorten(line: &str, max: usize) -> String {
     let line = line.trim();
     if line.chars().count() <= max {

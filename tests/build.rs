@@ -1,0 +1,484 @@
+//! `strata build` end to end against the real daemons: the codex example
+//! pushed and read back, cache behaviour on rebuilds, the CA bundle kept out of
+//! layers, clear failures, Ctrl-C, exports, and the LLB interop with buildctl.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{repo_root, stack, strata, Run};
+use serde_json::Value;
+use strata::llb::Platform;
+use strata::registry::{ImageRef, Registry, RegistryOptions};
+
+/// A spec in a temporary directory, with an overlay dir beside it.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(spec: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("overlay")).unwrap();
+        std::fs::write(dir.path().join("overlay/hello.txt"), "hello\n").unwrap();
+        std::fs::write(dir.path().join("strata.toml"), spec).unwrap();
+        Project { dir }
+    }
+
+    /// A copy of examples/codex.
+    fn codex() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo_root().join("examples/codex"), dir.path());
+        Project { dir }
+    }
+
+    fn spec(&self) -> PathBuf {
+        self.dir.path().join("strata.toml")
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `strata build -f SPEC ARGS… --progress json --metadata-file …` on `addr`.
+    fn build(&self, addr: &str, args: &[&str]) -> Build {
+        let meta = self.path(&format!("meta-{}.json", rand_suffix()));
+        let mut all: Vec<String> = vec![
+            "--addr".into(),
+            addr.into(),
+            "build".into(),
+            "-f".into(),
+            self.spec().display().to_string(),
+            "--progress".into(),
+            "json".into(),
+            "--metadata-file".into(),
+            meta.display().to_string(),
+        ];
+        if let Some(ca) = stack().var("STRATA_CA_CERT") {
+            all.push("--ca-cert".into());
+            all.push(ca.into());
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        let run = strata(&all);
+        let metadata = std::fs::read_to_string(&meta)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Build { run, metadata }
+    }
+}
+
+fn rand_suffix() -> String {
+    strata::session::random_id()[..8].to_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+struct Build {
+    run: Run,
+    metadata: Option<Value>,
+}
+
+/// A step as `--progress json` reported it: name, cached, ran (completed, not cached).
+#[derive(Debug, Clone)]
+struct StepReport {
+    name: String,
+    cached: bool,
+    completed: bool,
+    logs: String,
+}
+
+impl Build {
+    fn ok(&self) -> &Self {
+        self.run.ok();
+        self
+    }
+
+    /// Steps folded from the JSON progress lines on stderr.
+    fn steps(&self) -> Vec<StepReport> {
+        let mut steps: Vec<(String, StepReport)> = Vec::new();
+        for line in self.run.stderr.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let digest_of = |step: &Value| step["digest"].as_str().unwrap_or("").to_owned();
+            for vx in v["vertexes"].as_array().into_iter().flatten() {
+                let d = digest_of(vx);
+                let i = match steps.iter().position(|(k, _)| *k == d) {
+                    Some(i) => i,
+                    None => {
+                        steps.push((
+                            d.clone(),
+                            StepReport {
+                                name: String::new(),
+                                cached: false,
+                                completed: false,
+                                logs: String::new(),
+                            },
+                        ));
+                        steps.len() - 1
+                    }
+                };
+                let s = &mut steps[i].1;
+                if let Some(n) = vx["name"].as_str().filter(|n| !n.is_empty()) {
+                    s.name = n.to_owned();
+                }
+                s.cached |= vx["cached"].as_bool().unwrap_or(false);
+                s.completed |= !vx["completed"].is_null();
+            }
+            for log in v["logs"].as_array().into_iter().flatten() {
+                let n = log["step"].as_u64().unwrap_or(0) as usize;
+                if n >= 1 && n <= steps.len() {
+                    steps[n - 1]
+                        .1
+                        .logs
+                        .push_str(log["data"].as_str().unwrap_or(""));
+                }
+            }
+        }
+        steps.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Steps that did work: completed without coming from the cache. Local
+    /// transfers always run (they check the files), so they do not count.
+    fn ran(&self) -> Vec<String> {
+        self.steps()
+            .into_iter()
+            .filter(|s| s.completed && !s.cached && !s.name.starts_with("[internal]"))
+            .filter(|s| !s.name.starts_with("local://") && !s.name.contains("load local"))
+            .map(|s| s.name)
+            .collect()
+    }
+
+    fn meta(&self, image: &str, key: &str) -> String {
+        self.metadata.as_ref().expect("metadata file written")[image][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("metadata {image}.{key}: {:?}", self.metadata))
+            .to_owned()
+    }
+}
+
+fn registry() -> Registry {
+    Registry::new(RegistryOptions::default())
+}
+
+fn small_spec(image: &str, extra: &str) -> String {
+    let s = stack();
+    format!(
+        r#"
+[images.{image}]
+base = "{base}"
+env = {{ GREETING = "hi" }}
+workdir = "/work"
+entrypoint = ["/bin/sh", "-c"]
+cmd = ["cat /work/hello.txt"]
+labels = {{ "org.example.test" = "{image}" }}
+
+[[images.{image}.toolchain]]
+run = "echo toolchain > /toolchain.txt"
+name = "write toolchain file"
+
+{extra}
+
+[images.{image}.overlay]
+copy = {{ from = "overlay/", to = "/work" }}
+"#,
+        base = s.base_image
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_example_builds_pushes_and_rebuilds_from_cache() {
+    let s = stack();
+    let p = Project::codex();
+    let image = format!("{}/strata/codex-test:{}", s.registry, rand_suffix());
+    let first = p.build(&s.buildkit_host, &["codex", "--push", &image]);
+    first.ok();
+    let digest = first.meta("codex", "containerimage.digest");
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    // The manifest as the registry serves it: layers and our config.
+    let r: ImageRef = image.parse().unwrap();
+    let (resolved, config) = registry().config(&r, &Platform::host()).await.unwrap();
+    assert_eq!(resolved.digest, digest);
+    let base: ImageRef = s.base_image.parse().unwrap();
+    let base_layers = registry()
+        .manifest(&base, &Platform::host())
+        .await
+        .unwrap()
+        .manifest
+        .layers()
+        .len();
+    assert!(
+        resolved.manifest.layers().len() > base_layers + 3,
+        "base layers plus one per toolchain step and the overlay: {:?}",
+        resolved.manifest.layers().len()
+    );
+    let cfg = config.config().as_ref().expect("an image config");
+    let env = cfg.env().clone().unwrap_or_default();
+    assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+    assert_eq!(cfg.working_dir().as_deref(), Some("/workspace"));
+    for leaked in ["SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "PIP_CERT"] {
+        assert!(
+            !env.iter().any(|e| e.starts_with(leaked)),
+            "{leaked} stays out of the image: {env:?}"
+        );
+    }
+
+    // No layer carries the CA bundle (it was a secret mount).
+    let paths = registry().layer_paths(&r, &Platform::host()).await.unwrap();
+    for layer in &paths {
+        for path in layer {
+            assert!(
+                !path.contains("strata-ca"),
+                "CA bundle leaked into a layer: {path}"
+            );
+        }
+    }
+    assert!(
+        paths
+            .iter()
+            .flatten()
+            .any(|p| p.ends_with("workspace/AGENTS.md")),
+        "the overlay is in the image"
+    );
+
+    // Unchanged: every step cached, same digest.
+    let again = p.build(&s.buildkit_host, &["codex", "--push", &image]);
+    again.ok();
+    assert_eq!(again.ran(), Vec::<String>::new(), "nothing re-runs");
+    assert_eq!(again.meta("codex", "containerimage.digest"), digest);
+
+    // One overlay file edited: only the overlay copy runs.
+    let agents = p.path("overlay/AGENTS.md");
+    let mut text = std::fs::read_to_string(&agents).unwrap();
+    text.push_str("\nedited by the test\n");
+    std::fs::write(&agents, text).unwrap();
+    let edited = p.build(&s.buildkit_host, &["codex", "--push", &image]);
+    edited.ok();
+    let ran = edited.ran();
+    assert_eq!(ran.len(), 1, "only the overlay step: {ran:?}");
+    assert!(ran[0].contains("overlay"), "{ran:?}");
+    assert_ne!(edited.meta("codex", "containerimage.digest"), digest);
+}
+
+#[test]
+fn an_added_apt_package_reuses_the_downloaded_debs() {
+    let s = stack();
+    let step = |pkgs: &str| format!("[[images.aptly.toolchain]]\napt = [{pkgs}]\n");
+    let p = Project::new(&small_spec("aptly", &step("\"less\"")));
+    let first = p.build(&s.buildkit_host, &["aptly"]);
+    first.ok();
+    std::fs::write(p.spec(), small_spec("aptly", &step("\"less\", \"bzip2\""))).unwrap();
+    let second = p.build(&s.buildkit_host, &["aptly"]);
+    second.ok();
+    let apt = second
+        .steps()
+        .into_iter()
+        .find(|st| st.name.contains("apt") && st.completed && !st.cached)
+        .expect("the apt step re-ran");
+    let fetched: Vec<&str> = apt.logs.lines().filter(|l| l.starts_with("Get:")).collect();
+    assert!(
+        apt.logs.contains("bzip2"),
+        "the new package is installed: {}",
+        apt.logs
+    );
+    // apt prints `Get:N URL SUITE/COMPONENT ARCH PACKAGE VERSION [SIZE]` per download.
+    assert!(
+        !fetched.iter().any(|l| l.contains(" less ")),
+        "less came from the cache mount, not the network: {fetched:?}"
+    );
+}
+
+#[test]
+fn spec_errors_name_file_line_and_key() {
+    let p = Project::new("[images.a]\nbase = \"x\"\naptt = [\"git\"]\n");
+    let run = strata(["build", "-f", p.spec().to_str().unwrap()]);
+    let line = run.clean_error().to_owned();
+    assert!(line.contains("strata.toml:3"), "{line}");
+    assert!(line.contains("aptt"), "{line}");
+}
+
+#[test]
+fn a_failing_run_step_is_reported_by_its_spec_name() {
+    let s = stack();
+    let extra = "[[images.failing.toolchain]]\nrun = \"echo the-last-words; exit 7\"\nname = \"doomed step\"\n";
+    let p = Project::new(&small_spec("failing", extra));
+    let b = p.build(&s.buildkit_host, &["failing"]);
+    assert_eq!(b.run.code, Some(1), "{:#?}", b.run);
+    assert!(!b.run.stderr.contains("panicked"));
+    let last = b.run.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{last}");
+    assert!(last.contains("doomed step"), "{last}");
+    assert!(last.contains("exit code: 7"), "{last}");
+    assert!(b.run.stderr.contains("the-last-words"), "logs are shown");
+}
+
+#[test]
+fn builds_through_dockerd_and_exports_files() {
+    let s = stack();
+    let p = Project::new(&small_spec("viadocker", ""));
+    let oci = p.path("image.oci.tar");
+    let out = p.path("rootfs");
+    let b = p.build(
+        &s.docker_host,
+        &[
+            "viadocker",
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+        ],
+    );
+    b.ok();
+    let size = std::fs::metadata(&oci).expect("oci tarball written").len();
+    assert!(size > 1_000_000, "{size}");
+    let b = p.build(
+        &s.buildkit_host,
+        &[
+            "viadocker",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    );
+    b.ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("work/hello.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("toolchain.txt")).unwrap(),
+        "toolchain\n"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_the_running_step_and_exits_130() {
+    let s = stack();
+    let marker = format!("strata-cancel-{}", rand_suffix());
+    let extra = format!(
+        "[[images.slow.toolchain]]\nrun = \"echo started-{marker}; sleep 300; echo {marker}\"\nname = \"slow step\"\n"
+    );
+    let p = Project::new(&small_spec("slow", &extra));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--addr", &s.buildkit_host, "build", "-f"])
+        .arg(p.spec())
+        .args(["--progress", "plain"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen = String::new();
+    while !seen.contains(&format!("started-{marker}")) {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("the slow step never started:\n{seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let sent = Instant::now();
+    send_sigint(child.id());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(sent.elapsed() < Duration::from_secs(20));
+    // The daemon stopped the step: no process of it is left.
+    let gone = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(250));
+        !processes_mention(&format!("echo {marker}"))
+    });
+    assert!(gone, "the step's process is still running on the daemon");
+}
+
+fn send_sigint(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn processes_mention(needle: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| {
+            String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .contains(needle)
+        })
+}
+
+#[test]
+fn llb_runs_unchanged_through_buildctl() {
+    let s = stack();
+    let p = Project::new(&small_spec("interop", ""));
+    let llb = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["llb", "-f"])
+        .arg(p.spec())
+        .arg("interop")
+        .output()
+        .unwrap();
+    assert!(
+        llb.status.success(),
+        "{}",
+        String::from_utf8_lossy(&llb.stderr)
+    );
+    let hint = String::from_utf8_lossy(&llb.stderr).to_string();
+    let locals: Vec<&str> = hint
+        .split_whitespace()
+        .filter(|w| w.contains('=') && w.contains("overlay"))
+        .collect();
+    assert_eq!(locals.len(), 1, "one local dir to pass: {hint}");
+    let out = p.path("buildctl-out");
+    let mut child = Command::new(&s.buildctl)
+        .args(["--addr", &s.buildkit_host, "build", "--local", locals[0]])
+        .arg("--output")
+        .arg(format!("type=local,dest={}", out.display()))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&llb.stdout).unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("work/hello.txt")).unwrap(),
+        "hello\n"
+    );
+    // Same spec, same bytes.
+    let again = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["llb", "-f"])
+        .arg(p.spec())
+        .arg("interop")
+        .output()
+        .unwrap();
+    assert_eq!(again.stdout, llb.stdout, "strata llb is deterministic");
+}
