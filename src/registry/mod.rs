@@ -34,15 +34,23 @@ pub enum RegistryError {
     BadReference { reference: String, reason: String },
     #[error("cannot reach the registry of {image}: {reason}")]
     Unreachable { image: String, reason: String },
-    #[error("{image}: not found in its registry")]
-    NotFound { image: String },
+    #[error("{image}: {what} not found in its registry{detail}")]
+    NotFound {
+        image: String,
+        /// `manifest`, `blob sha256:…`
+        what: String,
+        /// The registry's own words, as ` (manifest unknown)`, or empty.
+        detail: String,
+    },
     #[error("{image}: the registry refused access ({status}); log in with docker login or check ~/.docker/config.json")]
     Unauthorized { image: String, status: StatusCode },
-    #[error("{image}: the registry answered {status} for {what}")]
+    #[error("{image}: the registry answered {status} for {what}{detail}")]
     Status {
         image: String,
         what: String,
         status: StatusCode,
+        /// The registry's own words, as ` (…)`, or empty.
+        detail: String,
     },
     #[error("{image}: bad {what}: {reason}")]
     Invalid {
@@ -76,7 +84,11 @@ pub struct Resolved {
     pub digest: String,
     /// Digest of the index it was picked from, for multi-platform images.
     pub index_digest: Option<String>,
+    /// The manifest, Docker media types mapped to their OCI equivalents.
     pub manifest: ImageManifest,
+    /// The media type the registry served the manifest as (Docker schema2 or
+    /// OCI), before that mapping.
+    pub media_type: String,
 }
 
 /// A registry client: tokens are cached per host and scope.
@@ -133,6 +145,59 @@ fn sha256_hex(data: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The registry's explanation of a failure (`{"errors":[{"code","message"}]}`),
+/// formatted as ` (message)`, or empty when the body has none.
+fn registry_detail(body: &[u8]) -> String {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let messages: Vec<String> = value["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            e["message"]
+                .as_str()
+                .filter(|m| !m.is_empty())
+                .or(e["code"].as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    if messages.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", messages.join("; "))
+    }
+}
+
+/// Percent-encodes a query parameter value.
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Whether an index entry's platform serves `wanted`: same OS and architecture,
+/// and the variant if one is asked for (arm64's variant defaults to v8).
+fn platform_matches(wanted: &Platform, os: &str, arch: &str, variant: &str) -> bool {
+    let normal = |arch: &str, variant: &str| -> String {
+        match (arch, variant) {
+            ("arm64", "") => "v8".to_owned(),
+            _ => variant.to_owned(),
+        }
+    };
+    os == wanted.os
+        && arch == wanted.architecture
+        && (wanted.variant.is_empty()
+            || normal(arch, variant) == normal(&wanted.architecture, &wanted.variant))
 }
 
 /// Reads a Docker schema2 or OCI manifest (they share a shape; the media types
@@ -297,9 +362,13 @@ impl Registry {
             "basic" => basic.ok_or_else(unauthorized),
             "bearer" => {
                 let realm = params.get("realm").ok_or_else(unauthorized)?;
-                let mut url = format!("{realm}?scope={scope}");
+                let mut url = format!(
+                    "{realm}{}scope={}",
+                    if realm.contains('?') { '&' } else { '?' },
+                    query_escape(scope)
+                );
                 if let Some(service) = params.get("service") {
-                    url.push_str(&format!("&service={service}"));
+                    url.push_str(&format!("&service={}", query_escape(service)));
                 }
                 let uri: Uri = url.parse().map_err(|_| unauthorized())?;
                 let headers: Vec<_> = basic
@@ -335,12 +404,18 @@ impl Registry {
         }
     }
 
-    /// Fetches a manifest or index by tag or digest: its digest and JSON.
+    /// Fetches a manifest or index by tag or digest: its digest, the media type
+    /// it was served as, and its JSON with Docker media types mapped to OCI ones.
     async fn fetch_manifest(
         &self,
         image: &ImageRef,
         reference: &str,
-    ) -> Result<(String, serde_json::Value), RegistryError> {
+    ) -> Result<(String, String, serde_json::Value), RegistryError> {
+        let invalid = |reason: String| RegistryError::Invalid {
+            image: image.to_string(),
+            what: "manifest".into(),
+            reason,
+        };
         let response = self
             .get(
                 image,
@@ -351,18 +426,28 @@ impl Registry {
         self.check(image, "manifest", &response)?;
         let digest = format!("sha256:{}", sha256_hex(&response.body));
         if reference.starts_with("sha256:") && reference != digest {
-            return Err(RegistryError::Invalid {
-                image: image.to_string(),
-                what: "manifest".into(),
-                reason: format!("content has digest {digest}, not {reference}"),
-            });
+            return Err(invalid(format!(
+                "content has digest {digest}, not {reference}"
+            )));
         }
-        let json = serde_json::from_slice(&response.body).map_err(|e| RegistryError::Invalid {
-            image: image.to_string(),
-            what: "manifest".into(),
-            reason: e.to_string(),
-        })?;
-        Ok((digest, normalize_media_types(json)))
+        let json: serde_json::Value =
+            serde_json::from_slice(&response.body).map_err(|e| invalid(e.to_string()))?;
+        if json["schemaVersion"] == 1 {
+            return Err(invalid(
+                "Docker schema 1 manifests are not supported (push the image again with a current client)".into(),
+            ));
+        }
+        let content_type = response
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+        let media_type = json["mediaType"]
+            .as_str()
+            .map(str::to_owned)
+            .or(content_type)
+            .unwrap_or_default();
+        Ok((digest, media_type, normalize_media_types(json)))
     }
 
     fn check(
@@ -375,6 +460,8 @@ impl Registry {
             s if s.is_success() => Ok(()),
             StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
                 image: image.to_string(),
+                what: what.into(),
+                detail: registry_detail(&response.body),
             }),
             s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
                 Err(RegistryError::Unauthorized {
@@ -386,6 +473,7 @@ impl Registry {
                 image: image.to_string(),
                 what: what.into(),
                 status,
+                detail: registry_detail(&response.body),
             }),
         }
     }
@@ -401,7 +489,7 @@ impl Registry {
             what: what.into(),
             reason: e,
         };
-        let (digest, json) = self.fetch_manifest(image, image.reference()).await?;
+        let (digest, media_type, json) = self.fetch_manifest(image, image.reference()).await?;
         let is_index = json["mediaType"] == "application/vnd.oci.image.index.v1+json"
             || (json.get("manifests").is_some() && json.get("layers").is_none());
         if !is_index {
@@ -411,6 +499,7 @@ impl Registry {
                 digest,
                 index_digest: None,
                 manifest,
+                media_type,
             });
         }
         let index: ImageIndex =
@@ -432,27 +521,41 @@ impl Registry {
                     format!("/{variant}")
                 }
             ));
-            let matches = os == platform.os
-                && arch == platform.architecture
-                && (platform.variant.is_empty() || platform.variant == variant);
-            if matches && chosen.is_none() {
+            if chosen.is_none() && platform_matches(platform, &os, &arch, &variant) {
                 chosen = Some(m.digest().to_string());
+            }
+        }
+        // An index of one manifest with no platform: that manifest is the image.
+        if chosen.is_none() && index.manifests().len() == 1 {
+            if let Some(only) = index.manifests().first().filter(|m| m.platform().is_none()) {
+                chosen = Some(only.digest().to_string());
             }
         }
         let Some(chosen) = chosen else {
             return Err(RegistryError::NoPlatform {
                 image: image.to_string(),
                 platform: platform.to_string(),
-                available: available.join(", "),
+                available: if available.is_empty() {
+                    "none".into()
+                } else {
+                    available.join(", ")
+                },
             });
         };
-        let (manifest_digest, json) = self.fetch_manifest(image, &chosen).await?;
+        let (manifest_digest, media_type, json) = self.fetch_manifest(image, &chosen).await?;
+        if json.get("layers").is_none() {
+            return Err(invalid(
+                "manifest",
+                format!("{chosen} in the index is not an image manifest"),
+            ));
+        }
         let manifest: ImageManifest =
             serde_json::from_value(json).map_err(|e| invalid("manifest", e.to_string()))?;
         Ok(Resolved {
             digest: manifest_digest,
             index_digest: Some(digest),
             manifest,
+            media_type,
         })
     }
 
@@ -467,22 +570,31 @@ impl Registry {
         let blob = self.blob(image, &digest).await?;
         let config = serde_json::from_slice(&blob).map_err(|e| RegistryError::Invalid {
             image: image.to_string(),
-            what: "image config".into(),
+            what: format!("image config {digest}"),
             reason: e.to_string(),
         })?;
         Ok((resolved, config))
     }
 
-    /// A blob by digest, checked against it.
+    /// A blob by digest, checked against it (sha256 digests only).
     pub async fn blob(&self, image: &ImageRef, digest: &str) -> Result<Bytes, RegistryError> {
+        let what = format!("blob {digest}");
+        let hex = digest.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RegistryError::Invalid {
+                image: image.to_string(),
+                what,
+                reason: "not a sha256 digest (only sha256 is supported)".into(),
+            });
+        }
         let response = self.get(image, &format!("blobs/{digest}"), None).await?;
-        self.check(image, "blob", &response)?;
+        self.check(image, &what, &response)?;
         let actual = format!("sha256:{}", sha256_hex(&response.body));
         if actual != digest {
             return Err(RegistryError::Invalid {
                 image: image.to_string(),
-                what: format!("blob {digest}"),
-                reason: format!("content has digest {actual}"),
+                what,
+                reason: format!("digest mismatch: the content has digest {actual}"),
             });
         }
         Ok(response.body)
@@ -490,6 +602,7 @@ impl Registry {
 
     /// The file paths in each layer of the platform's image, in layer order
     /// (for checking what an image carries, e.g. that no secret leaked into it).
+    /// Layers may be gzipped or plain tar.
     pub async fn layer_paths(
         &self,
         image: &ImageRef,
@@ -499,28 +612,39 @@ impl Registry {
         let mut layers = Vec::new();
         for layer in resolved.manifest.layers() {
             let digest = layer.digest().to_string();
+            let media_type = layer.media_type().to_string();
+            if media_type.contains("zstd") {
+                return Err(RegistryError::Invalid {
+                    image: image.to_string(),
+                    what: format!("layer {digest}"),
+                    reason: format!("{media_type} layers are not supported"),
+                });
+            }
             let blob = self.blob(image, &digest).await?;
-            let invalid = |e: std::io::Error| RegistryError::Invalid {
+            layers.push(tar_paths(&blob).map_err(|e| RegistryError::Invalid {
                 image: image.to_string(),
                 what: format!("layer {digest}"),
                 reason: e.to_string(),
-            };
-            let reader: Box<dyn Read> = if blob.starts_with(&[0x1f, 0x8b]) {
-                Box::new(flate2::read::GzDecoder::new(&blob[..]))
-            } else {
-                Box::new(&blob[..])
-            };
-            let mut archive = tar::Archive::new(reader);
-            let mut paths = Vec::new();
-            for entry in archive.entries().map_err(invalid)? {
-                let entry = entry.map_err(invalid)?;
-                let path = entry.path().map_err(invalid)?;
-                paths.push(path.to_string_lossy().into_owned());
-            }
-            layers.push(paths);
+            })?);
         }
         Ok(layers)
     }
+}
+
+/// The entry paths of a tar archive, gunzipped first if it is gzip.
+fn tar_paths(blob: &[u8]) -> std::io::Result<Vec<String>> {
+    let reader: Box<dyn Read> = if blob.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(blob))
+    } else {
+        Box::new(blob)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut paths = Vec::new();
+    for entry in archive.entries()? {
+        let entry = entry?;
+        paths.push(entry.path()?.to_string_lossy().into_owned());
+    }
+    Ok(paths)
 }
 
 #[cfg(test)]
@@ -553,6 +677,110 @@ mod tests {
         });
         let m: ImageManifest = serde_json::from_value(normalize_media_types(docker)).unwrap();
         assert_eq!(m.layers().len(), 1);
+    }
+
+    #[test]
+    fn docker_media_type_is_kept_apart_from_the_mapped_manifest() {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests": [{"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                           "size": 1, "digest": format!("sha256:{}", "c".repeat(64)),
+                           "platform": {"os": "linux", "architecture": "amd64"}}]
+        });
+        let mapped = normalize_media_types(index);
+        assert_eq!(
+            mapped["mediaType"],
+            "application/vnd.oci.image.index.v1+json"
+        );
+        assert_eq!(
+            mapped["manifests"][0]["mediaType"],
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        let index: ImageIndex = serde_json::from_value(mapped).unwrap();
+        assert_eq!(index.manifests().len(), 1);
+        // Unknown types pass through untouched.
+        let other = normalize_media_types(serde_json::json!({"mediaType": "x/y"}));
+        assert_eq!(other["mediaType"], "x/y");
+    }
+
+    #[test]
+    fn matches_platforms() {
+        let p = |s: &str| s.parse::<Platform>().unwrap();
+        assert!(platform_matches(&p("linux/amd64"), "linux", "amd64", ""));
+        assert!(!platform_matches(&p("linux/amd64"), "linux", "arm64", ""));
+        assert!(!platform_matches(&p("linux/amd64"), "windows", "amd64", ""));
+        assert!(platform_matches(&p("linux/arm/v7"), "linux", "arm", "v7"));
+        assert!(!platform_matches(&p("linux/arm/v7"), "linux", "arm", "v6"));
+        // No variant asked: any will do.
+        assert!(platform_matches(&p("linux/arm"), "linux", "arm", "v6"));
+        // arm64 means arm64/v8.
+        assert!(platform_matches(&p("linux/arm64/v8"), "linux", "arm64", ""));
+        assert!(platform_matches(
+            &p("linux/arm64/v8"),
+            "linux",
+            "arm64",
+            "v8"
+        ));
+    }
+
+    #[test]
+    fn reads_registry_error_bodies() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"nope"}}]}"#;
+        assert_eq!(registry_detail(body), " (manifest unknown)");
+        assert_eq!(
+            registry_detail(br#"{"errors":[{"code":"DENIED"}]}"#),
+            " (DENIED)"
+        );
+        assert_eq!(registry_detail(b""), "");
+        assert_eq!(registry_detail(b"<html>"), "");
+    }
+
+    #[test]
+    fn escapes_token_query_values() {
+        assert_eq!(
+            query_escape("repository:a/b:pull"),
+            "repository%3Aa%2Fb%3Apull"
+        );
+        assert_eq!(query_escape("registry.docker.io"), "registry.docker.io");
+    }
+
+    #[test]
+    fn lists_tar_and_tar_gzip_layers() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(3);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "etc/debian_version", &b"12\n"[..])
+            .unwrap();
+        let plain = builder.into_inner().unwrap();
+        assert_eq!(tar_paths(&plain).unwrap(), ["etc/debian_version"]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &plain).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(tar_paths(&gz).unwrap(), ["etc/debian_version"]);
+    }
+
+    #[test]
+    fn errors_name_the_image_on_one_line() {
+        let e = RegistryError::NotFound {
+            image: "127.0.0.1:5000/strata/debian:nope".into(),
+            what: "manifest".into(),
+            detail: " (manifest unknown)".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "127.0.0.1:5000/strata/debian:nope: manifest not found in its registry (manifest unknown)"
+        );
+        let e = RegistryError::NoPlatform {
+            image: "x/y:z".into(),
+            platform: "linux/riscv64".into(),
+            available: "linux/amd64, linux/arm64/v8".into(),
+        };
+        assert!(!e.to_string().contains('\n'));
+        assert!(e.to_string().contains("linux/amd64, linux/arm64/v8"));
     }
 
     #[test]

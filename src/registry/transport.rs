@@ -3,6 +3,7 @@
 //! keeps it simple: strata makes a handful of registry calls per build.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Uri};
@@ -18,6 +19,10 @@ const CA_BUNDLES: &[&str] = &[
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/cert.pem",
 ];
+
+/// How long a TCP connect or TLS handshake may take before the registry
+/// counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) struct Response {
     pub status: StatusCode,
@@ -62,8 +67,15 @@ pub(super) async fn send(
     let https = uri.scheme_str() == Some("https");
     let host = uri.host().ok_or("no host in URL")?.to_owned();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = TcpStream::connect((host.trim_matches(['[', ']']), port))
+    let connect = TcpStream::connect((host.trim_matches(['[', ']']), port));
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
+        .map_err(|_| {
+            format!(
+                "cannot connect to {host}:{port}: no answer in {}s",
+                CONNECT_TIMEOUT.as_secs()
+            )
+        })?
         .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut request = Request::builder()
@@ -87,9 +99,15 @@ pub(super) async fn send(
     if https {
         let config = tls_config()?;
         let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
+        let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
             .await
+            .map_err(|_| {
+                format!(
+                    "TLS with {host}: no handshake in {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            })?
             .map_err(|e| format!("TLS with {host}: {e}"))?;
         exchange(TokioIo::new(tls), request).await
     } else {

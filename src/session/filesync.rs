@@ -68,7 +68,7 @@ pub(crate) struct Entry {
 }
 
 /// Go's `os.FileMode` type bits, which fsutil puts on the wire instead of POSIX `st_mode`.
-mod go_mode {
+pub(crate) mod go_mode {
     pub const DIR: u32 = 1 << 31;
     pub const SYMLINK: u32 = 1 << 27;
     pub const DEVICE: u32 = 1 << 26;
@@ -100,6 +100,21 @@ pub(crate) fn go_file_mode(st_mode: u32) -> u32 {
     }
     if st_mode & 0o1000 != 0 {
         mode |= go_mode::STICKY;
+    }
+    mode
+}
+
+/// The POSIX permission bits (with setuid, setgid, sticky) of Go `os.FileMode` bits.
+pub(crate) fn posix_permissions(go: u32) -> u32 {
+    let mut mode = go & 0o777;
+    if go & go_mode::SETUID != 0 {
+        mode |= 0o4000;
+    }
+    if go & go_mode::SETGID != 0 {
+        mode |= 0o2000;
+    }
+    if go & go_mode::STICKY != 0 {
+        mode |= 0o1000;
     }
     mode
 }

@@ -5,13 +5,14 @@
 mod auth;
 mod filesend;
 mod filesync;
+mod fsreceive;
 mod health;
 mod patterns;
 mod secrets;
 pub(crate) mod tunnel;
 
 pub use auth::DockerAuth;
-pub use filesend::ExportFiles;
+pub use filesend::{ExportFiles, ExportTarget};
 pub use filesync::{LocalDir, LocalDirs};
 pub use patterns::PatternSet;
 pub use secrets::SecretFiles;

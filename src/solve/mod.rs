@@ -80,7 +80,7 @@ pub async fn solve(
         .outputs
         .iter()
         .enumerate()
-        .filter_map(|(i, o)| o.file().map(|f| (i, f.clone())))
+        .filter_map(|(i, o)| o.target().map(|t| (i, t)))
         .collect();
     if !files.is_empty() {
         session.export_files(ExportFiles::new(files));

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::session::ExportTarget;
+
 /// Where a build's result goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -129,11 +131,14 @@ impl Output {
         (kind.to_owned(), attrs)
     }
 
-    /// The file on this machine the exporter's tarball goes to, if any.
-    pub(crate) fn file(&self) -> Option<&PathBuf> {
+    /// Where on this machine the exporter's output goes, if anywhere.
+    pub(crate) fn target(&self) -> Option<ExportTarget> {
         match self {
-            Output::Oci { dest, .. } | Output::Docker { dest, .. } => Some(dest),
-            _ => None,
+            Output::Oci { dest, .. } | Output::Docker { dest, .. } => {
+                Some(ExportTarget::File(dest.clone()))
+            }
+            Output::Local { dest } => Some(ExportTarget::Dir(dest.clone())),
+            Output::Image { .. } => None,
         }
     }
 }

@@ -35,7 +35,7 @@ struct Line<'a> {
     image: Option<&'a str>,
     vertexes: Vec<VertexLine<'a>>,
     statuses: Vec<StatusLine<'a>>,
-    logs: Vec<LogLine>,
+    logs: Vec<LogLine<'a>>,
     warnings: Vec<String>,
 }
 
@@ -62,8 +62,9 @@ struct StatusLine<'a> {
 }
 
 #[derive(Serialize)]
-struct LogLine {
+struct LogLine<'a> {
     step: usize,
+    digest: &'a str,
     stream: i64,
     data: String,
 }
@@ -110,6 +111,7 @@ impl Renderer for JsonRenderer {
                 .iter()
                 .map(|l| LogLine {
                     step: number(&l.vertex),
+                    digest: &l.vertex,
                     stream: l.stream,
                     data: String::from_utf8_lossy(&l.msg).into_owned(),
                 })
