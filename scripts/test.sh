@@ -10,4 +10,4 @@ eval "$(bash scripts/daemon.sh up)"
 
 # The integration tests share one daemon and prune it: run test binaries one at
 # a time (cargo does), and let each binary's tests run two at a time.
-cargo test --locked --all-targets -- --test-threads "${STRATA_TEST_THREADS:-2}"
+cargo test --locked --all-targets --no-fail-fast -- --test-threads "${STRATA_TEST_THREADS:-2}"

@@ -11,10 +11,13 @@ use oci_spec::image::ImageConfiguration;
 use crate::client::Client;
 use crate::llb::Platform;
 use crate::registry::{ImageRef, Registry, RegistryError, RegistryOptions};
-use crate::session::{DockerAuth, LocalDir, LocalDirs, SecretFiles, Session};
+use crate::session::{
+    local_store_id, ContentStores, DockerAuth, LocalDir, LocalDirs, OciLayout, SecretFiles, Session,
+};
 use crate::solve::progress::ProgressMode;
 use crate::solve::{
-    self, parse_cache_entry, CacheEntry, Direction, Output, SolveError, SolveRequest, Solved,
+    self, parse_cache_entry, CacheEntry, CacheReport, Direction, Output, SolveError, SolveRequest,
+    Solved,
 };
 use crate::spec::{LowerOptions, LoweredImage, Spec, SpecError};
 
@@ -49,6 +52,8 @@ pub struct Built {
     /// Where it was pushed, if it was.
     pub pushed: Option<String>,
     pub solved: Solved,
+    /// What each cache export wrote.
+    pub cache: Vec<CacheReport>,
 }
 
 /// Why a build could not run or failed.
@@ -149,16 +154,26 @@ pub async fn build(
             .unwrap_or(ProgressMode::Auto)
             .renderer(label);
         let (session, request, pushed) = prepare(spec, image, options)?;
+        let exports = request.cache_exports.clone();
         let solved = solve::solve(client, session, request, renderer.as_mut())
             .await
             .map_err(|source| BuildError::Solve {
                 image: name.clone(),
                 source,
             })?;
+        let cache = solve::cache::finish_exports(
+            &exports,
+            &solved.exporter_response,
+            &options.registry(),
+            pushed.as_deref(),
+        )
+        .await
+        .map_err(BuildError::Usage)?;
         Ok(Built {
             image: name,
             pushed,
             solved,
+            cache,
         })
     });
     join_all(solves).await.into_iter().collect()
@@ -210,6 +225,51 @@ fn prepare(
                 .insert("registry.insecure".into(), "true".into());
         }
     }
+    // Local caches are OCI layouts on this machine, served to the daemon as
+    // content stores through the session.
+    let mut stores = BTreeMap::new();
+    for entry in &cache_exports {
+        if let Some(dest) = entry.attrs.get("dest").filter(|_| entry.kind == "local") {
+            let layout = OciLayout::new(dest);
+            layout.init().map_err(|e| {
+                BuildError::Usage(format!(
+                    "--cache-to {dest}: cannot create the cache directory: {e}"
+                ))
+            })?;
+            stores.insert(local_store_id(dest), layout);
+        }
+    }
+    let mut imports = Vec::new();
+    for mut entry in cache_imports {
+        if let Some(src) = entry
+            .attrs
+            .get("src")
+            .filter(|_| entry.kind == "local")
+            .cloned()
+        {
+            let tag = entry
+                .attrs
+                .get("tag")
+                .cloned()
+                .unwrap_or_else(|| "latest".into());
+            let layout = OciLayout::new(&src);
+            match layout.get_tag(&tag) {
+                Ok(Some(desc)) if !entry.attrs.contains_key("digest") => {
+                    let digest = desc["digest"].as_str().unwrap_or_default().to_owned();
+                    entry.attrs.insert("digest".into(), digest);
+                }
+                Ok(Some(_)) => {}
+                // As buildctl does: a missing local cache is not an error, just empty.
+                Ok(None) | Err(_) => {
+                    tracing::warn!("--cache-from {src}: no cache tagged {tag:?} there yet; building without it");
+                    continue;
+                }
+            }
+            stores.insert(local_store_id(&src), layout);
+        }
+        imports.push(entry);
+    }
+    let cache_imports = imports;
 
     let mut session = Session::new("strata", &format!("strata:{}", image.name));
     let dirs: BTreeMap<String, LocalDir> = image
@@ -235,6 +295,9 @@ fn prepare(
     }
     if !secrets.is_empty() {
         session.secrets(SecretFiles::new(secrets));
+    }
+    if !stores.is_empty() {
+        session.content_stores(ContentStores::new(stores));
     }
     let request = SolveRequest {
         definition: image.definition,

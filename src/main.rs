@@ -485,6 +485,21 @@ fn print_built(b: &Built) {
         line.push_str(&format!("  pushed {pushed}"));
     }
     println!("{line}");
+    for c in &b.cache {
+        let size = match (c.bytes, c.blobs) {
+            (Some(bytes), Some(blobs)) => format!("{} in {blobs} blobs", human_bytes(bytes)),
+            _ => "size unknown".into(),
+        };
+        let mode = c
+            .mode
+            .as_deref()
+            .map(|m| format!(" mode={m}"))
+            .unwrap_or_default();
+        println!(
+            "  cache exported: type={}{mode} to {} ({size})",
+            c.kind, c.location
+        );
+    }
 }
 
 /// `--metadata-file`: per image, the exporters' response as the daemon gave it
@@ -506,6 +521,10 @@ fn write_metadata(path: &std::path::Path, built: &[Built]) -> Result<()> {
         entry.insert(
             "strata.duration_seconds".into(),
             b.solved.duration.as_secs_f64().into(),
+        );
+        entry.insert(
+            "strata.cache_exports".into(),
+            serde_json::to_value(&b.cache)?,
         );
         all.insert(b.image.clone(), entry.into());
     }

@@ -265,7 +265,8 @@ async fn codex_example_builds_pushes_and_rebuilds_from_cache() {
     // One overlay file edited: only the overlay copy runs.
     let agents = p.path("overlay/AGENTS.md");
     let mut text = std::fs::read_to_string(&agents).unwrap();
-    text.push_str("\nedited by the test\n");
+    // Unique per run: the daemon remembers content it has seen before.
+    text.push_str(&format!("\nedited by the test, run {}\n", rand_suffix()));
     std::fs::write(&agents, text).unwrap();
     let edited = p.build(&s.buildkit_host, &["codex", "--push", &image]);
     edited.ok();

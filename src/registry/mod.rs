@@ -3,6 +3,7 @@
 //! CMD…) itself, as BuildKit's Dockerfile frontend does; tests and benchmarks
 //! read pushed images back through it.
 
+mod artifact;
 mod reference;
 mod transport;
 

@@ -3,6 +3,7 @@
 //! output, a local content store), carried through the [`tunnel`].
 
 mod auth;
+mod content;
 mod filesend;
 mod filesync;
 mod fsreceive;
@@ -12,6 +13,7 @@ mod secrets;
 pub(crate) mod tunnel;
 
 pub use auth::DockerAuth;
+pub use content::{local_store_id, ContentStores, OciLayout};
 pub use filesend::{ExportFiles, ExportTarget};
 pub use filesync::{LocalDir, LocalDirs};
 pub use patterns::PatternSet;
@@ -109,6 +111,11 @@ impl Session {
     /// Serves secrets by id.
     pub fn secrets(&mut self, secrets: SecretFiles) -> &mut Self {
         self.serve(secrets.service(), secrets::METHODS)
+    }
+
+    /// Serves local cache directories as content stores.
+    pub fn content_stores(&mut self, stores: ContentStores) -> &mut Self {
+        self.serve(stores.service(), content::METHODS)
     }
 
     /// Receives exporter output files.

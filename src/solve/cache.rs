@@ -164,3 +164,111 @@ mod tests {
         assert!(err("ref", Direction::Export).contains("not KEY=VALUE"));
     }
 }
+
+/// What a cache export wrote, for the build report and `--metadata-file`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CacheReport {
+    /// `registry`, `local` or `inline`.
+    pub kind: String,
+    /// The ref, the directory, or the image carrying inline cache.
+    pub location: String,
+    pub mode: Option<String>,
+    /// Bytes of the cache manifest and every blob it references, when known.
+    pub bytes: Option<u64>,
+    pub blobs: Option<usize>,
+}
+
+/// Bytes and count of what a manifest or index references (config, layers,
+/// entries), plus the manifest itself.
+pub fn referenced_size(manifest: &serde_json::Value, manifest_bytes: u64) -> (u64, usize) {
+    let mut bytes = manifest_bytes;
+    let mut blobs = 1;
+    let descriptors = manifest["config"]
+        .as_object()
+        .map(|c| serde_json::Value::Object(c.clone()))
+        .into_iter()
+        .chain(manifest["layers"].as_array().cloned().unwrap_or_default())
+        .chain(
+            manifest["manifests"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+    for d in descriptors {
+        bytes += d["size"].as_u64().unwrap_or(0);
+        blobs += 1;
+    }
+    (bytes, blobs)
+}
+
+/// After a successful solve: points each local cache's `index.json` at the
+/// exported cache manifest (BuildKit leaves that to the client), and measures
+/// what every export wrote.
+pub async fn finish_exports(
+    exports: &[CacheEntry],
+    exporter_response: &BTreeMap<String, String>,
+    registry: &crate::registry::Registry,
+    image: Option<&str>,
+) -> Result<Vec<CacheReport>, String> {
+    let manifest: Option<serde_json::Value> = exporter_response
+        .get("cache.manifest")
+        .and_then(|m| serde_json::from_str(m).ok());
+    let mut reports = Vec::new();
+    for entry in exports {
+        let mode = entry.attrs.get("mode").cloned();
+        let mut report = CacheReport {
+            kind: entry.kind.clone(),
+            location: String::new(),
+            mode,
+            bytes: None,
+            blobs: None,
+        };
+        match entry.kind.as_str() {
+            "local" => {
+                let dest = entry.attrs.get("dest").cloned().unwrap_or_default();
+                report.location = dest.clone();
+                if let Some(desc) = &manifest {
+                    let tag = entry
+                        .attrs
+                        .get("tag")
+                        .map(String::as_str)
+                        .unwrap_or("latest");
+                    let layout = crate::session::OciLayout::new(&dest);
+                    layout
+                        .put_tag(tag, desc.clone())
+                        .map_err(|e| format!("--cache-to {dest}: writing index.json: {e}"))?;
+                    let digest = desc["digest"].as_str().unwrap_or_default();
+                    if let Ok(bytes) = layout
+                        .blob_path(digest)
+                        .map_err(|e| e.to_string())
+                        .and_then(|p| std::fs::read(p).map_err(|e| e.to_string()))
+                    {
+                        if let Ok(json) = serde_json::from_slice(&bytes) {
+                            let (b, n) = referenced_size(&json, bytes.len() as u64);
+                            report.bytes = Some(b);
+                            report.blobs = Some(n);
+                        }
+                    }
+                }
+            }
+            "registry" => {
+                let reference = entry.attrs.get("ref").cloned().unwrap_or_default();
+                report.location = reference.clone();
+                if let Ok(r) = reference.parse::<crate::registry::ImageRef>() {
+                    if let Ok((_, size, json)) = registry.artifact(&r).await {
+                        let (b, n) = referenced_size(&json, size);
+                        report.bytes = Some(b);
+                        report.blobs = Some(n);
+                    }
+                }
+            }
+            _ => {
+                report.location = image
+                    .map(|i| format!("inline in {i}"))
+                    .unwrap_or_else(|| "inline".into());
+            }
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}

@@ -16,7 +16,7 @@ use crate::llb::Definition;
 use crate::session::{random_id, ExportFiles, Session};
 use crate::wire::moby::buildkit::v1 as control;
 
-pub use cache::{parse_cache_entry, CacheEntry, Direction};
+pub use cache::{parse_cache_entry, CacheEntry, CacheReport, Direction};
 pub use output::{parse_output, Output};
 use progress::{Renderer, Step, Tracker};
 
