@@ -3,10 +3,12 @@
 //! - [`connect`] reaches a daemon over unix, tcp (+mTLS) or dockerd's `/grpc`;
 //! - [`spec`] reads strata.toml and lowers it to [`llb`]; [`build`] solves it
 //!   with a [`session`] through [`solve`];
+//! - [`bench`] measures cache modes side by side;
 //! - [`client`] wraps BuildKit's Control API in typed calls (info, du, prune);
 //! - [`units`] parses and prints the sizes and durations users type and read;
 //! - [`wire`] is the generated protobuf/gRPC code, and nothing else.
 
+pub mod bench;
 pub mod build;
 pub mod client;
 pub mod connect;

@@ -90,6 +90,10 @@ enum Command {
     /// Build the images of a strata.toml (all, or the ones named) on the daemon:
     /// base, toolchain steps with cache mounts, overlay; push or export the result.
     Build(BuildArgs),
+    /// Benchmark cache modes side by side (cold, warm, edit, registry-min,
+    /// registry-max, local, inline): median and range per mode, steps run vs
+    /// cached, per-step times; optionally the same work through buildctl.
+    Bench(BenchArgs),
     /// Write an image's LLB (a pb.Definition) to stdout, e.g. to run the very
     /// same graph with `buildctl build` (see README).
     Llb(LlbArgs),
@@ -148,6 +152,40 @@ struct BuildArgs {
     /// Write what the exporters returned (image digests, …) as JSON, by image.
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// The image to benchmark.
+    #[arg(value_name = "IMAGE")]
+    image: String,
+    /// Modes to run, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cold,warm,edit,registry-min,registry-max,local,inline"
+    )]
+    modes: Vec<strata::bench::Mode>,
+    /// Runs per mode.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    runs: u16,
+    /// Let the bench prune the daemon's whole build cache (cold and cache-import modes need it).
+    #[arg(long)]
+    allow_prune: bool,
+    /// Repository for registry and inline cache (default: strata-bench/IMAGE on the base image's registry).
+    #[arg(long, value_name = "REPO")]
+    cache_repo: Option<String>,
+    /// Also run every mode through BuildKit's own client, alternating, and add a ratio column.
+    #[arg(long, value_name = "CLIENT", value_parser = ["buildctl"])]
+    compare: Option<String>,
+    /// Write the full results (per mode, per run, per step) as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Draw the modes as an SVG bar chart (median, min-max whiskers).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -244,6 +282,7 @@ async fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Build(args) => build_command(cli, args).await,
         Command::Llb(args) => llb_command(args).await,
+        Command::Bench(args) => bench_command(cli, args).await,
         Command::Info { json } => {
             let info = cli.daemon.connect().await?.info().await?;
             if *json {
@@ -569,4 +608,72 @@ async fn llb_command(args: &LlbArgs) -> Result<()> {
         eprintln!("buildctl build needs: {}", flags.join(" "));
     }
     Ok(())
+}
+
+async fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<()> {
+    use anyhow::Context;
+    let spec = args.spec.load()?;
+    let cache_repo = match &args.cache_repo {
+        Some(r) => r.clone(),
+        None => {
+            let base = spec
+                .image(&args.image)
+                .and_then(|i| match &i.base {
+                    strata::spec::Base::Image(r) => Some(r.clone()),
+                    strata::spec::Base::From(_) => None,
+                })
+                .or_else(|| spec.base_refs().into_iter().next())
+                .context(
+                    "--cache-repo is needed: the image has no registry base to derive it from",
+                )?;
+            let host = base.split('/').next().unwrap_or_default();
+            format!("{host}/strata-bench/{}", args.image)
+        }
+    };
+    let buildctl = match &args.compare {
+        Some(_) => Some(find_on_path("buildctl").context(
+            "--compare buildctl: buildctl is not on PATH (scripts/daemon.sh up puts it there)",
+        )?),
+        None => None,
+    };
+    let mut daemon_args = vec!["--addr".to_owned(), cli.daemon.addr.clone()];
+    for (flag, value) in [
+        ("--tlscacert", &cli.daemon.tlscacert),
+        ("--tlscert", &cli.daemon.tlscert),
+        ("--tlskey", &cli.daemon.tlskey),
+    ] {
+        if let Some(v) = value {
+            daemon_args.extend([flag.to_owned(), v.display().to_string()]);
+        }
+    }
+    let options = strata::bench::BenchOptions {
+        image: args.image.clone(),
+        modes: args.modes.clone(),
+        runs: args.runs as usize,
+        allow_prune: args.allow_prune,
+        cache_repo,
+        buildctl,
+        buildctl_daemon_args: daemon_args,
+        build: args.spec.options(&spec),
+    };
+    let client = cli.daemon.connect().await?;
+    let report =
+        strata::bench::run(&client, &spec, &options, &mut |line| eprintln!("{line}")).await?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("--json {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        strata::bench::chart::write_svg(&report, path).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
 }

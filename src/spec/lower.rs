@@ -10,7 +10,7 @@ use oci_spec::image::ImageConfiguration;
 use serde_json::{json, Value};
 
 use super::{Base, Image, OverlayItem, Spec, SpecError, StepKind};
-use crate::llb::exec::presets;
+use crate::llb::exec::{presets, DEFAULT_PATH};
 use crate::llb::source::{self, LocalOptions};
 use crate::llb::{Copy, Definition, FileAction, Mount, Platform, Run, State};
 
@@ -147,6 +147,29 @@ fn base_config(config: Option<&ImageConfiguration>) -> Value {
 }
 
 impl Spec {
+    /// The platform an image builds for: `--platform`, else its own, else the
+    /// one of the image it is built `from`, else the host's.
+    fn platform_of(&self, image: &Image, options: &LowerOptions) -> Platform {
+        if let Some(p) = options.platform.clone().or_else(|| image.platform.clone()) {
+            return p;
+        }
+        let mut current = image;
+        // Parse rejected cycles; the bound keeps this certain to end.
+        for _ in 0..self.images.len() {
+            let Base::From(parent) = &current.base else {
+                break;
+            };
+            let Some(parent) = self.image(parent) else {
+                break;
+            };
+            if let Some(p) = &parent.platform {
+                return p.clone();
+            }
+            current = parent;
+        }
+        Platform::host()
+    }
+
     /// Lowers image `name` (and what it is built `from`) to LLB. `bases` holds
     /// the configs of the registry base images ([`Spec::base_refs`]); a missing
     /// one is treated as empty (the daemon's default PATH still applies).
@@ -156,17 +179,8 @@ impl Spec {
         bases: &BTreeMap<String, ImageConfiguration>,
         options: &LowerOptions,
     ) -> Result<LoweredImage, SpecError> {
-        let image = self.image(name).ok_or_else(|| SpecError {
-            file: self.path.clone(),
-            line: 0,
-            column: 0,
-            key: String::new(),
-            message: format!(
-                "no image named {name:?} (images: {})",
-                self.names().join(", ")
-            ),
-        })?;
-        let lowered = self.lower_image(image, bases, options);
+        let image = self.named(name)?;
+        let lowered = self.lower_image(image, bases, options, 0)?;
         let platform = lowered.state.get_platform().clone();
         let mut config = json!({
             "architecture": platform.architecture,
@@ -195,16 +209,24 @@ impl Spec {
         image: &Image,
         bases: &BTreeMap<String, ImageConfiguration>,
         options: &LowerOptions,
-    ) -> Lowering {
-        let platform = options
-            .platform
-            .clone()
-            .or_else(|| image.platform.clone())
-            .unwrap_or_else(Platform::host);
+        depth: usize,
+    ) -> Result<Lowering, SpecError> {
+        let platform = self.platform_of(image, options);
         let mut at = match &image.base {
+            Base::From(parent) if depth <= self.images.len() => {
+                self.lower_image(self.named(parent)?, bases, options, depth + 1)?
+            }
             Base::From(parent) => {
-                let parent = self.image(parent).expect("checked: from names an image");
-                self.lower_image(parent, bases, options)
+                return Err(SpecError {
+                    file: self.path.clone(),
+                    line: 0,
+                    column: 0,
+                    key: String::new(),
+                    message: format!(
+                        "image {}: the from chain through {parent} loops",
+                        image.name
+                    ),
+                })
             }
             Base::Image(reference) => {
                 let config = base_config(bases.get(reference));
@@ -214,6 +236,11 @@ impl Spec {
                     if let Some((k, v)) = kv.as_str().and_then(|s| s.split_once('=')) {
                         state = state.env(k, v);
                     }
+                }
+                // As Dockerfiles do: an image without PATH gets the default one,
+                // so `PATH = "/x:$PATH"` extends it rather than replacing it.
+                if state.get_env("PATH").is_none() {
+                    state = state.env("PATH", DEFAULT_PATH);
                 }
                 if let Some(w) = config["WorkingDir"].as_str().filter(|w| !w.is_empty()) {
                     state = state.dir(w);
@@ -340,7 +367,15 @@ impl Spec {
             };
             let mut run = run.named(&name);
             if let Some(id) = &options.ca_cert {
-                run = run.mount(Mount::secret(CA_MOUNT, id));
+                // World-readable: steps after `user = "app"` need it too. A
+                // certificate bundle is public; what matters is that it is a
+                // mount, so it never lands in a layer.
+                run = run.mount(Mount::Secret {
+                    target: CA_MOUNT.to_owned(),
+                    id: id.clone(),
+                    mode: 0o444,
+                    optional: false,
+                });
                 for var in CA_ENV {
                     run = run.env(var, CA_MOUNT);
                 }
@@ -352,6 +387,8 @@ impl Spec {
         for (i, item) in image.overlay.iter().enumerate() {
             match item {
                 OverlayItem::Copy { from, to, exclude } => {
+                    // Named by position, not content: the LLB stays the same
+                    // whatever the directory holds.
                     let local_name = format!("{}-overlay-{i}", image.name);
                     let local = source::local(
                         &local_name,
@@ -394,42 +431,46 @@ impl Spec {
 
         // The image config: the base's, with the spec's settings and the env,
         // working directory and user the steps left.
-        let config = at.config.as_object_mut().expect("config is an object");
+        if !at.config.is_object() {
+            at.config = json!({});
+        }
         let env: Vec<Value> = at
             .state
             .env_list()
             .iter()
             .map(|(k, v)| json!(format!("{k}={v}")))
             .collect();
+        let config = &mut at.config;
         if !env.is_empty() {
-            config.insert("Env".into(), json!(env));
+            config["Env"] = json!(env);
         }
-        if at.state.get_dir() != "/" || config.contains_key("WorkingDir") {
-            config.insert("WorkingDir".into(), json!(at.state.get_dir()));
+        if at.state.get_dir() != "/" || config.get("WorkingDir").is_some() {
+            config["WorkingDir"] = json!(at.state.get_dir());
         }
         if !at.state.get_user().is_empty() {
-            config.insert("User".into(), json!(at.state.get_user()));
+            config["User"] = json!(at.state.get_user());
         }
         if let Some(e) = &s.entrypoint {
-            config.insert("Entrypoint".into(), json!(e));
+            config["Entrypoint"] = json!(e);
             // As in Dockerfiles: a new entrypoint drops the inherited command.
             if s.cmd.is_none() {
-                config.remove("Cmd");
+                if let Some(c) = config.as_object_mut() {
+                    c.remove("Cmd");
+                }
             }
         }
         if let Some(c) = &s.cmd {
-            config.insert("Cmd".into(), json!(c));
+            config["Cmd"] = json!(c);
         }
         if !s.labels.is_empty() {
-            let labels = config.entry("Labels").or_insert_with(|| json!({}));
-            if !labels.is_object() {
-                *labels = json!({});
+            if !config["Labels"].is_object() {
+                config["Labels"] = json!({});
             }
             for (k, v) in &s.labels {
-                labels[k] = json!(v);
+                config["Labels"][k] = json!(v);
             }
         }
-        at
+        Ok(at)
     }
 }
 

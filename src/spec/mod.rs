@@ -2,48 +2,54 @@
 //! the file), **toolchain** steps (apt, pip, npm, run, env/workdir/user), and an
 //! **overlay** (local files, a git checkout) applied last. See docs/spec.md.
 //!
-//! [`Spec::load`] parses and checks the file, naming file, line and key in every
-//! error; [`Spec::lower`] turns an image into LLB (see [`lower`]).
+//! [`Spec::load`] parses and checks the file, naming file, line, column and key
+//! in every error; [`Spec::lower`] turns an image into LLB (see `lower.rs`).
 
+mod locate;
 mod lower;
 mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
+
+use toml::Spanned;
 
 use crate::llb::source::normalize_image_ref;
 use crate::llb::Platform;
-use model::{RawImage, RawSpec, RawStep};
+use locate::{join, Source};
+use model::{RawCopy, RawGit, RawImage, RawSpec, RawStep, RawVars, SeqOrMap, STEP_KINDS};
 
-pub use lower::{LocalDirSpec, LowerOptions, LoweredImage, StepInfo};
+pub use lower::{LocalDirSpec, LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
 
-/// A problem with the spec, located in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A problem with the spec, located in the file. Displays as one line:
+/// `strata.toml:14:1: images.codex.toolchain[2]: unknown key "aptt" (expected one of …)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(self))]
 pub struct SpecError {
     pub file: PathBuf,
-    /// 1-based; 0 when the problem has no one place (e.g. an unreadable file).
+    /// 1-based; 0 when the problem has no one place (an unreadable file, an
+    /// image named on the command line).
     pub line: usize,
     pub column: usize,
-    /// Dotted key path, e.g. `images.codex.toolchain[2]`.
+    /// Dotted key path, e.g. `images.codex.toolchain[2]` (arrays count from 1);
+    /// empty for the whole file.
     pub key: String,
     pub message: String,
 }
 
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if self.line > 0 {
-            write!(f, ":{}:{}", self.line, self.column)?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)
+fn render(e: &SpecError) -> String {
+    let mut out = e.file.display().to_string();
+    if e.line > 0 {
+        out.push_str(&format!(":{}:{}", e.line, e.column));
     }
+    if !e.key.is_empty() {
+        out.push_str(": ");
+        out.push_str(&e.key);
+    }
+    out.push_str(": ");
+    out.push_str(&e.message);
+    out
 }
-
-impl std::error::Error for SpecError {}
 
 /// One step of an image's toolchain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,12 +58,15 @@ pub enum StepKind {
     Pip(Vec<String>),
     Npm {
         packages: Vec<String>,
+        /// `None`: a global install (`npm install -g`).
         dir: Option<String>,
     },
     Run {
         script: String,
+        /// Absolute paths mounted as caches.
         cache: Vec<String>,
     },
+    /// In file order; values may use `$NAME` / `${NAME}` of earlier ones.
     Env(Vec<(String, String)>),
     Workdir(String),
     User(String),
@@ -65,6 +74,7 @@ pub enum StepKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
+    /// The spec's `name`, if it gives one.
     pub name: Option<String>,
     pub kind: StepKind,
 }
@@ -84,11 +94,14 @@ pub enum OverlayItem {
     Copy {
         /// Absolute directory on this machine.
         from: PathBuf,
+        /// In the image; relative to the working directory if not absolute.
         to: String,
+        /// `.dockerignore` patterns.
         exclude: Vec<String>,
     },
     Git {
         url: String,
+        /// Branch, tag or commit; empty for the default branch.
         reference: String,
         to: String,
     },
@@ -97,6 +110,7 @@ pub enum OverlayItem {
 /// Image config settings of the spec (merged over the base image's).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageSettings {
+    /// In file order.
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
     pub user: Option<String>,
@@ -105,13 +119,16 @@ pub struct ImageSettings {
     pub labels: BTreeMap<String, String>,
 }
 
+/// One `[images.NAME]` of the spec, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
     pub name: String,
     pub base: Base,
+    /// As written; `None` inherits the `from` image's, else the host's.
     pub platform: Option<Platform>,
     pub settings: ImageSettings,
     pub steps: Vec<Step>,
+    /// Copies first, then git checkouts.
     pub overlay: Vec<OverlayItem>,
     pub push: Option<String>,
     pub cache_to: Vec<String>,
@@ -122,51 +139,28 @@ pub struct Image {
 #[derive(Debug, Clone)]
 pub struct Spec {
     path: PathBuf,
+    /// The directory relative paths of the spec are taken from (absolute when it exists).
+    dir: PathBuf,
     ca_cert: Option<PathBuf>,
     /// In file order.
     images: Vec<Image>,
 }
 
-/// Turns byte offsets into 1-based line and column.
-struct Locator<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
-
-impl Locator<'_> {
-    fn at(&self, offset: usize, key: impl Into<String>, message: impl Into<String>) -> SpecError {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-        SpecError {
-            file: self.path.to_owned(),
-            line,
-            column,
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The table header (`[images.x]`, `[[images.x.toolchain]]`) a position is under.
-    fn table_at(&self, offset: usize) -> String {
-        let before = &self.text[..offset.min(self.text.len())];
-        before
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| l.starts_with('['))
-            .map(|l| l.trim_matches(['[', ']']).trim().to_owned())
-            .unwrap_or_default()
-    }
-}
-
+/// Image names: `[a-z0-9][a-z0-9._-]*`.
 fn valid_image_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+}
+
+/// Where an image's checks point.
+struct Positions {
+    /// The image's table.
+    image: usize,
+    /// Its `platform` value, when it has one.
+    platform: usize,
 }
 
 impl Spec {
@@ -182,14 +176,11 @@ impl Spec {
         Spec::parse(&text, path)
     }
 
-    /// Parses and checks spec text; `path` names it in errors and anchors relative paths.
+    /// Parses and checks spec text. `path` names the file in errors, and its
+    /// directory anchors relative paths (overlay dirs, `ca_cert`).
     pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
-        let loc = Locator { path, text };
-        let raw: RawSpec = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map(|s| s.start).unwrap_or(0);
-            let message = e.message().trim().replace('\n', " ");
-            loc.at(offset, loc.table_at(offset), message)
-        })?;
+        let src = Source::new(path, text);
+        let raw: RawSpec = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -197,81 +188,135 @@ impl Spec {
             .unwrap_or_else(|| PathBuf::from("."));
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
 
-        let ca_cert = raw.ca_cert.map(|c| dir.join(c.into_inner()));
+        let ca_cert = match raw.ca_cert {
+            Some(c) if c.get_ref().trim().is_empty() => {
+                return Err(src.error(c.span().start, "ca_cert", "must not be empty"))
+            }
+            Some(c) => Some(dir.join(c.into_inner())),
+            None => None,
+        };
+
         let mut raw_images: Vec<_> = raw.images.into_iter().collect();
         raw_images.sort_by_key(|(name, _)| name.span().start);
-        let names: Vec<String> = raw_images
-            .iter()
-            .map(|(n, _)| n.get_ref().clone())
-            .collect();
-        if names.is_empty() {
-            return Err(loc.at(
+        if raw_images.is_empty() {
+            return Err(src.error(
                 0,
                 "images",
                 "the spec defines no image (add an [images.NAME] table)",
             ));
         }
+        let names: Vec<String> = raw_images
+            .iter()
+            .map(|(n, _)| n.get_ref().clone())
+            .collect();
         let mut images = Vec::new();
+        let mut positions = Vec::new();
         for (name, image) in raw_images {
-            let key = format!("images.{}", name.get_ref());
             if !valid_image_name(name.get_ref()) {
-                return Err(loc.at(
+                return Err(src.error(
                     name.span().start,
-                    key,
-                    "image names are lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
+                    join("images", name.get_ref()),
+                    "image names are lowercase letters, digits, '.', '_' and '-', \
+                     starting with a letter or digit",
                 ));
             }
-            let start = image.span().start;
+            positions.push(Positions {
+                image: image.span().start,
+                platform: image
+                    .get_ref()
+                    .platform
+                    .as_ref()
+                    .map_or(image.span().start, |p| p.span().start),
+            });
+            let at = image.span().start;
             images.push(check_image(
-                &loc,
+                &src,
                 &dir,
                 &names,
                 name.into_inner(),
-                start,
+                at,
                 image.into_inner(),
             )?);
         }
         let spec = Spec {
             path: path.to_owned(),
+            dir,
             ca_cert,
             images,
         };
-        spec.check_cycles(&loc, text)?;
+        spec.check_cycles(&src, &positions)?;
+        spec.check_platforms(&src, &positions)?;
         Ok(spec)
     }
 
     /// Rejects `from` chains that loop, naming the loop.
-    fn check_cycles(&self, loc: &Locator, text: &str) -> Result<(), SpecError> {
+    fn check_cycles(&self, src: &Source, positions: &[Positions]) -> Result<(), SpecError> {
         for image in &self.images {
             let mut chain = vec![image.name.as_str()];
             let mut current = image;
             while let Base::From(parent) = &current.base {
-                if chain.contains(&parent.as_str()) {
-                    chain.push(parent);
-                    let header = format!("[images.{}]", image.name);
-                    let offset = text.find(&header).unwrap_or(0);
-                    return Err(loc.at(
-                        offset,
-                        format!("images.{}.from", image.name),
-                        format!("cycle {}", chain.join(" -> ")),
+                if let Some(start) = chain.iter().position(|n| n == parent) {
+                    let cycle = &chain[start..];
+                    let first = self.index(cycle[0]);
+                    return Err(src.error(
+                        positions[first].image,
+                        join("images", cycle[0]),
+                        format!("cycle {} -> {}", cycle.join(" -> "), cycle[0]),
                     ));
                 }
                 chain.push(parent);
-                current = self.image(parent).expect("checked: from names an image");
+                current = &self.images[self.index(parent)];
             }
         }
         Ok(())
     }
 
+    /// An image built `from` another runs on its platform: the two may not differ.
+    fn check_platforms(&self, src: &Source, positions: &[Positions]) -> Result<(), SpecError> {
+        for (i, image) in self.images.iter().enumerate() {
+            let Some(own) = &image.platform else { continue };
+            let mut current = image;
+            while let Base::From(parent) = &current.base {
+                current = &self.images[self.index(parent)];
+                if let Some(theirs) = current.platform.as_ref().filter(|p| *p != own) {
+                    return Err(src.error(
+                        positions[i].platform,
+                        format!("{}.platform", join("images", &image.name)),
+                        format!(
+                            "{own} differs from {theirs}, the platform of {} it is built from",
+                            current.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Position of an image known to exist (parse checked every `from`).
+    fn index(&self, name: &str) -> usize {
+        self.images
+            .iter()
+            .position(|i| i.name == name)
+            .unwrap_or_default()
+    }
+
+    /// The spec file, as given.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The CA bundle the spec asks for (absolute), if any.
+    /// The directory relative paths are taken from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CA bundle the spec asks for (relative to [`Spec::dir`]), if any.
     pub fn ca_cert(&self) -> Option<&Path> {
         self.ca_cert.as_deref()
     }
 
+    /// Every image, in file order.
     pub fn images(&self) -> &[Image] {
         &self.images
     }
@@ -285,7 +330,7 @@ impl Spec {
         self.images.iter().map(|i| i.name.as_str()).collect()
     }
 
-    /// Every registry base image the spec uses, normalized, once each.
+    /// Every registry base image the spec uses, normalized, once each (sorted).
     pub fn base_refs(&self) -> Vec<String> {
         let refs: BTreeSet<String> = self
             .images
@@ -298,27 +343,32 @@ impl Spec {
         refs.into_iter().collect()
     }
 
-    /// `wanted` and the images they are built `from`, dependencies first.
+    /// An image by name, or an error listing the spec's images.
+    fn named(&self, name: &str) -> Result<&Image, SpecError> {
+        self.image(name).ok_or_else(|| SpecError {
+            file: self.path.clone(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!(
+                "no image named {name:?} (images: {})",
+                self.names().join(", ")
+            ),
+        })
+    }
+
+    /// `wanted` and the images they are built `from`, dependencies first
+    /// (each once); an unknown name is an error listing the spec's images.
     pub fn closure(&self, wanted: &[String]) -> Result<Vec<String>, SpecError> {
         let mut order: Vec<String> = Vec::new();
         for name in wanted {
             let mut chain = Vec::new();
-            let mut current = self.image(name).ok_or_else(|| SpecError {
-                file: self.path.clone(),
-                line: 0,
-                column: 0,
-                key: String::new(),
-                message: format!(
-                    "no image named {name:?} (images: {})",
-                    self.names().join(", ")
-                ),
-            })?;
-            loop {
+            let mut current = self.named(name)?;
+            // Parse rejected cycles, so this ends; the bound keeps it certain.
+            for _ in 0..=self.images.len() {
                 chain.push(current.name.clone());
                 match &current.base {
-                    Base::From(parent) => {
-                        current = self.image(parent).expect("checked: from names an image")
-                    }
+                    Base::From(parent) => current = self.named(parent)?,
                     Base::Image(_) => break,
                 }
             }
@@ -332,55 +382,49 @@ impl Spec {
     }
 }
 
-const STEP_KINDS: &str = "apt, pip, npm, run, env, workdir, user";
-
+/// Checks one image of the spec.
 fn check_image(
-    loc: &Locator,
+    src: &Source,
     dir: &Path,
     names: &[String],
     name: String,
-    start: usize,
+    at: usize,
     raw: RawImage,
 ) -> Result<Image, SpecError> {
-    let prefix = format!("images.{name}");
+    let prefix = join("images", &name);
     let key = |k: &str| format!("{prefix}.{k}");
     let base = match (raw.base, raw.from) {
-        (Some(_), Some(from)) => {
-            return Err(loc.at(
-                from.span().start,
-                key("from"),
-                "give either base or from, not both",
-            ))
-        }
+        (Some(_), Some(from)) => return Err(src.error(
+            from.span().start,
+            prefix.as_str(),
+            "give either base (an image reference) or from (another image of this file), not both",
+        )),
         (None, None) => {
-            return Err(loc.at(
-                start,
-                format!("images.{name}"),
+            return Err(src.error(
+                at,
+                prefix.as_str(),
                 "needs a base (an image reference) or from (another image of this file)",
             ))
         }
         (Some(base), None) => {
             let normalized = normalize_image_ref(base.get_ref())
-                .map_err(|e| loc.at(base.span().start, key("base"), e))?;
+                .map_err(|e| src.error(base.span().start, key("base"), e))?;
             Base::Image(normalized)
         }
         (None, Some(from)) => {
             if !names.contains(from.get_ref()) {
-                return Err(loc.at(
+                let file = src.path.file_name().map_or_else(
+                    || src.path.display().to_string(),
+                    |f| f.to_string_lossy().into_owned(),
+                );
+                return Err(src.error(
                     from.span().start,
                     key("from"),
                     format!(
-                        "no image named {:?} in this file (images: {})",
+                        "no image named {:?} in {file} (images: {})",
                         from.get_ref(),
                         names.join(", ")
                     ),
-                ));
-            }
-            if from.get_ref() == &name {
-                return Err(loc.at(
-                    from.span().start,
-                    key("from"),
-                    format!("cycle {name} -> {name}"),
                 ));
             }
             Base::From(from.into_inner())
@@ -390,53 +434,34 @@ fn check_image(
         Some(p) => Some(
             p.get_ref()
                 .parse::<Platform>()
-                .map_err(|e| loc.at(p.span().start, key("platform"), e.to_string()))?,
+                .map_err(|e| src.error(p.span().start, key("platform"), e))?,
         ),
         None => None,
     };
-    let mut steps = Vec::new();
-    for (i, step) in raw.toolchain.into_iter().enumerate() {
-        let at = step.span().start;
-        steps.push(
-            check_step(step.into_inner())
-                .map_err(|m| loc.at(at, format!("images.{name}.toolchain[{}]", i + 1), m))?,
-        );
-    }
+    let env = check_vars(src, raw.env, &key("env"), at)?;
+    let push = match raw.push {
+        Some(p) => {
+            normalize_image_ref(p.get_ref())
+                .map_err(|e| src.error(p.span().start, key("push"), e))?;
+            Some(p.into_inner())
+        }
+        None => None,
+    };
+    let steps = raw
+        .toolchain
+        .into_iter()
+        .enumerate()
+        .map(|(i, step)| check_step(src, &format!("{prefix}.toolchain[{}]", i + 1), step))
+        .collect::<Result<Vec<_>, _>>()?;
+
     let mut overlay = Vec::new();
     if let Some(raw_overlay) = raw.overlay {
-        let overlay_at = raw_overlay.span().start;
         let raw_overlay = raw_overlay.into_inner();
-        for copy in raw_overlay.copy.map(|c| c.into_vec()).unwrap_or_default() {
-            let from = dir.join(&copy.from);
-            if !from.is_dir() {
-                // Point at the quoted path itself when it can be found.
-                let quoted = format!("\"{}\"", copy.from);
-                let at = loc.text[overlay_at..]
-                    .find(&quoted)
-                    .map_or(overlay_at, |i| overlay_at + i);
-                return Err(loc.at(
-                    at,
-                    key("overlay.copy.from"),
-                    format!("{} is not a directory", from.display()),
-                ));
-            }
-            overlay.push(OverlayItem::Copy {
-                from: std::fs::canonicalize(&from).unwrap_or(from),
-                to: absolute(&copy.to),
-                exclude: copy.exclude,
-            });
+        for (copy, key) in numbered(raw_overlay.copy, &key("overlay.copy")) {
+            overlay.push(check_copy(src, dir, copy, &key)?);
         }
-        if let Some(git) = raw_overlay.git {
-            let at = git.span().start;
-            let git = git.into_inner();
-            if git.url.trim().is_empty() {
-                return Err(loc.at(at, key("overlay.git.url"), "must not be empty"));
-            }
-            overlay.push(OverlayItem::Git {
-                url: git.url,
-                reference: git.reference,
-                to: absolute(&git.to),
-            });
+        for (git, key) in numbered(raw_overlay.git, &key("overlay.git")) {
+            overlay.push(check_git(src, git, &key)?);
         }
     }
     Ok(Image {
@@ -444,8 +469,8 @@ fn check_image(
         base,
         platform,
         settings: ImageSettings {
-            env: raw.env.into_iter().collect(),
-            workdir: raw.workdir.map(|w| absolute(&w)),
+            env,
+            workdir: raw.workdir.filter(|w| !w.is_empty()),
             user: raw.user,
             entrypoint: raw.entrypoint,
             cmd: raw.cmd,
@@ -453,89 +478,233 @@ fn check_image(
         },
         steps,
         overlay,
-        push: match raw.push {
-            Some(p) => Some(
-                normalize_image_ref(p.get_ref())
-                    .map(|_| p.get_ref().clone())
-                    .map_err(|e| loc.at(p.span().start, key("push"), e))?,
-            ),
-            None => None,
-        },
+        push,
         cache_to: raw.cache_to,
         cache_from: raw.cache_from,
     })
 }
 
-fn absolute(path: &str) -> String {
-    if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("/{path}")
+/// The items of a "table or array of tables" key, with the key path of each.
+fn numbered<T>(value: Option<SeqOrMap<Vec<T>, T>>, key: &str) -> Vec<(T, String)> {
+    match value {
+        None => Vec::new(),
+        Some(SeqOrMap::Map(one)) => vec![(one, key.to_owned())],
+        Some(SeqOrMap::Seq(many)) => many
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, format!("{key}[{}]", i + 1)))
+            .collect(),
     }
 }
 
+/// Environment variables in file order, with valid names.
+fn check_vars(
+    src: &Source,
+    vars: RawVars,
+    key: &str,
+    at: usize,
+) -> Result<Vec<(String, String)>, SpecError> {
+    let mut vars: Vec<(Spanned<String>, String)> = vars.into_iter().collect();
+    vars.sort_by_key(|(k, _)| k.span().start);
+    vars.into_iter()
+        .map(|(name, value)| {
+            let n = name.get_ref();
+            if n.is_empty() || n.contains('=') || n.contains('\0') {
+                let at = if name.span().is_empty() {
+                    at
+                } else {
+                    name.span().start
+                };
+                Err(src.error(
+                    at,
+                    key,
+                    format!("{n:?} is not a variable name (no '=', not empty)"),
+                ))
+            } else {
+                Ok((name.into_inner(), value))
+            }
+        })
+        .collect()
+}
+
+/// A package list: at least one, none empty.
+fn check_packages(
+    src: &Source,
+    list: Spanned<Vec<String>>,
+    kind: &str,
+    key: &str,
+) -> Result<Vec<String>, SpecError> {
+    let at = list.span().start;
+    let list = list.into_inner();
+    if list.is_empty() {
+        return Err(src.error(at, key, format!("{kind} needs at least one package")));
+    }
+    if list.iter().any(|p| p.trim().is_empty()) {
+        return Err(src.error(at, key, "a package name is empty"));
+    }
+    Ok(list)
+}
+
 /// One toolchain table: exactly one kind, `cache` only with `run`, no empty lists.
-fn check_step(raw: RawStep) -> Result<Step, String> {
-    let non_empty = |kind: &str, list: Vec<String>| {
-        if list.is_empty() || list.iter().any(|p| p.trim().is_empty()) {
-            Err(format!(
-                "{kind} needs at least one package, and no empty names"
+fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, SpecError> {
+    let step_at = step.span().start;
+    let raw = step.into_inner();
+    let field = |k: &str| format!("{key}.{k}");
+    let present: Vec<(&str, usize)> = [
+        raw.apt.as_ref().map(|v| v.span().start),
+        raw.pip.as_ref().map(|v| v.span().start),
+        raw.npm.as_ref().map(|v| v.span().start),
+        raw.run.as_ref().map(|v| v.span().start),
+        raw.env.as_ref().map(|v| v.span().start),
+        raw.workdir.as_ref().map(|v| v.span().start),
+        raw.user.as_ref().map(|v| v.span().start),
+    ]
+    .into_iter()
+    .zip(STEP_KINDS)
+    .filter_map(|(at, kind)| at.map(|at| (kind, at)))
+    .collect();
+    match present.as_slice() {
+        [] => {
+            return Err(src.error(
+                step_at,
+                key,
+                format!("a step needs one of {}", STEP_KINDS.join(", ")),
             ))
-        } else {
-            Ok(list)
         }
-    };
-    let mut kinds = Vec::new();
-    if let Some(p) = raw.apt {
-        kinds.push(StepKind::Apt(non_empty("apt", p)?));
+        [_] => {}
+        [.., (_, second_at)] => {
+            let kinds: Vec<&str> = present.iter().map(|(k, _)| *k).collect();
+            return Err(src.error(
+                *second_at,
+                key,
+                format!(
+                    "a step has exactly one of {}; this one has {} (split it into several steps)",
+                    STEP_KINDS.join(", "),
+                    kinds.join(" and ")
+                ),
+            ));
+        }
     }
-    if let Some(p) = raw.pip {
-        kinds.push(StepKind::Pip(non_empty("pip", p)?));
+    if let (Some(cache), None) = (&raw.cache, &raw.run) {
+        return Err(src.error(
+            cache.span().start,
+            field("cache"),
+            "cache is only valid with run (apt, pip and npm steps get their cache mounts already)",
+        ));
     }
-    if let Some(npm) = raw.npm {
-        let (packages, dir) = match npm {
-            model::RawNpm::Global(p) => (p, None),
-            model::RawNpm::Into(d) => (d.packages, d.dir.map(|d| absolute(&d))),
+    let name = raw.name.filter(|n| !n.trim().is_empty());
+    let kind = if let Some(list) = raw.apt {
+        StepKind::Apt(check_packages(src, list, "apt", &field("apt"))?)
+    } else if let Some(list) = raw.pip {
+        StepKind::Pip(check_packages(src, list, "pip", &field("pip"))?)
+    } else if let Some(npm) = raw.npm {
+        let span = npm.span();
+        let (packages, dir) = match npm.into_inner() {
+            SeqOrMap::Seq(packages) => (packages, None),
+            SeqOrMap::Map(d) => (d.packages, d.dir),
         };
-        kinds.push(StepKind::Npm {
-            packages: non_empty("npm", packages)?,
+        if dir.as_deref().is_some_and(|d| d.trim().is_empty()) {
+            return Err(src.error(span.start, field("npm.dir"), "must not be empty"));
+        }
+        StepKind::Npm {
+            packages: check_packages(src, Spanned::new(span, packages), "npm", &field("npm"))?,
             dir,
-        });
-    }
-    let cache = raw.cache;
-    if let Some(script) = raw.run {
-        if script.trim().is_empty() {
-            return Err("run needs a script".into());
         }
-        let cache = cache.clone().unwrap_or_default();
-        if let Some(bad) = cache.iter().find(|c| !c.starts_with('/')) {
-            return Err(format!("cache paths are absolute; {bad:?} is not"));
+    } else if let Some(script) = raw.run {
+        if script.get_ref().trim().is_empty() {
+            return Err(src.error(script.span().start, field("run"), "run needs a script"));
         }
-        kinds.push(StepKind::Run { script, cache });
-    } else if cache.is_some() {
-        return Err(
-            "cache is only valid with run (apt, pip and npm get their caches automatically)".into(),
-        );
+        let mut cache = Vec::new();
+        for path in raw.cache.map(Spanned::into_inner).unwrap_or_default() {
+            if !path.get_ref().starts_with('/') {
+                return Err(src.error(
+                    path.span().start,
+                    field("cache"),
+                    format!("cache paths are absolute; {:?} is not", path.get_ref()),
+                ));
+            }
+            cache.push(path.into_inner());
+        }
+        StepKind::Run {
+            script: script.into_inner(),
+            cache,
+        }
+    } else if let Some(env) = raw.env {
+        let at = env.span().start;
+        let vars = check_vars(src, env.into_inner(), &field("env"), at)?;
+        if vars.is_empty() {
+            return Err(src.error(at, field("env"), "env needs at least one variable"));
+        }
+        StepKind::Env(vars)
+    } else if let Some(w) = raw.workdir {
+        if w.get_ref().trim().is_empty() {
+            return Err(src.error(w.span().start, field("workdir"), "must not be empty"));
+        }
+        StepKind::Workdir(w.into_inner())
+    } else if let Some(u) = raw.user {
+        if u.get_ref().trim().is_empty() {
+            return Err(src.error(u.span().start, field("user"), "must not be empty"));
+        }
+        StepKind::User(u.into_inner())
+    } else {
+        // `present` held exactly one kind.
+        return Err(src.error(step_at, key, "a step needs a kind"));
+    };
+    Ok(Step { name, kind })
+}
+
+fn check_copy(
+    src: &Source,
+    dir: &Path,
+    copy: RawCopy,
+    key: &str,
+) -> Result<OverlayItem, SpecError> {
+    let from = copy.from.get_ref();
+    let path = dir.join(from);
+    if from.trim().is_empty() || !path.is_dir() {
+        return Err(src.error(
+            copy.from.span().start,
+            format!("{key}.from"),
+            format!(
+                "{from:?} is not a directory (looked for {}; relative paths start at the spec's directory)",
+                path.display()
+            ),
+        ));
     }
-    if let Some(env) = raw.env {
-        kinds.push(StepKind::Env(env.into_iter().collect()));
+    if copy.to.get_ref().trim().is_empty() {
+        return Err(src.error(
+            copy.to.span().start,
+            format!("{key}.to"),
+            "must not be empty",
+        ));
     }
-    if let Some(w) = raw.workdir {
-        kinds.push(StepKind::Workdir(absolute(&w)));
+    Ok(OverlayItem::Copy {
+        from: std::fs::canonicalize(&path).unwrap_or(path),
+        to: copy.to.into_inner(),
+        exclude: copy.exclude,
+    })
+}
+
+fn check_git(src: &Source, git: RawGit, key: &str) -> Result<OverlayItem, SpecError> {
+    if git.url.get_ref().trim().is_empty() {
+        return Err(src.error(
+            git.url.span().start,
+            format!("{key}.url"),
+            "must not be empty",
+        ));
     }
-    if let Some(u) = raw.user {
-        kinds.push(StepKind::User(u));
+    if git.to.get_ref().trim().is_empty() {
+        return Err(src.error(
+            git.to.span().start,
+            format!("{key}.to"),
+            "must not be empty",
+        ));
     }
-    match kinds.len() {
-        1 => Ok(Step {
-            name: raw.name,
-            kind: kinds.pop().expect("one"),
-        }),
-        0 => Err(format!("a step needs one of {STEP_KINDS}")),
-        _ => Err(format!(
-            "a step has exactly one of {STEP_KINDS}; split it into several steps"
-        )),
-    }
+    Ok(OverlayItem::Git {
+        url: git.url.into_inner(),
+        reference: git.reference,
+        to: git.to.into_inner(),
+    })
 }
 
 #[cfg(test)]

@@ -1,10 +1,18 @@
 //! strata.toml as written: serde types that keep source positions, so every
-//! later check can name the line. Unknown keys are rejected here.
+//! later check can name the line. Unknown keys and wrong types are rejected here.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::Deserialize;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use toml::Spanned;
+
+/// A TOML table of strings whose keys remember where they are (for file order
+/// and for naming a bad key).
+pub(super) type RawVars = BTreeMap<Spanned<String>, String>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +29,7 @@ pub(super) struct RawImage {
     pub from: Option<Spanned<String>>,
     pub platform: Option<Spanned<String>>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: RawVars,
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub entrypoint: Option<Vec<String>>,
@@ -38,30 +46,25 @@ pub(super) struct RawImage {
     pub overlay: Option<Spanned<RawOverlay>>,
 }
 
+/// One `[[images.NAME.toolchain]]` table. Every kind is optional here; the
+/// check that exactly one is present comes after, with its position.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStep {
-    pub apt: Option<Vec<String>>,
-    pub pip: Option<Vec<String>>,
-    pub npm: Option<RawNpm>,
-    pub run: Option<String>,
-    pub cache: Option<Vec<String>>,
+    pub apt: Option<Spanned<Vec<String>>>,
+    pub pip: Option<Spanned<Vec<String>>>,
+    /// `npm = ["pkg"]` (global) or `npm = { packages = [...], dir = "/app" }`.
+    pub npm: Option<Spanned<SeqOrMap<Vec<String>, RawNpmDir>>>,
+    pub run: Option<Spanned<String>>,
+    pub cache: Option<Spanned<Vec<Spanned<String>>>>,
     pub name: Option<String>,
-    pub env: Option<BTreeMap<String, String>>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
+    pub env: Option<Spanned<RawVars>>,
+    pub workdir: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
 }
 
-// Untagged enums buffer their input, which loses positions: no `Spanned`
-// inside them (errors there point at the enclosing table).
-
-/// `npm = ["pkg"]` (global) or `npm = { packages = [...], dir = "/app" }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum RawNpm {
-    Global(Vec<String>),
-    Into(RawNpmDir),
-}
+/// The step kinds, as the keys are spelled (in the order errors list them).
+pub(super) const STEP_KINDS: [&str; 7] = ["apt", "pip", "npm", "run", "env", "workdir", "user"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,31 +76,15 @@ pub(super) struct RawNpmDir {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOverlay {
-    pub copy: Option<OneOrMany<RawCopy>>,
-    pub git: Option<Spanned<RawGit>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum OneOrMany<T> {
-    One(T),
-    Many(Vec<T>),
-}
-
-impl<T> OneOrMany<T> {
-    pub fn into_vec(self) -> Vec<T> {
-        match self {
-            OneOrMany::One(t) => vec![t],
-            OneOrMany::Many(v) => v,
-        }
-    }
+    pub copy: Option<SeqOrMap<Vec<RawCopy>, RawCopy>>,
+    pub git: Option<SeqOrMap<Vec<RawGit>, RawGit>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCopy {
-    pub from: String,
-    pub to: String,
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
 }
@@ -105,8 +92,42 @@ pub(super) struct RawCopy {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGit {
-    pub url: String,
+    pub url: Spanned<String>,
     #[serde(rename = "ref", default)]
     pub reference: String,
-    pub to: String,
+    pub to: Spanned<String>,
+}
+
+/// An array (`S`) or a table (`M`). Unlike `#[serde(untagged)]`, which buffers
+/// its input and answers "data did not match any variant", this hands the
+/// value straight to the matching type, so an unknown or missing key inside
+/// keeps its own message and position.
+#[derive(Debug)]
+pub(super) enum SeqOrMap<S, M> {
+    Seq(S),
+    Map(M),
+}
+
+impl<'de, S: Deserialize<'de>, M: Deserialize<'de>> Deserialize<'de> for SeqOrMap<S, M> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Either<S, M>(PhantomData<(S, M)>);
+
+        impl<'de, S: Deserialize<'de>, M: Deserialize<'de>> Visitor<'de> for Either<S, M> {
+            type Value = SeqOrMap<S, M>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array or a table")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                S::deserialize(SeqAccessDeserializer::new(seq)).map(SeqOrMap::Seq)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                M::deserialize(MapAccessDeserializer::new(map)).map(SeqOrMap::Map)
+            }
+        }
+
+        deserializer.deserialize_any(Either(PhantomData))
+    }
 }

@@ -1,13 +1,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use prost::Message;
+
 use super::*;
+use crate::llb::exec::DEFAULT_PATH;
 use crate::llb::marshal::digest_of;
 use crate::wire::pb;
 
 const BASE: &str = "127.0.0.1:5000/strata/debian:bookworm";
 
-/// A spec file in a temp dir with an `overlay/` directory beside it.
+/// Writes `text` as `strata.toml` in `dir`, with an `overlay/` directory beside it.
 fn spec_in(dir: &Path, text: &str) -> Result<Spec, SpecError> {
     std::fs::create_dir_all(dir.join("overlay")).unwrap();
     let path = dir.join("strata.toml");
@@ -20,8 +23,19 @@ fn parse(text: &str) -> Result<Spec, SpecError> {
     spec_in(dir.path(), text)
 }
 
+/// The error message of an invalid spec, with its temp directory written `DIR`.
 fn err(text: &str) -> String {
-    parse(text).expect_err("the spec is invalid").to_string()
+    let dir = tempfile::tempdir().unwrap();
+    let e = spec_in(dir.path(), text).expect_err("the spec is invalid");
+    let real = std::fs::canonicalize(dir.path()).unwrap();
+    e.to_string()
+        .replace(&real.display().to_string(), "DIR")
+        .replace(&dir.path().display().to_string(), "DIR")
+}
+
+/// An image `a` on the base image, then `rest`.
+fn image_a(rest: &str) -> String {
+    format!("[images.a]\nbase = \"{BASE}\"\n{rest}")
 }
 
 fn two_images() -> String {
@@ -55,37 +69,52 @@ copy = {{ from = "overlay/", to = "/app", exclude = ["*.pyc"] }}
     )
 }
 
-/// Exec ops of a definition that run a package step (not the overlay copy).
-fn toolchain_digests(image: &LoweredImage) -> Vec<String> {
+fn lower(spec: &Spec, name: &str) -> LoweredImage {
+    spec.lower(name, &BTreeMap::new(), &LowerOptions::default())
+        .unwrap()
+}
+
+fn ops(image: &LoweredImage) -> Vec<(String, pb::Op)> {
     image
         .definition
         .ops()
         .iter()
-        .filter(|bytes| {
-            matches!(
-                pb::Op::decode(bytes.as_ref()).unwrap().op,
-                Some(pb::op::Op::Exec(_))
-            )
+        .map(|bytes| (digest_of(bytes), pb::Op::decode(bytes.as_ref()).unwrap()))
+        .collect()
+}
+
+fn execs(image: &LoweredImage) -> Vec<pb::ExecOp> {
+    ops(image)
+        .into_iter()
+        .filter_map(|(_, op)| match op.op {
+            Some(pb::op::Op::Exec(e)) => Some(e),
+            _ => None,
         })
-        .map(|bytes| digest_of(bytes))
+        .collect()
+}
+
+/// Digests of the exec ops (the toolchain steps), in definition order.
+fn toolchain_digests(image: &LoweredImage) -> Vec<String> {
+    ops(image)
+        .into_iter()
+        .filter(|(_, op)| matches!(op.op, Some(pb::op::Op::Exec(_))))
+        .map(|(d, _)| d)
         .collect()
 }
 
 fn cache_ids(image: &LoweredImage) -> Vec<String> {
-    let mut ids = Vec::new();
-    for bytes in image.definition.ops() {
-        if let Some(pb::op::Op::Exec(exec)) = pb::Op::decode(bytes.as_ref()).unwrap().op {
-            for m in exec.mounts {
-                if let Some(c) = m.cache_opt {
-                    ids.push(c.id);
-                }
-            }
-        }
-    }
-    ids
+    execs(image)
+        .into_iter()
+        .flat_map(|e| e.mounts)
+        .filter_map(|m| m.cache_opt.map(|c| c.id))
+        .collect()
 }
 
-use prost::Message;
+fn script(exec: &pb::ExecOp) -> String {
+    exec.meta.as_ref().unwrap().args.last().cloned().unwrap()
+}
+
+// ---- parsing ----
 
 #[test]
 fn parses_images_in_file_order_with_their_steps() {
@@ -98,161 +127,548 @@ fn parses_images_in_file_order_with_their_steps() {
     assert!(
         matches!(&app.steps[1].kind, StepKind::Run { cache, .. } if cache == &["/root/.cargo/registry"])
     );
+    assert!(
+        matches!(&app.overlay[0], OverlayItem::Copy { from, to, exclude }
+        if from.is_absolute() && from.ends_with("overlay") && to == "/app" && exclude == &["*.pyc"])
+    );
+}
+
+#[test]
+fn base_refs_are_normalized() {
+    let spec = parse("[images.a]\nbase = \"debian:bookworm\"\n").unwrap();
+    assert_eq!(spec.base_refs(), vec!["docker.io/library/debian:bookworm"]);
+}
+
+#[test]
+fn closure_orders_dependencies_first_and_names_unknown_images() {
+    let text = format!(
+        "[images.c]\nfrom = \"b\"\n[images.b]\nfrom = \"a\"\n[images.a]\nbase = \"{BASE}\"\n[images.d]\nbase = \"{BASE}\"\n"
+    );
+    let spec = parse(&text).unwrap();
+    assert_eq!(spec.names(), vec!["c", "b", "a", "d"]);
     assert_eq!(
-        spec.closure(&["app".into()]).unwrap(),
-        vec!["python-base", "app"]
+        spec.closure(&["c".into(), "d".into(), "b".into()]).unwrap(),
+        vec!["a", "b", "c", "d"]
     );
-    assert!(spec
-        .closure(&["nope".into()])
-        .unwrap_err()
-        .to_string()
-        .contains("no image named \"nope\" (images: python-base, app)"));
-}
-
-#[test]
-fn unknown_keys_name_line_and_table() {
-    let e = err(&format!(
-        "[images.a]\nbase = \"{BASE}\"\n\n[[images.a.toolchain]]\naptt = [\"git\"]\n"
-    ));
-    assert!(e.contains("strata.toml:5:1"), "{e}");
-    assert!(e.contains("images.a.toolchain"), "{e}");
-    assert!(e.contains("aptt"), "{e}");
-}
-
-#[test]
-fn wrong_types_name_the_line() {
-    let e = err(&format!(
-        "[images.a]\nbase = \"{BASE}\"\nentrypoint = \"bash\"\n"
-    ));
-    assert!(e.contains("strata.toml:3"), "{e}");
-    let e = err(&format!(
-        "[images.a]\nbase = \"{BASE}\"\n[[images.a.toolchain]]\napt = \"git\"\n"
-    ));
-    assert!(e.contains("strata.toml:4"), "{e}");
-}
-
-#[test]
-fn base_and_from_are_checked() {
-    let e = err("[images.a]\nworkdir = \"/x\"\n");
+    let e = spec.closure(&["nope".into()]).unwrap_err();
+    assert_eq!(e.line, 0);
     assert!(
-        e.contains("strata.toml:1") && e.contains("needs a base"),
-        "{e}"
-    );
-    let e = err(&format!("[images.a]\nbase = \"{BASE}\"\nfrom = \"b\"\n"));
-    assert!(
-        e.contains("strata.toml:3:8") && e.contains("not both"),
-        "{e}"
-    );
-    let e = err(&format!(
-        "[images.python-base]\nbase = \"{BASE}\"\n[images.app]\nfrom = \"pyhton-base\"\n"
-    ));
-    assert!(e.contains("strata.toml:4:8: images.app.from"), "{e}");
-    assert!(e.contains("no image named \"pyhton-base\""), "{e}");
-    assert!(e.contains("images: python-base, app"), "{e}");
-    let e = err("[images.a]\nbase = \"Not A Ref\"\n");
-    assert!(
-        e.contains("images.a.base") && e.contains("not a valid image reference"),
+        e.to_string()
+            .ends_with("strata.toml: no image named \"nope\" (images: c, b, a, d)"),
         "{e}"
     );
 }
 
 #[test]
-fn cycles_are_named() {
-    let e = err("[images.a]\nfrom = \"b\"\n\n[images.b]\nfrom = \"a\"\n");
-    assert!(e.contains("cycle a -> b -> a"), "{e}");
-    assert!(e.contains("strata.toml:1:1"), "{e}");
-    let e = err("[images.a]\nfrom = \"a\"\n");
-    assert!(e.contains("cycle a -> a"), "{e}");
+fn env_keeps_file_order() {
+    let spec = parse(&image_a("env = { Z = \"1\", A = \"$Z-2\" }\n")).unwrap();
+    let a = spec.image("a").unwrap();
+    assert_eq!(
+        a.settings.env,
+        vec![("Z".into(), "1".into()), ("A".into(), "$Z-2".into())]
+    );
+    let env = lower(&spec, "a").config["config"]["Env"].clone();
+    assert_eq!(
+        env,
+        serde_json::json!([format!("PATH={DEFAULT_PATH}"), "Z=1", "A=1-2"])
+    );
 }
 
 #[test]
-fn steps_need_exactly_one_kind() {
-    let step = |body: &str| {
+fn copy_and_git_take_a_table_or_an_array() {
+    let spec = parse(&image_a(
+        "[[images.a.overlay.copy]]\nfrom = \"overlay\"\nto = \"/x\"\n\
+         [[images.a.overlay.copy]]\nfrom = \".\"\nto = \"y\"\n\
+         [images.a.overlay.git]\nurl = \"https://example.invalid/r.git\"\nto = \"/r\"\n",
+    ))
+    .unwrap();
+    let overlay = &spec.image("a").unwrap().overlay;
+    assert_eq!(overlay.len(), 3);
+    assert!(matches!(&overlay[2], OverlayItem::Git { reference, .. } if reference.is_empty()));
+}
+
+// ---- errors: one line, file:line:col: key: message ----
+
+#[test]
+fn unknown_keys() {
+    let text = format!(
+        "[images.codex]\nbase = \"{BASE}\"\n\n[[images.codex.toolchain]]\napt = [\"git\"]\n\n\
+         [[images.codex.toolchain]]\naptt = [\"git\"]\n"
+    );
+    assert_eq!(
+        err(&text),
+        "DIR/strata.toml:8:1: images.codex.toolchain[2]: unknown key \"aptt\" \
+         (expected one of apt, pip, npm, run, cache, name, env, workdir, user)"
+    );
+    assert_eq!(
+        err("[images.a]\nbse = \"x\"\n"),
+        "DIR/strata.toml:2:1: images.a: unknown key \"bse\" (expected one of base, from, \
+         platform, env, workdir, user, entrypoint, cmd, labels, push, cache_to, cache_from, \
+         toolchain, overlay)"
+    );
+    assert_eq!(
+        err("image = 1\n"),
+        "DIR/strata.toml:1:1: unknown key \"image\" (expected one of ca_cert, images)"
+    );
+    assert_eq!(
+        err(&image_a(
+            "[images.a.overlay]\ncopy = { from = \"overlay\", too = \"/w\" }\n"
+        )),
+        "DIR/strata.toml:4:28: images.a.overlay.copy: unknown key \"too\" (expected one of from, to, exclude)"
+    );
+    assert_eq!(
+        err(&image_a(
+            "[[images.a.toolchain]]\nnpm = { packages = [\"x\"], dri = \"/a\" }\n"
+        )),
+        "DIR/strata.toml:4:27: images.a.toolchain[1].npm: unknown key \"dri\" (expected one of packages, dir)"
+    );
+}
+
+#[test]
+fn wrong_types() {
+    assert_eq!(
+        err(&image_a("entrypoint = \"bash\"\n")),
+        "DIR/strata.toml:3:14: images.a.entrypoint: invalid type: string \"bash\", expected an array"
+    );
+    assert_eq!(
+        err(&image_a("cmd = [\"a\", 1]\n")),
+        "DIR/strata.toml:3:13: images.a.cmd[2]: invalid type: integer `1`, expected a string"
+    );
+    assert_eq!(
+        err(&image_a("[[images.a.toolchain]]\napt = \"git\"\n")),
+        "DIR/strata.toml:4:7: images.a.toolchain[1].apt: invalid type: string \"git\", expected an array"
+    );
+    assert_eq!(
+        err(&image_a("env = { A = 1 }\n")),
+        "DIR/strata.toml:3:13: images.a.env.A: invalid type: integer `1`, expected a string"
+    );
+    assert_eq!(
+        err(&image_a("[[images.a.toolchain]]\nnpm = \"x\"\n")),
+        "DIR/strata.toml:4:7: images.a.toolchain[1].npm: invalid type: string \"x\", expected an array or a table"
+    );
+    assert_eq!(
+        err("images = 3\n"),
+        "DIR/strata.toml:1:10: images: invalid type: integer `3`, expected a table"
+    );
+    assert_eq!(
+        err(&image_a(
+            "[images.a.overlay]\ncopy = { from = \"overlay\" }\n"
+        )),
+        "DIR/strata.toml:4:8: images.a.overlay.copy: missing key \"to\""
+    );
+}
+
+#[test]
+fn syntax_errors_and_duplicates() {
+    assert_eq!(
+        err(&image_a("base = \"y\"\n")),
+        "DIR/strata.toml:3:1: images.a: duplicate key \"base\""
+    );
+    let e = err("[images.a\nbase = \"x\"\n");
+    assert!(e.starts_with("DIR/strata.toml:1:10: "), "{e}");
+    assert!(e.contains("expected `]`"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+}
+
+#[test]
+fn base_and_from() {
+    assert_eq!(
+        err("[images.a]\nworkdir = \"/x\"\n"),
+        "DIR/strata.toml:1:1: images.a: needs a base (an image reference) or from (another image of this file)"
+    );
+    assert_eq!(
+        err(&image_a("from = \"b\"\n")),
+        "DIR/strata.toml:3:8: images.a: give either base (an image reference) or from \
+         (another image of this file), not both"
+    );
+    assert_eq!(
         err(&format!(
-            "[images.a]\nbase = \"{BASE}\"\n[[images.a.toolchain]]\n{body}\n"
-        ))
-    };
-    let e = step("name = \"nothing\"");
-    assert!(
-        e.contains("images.a.toolchain[1]") && e.contains("needs one of"),
-        "{e}"
+            "[images.python-base]\nbase = \"{BASE}\"\n[images.app]\nfrom = \"pyhton-base\"\n"
+        )),
+        "DIR/strata.toml:4:8: images.app.from: no image named \"pyhton-base\" in strata.toml \
+         (images: python-base, app)"
     );
-    let e = step("apt = [\"git\"]\npip = [\"x\"]");
-    assert!(e.contains("exactly one"), "{e}");
-    let e = step("apt = [\"git\"]\ncache = [\"/x\"]");
-    assert!(e.contains("cache is only valid with run"), "{e}");
-    let e = step("apt = []");
-    assert!(e.contains("at least one package"), "{e}");
-    let e = step("run = \"make\"\ncache = [\"relative\"]");
-    assert!(e.contains("absolute"), "{e}");
+    assert_eq!(
+        err("[images.a]\nbase = \"Not A Ref\"\n"),
+        "DIR/strata.toml:2:8: images.a.base: \"Not A Ref\" is not a valid image reference"
+    );
+    assert_eq!(
+        err(&image_a("push = \"bad ref\"\n")),
+        "DIR/strata.toml:3:8: images.a.push: \"bad ref\" is not a valid image reference"
+    );
 }
 
 #[test]
-fn overlay_dirs_must_exist_and_names_be_valid() {
-    let e = err(&format!(
-        "[images.a]\nbase = \"{BASE}\"\n[images.a.overlay]\ncopy = {{ from = \"missing/\", to = \"/w\" }}\n"
-    ));
+fn cycles() {
+    assert_eq!(
+        err("[images.a]\nfrom = \"b\"\n\n[images.b]\nfrom = \"a\"\n"),
+        "DIR/strata.toml:1:1: images.a: cycle a -> b -> a"
+    );
+    assert_eq!(
+        err("[images.a]\nfrom = \"a\"\n"),
+        "DIR/strata.toml:1:1: images.a: cycle a -> a"
+    );
+    assert_eq!(
+        err("[images.a]\nfrom = \"b\"\n[images.b]\nfrom = \"c\"\n[images.c]\nfrom = \"b\"\n"),
+        "DIR/strata.toml:3:1: images.b: cycle b -> c -> b"
+    );
+}
+
+#[test]
+fn platforms() {
+    assert_eq!(
+        err(&image_a("platform = \"linux\"\n")),
+        "DIR/strata.toml:3:12: images.a.platform: \"linux\" is not a platform (expected OS/ARCH[/VARIANT], e.g. linux/amd64)"
+    );
+    assert_eq!(
+        err(&image_a(
+            "platform = \"linux/arm64\"\n[images.b]\nfrom = \"a\"\nplatform = \"linux/amd64\"\n"
+        )),
+        "DIR/strata.toml:6:12: images.b.platform: linux/amd64 differs from linux/arm64, the \
+         platform of a it is built from"
+    );
+}
+
+#[test]
+fn step_kinds() {
+    let step = |body: &str| err(&image_a(&format!("[[images.a.toolchain]]\n{body}\n")));
+    assert_eq!(
+        step("name = \"nothing\""),
+        "DIR/strata.toml:3:1: images.a.toolchain[1]: a step needs one of apt, pip, npm, run, env, workdir, user"
+    );
+    assert_eq!(
+        step("apt = [\"git\"]\npip = [\"x\"]"),
+        "DIR/strata.toml:5:7: images.a.toolchain[1]: a step has exactly one of apt, pip, npm, \
+         run, env, workdir, user; this one has apt and pip (split it into several steps)"
+    );
+    assert_eq!(
+        step("apt = [\"git\"]\ncache = [\"/x\"]"),
+        "DIR/strata.toml:5:9: images.a.toolchain[1].cache: cache is only valid with run (apt, \
+         pip and npm steps get their cache mounts already)"
+    );
+    assert_eq!(
+        step("apt = []"),
+        "DIR/strata.toml:4:7: images.a.toolchain[1].apt: apt needs at least one package"
+    );
+    assert_eq!(
+        step("pip = [\"\"]"),
+        "DIR/strata.toml:4:7: images.a.toolchain[1].pip: a package name is empty"
+    );
+    assert_eq!(
+        step("npm = { packages = [] }"),
+        "DIR/strata.toml:4:7: images.a.toolchain[1].npm: npm needs at least one package"
+    );
+    assert_eq!(
+        step("run = \"make\"\ncache = [\"/ok\", \"relative\"]"),
+        "DIR/strata.toml:5:17: images.a.toolchain[1].cache: cache paths are absolute; \"relative\" is not"
+    );
+    assert_eq!(
+        step("run = \"  \""),
+        "DIR/strata.toml:4:7: images.a.toolchain[1].run: run needs a script"
+    );
+    assert_eq!(
+        step("env = {}"),
+        "DIR/strata.toml:4:7: images.a.toolchain[1].env: env needs at least one variable"
+    );
+}
+
+#[test]
+fn variable_names() {
+    assert_eq!(
+        err(&image_a("env = { \"A=B\" = \"x\" }\n")),
+        "DIR/strata.toml:3:9: images.a.env: \"A=B\" is not a variable name (no '=', not empty)"
+    );
+}
+
+#[test]
+fn overlay_dirs_and_names() {
+    assert_eq!(
+        err(&image_a(
+            "[images.a.overlay]\ncopy = { from = \"missing/\", to = \"/w\" }\n"
+        )),
+        "DIR/strata.toml:4:17: images.a.overlay.copy.from: \"missing/\" is not a directory \
+         (looked for DIR/missing/; relative paths start at the spec's directory)"
+    );
+    assert_eq!(
+        err(&image_a(
+            "[[images.a.overlay.copy]]\nfrom = \"overlay\"\nto = \"/w\"\n\
+             [[images.a.overlay.copy]]\nfrom = \"nope\"\nto = \"/w\"\n"
+        )),
+        "DIR/strata.toml:7:8: images.a.overlay.copy[2].from: \"nope\" is not a directory \
+         (looked for DIR/nope; relative paths start at the spec's directory)"
+    );
+    assert_eq!(
+        err(&image_a(
+            "[images.a.overlay]\ngit = { url = \"\", to = \"/w\" }\n"
+        )),
+        "DIR/strata.toml:4:15: images.a.overlay.git.url: must not be empty"
+    );
+    assert_eq!(
+        err(&format!("[images.Bad]\nbase = \"{BASE}\"\n")),
+        "DIR/strata.toml:1:9: images.Bad: image names are lowercase letters, digits, '.', '_' \
+         and '-', starting with a letter or digit"
+    );
+    assert_eq!(
+        err("[images.\"a b\"]\nbase = \"x\"\n"),
+        "DIR/strata.toml:1:9: images.\"a b\": image names are lowercase letters, digits, '.', '_' \
+         and '-', starting with a letter or digit"
+    );
+    assert_eq!(
+        err(""),
+        "DIR/strata.toml:1:1: images: the spec defines no image (add an [images.NAME] table)"
+    );
+    assert_eq!(
+        err(&format!("ca_cert = \"\"\n{}", image_a(""))),
+        "DIR/strata.toml:1:11: ca_cert: must not be empty"
+    );
+}
+
+#[test]
+fn unreadable_files_are_named() {
+    let e = Spec::load(Path::new("/nonexistent/strata.toml")).unwrap_err();
     assert!(
-        e.contains("strata.toml:4") && e.contains("missing") && e.contains("not a directory"),
+        e.to_string()
+            .starts_with("/nonexistent/strata.toml: cannot read the spec: "),
         "{e}"
     );
-    let e = err(&format!("[images.Bad]\nbase = \"{BASE}\"\n"));
-    assert!(e.contains("images.Bad") && e.contains("lowercase"), "{e}");
-    let e = err("");
-    assert!(e.contains("defines no image"), "{e}");
-    let e = err("[images.a\n");
-    assert!(e.contains("strata.toml:1"), "{e}");
 }
+
+/// Whatever the input, parsing answers Ok or Err, never panics; every error is one line.
+#[test]
+fn never_panics() {
+    let path = example();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut inputs: Vec<String> = Vec::new();
+    for (i, _) in text.char_indices() {
+        inputs.push(text[..i].to_owned());
+        inputs.push(format!("{}]{}", &text[..i], &text[i..]));
+        inputs.push(format!("{}\"é{}", &text[..i], &text[i..]));
+    }
+    inputs.extend(
+        [
+            "\u{feff}[images.a]",
+            "[images.é]\nbase = \"é\"",
+            "[images.a]\nfrom = \"a\"\n[images.a.toolchain]\n",
+            "[[images.a]]\nbase = \"x\"",
+            "[images]\na = 1",
+            "[images.a]\nbase = \"x\"\n[images.a.overlay]\ncopy = []\ngit = []",
+            "[images.a]\nbase=\"x\"\nenv = { \"\" = \"x\" }",
+            "[images.a]\nbase=\"x\"\n[[images.a.toolchain]]\nenv = { A = \"${\" }\n[[images.a.toolchain]]\nenv = { B = \"$\" }",
+            "a = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+            "\0\0\0",
+        ]
+        .map(str::to_owned),
+    );
+    for input in &inputs {
+        match Spec::parse(input, &path) {
+            Err(e) => assert!(!e.to_string().contains('\n'), "{e}"),
+            Ok(spec) => {
+                for name in spec.names() {
+                    let _ = spec.lower(name, &BTreeMap::new(), &LowerOptions::default());
+                }
+            }
+        }
+    }
+}
+
+// ---- lowering ----
 
 #[test]
 fn the_same_spec_marshals_to_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec_in(dir.path(), &two_images()).unwrap();
-    let options = LowerOptions::default();
-    let a = spec.lower("app", &BTreeMap::new(), &options).unwrap();
-    let b = spec.lower("app", &BTreeMap::new(), &options).unwrap();
+    let a = lower(&spec, "app");
+    let b = lower(&spec, "app");
     assert_eq!(a.definition.to_bytes(), b.definition.to_bytes());
     let reparsed = Spec::load(&dir.path().join("strata.toml")).unwrap();
-    let c = reparsed.lower("app", &BTreeMap::new(), &options).unwrap();
+    let c = lower(&reparsed, "app");
     assert_eq!(a.definition.to_bytes(), c.definition.to_bytes());
+    assert_eq!(a.config, c.config);
 }
 
 #[test]
 fn overlay_changes_leave_toolchain_digests_alone() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec_in(dir.path(), &two_images()).unwrap();
-    let before = spec
-        .lower("app", &BTreeMap::new(), &LowerOptions::default())
-        .unwrap();
+    let before = lower(&spec, "app");
+    assert_eq!(toolchain_digests(&before).len(), 4);
+
+    // New content, another exclude pattern, a second copy and a git checkout.
     std::fs::write(dir.path().join("overlay/new.txt"), "content").unwrap();
-    let changed = two_images().replace("exclude = [\"*.pyc\"]", "exclude = [\"*.pyc\", \"*.log\"]");
+    std::fs::create_dir(dir.path().join("more")).unwrap();
+    let changed = two_images()
+        .replace("exclude = [\"*.pyc\"]", "exclude = [\"*.pyc\", \"*.log\"]")
+        .replace(
+            "copy = {",
+            "git = { url = \"https://example.invalid/x.git\", ref = \"v1\", to = \"/x\" }\ncopy = [{ from = \"more\", to = \"/more\" }, {",
+        )
+        .replace("\"*.log\"] }", "\"*.log\"] }]");
     let spec = spec_in(dir.path(), &changed).unwrap();
-    let after = spec
-        .lower("app", &BTreeMap::new(), &LowerOptions::default())
-        .unwrap();
+    assert_eq!(spec.image("app").unwrap().overlay.len(), 3);
+    let after = lower(&spec, "app");
     assert_eq!(toolchain_digests(&before), toolchain_digests(&after));
     assert_ne!(before.definition.to_bytes(), after.definition.to_bytes());
-    assert_eq!(before.local_dirs.len(), 1);
+    assert_eq!(after.local_dirs.len(), 2);
+    let kinds: Vec<&str> = after.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        ["apt", "pip", "npm", "run", "overlay", "overlay", "git"]
+    );
+}
+
+#[test]
+fn local_sources_are_named_by_position_with_their_excludes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_in(dir.path(), &two_images()).unwrap();
+    let app = lower(&spec, "app");
+    let local = &app.local_dirs["app-overlay-0"];
+    assert_eq!(
+        local.path,
+        std::fs::canonicalize(dir.path().join("overlay")).unwrap()
+    );
+    assert_eq!(local.exclude, ["*.pyc"]);
+    let source = ops(&app)
+        .into_iter()
+        .find_map(|(_, op)| match op.op {
+            Some(pb::op::Op::Source(s)) if s.identifier.starts_with("local://") => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(source.identifier, "local://app-overlay-0");
+    assert_eq!(source.attrs["local.excludepatterns"], "[\"*.pyc\"]");
+    assert_eq!(
+        source.attrs["local.sharedkeyhint"],
+        local.path.display().to_string()
+    );
 }
 
 #[test]
 fn steps_get_cache_mounts_shared_across_images_not_platforms() {
     let text = format!(
-        "[images.a]\nbase = \"{BASE}\"\n[[images.a.toolchain]]\napt = [\"git\"]\n\
-         [images.b]\nbase = \"{BASE}\"\n[[images.b.toolchain]]\napt = [\"curl\"]\n\
+        "[images.a]\nbase = \"{BASE}\"\nplatform = \"linux/amd64\"\n[[images.a.toolchain]]\napt = [\"git\"]\n\
+         [images.b]\nbase = \"{BASE}\"\nplatform = \"linux/amd64\"\n[[images.b.toolchain]]\napt = [\"curl\"]\n\
          [images.c]\nbase = \"{BASE}\"\nplatform = \"linux/arm64\"\n[[images.c.toolchain]]\napt = [\"curl\"]\n"
     );
     let spec = parse(&text).unwrap();
-    let lower = |n| {
-        spec.lower(n, &BTreeMap::new(), &LowerOptions::default())
-            .unwrap()
-    };
-    let (a, b, c) = (lower("a"), lower("b"), lower("c"));
+    let (a, b, c) = (lower(&spec, "a"), lower(&spec, "b"), lower(&spec, "c"));
     assert_eq!(cache_ids(&a), cache_ids(&b));
-    assert_eq!(cache_ids(&a).len(), 2, "/var/cache/apt and /var/lib/apt");
+    assert_eq!(
+        cache_ids(&a),
+        [
+            "strata:apt:linux/amd64:/var/cache/apt",
+            "strata:apt:linux/amd64:/var/lib/apt"
+        ]
+    );
     assert!(cache_ids(&c).iter().all(|id| !cache_ids(&a).contains(id)));
     assert!(cache_ids(&c)[0].contains("linux/arm64"));
-    assert_eq!(a.steps[0].name, "[a 1/1] apt install git");
+    for exec in execs(&a) {
+        for m in exec.mounts.iter().filter(|m| m.cache_opt.is_some()) {
+            assert_eq!(
+                m.cache_opt.as_ref().unwrap().sharing,
+                pb::CacheSharingOpt::Locked as i32
+            );
+        }
+    }
+}
+
+#[test]
+fn from_images_inherit_the_platform() {
+    let text = image_a(
+        "platform = \"linux/arm64\"\n[images.b]\nfrom = \"a\"\n[[images.b.toolchain]]\npip = [\"six\"]\n",
+    );
+    let spec = parse(&text).unwrap();
+    let b = lower(&spec, "b");
+    assert_eq!(cache_ids(&b), ["strata:pip:linux/arm64:/root/.cache/pip"]);
+    assert_eq!(b.config["architecture"], "arm64");
+    for (_, op) in ops(&b) {
+        if let Some(pb::op::Op::Exec(_)) = op.op {
+            assert_eq!(op.platform.unwrap().architecture, "arm64");
+        }
+    }
+    // --platform overrides both.
+    let options = LowerOptions {
+        ca_cert: None,
+        platform: Some("linux/riscv64".parse().unwrap()),
+    };
+    let b = spec.lower("b", &BTreeMap::new(), &options).unwrap();
+    assert_eq!(b.config["architecture"], "riscv64");
+}
+
+#[test]
+fn package_steps_run_the_documented_commands() {
+    let text = image_a(
+        "[[images.a.toolchain]]\napt = [\"git\", \"curl\"]\n\
+         [[images.a.toolchain]]\npip = [\"requests==2.32.3\", \"a b\"]\n\
+         [[images.a.toolchain]]\nnpm = [\"typescript@5\"]\n\
+         [[images.a.toolchain]]\nnpm = { packages = [\"left-pad\"], dir = \"/app\" }\n\
+         [[images.a.toolchain]]\nname = \"install rust\"\nrun = \"curl https://sh.rustup.rs | sh\"\ncache = [\"/root/.cargo/registry\"]\n\
+         [[images.a.toolchain]]\nrun = \"\\n  echo one\\necho two\"\n",
+    );
+    let spec = parse(&text).unwrap();
+    let a = lower(&spec, "a");
+    let names: Vec<&str> = a.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "[a 1/6] apt install git curl",
+            "[a 2/6] pip install requests==2.32.3 a b",
+            "[a 3/6] npm install -g typescript@5",
+            "[a 4/6] npm install left-pad in /app",
+            "[a 5/6] install rust",
+            "[a 6/6] run: echo one",
+        ]
+    );
+    let execs = execs(&a);
+    let scripts: Vec<String> = execs.iter().map(script).collect();
+    assert_eq!(
+        scripts[0],
+        "set -e; rm -f /etc/apt/apt.conf.d/docker-clean; \
+         echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache; \
+         apt-get update; \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git curl"
+    );
+    assert_eq!(
+        scripts[1],
+        "python3 -m pip install --break-system-packages requests==2.32.3 'a b'"
+    );
+    assert_eq!(scripts[2], "npm install -g typescript@5");
+    assert_eq!(
+        scripts[3],
+        "mkdir -p /app && cd /app && npm install left-pad"
+    );
+    assert_eq!(scripts[4], "curl https://sh.rustup.rs | sh");
+    assert_eq!(execs[0].meta.as_ref().unwrap().args[..2], ["/bin/sh", "-c"]);
+    let targets = |e: &pb::ExecOp| -> Vec<String> {
+        e.mounts
+            .iter()
+            .filter(|m| m.cache_opt.is_some())
+            .map(|m| m.dest.clone())
+            .collect()
+    };
+    assert_eq!(targets(&execs[0]), ["/var/cache/apt", "/var/lib/apt"]);
+    assert_eq!(targets(&execs[1]), ["/root/.cache/pip"]);
+    assert_eq!(targets(&execs[2]), ["/root/.npm"]);
+    assert_eq!(targets(&execs[4]), ["/root/.cargo/registry"]);
+    assert!(targets(&execs[5]).is_empty());
+    // Progress shows the spec's names.
+    let described: Vec<String> = a
+        .definition
+        .metadata()
+        .values()
+        .filter_map(|m| m.description.get("llb.customname").cloned())
+        .collect();
+    assert!(described.contains(&"[a 5/6] install rust".to_owned()));
+}
+
+#[test]
+fn long_scripts_are_named_by_their_first_line_truncated() {
+    let long = "x".repeat(100);
+    let spec = parse(&image_a(&format!(
+        "[[images.a.toolchain]]\nrun = \"{long}\"\n"
+    )))
+    .unwrap();
+    let a = lower(&spec, "a");
+    assert_eq!(a.steps[0].name, format!("[a 1/1] run: {}…", "x".repeat(60)));
 }
 
 #[test]
@@ -263,24 +679,52 @@ fn the_ca_bundle_is_a_secret_mount_and_step_env_only() {
         platform: None,
     };
     let app = spec.lower("app", &BTreeMap::new(), &options).unwrap();
-    let mut execs = 0;
-    for bytes in app.definition.ops() {
-        if let Some(pb::op::Op::Exec(exec)) = pb::Op::decode(bytes.as_ref()).unwrap().op {
-            execs += 1;
-            assert!(exec.mounts.iter().any(|m| m
-                .secret_opt
-                .as_ref()
-                .is_some_and(|s| s.id == "strata-ca-cert")));
-            let env = exec.meta.unwrap().env;
-            assert!(env
-                .iter()
-                .any(|e| e == "NODE_EXTRA_CA_CERTS=/run/secrets/strata-ca.crt"));
+    let execs = execs(&app);
+    assert_eq!(execs.len(), 4);
+    for exec in &execs {
+        let secret = exec
+            .mounts
+            .iter()
+            .find(|m| m.secret_opt.is_some())
+            .expect("a secret mount");
+        assert_eq!(secret.dest, CA_MOUNT);
+        assert_eq!(secret.secret_opt.as_ref().unwrap().id, "strata-ca-cert");
+        let env = &exec.meta.as_ref().unwrap().env;
+        for var in [
+            "SSL_CERT_FILE",
+            "CURL_CA_BUNDLE",
+            "REQUESTS_CA_BUNDLE",
+            "PIP_CERT",
+            "NODE_EXTRA_CA_CERTS",
+            "npm_config_cafile",
+            "GIT_SSL_CAINFO",
+        ] {
+            assert!(
+                env.contains(&format!("{var}=/run/secrets/strata-ca.crt")),
+                "{var}: {env:?}"
+            );
         }
     }
-    assert_eq!(execs, 4);
+    assert!(script(&execs[0]).contains(
+        "apt-get -o Acquire::https::CAInfo=/run/secrets/strata-ca.crt update; \
+         DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::https::CAInfo=/run/secrets/strata-ca.crt install"
+    ));
+    // Never in the image: not in its config, not in any file op.
     let env = app.config["config"]["Env"].to_string();
-    assert!(!env.contains("SSL_CERT_FILE"), "{env}");
+    assert!(
+        !env.contains("SSL_CERT_FILE") && !env.contains("strata-ca"),
+        "{env}"
+    );
     assert!(env.contains("LANG=C.UTF-8"), "{env}");
+    // Without the option there is no trace of it.
+    let plain = lower(&spec, "app");
+    assert!(execs_have_no_secret(&plain));
+}
+
+fn execs_have_no_secret(image: &LoweredImage) -> bool {
+    execs(image)
+        .iter()
+        .all(|e| e.mounts.iter().all(|m| m.secret_opt.is_none()))
 }
 
 #[test]
@@ -302,33 +746,107 @@ fn image_config_merges_the_base_config() {
     assert_eq!(c["WorkingDir"], "/app");
     assert_eq!(c["Cmd"], serde_json::json!(["python3", "-m", "app"]));
     assert_eq!(c["Labels"]["from"], "base");
-    assert_eq!(app.config["rootfs"]["type"], "layers");
+    assert_eq!(
+        app.config["rootfs"],
+        serde_json::json!({"type": "layers", "diff_ids": []})
+    );
+    assert_eq!(app.config["os"], "linux");
+    // The config is a valid OCI image config.
+    let typed: oci_spec::image::ImageConfiguration =
+        serde_json::from_value(app.config.clone()).unwrap();
+    assert_eq!(
+        typed.config().as_ref().unwrap().working_dir().as_deref(),
+        Some("/app")
+    );
+    // Steps see the base's PATH.
+    let exec = &execs(&app)[0];
+    assert!(exec
+        .meta
+        .as_ref()
+        .unwrap()
+        .env
+        .contains(&"PATH=/usr/bin:/bin".to_owned()));
 }
 
 #[test]
-fn env_steps_expand_earlier_values() {
-    let text = format!(
-        "[images.a]\nbase = \"{BASE}\"\nenv = {{ PATH = \"/usr/bin\" }}\n\
-         [[images.a.toolchain]]\nenv = {{ PATH = \"/opt/bin:$PATH\", X = \"${{PATH}}:y\" }}\n"
+fn entrypoint_drops_the_inherited_cmd_and_labels_merge() {
+    let base: oci_spec::image::ImageConfiguration = serde_json::from_value(serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["bash"], "User": "nobody", "Labels": {"a": "1"}},
+        "rootfs": {"type": "layers", "diff_ids": []}
+    }))
+    .unwrap();
+    let spec = parse(&image_a(
+        "entrypoint = [\"bash\", \"-lc\"]\nuser = \"root\"\nlabels = { b = \"2\", \"org.x\" = \"y\" }\n",
+    ))
+    .unwrap();
+    let bases = BTreeMap::from([(BASE.to_owned(), base)]);
+    let a = spec.lower("a", &bases, &LowerOptions::default()).unwrap();
+    let c = &a.config["config"];
+    assert_eq!(c["Entrypoint"], serde_json::json!(["bash", "-lc"]));
+    assert!(c.get("Cmd").is_none(), "{c}");
+    assert_eq!(c["User"], "root");
+    assert_eq!(
+        c["Labels"],
+        serde_json::json!({"a": "1", "b": "2", "org.x": "y"})
+    );
+}
+
+#[test]
+fn env_workdir_and_user_steps_change_later_steps_and_the_image() {
+    let text = image_a(
+        "env = { PATH = \"/usr/bin\" }\nworkdir = \"/srv\"\n\
+         [[images.a.toolchain]]\nenv = { PATH = \"/opt/bin:$PATH\", X = \"${PATH}:y\", Y = \"$$ ${NOPE}z $\" }\n\
+         [[images.a.toolchain]]\nworkdir = \"app\"\n\
+         [[images.a.toolchain]]\nuser = \"nobody\"\n\
+         [[images.a.toolchain]]\nrun = \"true\"\n",
     );
     let spec = parse(&text).unwrap();
-    let a = spec
-        .lower("a", &BTreeMap::new(), &LowerOptions::default())
-        .unwrap();
-    let env = a.config["config"]["Env"].to_string();
-    assert!(env.contains("PATH=/opt/bin:/usr/bin"), "{env}");
+    let a = lower(&spec, "a");
+    let c = &a.config["config"];
+    assert_eq!(
+        c["Env"],
+        serde_json::json!([
+            "PATH=/opt/bin:/usr/bin",
+            "X=/opt/bin:/usr/bin:y",
+            "Y=$$ z $"
+        ])
+    );
+    assert_eq!(c["WorkingDir"], "/srv/app");
+    assert_eq!(c["User"], "nobody");
+    let meta = execs(&a)[0].meta.clone().unwrap();
+    assert_eq!(meta.cwd, "/srv/app");
+    assert_eq!(meta.user, "nobody");
+    assert_eq!(a.steps.len(), 1, "env/workdir/user are no layers");
+    assert_eq!(a.steps[0].name, "[a 1/1] run: true");
 }
 
 #[test]
-fn the_codex_example_lowers() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/codex/strata.toml");
-    let spec = Spec::load(&path).unwrap();
-    let codex = spec
-        .lower("codex", &BTreeMap::new(), &LowerOptions::default())
-        .unwrap();
-    let kinds: Vec<&str> = codex.steps.iter().map(|s| s.kind).collect();
-    assert_eq!(kinds, vec!["apt", "pip", "npm", "run", "overlay"]);
-    assert_eq!(codex.local_dirs.len(), 1);
+fn from_wires_the_other_image_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_in(dir.path(), &two_images()).unwrap();
+    let base = lower(&spec, "python-base");
+    let app = lower(&spec, "app");
+    let base_digests = base.definition.digests();
+    // Every op of python-base (but its terminal) is in app's definition.
+    let app_digests = app.definition.digests();
+    let shared = base_digests
+        .iter()
+        .filter(|d| app_digests.contains(d))
+        .count();
+    assert_eq!(shared, base_digests.len() - 1);
+    assert!(ops(&app).iter().all(|(_, op)| !matches!(
+        &op.op,
+        Some(pb::op::Op::Source(s)) if s.identifier.contains("python-base")
+    )));
+    assert_eq!(
+        app.steps[0].name,
+        "[python-base 1/2] apt install python3 python3-pip"
+    );
+    assert_eq!(
+        app.steps[2].name,
+        "[app 1/3] npm install -g is-number@7.0.0"
+    );
 }
 
 #[test]
@@ -338,8 +856,43 @@ fn package_names_are_shell_quoted() {
         "requests==2.31.0"
     );
     assert_eq!(lower::quote_for_test("a b"), "'a b'");
+    assert_eq!(lower::quote_for_test("$(id)"), "'$(id)'");
     assert_eq!(
         lower::quote_for_test("x';rm -rf /;'"),
         r"'x'\'';rm -rf /;'\'''"
     );
+}
+
+// ---- the example ----
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/codex/strata.toml")
+}
+
+#[test]
+fn the_codex_example_lowers() {
+    let spec = Spec::load(&example()).unwrap();
+    assert_eq!(spec.names(), ["codex"]);
+    assert_eq!(spec.base_refs(), [BASE]);
+    let codex = lower(&spec, "codex");
+    let kinds: Vec<&str> = codex.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, ["apt", "pip", "npm", "run", "overlay"]);
+    assert!(codex.steps[0]
+        .name
+        .starts_with("[codex 1/5] apt install git curl"));
+    assert_eq!(codex.local_dirs.len(), 1);
+    let overlay = codex.local_dirs.values().next().unwrap();
+    assert!(overlay.path.join("AGENTS.md").is_file());
+    let c = &codex.config["config"];
+    assert_eq!(c["WorkingDir"], "/workspace");
+    assert!(c["Entrypoint"].is_array() && c["Cmd"].is_array());
+    assert!(c["Labels"]["org.opencontainers.image.title"] == "codex");
+    assert!(c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e.as_str().unwrap().starts_with("PATH=/workspace/bin:")));
+    // Deterministic.
+    let again = lower(&Spec::load(&example()).unwrap(), "codex");
+    assert_eq!(codex.definition.to_bytes(), again.definition.to_bytes());
 }

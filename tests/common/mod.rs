@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod project;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,181 @@
+//! The same work through BuildKit's own client: `strata llb`'s graph fed to
+//! `buildctl build` with the same local dirs, secrets and cache flags, timed
+//! the same way, steps counted from its `--progress rawjson` stream.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Instant;
+
+use tokio::io::AsyncReadExt;
+
+use super::{Mode, RunResult, StepTime};
+use crate::build::{BuildOptions, CA_SECRET_ID};
+use crate::spec::LoweredImage;
+
+/// One `buildctl build` of the image's LLB.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    buildctl: &Path,
+    daemon_args: &[String],
+    llb_file: &Path,
+    image: &LoweredImage,
+    options: &BuildOptions,
+    import: Option<&str>,
+    mode: Mode,
+    run: usize,
+) -> Result<RunResult, String> {
+    let mut cmd = tokio::process::Command::new(buildctl);
+    cmd.args(daemon_args)
+        .arg("build")
+        .arg("--progress")
+        .arg("rawjson");
+    for (name, dir) in &image.local_dirs {
+        cmd.arg("--local")
+            .arg(format!("{name}={}", dir.path.display()));
+    }
+    if let Some(ca) = &options.ca_cert {
+        cmd.arg("--secret")
+            .arg(format!("id={CA_SECRET_ID},src={}", ca.display()));
+    }
+    if let Some(import) = import {
+        cmd.arg("--import-cache").arg(import);
+    }
+    let stdin =
+        std::fs::File::open(llb_file).map_err(|e| format!("{}: {e}", llb_file.display()))?;
+    cmd.stdin(Stdio::from(stdin))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", buildctl.display()))?;
+    let mut progress = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut progress).await;
+    }
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let wall = t.elapsed().as_secs_f64();
+    if !status.success() {
+        let tail: Vec<&str> = progress.lines().rev().take(5).collect();
+        return Err(format!(
+            "buildctl build failed ({status}): {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    Ok(from_rawjson(&progress, mode, run, wall))
+}
+
+/// Folds buildctl's rawjson status lines into a run: each vertex once, cached
+/// or with its duration.
+fn from_rawjson(progress: &str, mode: Mode, run: usize, wall: f64) -> RunResult {
+    use std::collections::BTreeMap;
+    let mut steps: BTreeMap<String, StepTime> = BTreeMap::new();
+    let mut times: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
+    let parse_time = |v: &serde_json::Value| -> Option<f64> {
+        let s = v.as_str()?;
+        let t = chrono_free_rfc3339(s)?;
+        Some(t)
+    };
+    for line in progress.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for vx in v["vertexes"].as_array().into_iter().flatten() {
+            let digest = vx["digest"].as_str().unwrap_or_default().to_owned();
+            let entry = steps.entry(digest.clone()).or_insert_with(|| StepTime {
+                name: String::new(),
+                cached: false,
+                seconds: None,
+            });
+            if let Some(n) = vx["name"].as_str() {
+                entry.name = n.to_owned();
+            }
+            entry.cached |= vx["cached"].as_bool().unwrap_or(false);
+            let t = times.entry(digest).or_default();
+            if let Some(s) = parse_time(&vx["started"]) {
+                t.0 = Some(s);
+            }
+            if let Some(c) = parse_time(&vx["completed"]) {
+                t.1 = Some(c);
+            }
+        }
+    }
+    for (digest, (start, end)) in times {
+        if let (Some(s), Some(e), Some(step)) = (start, end, steps.get_mut(&digest)) {
+            step.seconds = Some((e - s).max(0.0));
+        }
+    }
+    let steps: Vec<StepTime> = steps.into_values().collect();
+    RunResult {
+        mode,
+        tool: "buildctl".into(),
+        run,
+        wall_seconds: wall,
+        first_step_seconds: None,
+        steps_run: steps
+            .iter()
+            .filter(|s| !s.cached && s.seconds.is_some())
+            .count(),
+        steps_cached: steps.iter().filter(|s| s.cached).count(),
+        steps,
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC-or-offset timestamp, as Go prints them.
+fn chrono_free_rfc3339(s: &str) -> Option<f64> {
+    let (date, rest) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let split = rest.find(['Z', '+', '-']).unwrap_or(rest.len());
+    let (clock, zone) = rest.split_at(split);
+    let mut c = clock.split(':');
+    let h: i64 = c.next()?.parse().ok()?;
+    let mi: i64 = c.next()?.parse().ok()?;
+    let sec: f64 = c.next()?.parse().ok()?;
+    let offset = match zone.chars().next() {
+        Some(sign @ ('+' | '-')) => {
+            let (oh, om) = zone[1..].split_once(':')?;
+            let o = oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60;
+            if sign == '+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => 0,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = (mo + 9) % 12;
+    let doy = (153 * m + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some((days * 86400 + h * 3600 + mi * 60 - offset) as f64 + sec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_go_timestamps() {
+        assert_eq!(chrono_free_rfc3339("1970-01-01T00:00:10Z"), Some(10.0));
+        let t = chrono_free_rfc3339("2026-11-23T02:05:25.5Z").unwrap();
+        assert_eq!(t, 1_795_399_525.5);
+        assert_eq!(chrono_free_rfc3339("2026-11-23T03:05:25.5+01:00"), Some(t));
+    }
+
+    #[test]
+    fn folds_rawjson_into_a_run() {
+        let lines = r#"{"vertexes":[{"digest":"a","name":"x","started":"1970-01-01T00:00:01Z"}]}
+{"vertexes":[{"digest":"a","name":"x","started":"1970-01-01T00:00:01Z","completed":"1970-01-01T00:00:03Z"},{"digest":"b","name":"y","cached":true}]}"#;
+        let r = from_rawjson(lines, Mode::Warm, 1, 4.0);
+        assert_eq!((r.steps_run, r.steps_cached), (1, 1));
+        assert_eq!(
+            r.steps.iter().find(|s| s.name == "x").unwrap().seconds,
+            Some(2.0)
+        );
+    }
+}

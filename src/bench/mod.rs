@@ -1,0 +1,476 @@
+//! `strata bench`: one image built under each cache mode, N runs each, timed
+//! the same way every time, so a cache strategy can be picked with numbers.
+//!
+//! Modes:
+//! - `cold`: pruned builder, no import (a new machine);
+//! - `warm`: the builder's own cache (a no-op rebuild);
+//! - `edit`: one overlay file changed (the everyday case);
+//! - `registry-min`, `registry-max`, `local`, `inline`: pruned builder, then
+//!   import from that cache (exported once beforehand, timed and measured).
+//!
+//! The spec's directory is copied to a scratch directory first, so `edit`
+//! never touches the user's files. With `--compare buildctl`, every run is
+//! followed by the same work through BuildKit's own client (see [`buildctl`]).
+
+pub mod buildctl;
+pub mod chart;
+pub mod report;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::build::{self, BuildError, BuildOptions, Built};
+use crate::client::{Client, ClientError, PruneOptions};
+use crate::solve::{parse_cache_entry, CacheEntry, Direction};
+use crate::spec::{OverlayItem, Spec, SpecError};
+
+pub use report::{ModeSummary, Report};
+
+/// A cache mode to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Cold,
+    Warm,
+    Edit,
+    RegistryMin,
+    RegistryMax,
+    Local,
+    Inline,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 7] = [
+        Mode::Cold,
+        Mode::Warm,
+        Mode::Edit,
+        Mode::RegistryMin,
+        Mode::RegistryMax,
+        Mode::Local,
+        Mode::Inline,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Cold => "cold",
+            Mode::Warm => "warm",
+            Mode::Edit => "edit",
+            Mode::RegistryMin => "registry-min",
+            Mode::RegistryMax => "registry-max",
+            Mode::Local => "local",
+            Mode::Inline => "inline",
+        }
+    }
+
+    /// Whether the mode starts from an empty builder.
+    pub fn prunes(self) -> bool {
+        !matches!(self, Mode::Warm | Mode::Edit)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown mode {s:?} (modes: {})", all.join(", "))
+            })
+    }
+}
+
+/// What to measure and how.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub image: String,
+    pub modes: Vec<Mode>,
+    pub runs: usize,
+    /// The bench prunes the daemon; it refuses to without this.
+    pub allow_prune: bool,
+    /// Repository for registry and inline cache, e.g. `127.0.0.1:5000/strata/bench`.
+    pub cache_repo: String,
+    /// BuildKit's own client, to run the same work through (`--compare buildctl`).
+    pub buildctl: Option<PathBuf>,
+    /// Daemon address and TLS flags, as buildctl takes them.
+    pub buildctl_daemon_args: Vec<String>,
+    /// Build-wide settings (CA bundle, platform, insecure registries).
+    pub build: BuildOptions,
+}
+
+/// One measured build.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub mode: Mode,
+    /// `strata` or `buildctl`.
+    pub tool: String,
+    pub run: usize,
+    pub wall_seconds: f64,
+    pub first_step_seconds: Option<f64>,
+    pub steps_run: usize,
+    pub steps_cached: usize,
+    pub steps: Vec<StepTime>,
+}
+
+impl RunResult {
+    pub fn hit_rate(&self) -> f64 {
+        let total = self.steps_run + self.steps_cached;
+        if total == 0 {
+            0.0
+        } else {
+            self.steps_cached as f64 / total as f64
+        }
+    }
+}
+
+/// One step of a run, from the daemon's status stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTime {
+    pub name: String,
+    pub cached: bool,
+    pub seconds: Option<f64>,
+}
+
+/// A cache export made before the import modes run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportResult {
+    pub mode: Mode,
+    pub seconds: f64,
+    pub bytes: Option<u64>,
+    pub blobs: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("strata bench prunes the daemon's build cache before the {0} mode(s); pass --allow-prune to let it (or choose --modes warm,edit)")]
+    PruneNotAllowed(String),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Copies the spec's directory (overlays included) to `to` and loads the copy.
+fn scratch_copy(spec: &Spec, to: &Path) -> Result<Spec, BenchError> {
+    let from = spec.path().parent().unwrap_or(Path::new("."));
+    copy_tree(from, to).map_err(|e| {
+        BenchError::Setup(format!(
+            "copying {} to a scratch directory: {e}",
+            from.display()
+        ))
+    })?;
+    let name = spec.path().file_name().unwrap_or_default();
+    Ok(Spec::load(&to.join(name))?)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends a line to the first file of the image's overlay, so the next build
+/// sees one changed file.
+fn edit_overlay(spec: &Spec, image: &str, stamp: &str) -> Result<(), BenchError> {
+    let dir = spec
+        .image(image)
+        .and_then(|i| {
+            i.overlay.iter().find_map(|o| match o {
+                OverlayItem::Copy { from, .. } => Some(from.clone()),
+                OverlayItem::Git { .. } => None,
+            })
+        })
+        .ok_or_else(|| {
+            BenchError::Setup(format!(
+                "the edit mode needs an overlay copy in image {image}"
+            ))
+        })?;
+    let file = first_file(&dir).ok_or_else(|| {
+        BenchError::Setup(format!("the edit mode needs a file in {}", dir.display()))
+    })?;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .map_err(|e| BenchError::Setup(format!("editing {}: {e}", file.display())))?;
+    writeln!(f, "\n# strata bench edit {stamp}")
+        .map_err(|e| BenchError::Setup(format!("editing {}: {e}", file.display())))
+}
+
+fn first_file(dir: &Path) -> Option<PathBuf> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    entries.iter().find(|p| p.is_file()).cloned().or_else(|| {
+        entries
+            .iter()
+            .filter(|p| p.is_dir())
+            .find_map(|d| first_file(d))
+    })
+}
+
+/// Where each cache mode exports to and imports from.
+struct CachePlan {
+    local_dir: PathBuf,
+    repo: String,
+}
+
+impl CachePlan {
+    fn export(&self, mode: Mode) -> Option<String> {
+        Some(match mode {
+            Mode::RegistryMin => format!("type=registry,ref={}:min,mode=min", self.repo),
+            Mode::RegistryMax => format!("type=registry,ref={}:max,mode=max", self.repo),
+            Mode::Local => format!("type=local,dest={}", self.local_dir.display()),
+            Mode::Inline => "type=inline".into(),
+            _ => return None,
+        })
+    }
+
+    fn import(&self, mode: Mode) -> Option<String> {
+        Some(match mode {
+            Mode::RegistryMin => format!("type=registry,ref={}:min", self.repo),
+            Mode::RegistryMax => format!("type=registry,ref={}:max", self.repo),
+            Mode::Local => format!("type=local,src={}", self.local_dir.display()),
+            Mode::Inline => format!("type=registry,ref={}:inline", self.repo),
+            _ => return None,
+        })
+    }
+
+    /// The image pushed with inline cache (the inline mode imports from it).
+    fn inline_image(&self) -> String {
+        format!("{}:inline", self.repo)
+    }
+}
+
+fn entry(value: &str, direction: Direction) -> Result<CacheEntry, BenchError> {
+    parse_cache_entry(value, direction).map_err(BenchError::Setup)
+}
+
+/// Runs the benchmark, reporting what it is doing through `say`.
+pub async fn run(
+    client: &Client,
+    spec: &Spec,
+    options: &BenchOptions,
+    say: &mut dyn FnMut(&str),
+) -> Result<Report, BenchError> {
+    let pruning: Vec<&str> = options
+        .modes
+        .iter()
+        .filter(|m| m.prunes())
+        .map(|m| m.name())
+        .collect();
+    if !pruning.is_empty() && !options.allow_prune {
+        return Err(BenchError::PruneNotAllowed(pruning.join(", ")));
+    }
+    spec.closure(std::slice::from_ref(&options.image))?;
+    let scratch = tempfile::tempdir()
+        .map_err(|e| BenchError::Setup(format!("creating a scratch directory: {e}")))?;
+    let spec = scratch_copy(spec, &scratch.path().join("spec"))?;
+    let plan = CachePlan {
+        local_dir: scratch.path().join("local-cache"),
+        repo: options.cache_repo.clone(),
+    };
+    let llb_file = scratch.path().join("image.llb");
+    let began = Instant::now();
+    if !pruning.is_empty() {
+        say(&format!(
+            "strata bench prunes this daemon's whole build cache before each run of: {}",
+            pruning.join(", ")
+        ));
+    }
+
+    let base = BuildOptions {
+        images: vec![options.image.clone()],
+        progress: Some(crate::solve::progress::ProgressMode::Quiet),
+        ..options.build.clone()
+    };
+    let build_once = |extra: BuildOptions| {
+        let spec = &spec;
+        async move { build::build(client, spec, &extra).await }
+    };
+
+    // Warm the builder once, and export every cache the import modes need,
+    // one export per mode so each one's own time and size are known.
+    say("preparing: one build to warm the builder");
+    build_once(base.clone()).await?;
+    let mut exports = Vec::new();
+    for &mode in options.modes.iter().filter(|m| plan.export(**m).is_some()) {
+        say(&format!("preparing: exporting {mode} cache"));
+        let mut with_export = base.clone();
+        with_export.cache_to = vec![entry(
+            &plan.export(mode).expect("cache mode"),
+            Direction::Export,
+        )?];
+        if mode == Mode::Inline {
+            with_export.push = Some(plan.inline_image());
+        }
+        let t = Instant::now();
+        let built = build_once(with_export).await?;
+        let report = built.first().and_then(|b| b.cache.first());
+        exports.push(ExportResult {
+            mode,
+            seconds: t.elapsed().as_secs_f64(),
+            bytes: report.and_then(|r| r.bytes),
+            blobs: report.and_then(|r| r.blobs),
+        });
+    }
+    if options.buildctl.is_some() {
+        let lowered = build::plan(&spec, std::slice::from_ref(&options.image), &base).await?;
+        let image = lowered.into_iter().next().expect("one image");
+        std::fs::write(&llb_file, image.definition.to_bytes())
+            .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
+    }
+
+    let mut runs = Vec::new();
+    for &mode in &options.modes {
+        for run in 1..=options.runs {
+            let mut tools = vec!["strata"];
+            if options.buildctl.is_some() {
+                tools.push("buildctl");
+            }
+            for tool in tools {
+                say(&format!(
+                    "[{:>5.0}s] {mode} run {run}/{} ({tool})",
+                    began.elapsed().as_secs_f64(),
+                    options.runs
+                ));
+                // Each run starts from the same state, whichever client runs it.
+                match mode {
+                    Mode::Warm => {}
+                    Mode::Edit => edit_overlay(&spec, &options.image, &format!("{tool}-{run}"))?,
+                    _ => {
+                        client
+                            .prune(
+                                &PruneOptions {
+                                    all: true,
+                                    ..PruneOptions::default()
+                                },
+                                |_| {},
+                            )
+                            .await?;
+                    }
+                }
+                let import = plan.import(mode);
+                let result = if tool == "strata" {
+                    let mut opts = base.clone();
+                    if let Some(i) = &import {
+                        opts.cache_from = vec![entry(i, Direction::Import)?];
+                    }
+                    let t = Instant::now();
+                    let built = build_once(opts).await?;
+                    measured(mode, run, t.elapsed().as_secs_f64(), &built)
+                } else {
+                    let buildctl = options.buildctl.as_deref().expect("compare asked");
+                    let lowered =
+                        build::plan(&spec, std::slice::from_ref(&options.image), &base).await?;
+                    let image = lowered.into_iter().next().expect("one image");
+                    buildctl::run(
+                        buildctl,
+                        &options.buildctl_daemon_args,
+                        &llb_file,
+                        &image,
+                        &base,
+                        import.as_deref(),
+                        mode,
+                        run,
+                    )
+                    .await
+                    .map_err(BenchError::Setup)?
+                };
+                runs.push(result);
+            }
+        }
+    }
+    Ok(Report::new(&options.image, runs, exports))
+}
+
+fn measured(mode: Mode, run: usize, wall: f64, built: &[Built]) -> RunResult {
+    let steps: Vec<StepTime> = built
+        .iter()
+        .flat_map(|b| b.solved.steps.iter())
+        .map(|s| StepTime {
+            name: s.name.clone(),
+            cached: s.cached,
+            seconds: s.duration().map(|d| d.as_secs_f64()),
+        })
+        .collect();
+    RunResult {
+        mode,
+        tool: "strata".into(),
+        run,
+        wall_seconds: wall,
+        first_step_seconds: built
+            .first()
+            .and_then(|b| b.solved.time_to_first_step)
+            .map(|d| d.as_secs_f64()),
+        steps_run: steps
+            .iter()
+            .filter(|s| !s.cached && s.seconds.is_some())
+            .count(),
+        steps_cached: steps.iter().filter(|s| s.cached).count(),
+        steps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_say_whether_they_prune() {
+        assert_eq!("registry-max".parse::<Mode>().unwrap(), Mode::RegistryMax);
+        assert!("hot"
+            .parse::<Mode>()
+            .unwrap_err()
+            .contains("modes: cold, warm"));
+        assert!(Mode::Cold.prunes() && Mode::Local.prunes());
+        assert!(!Mode::Warm.prunes() && !Mode::Edit.prunes());
+    }
+
+    #[test]
+    fn cache_plan_pairs_exports_with_imports() {
+        let plan = CachePlan {
+            local_dir: "/tmp/c".into(),
+            repo: "127.0.0.1:5000/b".into(),
+        };
+        assert_eq!(
+            plan.export(Mode::RegistryMin).unwrap(),
+            "type=registry,ref=127.0.0.1:5000/b:min,mode=min"
+        );
+        assert_eq!(
+            plan.import(Mode::Inline).unwrap(),
+            "type=registry,ref=127.0.0.1:5000/b:inline"
+        );
+        assert!(plan.export(Mode::Warm).is_none());
+    }
+}

@@ -1,0 +1,269 @@
+//! Build cache export and import against the real daemon: a builder emptied
+//! with `strata prune --all` (and, for the registry, a brand-new buildkitd)
+//! gets the codex example back from registry (min and max), local and inline
+//! cache with every step cached and the same image digest; min restores less
+//! than max; a failed export leaves the previous local cache intact.
+//!
+//! The tests prune the shared daemon, so they run one at a time.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use common::project::{rand_suffix, Build, Project};
+use common::{repo_root, stack, strata};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn prune_all() {
+    strata(["--addr", &stack().buildkit_host, "prune", "--all"]).ok();
+}
+
+/// A brand-new builder: buildkitd restarted on an empty root directory.
+fn fresh_builder() {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/daemon.sh"))
+        .args(["restart-buildkitd", "--fresh"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "restart-buildkitd --fresh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn digest(b: &Build) -> String {
+    b.meta("codex", "containerimage.digest")
+}
+
+/// Every step of the spec came from the cache (cache mounts aside, which are
+/// never exported: those steps just don't run).
+fn assert_all_cached(b: &Build, how: &str) {
+    b.ok();
+    assert_eq!(
+        b.ran(),
+        Vec::<String>::new(),
+        "{how}: every spec step is cached"
+    );
+}
+
+fn index_json(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("index.json")).unwrap()
+}
+
+#[test]
+fn every_cache_mode_restores_a_pruned_builder() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stack();
+    let p = Project::codex();
+    let run = rand_suffix();
+    let image = format!("{}/strata/cache-test:{run}", s.registry);
+    let min = format!("{}/strata/cache-test:min-{run}", s.registry);
+    let max = format!("{}/strata/cache-test:max-{run}", s.registry);
+    let local = p.path("cache-dir");
+    let local_to = format!("type=local,dest={}", local.display());
+    let local_from = format!("type=local,src={}", local.display());
+
+    // One build exports every kind at once.
+    prune_all();
+    let first = p.build(
+        &s.buildkit_host,
+        &[
+            "codex",
+            "--push",
+            &image,
+            "--cache-to",
+            &format!("type=registry,ref={min},mode=min"),
+            "--cache-to",
+            &format!("type=registry,ref={max},mode=max"),
+            "--cache-to",
+            &local_to,
+        ],
+    );
+    first.ok();
+    let want = digest(&first);
+    let reports = first.metadata.as_ref().unwrap()["codex"]["strata.cache_exports"].clone();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    for r in reports {
+        assert!(r["bytes"].as_u64().unwrap() > 1_000_000, "{r}");
+        assert!(r["blobs"].as_u64().unwrap() > 3, "{r}");
+    }
+    assert!(
+        first.run.stdout.contains("cache exported: type=local"),
+        "{}",
+        first.run.stdout
+    );
+    assert!(index_json(&local).contains("sha256:"));
+
+    let cases: Vec<(&str, String, bool)> = vec![
+        (
+            "registry mode=max, brand-new builder",
+            format!("type=registry,ref={max}"),
+            true,
+        ),
+        (
+            "registry mode=min",
+            format!("type=registry,ref={min}"),
+            false,
+        ),
+        ("local", local_from.clone(), false),
+    ];
+    for (how, from, brand_new) in cases {
+        if brand_new {
+            fresh_builder();
+        } else {
+            prune_all();
+        }
+        let again = p.build(
+            &s.buildkit_host,
+            &["codex", "--push", &image, "--cache-from", &from],
+        );
+        assert_all_cached(&again, how);
+        assert_eq!(digest(&again), want, "{how}: the same image");
+    }
+
+    // Inline cache lives in the image's config, so the image that carries it
+    // is compared with its own rebuild (which embeds the same cache again).
+    let inline_image = format!("{}/strata/cache-test:inline-{run}", s.registry);
+    let inline = [
+        "codex",
+        "--push",
+        &inline_image,
+        "--cache-to",
+        "type=inline",
+    ];
+    let carrier = p.build(&s.buildkit_host, &inline);
+    carrier.ok();
+    prune_all();
+    let from_inline = format!("type=registry,ref={inline_image}");
+    let mut args = inline.to_vec();
+    args.extend(["--cache-from", &from_inline]);
+    let again = p.build(&s.buildkit_host, &args);
+    assert_all_cached(&again, "inline");
+    assert_eq!(digest(&again), digest(&carrier), "inline: the same image");
+
+    // An overlay edit after a prune: max brings the toolchain back, min does not
+    // (it exports only the final result's chain, not the intermediate steps).
+    let agents = p.path("overlay/AGENTS.md");
+    let mut text = std::fs::read_to_string(&agents).unwrap();
+    text.push_str(&format!("\nedited {run}\n"));
+    std::fs::write(&agents, text).unwrap();
+
+    prune_all();
+    let with_max = p.build(
+        &s.buildkit_host,
+        &["codex", "--cache-from", &format!("type=registry,ref={max}")],
+    );
+    with_max.ok();
+    let ran = with_max.ran();
+    assert_eq!(ran.len(), 1, "max: only the overlay runs: {ran:?}");
+    assert!(ran[0].contains("overlay"), "{ran:?}");
+
+    prune_all();
+    let with_min = p.build(
+        &s.buildkit_host,
+        &["codex", "--cache-from", &format!("type=registry,ref={min}")],
+    );
+    with_min.ok();
+    let ran = with_min.ran();
+    assert!(
+        ran.iter().any(|r| r.contains("apt install")),
+        "min: the toolchain is not restored: {ran:?}"
+    );
+}
+
+#[test]
+fn a_failed_export_leaves_the_local_cache_as_it_was() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stack();
+    let run = rand_suffix();
+    let extra = format!("[[images.keep.toolchain]]\nrun = \"echo {run} > /run-id\"\n");
+    let p = Project::new(&common::project::small_spec("keep", &extra));
+    let local = p.path("cache");
+    let local_to = format!("type=local,dest={}", local.display());
+    p.build(&s.buildkit_host, &["keep", "--cache-to", &local_to])
+        .ok();
+    let before = index_json(&local);
+
+    // Change the image, then export to the same directory and to a registry
+    // that refuses connections: the build fails and names the export.
+    std::fs::write(p.path("overlay/hello.txt"), format!("changed {run}\n")).unwrap();
+    let refused = "type=registry,ref=127.0.0.1:1/strata/nowhere:cache";
+    let failed = p.build(
+        &s.buildkit_host,
+        &["keep", "--cache-to", &local_to, "--cache-to", refused],
+    );
+    assert_eq!(failed.run.code, Some(1), "{:#?}", failed.run);
+    let last = failed
+        .run
+        .stderr
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(last.starts_with("error: "), "{last}");
+    assert!(
+        last.contains("127.0.0.1:1"),
+        "the error names the failed export: {last}"
+    );
+    assert_eq!(index_json(&local), before, "index.json untouched");
+    let index: serde_json::Value = serde_json::from_str(&before).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let blob = local
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    assert!(blob.exists(), "the old cache manifest is still there");
+
+    // The old cache still imports.
+    prune_all();
+    std::fs::write(p.path("overlay/hello.txt"), "hello\n").unwrap();
+    let restored = p.build(
+        &s.buildkit_host,
+        &[
+            "keep",
+            "--cache-from",
+            &format!("type=local,src={}", local.display()),
+        ],
+    );
+    restored.ok();
+    assert_eq!(
+        restored.ran(),
+        Vec::<String>::new(),
+        "restored from the old cache"
+    );
+
+    // With ignore-error=true the same failure is only a warning.
+    let tolerant = p.build(
+        &s.buildkit_host,
+        &[
+            "keep",
+            "--cache-to",
+            &format!("{refused},ignore-error=true"),
+        ],
+    );
+    tolerant.ok();
+}
+
+#[test]
+fn an_unwritable_cache_destination_is_a_clear_error() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stack();
+    let p = Project::new(&common::project::small_spec("nowrite", ""));
+    let file = p.path("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let dest = file.join("cache");
+    let b = p.build(
+        &s.buildkit_host,
+        &[
+            "nowrite",
+            "--cache-to",
+            &format!("type=local,dest={}", dest.display()),
+        ],
+    );
+    let line = b.run.clean_error().to_owned();
+    assert!(line.contains(&dest.display().to_string()), "{line}");
+}

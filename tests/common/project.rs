@@ -1,0 +1,196 @@
+//! Projects (a spec in a temp dir) and builds of them through the `strata`
+//! binary with `--progress json`, folded back into steps for assertions.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use strata::registry::{Registry, RegistryOptions};
+
+use super::{repo_root, stack, strata, Run};
+
+/// A spec in a temporary directory, with an overlay dir beside it.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(spec: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("overlay")).unwrap();
+        std::fs::write(dir.path().join("overlay/hello.txt"), "hello\n").unwrap();
+        std::fs::write(dir.path().join("strata.toml"), spec).unwrap();
+        Project { dir }
+    }
+
+    /// A copy of examples/codex.
+    pub fn codex() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo_root().join("examples/codex"), dir.path());
+        Project { dir }
+    }
+
+    pub fn spec(&self) -> PathBuf {
+        self.dir.path().join("strata.toml")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `strata build -f SPEC ARGS… --progress json --metadata-file …` on `addr`.
+    pub fn build(&self, addr: &str, args: &[&str]) -> Build {
+        let meta = self.path(&format!("meta-{}.json", rand_suffix()));
+        let mut all: Vec<String> = vec![
+            "--addr".into(),
+            addr.into(),
+            "build".into(),
+            "-f".into(),
+            self.spec().display().to_string(),
+            "--progress".into(),
+            "json".into(),
+            "--metadata-file".into(),
+            meta.display().to_string(),
+        ];
+        if let Some(ca) = stack().var("STRATA_CA_CERT") {
+            all.push("--ca-cert".into());
+            all.push(ca.into());
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        let run = strata(&all);
+        let metadata = std::fs::read_to_string(&meta)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Build { run, metadata }
+    }
+}
+
+pub fn rand_suffix() -> String {
+    strata::session::random_id()[..8].to_owned()
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+pub struct Build {
+    pub run: Run,
+    pub metadata: Option<Value>,
+}
+
+/// A step as `--progress json` reported it: name, cached, ran (completed, not cached).
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub name: String,
+    pub cached: bool,
+    pub completed: bool,
+    pub logs: String,
+}
+
+impl Build {
+    pub fn ok(&self) -> &Self {
+        self.run.ok();
+        self
+    }
+
+    /// Steps folded from the JSON progress lines on stderr.
+    pub fn steps(&self) -> Vec<StepReport> {
+        let mut steps: Vec<(String, StepReport)> = Vec::new();
+        for line in self.run.stderr.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let digest_of = |step: &Value| step["digest"].as_str().unwrap_or("").to_owned();
+            for vx in v["vertexes"].as_array().into_iter().flatten() {
+                let d = digest_of(vx);
+                let i = match steps.iter().position(|(k, _)| *k == d) {
+                    Some(i) => i,
+                    None => {
+                        steps.push((
+                            d.clone(),
+                            StepReport {
+                                name: String::new(),
+                                cached: false,
+                                completed: false,
+                                logs: String::new(),
+                            },
+                        ));
+                        steps.len() - 1
+                    }
+                };
+                let s = &mut steps[i].1;
+                if let Some(n) = vx["name"].as_str().filter(|n| !n.is_empty()) {
+                    s.name = n.to_owned();
+                }
+                s.cached |= vx["cached"].as_bool().unwrap_or(false);
+                s.completed |= !vx["completed"].is_null();
+            }
+            for log in v["logs"].as_array().into_iter().flatten() {
+                let n = log["step"].as_u64().unwrap_or(0) as usize;
+                if n >= 1 && n <= steps.len() {
+                    steps[n - 1]
+                        .1
+                        .logs
+                        .push_str(log["data"].as_str().unwrap_or(""));
+                }
+            }
+        }
+        steps.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Spec steps (named `[IMAGE n/N] …`) that did work: completed without
+    /// coming from the cache. Base resolution, local transfers and exporting
+    /// run on every build and are not steps of the spec.
+    pub fn ran(&self) -> Vec<String> {
+        self.steps()
+            .into_iter()
+            .filter(|s| s.completed && !s.cached)
+            .filter(|s| s.name.starts_with('[') && !s.name.starts_with("[internal]"))
+            .map(|s| s.name)
+            .collect()
+    }
+
+    pub fn meta(&self, image: &str, key: &str) -> String {
+        self.metadata.as_ref().expect("metadata file written")[image][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("metadata {image}.{key}: {:?}", self.metadata))
+            .to_owned()
+    }
+}
+
+pub fn registry() -> Registry {
+    Registry::new(RegistryOptions::default())
+}
+
+pub fn small_spec(image: &str, extra: &str) -> String {
+    let s = stack();
+    format!(
+        r#"
+[images.{image}]
+base = "{base}"
+env = {{ GREETING = "hi" }}
+workdir = "/work"
+entrypoint = ["/bin/sh", "-c"]
+cmd = ["cat /work/hello.txt"]
+labels = {{ "org.example.test" = "{image}" }}
+
+[[images.{image}.toolchain]]
+run = "echo toolchain > /toolchain.txt"
+name = "write toolchain file"
+
+{extra}
+
+[images.{image}.overlay]
+copy = {{ from = "overlay/", to = "/work" }}
+"#,
+        base = s.base_image
+    )
+}
