@@ -59,7 +59,11 @@ pub struct LoweredImage {
     pub name: String,
     pub state: State,
     pub definition: Definition,
-    /// The OCI image config the image exporter writes (the daemon adds rootfs and history).
+    /// The OCI image config (`application/vnd.oci.image.config.v1+json`) the
+    /// image exporter writes: the base's config with the spec's env, workdir,
+    /// user, entrypoint, cmd and labels over it; `architecture`/`os`/`variant`
+    /// from the platform; empty `rootfs.diff_ids` (the daemon fills them).
+    /// Deserializes as an `oci_spec::image::ImageConfiguration`.
     pub config: Value,
     /// `local://NAME` sources → directories.
     pub local_dirs: BTreeMap<String, LocalDirSpec>,
@@ -71,7 +75,9 @@ pub struct LoweredImage {
 
 /// Quotes a word for `/bin/sh` (package names, versions, paths).
 fn quote(word: &str) -> String {
+    // `~` is only special at the start of a word (tilde expansion).
     let plain = !word.is_empty()
+        && !word.starts_with('~')
         && word
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-~^".contains(c));
@@ -133,8 +139,26 @@ fn first_line(script: &str, max: usize) -> String {
 struct Lowering {
     state: State,
     config: Value,
+    /// The image's history: the base's, then one entry per layer a step adds.
+    /// Giving it to the exporter keeps the image identical when its layers
+    /// come from imported cache (BuildKit would otherwise describe them as
+    /// "imported sha256:…", which changes the config and the image digest).
+    history: Vec<Value>,
     local_dirs: BTreeMap<String, LocalDirSpec>,
     steps: Vec<StepInfo>,
+}
+
+/// The history of a base image (every entry, empty layers included).
+fn base_history(config: Option<&ImageConfiguration>) -> Vec<Value> {
+    config
+        .and_then(|c| serde_json::to_value(c).ok())
+        .and_then(|v| v.get("history").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+}
+
+/// A history entry for a layer a step of the spec adds.
+fn step_history(name: &str) -> Value {
+    json!({"created_by": name, "comment": "strata"})
 }
 
 /// The image config of a base image, as JSON we can merge into.
@@ -187,6 +211,7 @@ impl Spec {
             "os": platform.os,
             "config": lowered.config,
             "rootfs": {"type": "layers", "diff_ids": []},
+            "history": lowered.history,
         });
         if !platform.variant.is_empty() {
             config["variant"] = json!(platform.variant);
@@ -251,6 +276,7 @@ impl Spec {
                 Lowering {
                     state,
                     config,
+                    history: base_history(bases.get(reference)),
                     local_dirs: BTreeMap::new(),
                     steps: Vec::new(),
                 }
@@ -381,6 +407,7 @@ impl Spec {
                 }
             }
             at.state = at.state.run(run);
+            at.history.push(step_history(&name));
             at.steps.push(StepInfo { name, kind });
         }
 
@@ -411,6 +438,7 @@ impl Spec {
                             exclude: exclude.clone(),
                         },
                     );
+                    at.history.push(step_history(&name));
                     at.steps.push(StepInfo {
                         name,
                         kind: "overlay",
@@ -424,6 +452,8 @@ impl Spec {
                         vec![FileAction::copy(Copy::new(&checkout, "/", to))],
                         Some(&name),
                     );
+                    at.history.push(step_history(&name));
+                    at.history.push(step_history(&name));
                     at.steps.push(StepInfo { name, kind: "git" });
                 }
             }

@@ -857,6 +857,8 @@ fn package_names_are_shell_quoted() {
     );
     assert_eq!(lower::quote_for_test("a b"), "'a b'");
     assert_eq!(lower::quote_for_test("$(id)"), "'$(id)'");
+    assert_eq!(lower::quote_for_test("~root"), "'~root'");
+    assert_eq!(lower::quote_for_test("pkg=1.0~rc1"), "pkg=1.0~rc1");
     assert_eq!(
         lower::quote_for_test("x';rm -rf /;'"),
         r"'x'\'';rm -rf /;'\'''"
@@ -895,4 +897,33 @@ fn the_codex_example_lowers() {
     // Deterministic.
     let again = lower(&Spec::load(&example()).unwrap(), "codex");
     assert_eq!(codex.definition.to_bytes(), again.definition.to_bytes());
+}
+
+/// The complete example of docs/spec.md is valid and lowers.
+#[test]
+fn the_documented_example_is_valid() {
+    let docs =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/spec.md"))
+            .unwrap();
+    let start = docs.find("```toml\n").unwrap() + "```toml\n".len();
+    let text = &docs[start..start + docs[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    let spec = spec_in(dir.path(), text).unwrap();
+    assert_eq!(spec.names(), ["python-base", "app"]);
+    assert_eq!(
+        spec.ca_cert(),
+        Some(Path::new("/etc/ssl/certs/ca-certificates.crt"))
+    );
+    let app = lower(&spec, "app");
+    let kinds: Vec<&str> = app.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, ["apt", "pip", "apt", "npm", "run", "overlay", "git"]);
+    assert_eq!(app.steps[4].name, "[app 3/5] install rust");
+    assert_eq!(app.config["architecture"], "amd64");
+    assert_eq!(app.cache_to.len(), 1);
+    let base = lower(&spec, "python-base");
+    assert_eq!(
+        base.push.as_deref(),
+        Some("127.0.0.1:5000/strata/python-base:latest")
+    );
 }
