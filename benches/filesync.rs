@@ -21,7 +21,10 @@ use strata::solve::{self, progress::Quiet, SolveRequest};
 use strata::{Addr, Client, TlsOptions};
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// `files` files of equal size in directories of 100, `bytes` in all.
@@ -64,7 +67,11 @@ async fn forget_uploads(client: &Client) {
     client.prune(&options, |_| {}).await.expect("prune");
 }
 
-async fn strata_upload(client: &Client, dir: &Path, definition: &strata::llb::Definition) -> (f64, u64) {
+async fn strata_upload(
+    client: &Client,
+    dir: &Path,
+    definition: &strata::llb::Definition,
+) -> (f64, u64) {
     let mut session = Session::new("strata-bench", &strata::session::random_id());
     session.local_dirs(LocalDirs::new(BTreeMap::from([(
         "ctx".to_owned(),
@@ -89,6 +96,8 @@ async fn strata_upload(client: &Client, dir: &Path, definition: &strata::llb::De
 }
 
 /// Runs buildctl and returns its wall time and its own peak RSS (KiB).
+// The child is reaped with wait4, which also gives its rusage.
+#[allow(clippy::zombie_processes)]
 fn buildctl_upload(buildctl: &Path, addr: &str, dir: &Path, llb: &Path) -> (f64, u64) {
     let stdin = std::fs::File::open(llb).unwrap();
     let t = Instant::now();
@@ -117,13 +126,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (files, mb, runs) = if full {
-        (env_or("STRATA_BENCH_FILES", 20_000), env_or("STRATA_BENCH_MB", 500), env_or("STRATA_BENCH_RUNS", 3))
+        (
+            env_or("STRATA_BENCH_FILES", 20_000),
+            env_or("STRATA_BENCH_MB", 500),
+            env_or("STRATA_BENCH_RUNS", 3),
+        )
     } else {
         (200, 2, 1)
     };
-    let addr = std::env::var("BUILDKIT_HOST").expect(
-        "BUILDKIT_HOST is not set: run eval \"$(scripts/daemon.sh up)\" first",
-    );
+    let addr = std::env::var("BUILDKIT_HOST")
+        .expect("BUILDKIT_HOST is not set: run eval \"$(scripts/daemon.sh up)\" first");
     let buildctl = std::env::var("STRATA_BUILDCTL").unwrap_or_else(|_| "buildctl".into());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tree");
@@ -132,7 +144,10 @@ fn main() {
 
     let ctx = source::local("ctx", &LocalOptions::default());
     let definition = State::scratch()
-        .file(vec![FileAction::copy(Copy::new(&ctx, "/", "/ctx"))], Some("copy context"))
+        .file(
+            vec![FileAction::copy(Copy::new(&ctx, "/", "/ctx"))],
+            Some("copy context"),
+        )
         .marshal();
     let llb = tmp.path().join("upload.llb");
     std::fs::File::create(&llb)
@@ -156,12 +171,28 @@ fn main() {
         let (wall, rss) = buildctl_upload(Path::new(&buildctl), &addr, &dir, &llb);
         theirs.push(wall);
         their_rss = their_rss.max(rss);
-        eprintln!("run {run}: strata {:.2}s, buildctl {:.2}s", ours[run - 1], theirs[run - 1]);
+        eprintln!(
+            "run {run}: strata {:.2}s, buildctl {:.2}s",
+            ours[run - 1],
+            theirs[run - 1]
+        );
     }
     let (s, b) = (median(ours), median(theirs));
     let mbps = |secs: f64| mb as f64 / secs;
     println!("context upload ({files} files, {mb} MB), median of {runs}:");
-    println!("  strata   {s:7.2}s  {:7.1} MB/s  peak RSS {:>7} KiB", mbps(s), our_rss);
-    println!("  buildctl {b:7.2}s  {:7.1} MB/s  peak RSS {:>7} KiB", mbps(b), their_rss);
-    println!("  time ratio strata/buildctl: {:.2}   RSS ratio: {:.2}", s / b, our_rss as f64 / their_rss.max(1) as f64);
+    println!(
+        "  strata   {s:7.2}s  {:7.1} MB/s  peak RSS {:>7} KiB",
+        mbps(s),
+        our_rss
+    );
+    println!(
+        "  buildctl {b:7.2}s  {:7.1} MB/s  peak RSS {:>7} KiB",
+        mbps(b),
+        their_rss
+    );
+    println!(
+        "  time ratio strata/buildctl: {:.2}   RSS ratio: {:.2}",
+        s / b,
+        our_rss as f64 / their_rss.max(1) as f64
+    );
 }

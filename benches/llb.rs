@@ -9,24 +9,28 @@ use strata::llb::{Copy, FileAction, Platform, Run, State};
 
 fn graph(steps: usize) -> State {
     let platform = Platform::host();
-    let mut state = source::image("docker.io/library/debian:bookworm", None).platform(platform.clone());
+    let mut state =
+        source::image("docker.io/library/debian:bookworm", None).platform(platform.clone());
     for i in 0..steps {
-        state = state
-            .env("STEP", &i.to_string())
-            .run(
-                Run::shell(&format!("echo step {i} >> /steps.txt"))
-                    .mounts(presets::apt(&platform))
-                    .named(&format!("[bench {i}/{steps}] step")),
-            );
+        state = state.env("STEP", &i.to_string()).run(
+            Run::shell(&format!("echo step {i} >> /steps.txt"))
+                .mounts(presets::apt(&platform))
+                .named(&format!("[bench {i}/{steps}] step")),
+        );
     }
     let local = source::local("ctx", &LocalOptions::default());
-    state.file(vec![FileAction::copy(Copy::new(&local, "/", "/ctx"))], Some("overlay"))
+    state.file(
+        vec![FileAction::copy(Copy::new(&local, "/", "/ctx"))],
+        Some("overlay"),
+    )
 }
 
 fn bench(c: &mut Criterion) {
     c.bench_function("build a 2000-step graph", |b| b.iter(|| graph(2000)));
     let state = graph(2000);
-    c.bench_function("marshal a 2000-step graph", |b| b.iter(|| state.marshal().to_bytes()));
+    c.bench_function("marshal a 2000-step graph", |b| {
+        b.iter(|| state.marshal().to_bytes())
+    });
 }
 
 criterion_group! {

@@ -1,21 +1,39 @@
-//! containerd's content service, served to the daemon for local build cache:
-//! each store is an OCI image layout directory on this machine
-//! (`blobs/sha256/…`, `index.json`), chosen per call by the metadata
-//! `buildkit-attachable-store-id` (`local:DIR`).
+//! containerd's content service (`containerd.services.content.v1.Content`),
+//! served to the daemon for local build caches. Each store is an OCI image
+//! layout directory on this machine (`blobs/sha256/…`, `index.json`,
+//! `oci-layout`), chosen per call by the metadata `buildkit-attachable-store-id`,
+//! whose value BuildKit forms as `local:` + the `dest`/`src` attribute exactly
+//! as given (see [`local_store_id`]).
 //!
-//! Blobs are written under `ingest/` and renamed into `blobs/` only after their
-//! digest checks out, so an interrupted export never leaves a partial blob and
-//! concurrent writers of one blob cannot corrupt it. `index.json` is the client's
-//! to update after a successful export ([`OciLayout::put_tag`]).
+//! The daemon (through containerd's proxy store) calls Info, Read and Write;
+//! the others are served for completeness, except Delete: BuildKit never
+//! deletes from a client's store, and a cache directory is only added to.
+//!
+//! Writes follow containerd's content server: a first STAT names the ref and
+//! may carry the expected digest and size (if that blob is already present the
+//! answer is AlreadyExists, which the daemon takes as "done"); WRITEs append at
+//! the current offset (offset 0 restarts); COMMIT checks size and digest. Bytes
+//! go to a file of their own under `ingest/` and are renamed into `blobs/` only
+//! after the digest checks out, so an interrupted or wrong write never leaves a
+//! partial blob, and concurrent writers of one blob cannot corrupt it (the
+//! content is the same, the rename atomic). A ref being written is locked
+//! (Unavailable, which the daemon retries), as in containerd.
+//!
+//! `index.json` is the client's to update after a successful export
+//! ([`OciLayout::put_tag`]); imports resolve a tag to a digest first
+//! ([`OciLayout::get_tag`]).
 
-use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::wire::containerd::services::content::v1 as pb;
@@ -33,12 +51,25 @@ pub(crate) const METHODS: &[&str] = &[
     "/containerd.services.content.v1.Content/Abort",
 ];
 
+/// The metadata key naming the store (BuildKit's `session/content.GRPCHeaderID`).
 const STORE_ID: &str = "buildkit-attachable-store-id";
+/// Largest data chunk in one Read answer.
 const READ_CHUNK: usize = 1 << 20;
+/// Infos per List answer (containerd's batch).
+const LIST_BATCH: usize = 100;
+/// The annotation that tags a descriptor in index.json.
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Ingest files of ours untouched this long belong to dead processes.
+const STALE_INGEST: Duration = Duration::from_secs(24 * 3600);
 
-/// The store id BuildKit uses for a local cache directory.
+/// The store id BuildKit uses for a local cache directory: `local:` + the
+/// `dest` (export) or `src` (import) attribute, exactly as passed in the Solve request.
 pub fn local_store_id(dir: &str) -> String {
     format!("local:{dir}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An OCI image layout directory.
@@ -59,35 +90,72 @@ impl OciLayout {
     fn hex(digest: &str) -> Result<&str, Status> {
         digest
             .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+            .filter(|h| h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
             .ok_or_else(|| Status::invalid_argument(format!("unsupported digest {digest:?}")))
     }
 
+    /// Where the blob `digest` (`sha256:…`) lives; an error for any other digest form.
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, Status> {
         Ok(self.dir.join("blobs/sha256").join(Self::hex(digest)?))
     }
 
-    fn ingest_path(&self, reference: &str) -> PathBuf {
-        let name: String = Sha256::digest(reference.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.dir.join("ingest").join(name)
+    fn ingest_dir(&self) -> PathBuf {
+        self.dir.join("ingest")
     }
 
-    /// Creates the layout's skeleton if missing.
+    /// Creates the layout's skeleton if missing, and clears ingest files that
+    /// crashed strata processes left behind.
     pub fn init(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(self.dir.join("blobs/sha256"))?;
-        std::fs::create_dir_all(self.dir.join("ingest"))?;
+        fs::create_dir_all(self.dir.join("blobs/sha256"))?;
+        fs::create_dir_all(self.ingest_dir())?;
         let layout = self.dir.join("oci-layout");
         if !layout.exists() {
             write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
+        if let Ok(entries) = fs::read_dir(self.ingest_dir()) {
+            let now = SystemTime::now();
+            for entry in entries.flatten() {
+                let ours = entry.file_name().to_string_lossy().ends_with(".strata");
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_INGEST);
+                if ours && stale {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
         Ok(())
     }
 
-    fn index(&self) -> std::io::Result<serde_json::Value> {
-        match std::fs::read(self.dir.join("index.json")) {
+    /// Locks `index.json.lock` (the lock file BuildKit's client uses too) and
+    /// makes sure the lock is on the file at that path, not one just removed.
+    fn lock_index(&self, exclusive: bool) -> std::io::Result<(fs::File, PathBuf)> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir.join("index.json.lock");
+        loop {
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            if exclusive {
+                file.lock()?;
+            } else {
+                file.lock_shared()?;
+            }
+            let held = file.metadata()?;
+            match fs::metadata(&path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok((file, path))
+                }
+                _ => continue, // removed or replaced by its previous holder: lock anew
+            }
+        }
+    }
+
+    fn read_index(&self) -> std::io::Result<serde_json::Value> {
+        match fs::read(self.dir.join("index.json")) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({
@@ -100,56 +168,124 @@ impl OciLayout {
     }
 
     /// The descriptor tagged `tag` in index.json (annotation
-    /// `org.opencontainers.image.ref.name`), if any.
+    /// `org.opencontainers.image.ref.name`), if any. No index.json: `None`.
     pub fn get_tag(&self, tag: &str) -> std::io::Result<Option<serde_json::Value>> {
-        let index = self.index()?;
-        Ok(index["manifests"]
+        if !self.dir.join("index.json").exists() {
+            return Ok(None);
+        }
+        let (lock, lock_path) = self.lock_index(false)?;
+        let index = self.read_index();
+        // As BuildKit does, the lock file goes when done (lockers check it is still theirs).
+        let _ = fs::remove_file(&lock_path);
+        drop(lock);
+        Ok(index?["manifests"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .find(|m| m["annotations"][REF_NAME] == tag)
             .cloned())
     }
 
-    /// Points `tag` at `descriptor` in index.json, keeping other tags. The file
-    /// is replaced atomically, under a lock that serialises concurrent builds.
+    /// Points `tag` at `descriptor` in index.json, keeping every other entry
+    /// (as BuildKit's `ociindex.Put`: entries with the same tag are dropped,
+    /// the new one is appended). The file is replaced atomically (temporary
+    /// file, fsync, rename), under the lock BuildKit's client also takes.
     pub fn put_tag(&self, tag: &str, mut descriptor: serde_json::Value) -> std::io::Result<()> {
+        if !descriptor.is_object() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a descriptor must be a JSON object",
+            ));
+        }
         self.init()?;
-        let lock = std::fs::File::create(self.dir.join(".strata-index.lock"))?;
-        lock.lock()?;
-        let mut index = self.index()?;
-        descriptor["annotations"]["org.opencontainers.image.ref.name"] = tag.into();
-        let manifests = index["manifests"].as_array_mut();
-        let mut list: Vec<serde_json::Value> = manifests.map(std::mem::take).unwrap_or_default();
-        list.retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != tag);
+        let (lock, lock_path) = self.lock_index(true)?;
+        let mut index = self.read_index()?;
+        if !index.is_object() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "index.json is not a JSON object",
+            ));
+        }
+        if index["schemaVersion"].is_null() {
+            index["schemaVersion"] = 2.into();
+        }
+        if !descriptor["annotations"].is_object() {
+            descriptor["annotations"] = serde_json::json!({});
+        }
+        descriptor["annotations"][REF_NAME] = tag.into();
+        let mut list: Vec<serde_json::Value> = index["manifests"]
+            .as_array_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        list.retain(|m| m["annotations"][REF_NAME] != tag);
         list.push(descriptor);
         index["manifests"] = list.into();
-        let bytes = serde_json::to_vec(&index)?;
-        write_atomic(&self.dir.join("index.json"), &bytes)
+        let written = write_atomic(&self.dir.join("index.json"), &serde_json::to_vec(&index)?);
+        // As BuildKit does, the lock file goes when done (lockers check it is still theirs).
+        let _ = fs::remove_file(&lock_path);
+        drop(lock);
+        written
     }
 }
 
-/// Writes `path` through a temporary file, fsync and rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("strata-tmp-{}", super::random_id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+/// Flushes a directory's entries (a rename in it) to disk.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
-/// Content stores by store id.
+/// Writes `path` through a temporary file beside it, fsync and rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.strata-{}", super::random_id()));
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    } else if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    written
+}
+
+/// A write in progress, as Status and ListStatuses report it.
+#[derive(Debug, Clone)]
+struct Active {
+    token: String,
+    path: PathBuf,
+    offset: i64,
+    total: i64,
+    expected: String,
+    started: SystemTime,
+    updated: SystemTime,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// By (store id, ref).
+    writes: HashMap<(String, String), Active>,
+    /// Labels set by commits and updates, by (store dir, digest). They are
+    /// containerd's GC hints; a layout directory has no place for them on disk.
+    labels: HashMap<(PathBuf, String), BTreeMap<String, String>>,
+}
+
+/// Content stores by store id; see the module docs.
 #[derive(Debug, Clone, Default)]
 pub struct ContentStores {
     stores: Arc<BTreeMap<String, OciLayout>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl ContentStores {
     pub fn new(stores: BTreeMap<String, OciLayout>) -> Self {
         ContentStores {
             stores: Arc::new(stores),
+            state: Arc::default(),
         }
     }
 
@@ -163,7 +299,12 @@ impl ContentStores {
             .max_encoding_message_size(64 << 20)
     }
 
-    fn choose<T>(&self, request: &Request<T>) -> Result<&OciLayout, Status> {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store a request names, with its id.
+    fn choose<T>(&self, request: &Request<T>) -> Result<(String, OciLayout), Status> {
         let id = request
             .metadata()
             .get(STORE_ID)
@@ -171,34 +312,54 @@ impl ContentStores {
             .ok_or_else(|| {
                 Status::invalid_argument(format!("request lacks metadata {STORE_ID}"))
             })?;
-        self.stores
+        let layout = self
+            .stores
             .get(id)
-            .ok_or_else(|| Status::not_found(format!("unknown store {id}")))
+            .ok_or_else(|| Status::not_found(format!("unknown store {id}")))?;
+        Ok((id.to_owned(), layout.clone()))
+    }
+
+    fn info_of(&self, layout: &OciLayout, digest: &str) -> Result<pb::Info, Status> {
+        let path = layout.blob_path(digest)?;
+        let meta = fs::metadata(&path)
+            .map_err(|_| Status::not_found(format!("content {digest}: not found")))?;
+        let created = meta.modified().ok().map(prost_types::Timestamp::from);
+        let labels = self
+            .state()
+            .labels
+            .get(&(layout.dir.clone(), digest.to_owned()))
+            .cloned()
+            .unwrap_or_default();
+        Ok(pb::Info {
+            digest: digest.to_owned(),
+            size: meta.len() as i64,
+            created_at: created,
+            updated_at: created,
+            labels,
+        })
     }
 }
 
-fn io_status(e: std::io::Error) -> Status {
+fn io_status(what: &str, path: &Path, e: std::io::Error) -> Status {
+    let message = format!("{what} {}: {e}", path.display());
     match e.kind() {
-        std::io::ErrorKind::NotFound => Status::not_found(e.to_string()),
-        _ => Status::internal(e.to_string()),
+        std::io::ErrorKind::NotFound => Status::not_found(message),
+        _ => Status::internal(message),
     }
 }
 
-fn info_of(layout: &OciLayout, digest: &str) -> Result<pb::Info, Status> {
-    let path = layout.blob_path(digest)?;
-    let meta = std::fs::metadata(&path)
-        .map_err(|_| Status::not_found(format!("content {digest}: not found")))?;
-    let modified = meta.modified().ok().map(prost_types::Timestamp::from);
-    Ok(pb::Info {
-        digest: digest.to_owned(),
-        size: meta.len() as i64,
-        created_at: modified,
-        updated_at: modified,
-        labels: BTreeMap::new(),
-    })
+fn status_of(reference: &str, active: &Active) -> pb::Status {
+    pb::Status {
+        started_at: Some(active.started.into()),
+        updated_at: Some(active.updated.into()),
+        r#ref: reference.to_owned(),
+        offset: active.offset,
+        total: active.total,
+        expected: active.expected.clone(),
+    }
 }
 
-type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Content for ContentStores {
@@ -206,8 +367,8 @@ impl Content for ContentStores {
         &self,
         r: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
-        let layout = self.choose(&r)?;
-        let info = info_of(layout, &r.get_ref().digest)?;
+        let (_, layout) = self.choose(&r)?;
+        let info = self.info_of(&layout, &r.get_ref().digest)?;
         Ok(Response::new(pb::InfoResponse { info: Some(info) }))
     }
 
@@ -215,83 +376,129 @@ impl Content for ContentStores {
         &self,
         r: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::UpdateResponse>, Status> {
-        // Labels (containerd's GC hints) mean nothing in a layout directory.
-        let layout = self.choose(&r)?;
-        let digest = r
-            .get_ref()
-            .info
-            .as_ref()
-            .map(|i| i.digest.clone())
-            .unwrap_or_default();
-        let info = info_of(layout, &digest)?;
+        let (_, layout) = self.choose(&r)?;
+        let req = r.into_inner();
+        let update = req.info.unwrap_or_default();
+        self.info_of(&layout, &update.digest)?; // must exist
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        {
+            let mut state = self.state();
+            let labels = state
+                .labels
+                .entry((layout.dir.clone(), update.digest.clone()))
+                .or_default();
+            if paths.is_empty() {
+                *labels = update.labels.clone();
+            }
+            for path in &paths {
+                if path == "labels" {
+                    *labels = update.labels.clone();
+                } else if let Some(key) = path.strip_prefix("labels.") {
+                    match update.labels.get(key) {
+                        Some(value) => labels.insert(key.to_owned(), value.clone()),
+                        None => labels.remove(key),
+                    };
+                } else {
+                    return Err(Status::invalid_argument(format!(
+                        "cannot update {path:?} field on content info {:?}",
+                        update.digest
+                    )));
+                }
+            }
+        }
+        let info = self.info_of(&layout, &update.digest)?;
         Ok(Response::new(pb::UpdateResponse { info: Some(info) }))
     }
 
-    type ListStream = Stream_<pb::ListContentResponse>;
+    type ListStream = BoxStream<pb::ListContentResponse>;
 
     async fn list(
         &self,
         r: Request<pb::ListContentRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
-        let layout = self.choose(&r)?;
+        // Filters are not applied: the daemon never lists a session store.
+        let (_, layout) = self.choose(&r)?;
         let mut infos = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(layout.dir.join("blobs/sha256")) {
+        if let Ok(entries) = fs::read_dir(layout.dir.join("blobs/sha256")) {
             for entry in entries.flatten() {
                 let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
-                if let Ok(info) = info_of(layout, &digest) {
+                if let Ok(info) = self.info_of(&layout, &digest) {
                     infos.push(info);
                 }
             }
         }
-        let reply = pb::ListContentResponse { info: infos };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(reply)]))))
+        infos.sort_by(|a, b| a.digest.cmp(&b.digest));
+        let batches: Vec<_> = infos
+            .chunks(LIST_BATCH)
+            .map(|batch| {
+                Ok(pb::ListContentResponse {
+                    info: batch.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(batches))))
     }
 
     async fn delete(&self, r: Request<pb::DeleteContentRequest>) -> Result<Response<()>, Status> {
-        // A cache directory is only ever added to during a build.
         let _ = self.choose(&r)?;
         Err(Status::unimplemented(
-            "strata's cache stores do not delete content",
+            "strata's cache stores are only added to; they do not delete content",
         ))
     }
 
-    type ReadStream = Stream_<pb::ReadContentResponse>;
+    type ReadStream = BoxStream<pb::ReadContentResponse>;
 
     async fn read(
         &self,
         r: Request<pb::ReadContentRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
-        let layout = self.choose(&r)?;
+        let (_, layout) = self.choose(&r)?;
         let req = r.into_inner();
         let path = layout.blob_path(&req.digest)?;
-        let mut file = std::fs::File::open(&path)
+        let mut file = tokio::fs::File::open(&path)
+            .await
             .map_err(|_| Status::not_found(format!("content {}: not found", req.digest)))?;
-        let len = file.metadata().map_err(io_status)?.len() as i64;
-        let start = req.offset.clamp(0, len);
-        let end = if req.size > 0 {
-            (start + req.size).min(len)
-        } else {
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| io_status("reading", &path, e))?
+            .len() as i64;
+        if req.offset < 0 {
+            return Err(Status::invalid_argument("negative read offset"));
+        }
+        if req.offset > len {
+            return Err(Status::out_of_range(format!(
+                "read past object length {len} bytes"
+            )));
+        }
+        let end = if req.size <= 0 || req.offset + req.size > len {
             len
+        } else {
+            req.offset + req.size
         };
-        file.seek(SeekFrom::Start(start as u64))
-            .map_err(io_status)?;
-        let stream = futures::stream::unfold((file, start), move |(mut file, offset)| async move {
-            if offset >= end {
-                return None;
-            }
-            let n = ((end - offset) as usize).min(READ_CHUNK);
-            let mut data = vec![0u8; n];
-            match file.read_exact(&mut data) {
-                Ok(()) => Some((
-                    Ok(pb::ReadContentResponse {
-                        offset,
-                        data: data.into(),
-                    }),
-                    (file, offset + n as i64),
-                )),
-                Err(e) => Some((Err(io_status(e)), (file, end))),
-            }
-        });
+        file.seek(std::io::SeekFrom::Start(req.offset as u64))
+            .await
+            .map_err(|e| io_status("reading", &path, e))?;
+        let stream = futures::stream::unfold(
+            (file, req.offset, path),
+            move |(mut file, offset, path)| async move {
+                if offset >= end {
+                    return None;
+                }
+                let n = ((end - offset) as usize).min(READ_CHUNK);
+                let mut data = vec![0u8; n];
+                match file.read_exact(&mut data).await {
+                    Ok(_) => {
+                        let reply = pb::ReadContentResponse {
+                            offset,
+                            data: data.into(),
+                        };
+                        Some((Ok(reply), (file, offset + n as i64, path)))
+                    }
+                    Err(e) => Some((Err(io_status("reading", &path, e)), (file, end, path))),
+                }
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -299,17 +506,15 @@ impl Content for ContentStores {
         &self,
         r: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let layout = self.choose(&r)?;
-        let reference = &r.get_ref().r#ref;
-        let path = layout.ingest_path(reference);
-        let meta = std::fs::metadata(&path)
-            .map_err(|_| Status::not_found(format!("no ingest {reference}")))?;
+        let (store, _) = self.choose(&r)?;
+        let reference = r.get_ref().r#ref.clone();
+        let state = self.state();
+        let active = state
+            .writes
+            .get(&(store, reference.clone()))
+            .ok_or_else(|| Status::not_found(format!("ref {reference}: not found")))?;
         Ok(Response::new(pb::StatusResponse {
-            status: Some(pb::Status {
-                r#ref: reference.clone(),
-                offset: meta.len() as i64,
-                ..Default::default()
-            }),
+            status: Some(status_of(&reference, active)),
         }))
     }
 
@@ -317,33 +522,56 @@ impl Content for ContentStores {
         &self,
         r: Request<pb::ListStatusesRequest>,
     ) -> Result<Response<pb::ListStatusesResponse>, Status> {
-        let _ = self.choose(&r)?;
-        Ok(Response::new(pb::ListStatusesResponse::default()))
+        let (store, _) = self.choose(&r)?;
+        let state = self.state();
+        let mut statuses: Vec<_> = state
+            .writes
+            .iter()
+            .filter(|((s, _), _)| *s == store)
+            .map(|((_, reference), active)| status_of(reference, active))
+            .collect();
+        statuses.sort_by(|a, b| a.r#ref.cmp(&b.r#ref));
+        Ok(Response::new(pb::ListStatusesResponse { statuses }))
     }
 
-    type WriteStream = Stream_<pb::WriteContentResponse>;
+    type WriteStream = BoxStream<pb::WriteContentResponse>;
 
     async fn write(
         &self,
         r: Request<Streaming<pb::WriteContentRequest>>,
     ) -> Result<Response<Self::WriteStream>, Status> {
-        let layout = self.choose(&r)?.clone();
-        layout.init().map_err(io_status)?;
+        let (store, layout) = self.choose(&r)?;
         let mut inbound = r.into_inner();
+        let stores = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let mut ingest: Option<Ingest> = None;
             while let Some(message) = inbound.next().await {
-                let reply = match message {
-                    Ok(req) => handle_write(&layout, &mut ingest, req),
-                    Err(e) => Err(e),
+                let Ok(req) = message else {
+                    break; // the daemon went away; the ingest is dropped below
+                };
+                let commit = req.action == pb::WriteAction::Commit as i32;
+                let (stores, store, layout) = (stores.clone(), store.clone(), layout.clone());
+                let mut current = ingest.take();
+                let handled = tokio::task::spawn_blocking(move || {
+                    let reply = handle_write(&stores, &store, &layout, &mut current, req);
+                    (current, reply)
+                })
+                .await;
+                let reply = match handled {
+                    Ok((current, reply)) => {
+                        ingest = current;
+                        reply
+                    }
+                    Err(e) => Err(Status::internal(format!("the write failed: {e}"))),
                 };
                 let failed = reply.is_err();
-                if tx.send(reply).await.is_err() || failed {
+                if tx.send(reply).await.is_err() || failed || commit {
                     break;
                 }
             }
-            // An ingest that was not committed is dropped with its file.
+            // An ingest that was not committed goes with its file.
+            drop(ingest);
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -351,122 +579,211 @@ impl Content for ContentStores {
     }
 
     async fn abort(&self, r: Request<pb::AbortRequest>) -> Result<Response<()>, Status> {
-        let layout = self.choose(&r)?;
-        let _ = std::fs::remove_file(layout.ingest_path(&r.get_ref().r#ref));
+        let (store, _) = self.choose(&r)?;
+        let reference = r.get_ref().r#ref.clone();
+        let active = self
+            .state()
+            .writes
+            .remove(&(store, reference.clone()))
+            .ok_or_else(|| Status::not_found(format!("ref {reference}: not found")))?;
+        // The writer keeps an unlinked file; its commit then fails.
+        let _ = fs::remove_file(&active.path);
         Ok(Response::new(()))
     }
 }
 
-/// One blob being written: bytes go to `path` under `ingest/`.
+/// One blob being written by one Write stream.
 struct Ingest {
-    reference: String,
+    state: Arc<Mutex<State>>,
+    key: (String, String),
+    token: String,
     path: PathBuf,
-    file: std::fs::File,
+    file: fs::File,
+    hasher: Sha256,
     offset: i64,
     total: i64,
     expected: String,
-    started: prost_types::Timestamp,
+    started: SystemTime,
     committed: bool,
+}
+
+impl Ingest {
+    fn start(
+        stores: &ContentStores,
+        store: &str,
+        layout: &OciLayout,
+        reference: &str,
+    ) -> Result<Ingest, Status> {
+        let key = (store.to_owned(), reference.to_owned());
+        let mut state = stores.state();
+        if state.writes.contains_key(&key) {
+            return Err(Status::unavailable(format!("ref {reference} locked")));
+        }
+        let dir = layout.ingest_dir();
+        fs::create_dir_all(&dir).map_err(|e| io_status("creating", &dir, e))?;
+        fs::create_dir_all(layout.dir.join("blobs/sha256"))
+            .map_err(|e| io_status("creating", &layout.dir, e))?;
+        let token = super::random_id();
+        let path = dir.join(format!("{token}.strata"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_status("creating", &path, e))?;
+        let now = SystemTime::now();
+        state.writes.insert(
+            key.clone(),
+            Active {
+                token: token.clone(),
+                path: path.clone(),
+                offset: 0,
+                total: 0,
+                expected: String::new(),
+                started: now,
+                updated: now,
+            },
+        );
+        Ok(Ingest {
+            state: stores.state.clone(),
+            key,
+            token,
+            path,
+            file,
+            hasher: Sha256::new(),
+            offset: 0,
+            total: 0,
+            expected: String::new(),
+            started: now,
+            committed: false,
+        })
+    }
+
+    fn digest(&self) -> String {
+        format!("sha256:{}", hex(&self.hasher.clone().finalize()))
+    }
+
+    fn publish(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(active) = state.writes.get_mut(&self.key) {
+            if active.token == self.token {
+                active.offset = self.offset;
+                active.total = self.total;
+                active.expected = self.expected.clone();
+                active.updated = SystemTime::now();
+            }
+        }
+    }
 }
 
 impl Drop for Ingest {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = fs::remove_file(&self.path);
+        }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state
+            .writes
+            .get(&self.key)
+            .is_some_and(|a| a.token == self.token)
+        {
+            state.writes.remove(&self.key);
         }
     }
 }
 
+/// One message of a Write stream (blocking: disk I/O and hashing).
 fn handle_write(
+    stores: &ContentStores,
+    store: &str,
     layout: &OciLayout,
     ingest: &mut Option<Ingest>,
     req: pb::WriteContentRequest,
 ) -> Result<pb::WriteContentResponse, Status> {
     let action = pb::WriteAction::try_from(req.action)
-        .map_err(|_| Status::invalid_argument("unknown write action"))?;
+        .map_err(|_| Status::invalid_argument(format!("unknown write action {}", req.action)))?;
+    if ingest.is_none() && req.r#ref.is_empty() {
+        return Err(Status::invalid_argument(
+            "first message must have a reference",
+        ));
+    }
+    if !req.expected.is_empty() && layout.blob_path(&req.expected)?.exists() {
+        *ingest = None;
+        return Err(Status::already_exists(format!(
+            "blob with expected digest {} exists",
+            req.expected
+        )));
+    }
     if ingest.is_none() {
-        if !req.expected.is_empty() && layout.blob_path(&req.expected)?.exists() {
-            return Err(Status::already_exists(format!(
-                "content {} exists",
-                req.expected
-            )));
-        }
-        let path = layout.ingest_path(&req.r#ref);
-        // Each ingest restarts from zero: a leftover from an interrupted run is discarded.
-        let file = std::fs::File::create(&path).map_err(io_status)?;
-        *ingest = Some(Ingest {
-            reference: req.r#ref.clone(),
-            path,
-            file,
-            offset: 0,
-            total: req.total,
-            expected: req.expected.clone(),
-            started: prost_types::Timestamp::from(std::time::SystemTime::now()),
-            committed: false,
-        });
+        *ingest = Some(Ingest::start(stores, store, layout, &req.r#ref)?);
     }
     let current = ingest.as_mut().expect("set above");
-    if !req.r#ref.is_empty() && req.r#ref != current.reference {
-        return Err(Status::invalid_argument("one write stream serves one ref"));
+    if !req.expected.is_empty() {
+        current.expected = req.expected.clone();
     }
     if req.total > 0 {
         current.total = req.total;
     }
-    if !req.expected.is_empty() {
-        current.expected = req.expected.clone();
-    }
-    let now = prost_types::Timestamp::from(std::time::SystemTime::now());
+    let written = |e: std::io::Error| io_status("writing", &current.path, e);
     match action {
         pb::WriteAction::Stat => {}
         pb::WriteAction::Write | pb::WriteAction::Commit => {
+            if req.offset > 0 && req.offset != current.offset {
+                return Err(Status::out_of_range(format!(
+                    "write @{} must occur at current offset {}",
+                    req.offset, current.offset
+                )));
+            }
+            if req.offset == 0 && current.offset > 0 {
+                // Offset 0 restarts the blob.
+                use std::io::Seek;
+                current.file.set_len(0).map_err(written)?;
+                current.file.rewind().map_err(written)?;
+                current.hasher = Sha256::new();
+                current.offset = 0;
+            }
             if !req.data.is_empty() {
-                if req.offset != current.offset {
-                    return Err(Status::failed_precondition(format!(
-                        "write at offset {} but {} bytes were written",
-                        req.offset, current.offset
-                    )));
-                }
-                current.file.write_all(&req.data).map_err(io_status)?;
+                current.file.write_all(&req.data).map_err(written)?;
+                current.hasher.update(&req.data);
                 current.offset += req.data.len() as i64;
             }
         }
     }
-    let mut reply = pb::WriteContentResponse {
+    current.publish();
+    let reply = pb::WriteContentResponse {
         action: req.action,
-        started_at: Some(current.started),
-        updated_at: Some(now),
+        started_at: Some(current.started.into()),
+        updated_at: Some(SystemTime::now().into()),
         offset: current.offset,
         total: current.total,
-        digest: String::new(),
+        digest: current.digest(),
     };
     if action == pb::WriteAction::Commit {
-        current.file.sync_all().map_err(io_status)?;
         if current.total > 0 && current.offset != current.total {
             return Err(Status::failed_precondition(format!(
-                "commit of {} after {} of {} bytes",
-                current.reference, current.offset, current.total
+                "unexpected commit size {}, expected {}",
+                current.offset, current.total
             )));
         }
-        let mut f = std::fs::File::open(&current.path).map_err(io_status)?;
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut f, &mut hasher).map_err(io_status)?;
-        let digest = format!(
-            "sha256:{}",
-            hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let digest = current.digest();
         if !current.expected.is_empty() && digest != current.expected {
             return Err(Status::failed_precondition(format!(
-                "content has digest {digest}, expected {}",
+                "unexpected commit digest {digest}, expected {}",
                 current.expected
             )));
         }
-        std::fs::rename(&current.path, layout.blob_path(&digest)?).map_err(io_status)?;
+        current.file.sync_all().map_err(written)?;
+        let blob = layout.blob_path(&digest)?;
+        fs::rename(&current.path, &blob).map_err(|e| io_status("committing", &blob, e))?;
         current.committed = true;
-        reply.digest = digest;
+        if let Some(dir) = blob.parent() {
+            sync_dir(dir);
+        }
+        if !req.labels.is_empty() {
+            stores
+                .state()
+                .labels
+                .insert((layout.dir.clone(), digest), req.labels.clone());
+        }
         *ingest = None;
     }
     Ok(reply)
@@ -475,105 +792,446 @@ fn handle_write(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn write(
-        layout: &OciLayout,
-        ingest: &mut Option<Ingest>,
-        action: pb::WriteAction,
-        data: &[u8],
-        offset: i64,
-        expected: &str,
-    ) -> Result<pb::WriteContentResponse, Status> {
-        handle_write(
-            layout,
-            ingest,
-            pb::WriteContentRequest {
-                action: action as i32,
-                r#ref: "ref-1".into(),
-                total: 5,
-                expected: expected.into(),
-                offset,
-                data: bytes::Bytes::copy_from_slice(data),
-                labels: BTreeMap::new(),
-            },
-        )
-    }
+    use pb::content_client::ContentClient;
+    use tonic::transport::{Channel, Endpoint, Server};
 
     const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    const STORE: &str = "local:cache";
 
-    #[test]
-    fn write_commit_and_read_back() {
-        let tmp = tempfile::tempdir().unwrap();
-        let layout = OciLayout::new(tmp.path());
-        layout.init().unwrap();
-        let mut ingest = None;
-        write(&layout, &mut ingest, pb::WriteAction::Stat, b"", 0, HELLO).unwrap();
-        write(&layout, &mut ingest, pb::WriteAction::Write, b"hel", 0, "").unwrap();
-        let done = write(
-            &layout,
-            &mut ingest,
-            pb::WriteAction::Commit,
-            b"lo",
-            3,
-            HELLO,
-        )
-        .unwrap();
-        assert_eq!(done.digest, HELLO);
-        assert_eq!(
-            std::fs::read(layout.blob_path(HELLO).unwrap()).unwrap(),
-            b"hello"
+    async fn serve(stores: ContentStores) -> Channel {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            Server::builder()
+                .add_service(stores.service())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        assert_eq!(
-            std::fs::read_dir(tmp.path().join("ingest"))
-                .unwrap()
-                .count(),
-            0
-        );
-        let mut again = None;
-        let err = write(&layout, &mut again, pb::WriteAction::Stat, b"", 0, HELLO).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::AlreadyExists);
+        Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
-    #[test]
-    fn a_wrong_digest_or_an_interrupted_write_leaves_no_blob() {
+    fn in_store<T>(message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert(STORE_ID, STORE.parse().unwrap());
+        request
+    }
+
+    /// A store in a temporary directory, and a client for it.
+    async fn store() -> (
+        tempfile::TempDir,
+        OciLayout,
+        ContentStores,
+        ContentClient<Channel>,
+    ) {
         let tmp = tempfile::tempdir().unwrap();
-        let layout = OciLayout::new(tmp.path());
+        let layout = OciLayout::new(tmp.path().join("cache"));
         layout.init().unwrap();
-        let wrong = format!("sha256:{}", "0".repeat(64));
-        let mut ingest = None;
-        let err = write(
-            &layout,
-            &mut ingest,
-            pb::WriteAction::Commit,
-            b"hello",
-            0,
-            &wrong,
+        let stores = ContentStores::new(BTreeMap::from([(STORE.to_owned(), layout.clone())]));
+        let client = ContentClient::new(serve(stores.clone()).await);
+        (tmp, layout, stores, client)
+    }
+
+    fn req(action: pb::WriteAction, data: &[u8], offset: i64) -> pb::WriteContentRequest {
+        pb::WriteContentRequest {
+            action: action as i32,
+            offset,
+            data: bytes::Bytes::copy_from_slice(data),
+            ..Default::default()
+        }
+    }
+
+    fn stat(reference: &str, total: i64, expected: &str) -> pb::WriteContentRequest {
+        pb::WriteContentRequest {
+            r#ref: reference.into(),
+            total,
+            expected: expected.into(),
+            ..req(pb::WriteAction::Stat, b"", 0)
+        }
+    }
+
+    fn commit(total: i64, offset: i64, expected: &str) -> pb::WriteContentRequest {
+        pb::WriteContentRequest {
+            total,
+            expected: expected.into(),
+            ..req(pb::WriteAction::Commit, b"", offset)
+        }
+    }
+
+    /// Runs one Write stream the way containerd's proxy store does: one
+    /// request, one answer; stops at the first error.
+    async fn write(
+        client: &mut ContentClient<Channel>,
+        requests: Vec<pb::WriteContentRequest>,
+    ) -> Result<Vec<pb::WriteContentResponse>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut replies = client
+            .write(in_store(tokio_stream::wrappers::ReceiverStream::new(rx)))
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        for r in requests {
+            tx.send(r).await.unwrap();
+            match replies.message().await? {
+                Some(reply) => out.push(reply),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn count(dir: &Path) -> usize {
+        fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn write_commit_then_info_and_read_back() {
+        let (_tmp, layout, _, mut client) = store().await;
+        let replies = write(
+            &mut client,
+            vec![
+                stat("hello", 5, HELLO),
+                req(pb::WriteAction::Write, b"hel", 0),
+                req(pb::WriteAction::Write, b"lo", 3),
+                commit(5, 5, HELLO),
+            ],
         )
-        .unwrap_err();
-        assert!(err.message().contains("expected"), "{err:?}");
-        drop(ingest);
-        let mut ingest = None;
-        write(
-            &layout,
-            &mut ingest,
-            pb::WriteAction::Write,
-            b"he",
-            0,
-            HELLO,
-        )
+        .await
         .unwrap();
-        drop(ingest); // the stream broke
+        assert_eq!(replies[0].offset, 0);
+        assert_eq!(replies[2].offset, 5);
+        assert_eq!(replies[3].digest, HELLO);
         assert_eq!(
-            std::fs::read_dir(tmp.path().join("blobs/sha256"))
-                .unwrap()
-                .count(),
-            0
+            fs::read(layout.blob_path(HELLO).unwrap()).unwrap(),
+            b"hello"
         );
+        assert_eq!(count(&layout.ingest_dir()), 0);
+
+        let info = client
+            .info(in_store(pb::InfoRequest {
+                digest: HELLO.into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .info
+            .unwrap();
+        assert_eq!(info.size, 5);
+
+        let read = |offset, size| {
+            let mut client = client.clone();
+            async move {
+                let stream = client
+                    .read(in_store(pb::ReadContentRequest {
+                        digest: HELLO.into(),
+                        offset,
+                        size,
+                    }))
+                    .await?
+                    .into_inner();
+                let parts: Vec<_> = stream.collect().await;
+                let mut data = Vec::new();
+                for p in parts {
+                    data.extend_from_slice(&p?.data);
+                }
+                Ok::<_, Status>(data)
+            }
+        };
+        assert_eq!(read(0, 0).await.unwrap(), b"hello");
+        assert_eq!(read(1, 3).await.unwrap(), b"ell");
+        assert_eq!(read(3, 100).await.unwrap(), b"lo");
         assert_eq!(
-            std::fs::read_dir(tmp.path().join("ingest"))
-                .unwrap()
-                .count(),
-            0
+            read(6, 0).await.unwrap_err().code(),
+            tonic::Code::OutOfRange
+        );
+
+        // A blob already there: the first STAT says so, as containerd does.
+        let err = write(&mut client, vec![stat("again", 5, HELLO)])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::AlreadyExists);
+        let missing = format!("sha256:{}", "1".repeat(64));
+        let err = client
+            .info(in_store(pb::InfoRequest { digest: missing }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn large_blobs_are_read_in_chunks() {
+        let (_tmp, _layout, _, mut client) = store().await;
+        let data: Vec<u8> = (0..(READ_CHUNK * 2 + 10))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let digest = format!("sha256:{}", hex(&Sha256::digest(&data)));
+        let mut requests = vec![stat("big", data.len() as i64, &digest)];
+        let mut offset = 0;
+        for chunk in data.chunks(700_000) {
+            requests.push(req(pb::WriteAction::Write, chunk, offset));
+            offset += chunk.len() as i64;
+        }
+        requests.push(commit(data.len() as i64, offset, &digest));
+        write(&mut client, requests).await.unwrap();
+        let parts: Vec<_> = client
+            .read(in_store(pb::ReadContentRequest {
+                digest,
+                offset: 0,
+                size: 0,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .collect()
+            .await;
+        let parts: Vec<_> = parts.into_iter().map(Result::unwrap).collect();
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| p.data.len() <= READ_CHUNK));
+        assert_eq!(parts[1].offset, READ_CHUNK as i64);
+        assert_eq!(parts.concat_data(), data);
+    }
+
+    trait Concat {
+        fn concat_data(&self) -> Vec<u8>;
+    }
+
+    impl Concat for Vec<pb::ReadContentResponse> {
+        fn concat_data(&self) -> Vec<u8> {
+            self.iter().flat_map(|p| p.data.to_vec()).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wrong_digest_or_size_is_rejected_and_leaves_nothing() {
+        let (_tmp, layout, _, mut client) = store().await;
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        let err = write(
+            &mut client,
+            vec![
+                stat("w", 5, &wrong),
+                req(pb::WriteAction::Write, b"hello", 0),
+                commit(5, 5, &wrong),
+            ],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        let err = write(
+            &mut client,
+            vec![
+                stat("w", 6, ""),
+                req(pb::WriteAction::Write, b"hello", 0),
+                commit(6, 5, ""),
+            ],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        let err = write(
+            &mut client,
+            vec![
+                stat("w", 5, ""),
+                req(pb::WriteAction::Write, b"he", 0),
+                req(pb::WriteAction::Write, b"llo", 7),
+            ],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(count(&layout.dir.join("blobs/sha256")), 0);
+        assert_eq!(count(&layout.ingest_dir()), 0);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_write_leaves_no_blob_and_frees_its_ref() {
+        let (_tmp, layout, _, mut client) = store().await;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut replies = client
+            .write(in_store(tokio_stream::wrappers::ReceiverStream::new(rx)))
+            .await
+            .unwrap()
+            .into_inner();
+        tx.send(stat("cut", 5, HELLO)).await.unwrap();
+        replies.message().await.unwrap().unwrap();
+        tx.send(req(pb::WriteAction::Write, b"hel", 0))
+            .await
+            .unwrap();
+        replies.message().await.unwrap().unwrap();
+
+        // While it runs, the ref is visible and locked.
+        let status = client
+            .status(in_store(pb::StatusRequest {
+                r#ref: "cut".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!((status.offset, status.total), (3, 5));
+        assert_eq!(status.expected, HELLO);
+        let listed = client
+            .list_statuses(in_store(pb::ListStatusesRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.statuses.len(), 1);
+        let err = write(&mut client, vec![stat("cut", 5, "")])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(count(&layout.ingest_dir()), 1);
+
+        drop(tx); // the daemon went away mid-blob
+        drop(replies);
+        for _ in 0..100 {
+            if count(&layout.ingest_dir()) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(count(&layout.ingest_dir()), 0);
+        assert_eq!(count(&layout.dir.join("blobs/sha256")), 0);
+        let err = client
+            .status(in_store(pb::StatusRequest {
+                r#ref: "cut".into(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        // The ref is free again, and offset 0 restarts a blob.
+        write(
+            &mut client,
+            vec![
+                stat("cut", 5, ""),
+                req(pb::WriteAction::Write, b"xx", 0),
+                req(pb::WriteAction::Write, b"hello", 0),
+                commit(5, 5, HELLO),
+            ],
+        )
+        .await
+        .unwrap();
+        assert!(layout.blob_path(HELLO).unwrap().exists());
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_of_one_blob_both_succeed() {
+        let (_tmp, layout, _, client) = store().await;
+        let one = |reference: &'static str| {
+            let mut client = client.clone();
+            async move {
+                write(
+                    &mut client,
+                    vec![
+                        stat(reference, 5, ""),
+                        req(pb::WriteAction::Write, b"hello", 0),
+                        commit(5, 5, HELLO),
+                    ],
+                )
+                .await
+            }
+        };
+        let (a, b) = tokio::join!(one("a"), one("b"));
+        for r in [a, b] {
+            match r {
+                Ok(replies) => assert_eq!(replies.last().unwrap().digest, HELLO),
+                Err(e) => assert_eq!(e.code(), tonic::Code::AlreadyExists),
+            }
+        }
+        assert_eq!(
+            fs::read(layout.blob_path(HELLO).unwrap()).unwrap(),
+            b"hello"
+        );
+        assert_eq!(count(&layout.ingest_dir()), 0);
+    }
+
+    #[tokio::test]
+    async fn labels_list_and_the_store_id() {
+        let (_tmp, _layout, _, mut client) = store().await;
+        let mut commit_labelled = commit(5, 5, HELLO);
+        commit_labelled
+            .labels
+            .insert("containerd.io/gc.root".into(), "x".into());
+        write(
+            &mut client,
+            vec![
+                stat("l", 5, ""),
+                req(pb::WriteAction::Write, b"hello", 0),
+                commit_labelled,
+            ],
+        )
+        .await
+        .unwrap();
+        let info = |client: &mut ContentClient<Channel>| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .info(in_store(pb::InfoRequest {
+                        digest: HELLO.into(),
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .info
+                    .unwrap()
+            }
+        };
+        assert_eq!(info(&mut client).await.labels.len(), 1);
+        client
+            .update(in_store(pb::UpdateRequest {
+                info: Some(pb::Info {
+                    digest: HELLO.into(),
+                    labels: BTreeMap::from([("a".into(), "b".into())]),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["labels.a".into(), "labels.containerd.io/gc.root".into()],
+                }),
+            }))
+            .await
+            .unwrap();
+        let labels = info(&mut client).await.labels;
+        assert_eq!(labels, BTreeMap::from([("a".into(), "b".into())]));
+
+        let listed: Vec<_> = client
+            .list(in_store(pb::ListContentRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .collect()
+            .await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].as_ref().unwrap().info[0].digest, HELLO);
+
+        let err = client
+            .delete(in_store(pb::DeleteContentRequest {
+                digest: HELLO.into(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+
+        let mut other = Request::new(pb::InfoRequest {
+            digest: HELLO.into(),
+        });
+        other
+            .metadata_mut()
+            .insert(STORE_ID, "local:elsewhere".parse().unwrap());
+        assert_eq!(
+            client.info(other).await.unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        let bare = Request::new(pb::InfoRequest {
+            digest: HELLO.into(),
+        });
+        assert_eq!(
+            client.info(bare).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
         );
     }
 
@@ -581,19 +1239,106 @@ mod tests {
     fn index_tags_are_replaced_atomically_and_others_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let layout = OciLayout::new(tmp.path());
-        let desc = |d: &str| serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": 1});
+        assert!(layout.get_tag("latest").unwrap().is_none(), "no index yet");
+        let desc = |d: &str| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": d,
+                "size": 1,
+                "annotations": {"keep": "me"}
+            })
+        };
         layout.put_tag("latest", desc("sha256:a")).unwrap();
         layout.put_tag("other", desc("sha256:b")).unwrap();
         layout.put_tag("latest", desc("sha256:c")).unwrap();
-        assert_eq!(
-            layout.get_tag("latest").unwrap().unwrap()["digest"],
-            "sha256:c"
-        );
+        let latest = layout.get_tag("latest").unwrap().unwrap();
+        assert_eq!(latest["digest"], "sha256:c");
+        assert_eq!(latest["annotations"]["keep"], "me");
         assert_eq!(
             layout.get_tag("other").unwrap().unwrap()["digest"],
             "sha256:b"
         );
         assert!(layout.get_tag("none").unwrap().is_none());
-        assert!(tmp.path().join("oci-layout").exists());
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(tmp.path().join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["schemaVersion"], 2);
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+        let layout_file: serde_json::Value =
+            serde_json::from_slice(&fs::read(tmp.path().join("oci-layout")).unwrap()).unwrap();
+        assert_eq!(layout_file["imageLayoutVersion"], "1.0.0");
+        // Nothing but the layout is left: no temporary files, no lock file.
+        let mut names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["blobs", "index.json", "ingest", "oci-layout"]);
+    }
+
+    #[test]
+    fn a_broken_index_is_an_error_not_overwritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OciLayout::new(tmp.path());
+        fs::write(tmp.path().join("index.json"), "{not json").unwrap();
+        assert!(layout.get_tag("latest").is_err());
+        assert!(layout
+            .put_tag("latest", serde_json::json!({"digest": "sha256:a"}))
+            .is_err());
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("index.json")).unwrap(),
+            "{not json"
+        );
+    }
+
+    #[test]
+    fn concurrent_index_updates_keep_every_tag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let layout = OciLayout::new(tmp.path());
+                std::thread::spawn(move || {
+                    for j in 0..5 {
+                        let digest = format!("sha256:{i}-{j}");
+                        layout
+                            .put_tag(&format!("t{i}"), serde_json::json!({"digest": digest}))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let layout = OciLayout::new(tmp.path());
+        for i in 0..8 {
+            let d = layout.get_tag(&format!("t{i}")).unwrap().unwrap();
+            assert_eq!(d["digest"], format!("sha256:{i}-4"));
+        }
+    }
+
+    #[test]
+    fn stale_ingest_files_are_cleared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = OciLayout::new(tmp.path());
+        layout.init().unwrap();
+        let old = layout.ingest_dir().join("dead.strata");
+        let fresh = layout.ingest_dir().join("live.strata");
+        let foreign = layout.ingest_dir().join("0123");
+        for p in [&old, &fresh, &foreign] {
+            fs::write(p, "x").unwrap();
+        }
+        let long_ago = SystemTime::now() - STALE_INGEST * 2;
+        for p in [&old, &foreign] {
+            fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        layout.init().unwrap();
+        assert!(!old.exists());
+        assert!(fresh.exists());
+        assert!(foreign.exists(), "only our own files are touched");
     }
 }

@@ -1,9 +1,11 @@
 //! `moby.filesync.v1.FileSend/DiffCopy`: receives an exporter's output. The
 //! daemon names the exporter by its index in the Solve request
 //! (`buildkit-attachable-exporter-id`). The one method carries two formats:
-//! raw tar bytes in `BytesMessage`s for `oci`/`docker` (written to a file), and
-//! fsutil packets for `local` (a tree, see [`super::fsreceive`]). So this
-//! service is written by hand over a codec that passes message bytes through.
+//! raw tar bytes in `BytesMessage`s for `tar`/`oci`/`docker` (written to a
+//! file; the daemon closes its side at the end and waits for ours), and fsutil
+//! packets for `local` (a tree, see [`super::fsreceive`]). So this service is
+//! written by hand over a codec that passes message bytes through, and each
+//! call is decoded by what its exporter id is registered as.
 //!
 //! Either way the result is staged beside its destination and moved over it
 //! only once complete: an interrupted export leaves the old one intact.
@@ -25,6 +27,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::fsreceive::{receive_tree, TreeTarget};
 use crate::wire::moby::filesync::v1::BytesMessage;
 
 pub(crate) const METHODS: &[&str] = &["/moby.filesync.v1.FileSend/DiffCopy"];
@@ -36,18 +39,37 @@ const EXPORTER_ID: &str = "buildkit-attachable-exporter-id";
 pub enum ExportTarget {
     /// A tarball (`oci`, `docker` exporters).
     File(PathBuf),
-    /// A directory tree (`local` exporter); an existing one is replaced whole.
+    /// A directory tree (`local` exporter); an existing one is replaced whole
+    /// (not merged, unlike buildctl), and one holding the current directory is
+    /// refused.
     Dir(PathBuf),
 }
 
-/// Where each exporter's output goes, by exporter index.
+/// Where each exporter's output goes, by exporter index, for one build.
 #[derive(Debug, Clone, Default)]
 pub struct ExportFiles {
-    targets: Arc<BTreeMap<usize, ExportTarget>>,
+    targets: Arc<BTreeMap<usize, Target>>,
+}
+
+/// A target with what its transfers share.
+#[derive(Debug, Clone)]
+enum Target {
+    File(PathBuf),
+    Tree(TreeTarget),
 }
 
 impl ExportFiles {
     pub fn new(targets: BTreeMap<usize, ExportTarget>) -> Self {
+        let targets = targets
+            .into_iter()
+            .map(|(id, target)| {
+                let target = match target {
+                    ExportTarget::File(path) => Target::File(path),
+                    ExportTarget::Dir(path) => Target::Tree(TreeTarget::new(path)),
+                };
+                (id, target)
+            })
+            .collect();
         ExportFiles {
             targets: Arc::new(targets),
         }
@@ -162,15 +184,15 @@ impl ExportFiles {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         match target {
-            ExportTarget::File(dest) => {
+            Target::File(dest) => {
                 // The whole tar arrives before we answer: the daemon waits for
                 // our end of the stream to know the file is safe.
                 receive_file(&dest, inbound).await?;
             }
-            ExportTarget::Dir(dest) => {
+            Target::Tree(tree) => {
                 tokio::spawn(async move {
                     let errors = tx.clone();
-                    if let Err(e) = super::fsreceive::receive_tree(dest, inbound, tx).await {
+                    if let Err(e) = receive_tree(tree, inbound, tx).await {
                         let _ = errors.send(Err(e)).await;
                     }
                 });
@@ -237,4 +259,170 @@ async fn receive_file(dest: &Path, mut inbound: Streaming<Bytes>) -> Result<(), 
         .map_err(|e| failed("moving the export to", dest, e))?;
     staged.committed = true;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::fsutil::types::packet::PacketType;
+    use crate::wire::fsutil::types::{Packet, Stat};
+    use crate::wire::moby::filesync::v1::file_send_client::FileSendClient;
+    use tonic::transport::{Channel, Endpoint, Server};
+
+    async fn serve(files: ExportFiles) -> Channel {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            Server::builder()
+                .add_service(files.service())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    fn with_exporter<T>(message: T, id: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert(EXPORTER_ID, id.parse().unwrap());
+        request
+    }
+
+    #[tokio::test]
+    async fn tar_bytes_go_to_their_file_by_exporter_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = tmp.path().join("one.tar");
+        let second = tmp.path().join("sub/two.tar");
+        let files = ExportFiles::new(BTreeMap::from([
+            (0, ExportTarget::File(first.clone())),
+            (1, ExportTarget::File(second.clone())),
+        ]));
+        let mut client = FileSendClient::new(serve(files).await);
+        let chunks = ["abc", "def"].map(|c| BytesMessage {
+            data: Bytes::from_static(c.as_bytes()),
+        });
+        let reply = client
+            .diff_copy(with_exporter(futures::stream::iter(chunks), "1"))
+            .await
+            .unwrap();
+        let rest: Vec<_> = reply.into_inner().collect().await;
+        assert!(rest.is_empty(), "{rest:?}");
+        assert_eq!(std::fs::read(&second).unwrap(), b"abcdef");
+        assert!(!first.exists());
+        assert_eq!(
+            std::fs::read_dir(second.parent().unwrap()).unwrap().count(),
+            1
+        );
+
+        let err = client
+            .diff_copy(with_exporter(futures::stream::iter(vec![]), "7"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    }
+
+    /// The daemon's side of a local export: fsutil's sender, over FileSend.
+    async fn send_tree(channel: Channel, id: &str, entries: Vec<(Stat, &'static [u8])>) {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let (tx, rx) = mpsc::channel::<Packet>(64);
+        let stat = |s: Option<Stat>| Packet {
+            r#type: PacketType::PacketStat as i32,
+            stat: s,
+            ..Default::default()
+        };
+        for (s, _) in &entries {
+            tx.send(stat(Some(s.clone()))).await.unwrap();
+        }
+        tx.send(stat(None)).await.unwrap();
+        let codec = tonic_prost::ProstCodec::<Packet, Packet>::default();
+        let path = http::uri::PathAndQuery::from_static("/moby.filesync.v1.FileSend/DiffCopy");
+        let reply = grpc
+            .streaming(with_exporter(ReceiverStream::new(rx), id), path, codec)
+            .await
+            .unwrap();
+        let mut replies = reply.into_inner();
+        while let Some(p) = replies.next().await {
+            let p = p.unwrap();
+            match PacketType::try_from(p.r#type).unwrap() {
+                PacketType::PacketReq => {
+                    let content = entries[p.id as usize].1;
+                    for chunk in content.chunks(3) {
+                        let data = Packet {
+                            r#type: PacketType::PacketData as i32,
+                            id: p.id,
+                            data: Bytes::copy_from_slice(chunk),
+                            ..Default::default()
+                        };
+                        tx.send(data).await.unwrap();
+                    }
+                    let end = Packet {
+                        r#type: PacketType::PacketData as i32,
+                        id: p.id,
+                        ..Default::default()
+                    };
+                    tx.send(end).await.unwrap();
+                }
+                PacketType::PacketFin => {
+                    let fin = Packet {
+                        r#type: PacketType::PacketFin as i32,
+                        ..Default::default()
+                    };
+                    tx.send(fin).await.unwrap();
+                }
+                other => panic!("unexpected {other:?}: {p:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_export_arrives_as_a_tree() {
+        use super::super::filesync::go_mode;
+        let tmp = tempfile::tempdir().unwrap();
+        let tar = tmp.path().join("image.tar");
+        let out = tmp.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("old"), "x").unwrap();
+        let files = ExportFiles::new(BTreeMap::from([
+            (0, ExportTarget::File(tar.clone())),
+            (1, ExportTarget::Dir(out.clone())),
+        ]));
+        let channel = serve(files).await;
+        let stat = |path: &str, mode: u32| Stat {
+            path: path.into(),
+            mode,
+            ..Default::default()
+        };
+        let entries: Vec<(Stat, &'static [u8])> = vec![
+            (stat("bin", go_mode::DIR | 0o755), b""),
+            (stat("bin/tool", 0o755), b"#!/bin/sh\necho hi\n"),
+            (stat("etc", go_mode::DIR | 0o755), b""),
+            (stat("etc/empty", 0o644), b""),
+            (
+                Stat {
+                    linkname: "../bin/tool".into(),
+                    ..stat("etc/tool", go_mode::SYMLINK | 0o777)
+                },
+                b"",
+            ),
+        ];
+        send_tree(channel, "1", entries).await;
+        assert_eq!(
+            std::fs::read_to_string(out.join("bin/tool")).unwrap(),
+            "#!/bin/sh\necho hi\n"
+        );
+        assert_eq!(std::fs::read(out.join("etc/empty")).unwrap(), b"");
+        assert_eq!(
+            std::fs::read_to_string(out.join("etc/tool")).unwrap(),
+            "#!/bin/sh\necho hi\n"
+        );
+        assert!(!out.join("old").exists());
+        assert!(!tar.exists());
+        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
 }

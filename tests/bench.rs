@@ -1,0 +1,110 @@
+//! `strata bench` against the real daemon, on a small spec so it stays quick:
+//! the table, the JSON document, the SVG chart, the buildctl comparison, and
+//! the refusal to prune without `--allow-prune`.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::project::{small_spec, Project};
+use common::{stack, strata};
+use serde_json::Value;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[test]
+fn refuses_to_prune_without_permission() {
+    let s = stack();
+    let p = Project::new(&small_spec("benchy", ""));
+    let run = strata([
+        "--addr",
+        &s.buildkit_host,
+        "bench",
+        "-f",
+        p.spec().to_str().unwrap(),
+        "benchy",
+        "--modes",
+        "cold,warm",
+    ]);
+    let line = run.clean_error().to_owned();
+    assert!(line.contains("--allow-prune"), "{line}");
+    assert!(line.contains("cold"), "{line}");
+}
+
+#[test]
+fn measures_modes_and_writes_json_and_svg() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stack();
+    let p = Project::new(&small_spec("benchy", ""));
+    let json = p.path("bench.json");
+    let svg = p.path("bench.svg");
+    let run = strata([
+        "--addr",
+        &s.buildkit_host,
+        "bench",
+        "-f",
+        p.spec().to_str().unwrap(),
+        "benchy",
+        "--modes",
+        "cold,warm,edit,local,registry-max",
+        "--runs",
+        "2",
+        "--allow-prune",
+        "--cache-repo",
+        &format!("{}/strata/bench-test", s.registry),
+        "--compare",
+        "buildctl",
+        "--json",
+        json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    let table = run.ok().to_owned();
+    assert!(
+        run.stderr.contains("prunes"),
+        "says up front that it prunes"
+    );
+    assert!(
+        run.stderr.contains("warm run 2/2"),
+        "progress per run: {}",
+        run.stderr
+    );
+    for mode in ["cold", "warm", "edit", "local", "registry-max"] {
+        assert!(table.contains(mode), "{mode} in the table:\n{table}");
+    }
+    assert!(table.contains("RATIO"), "{table}");
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let modes = report["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 5);
+    let by = |name: &str| modes.iter().find(|m| m["mode"] == name).unwrap().clone();
+    let warm = by("warm");
+    assert_eq!(warm["runs"], 2);
+    assert_eq!(warm["steps_run"], 0, "a no-op rebuild runs nothing: {warm}");
+    assert!(warm["ratio"].as_f64().unwrap() > 0.0);
+    let cold = by("cold");
+    assert!(cold["steps_run"].as_u64().unwrap() >= 2, "{cold}");
+    let local = by("local");
+    assert!(local["hit_rate"].as_f64().unwrap() > 0.5, "{local}");
+    let edit = by("edit");
+    assert!(edit["steps_run"].as_u64().unwrap() >= 1, "{edit}");
+    assert_eq!(
+        report["exports"].as_array().unwrap().len(),
+        2,
+        "local and registry-max exported once"
+    );
+    assert_eq!(
+        report["runs"].as_array().unwrap().len(),
+        5 * 2 * 2,
+        "modes x runs x (strata, buildctl)"
+    );
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg") || svg.contains("<svg"), "an SVG");
+    assert!(svg.contains("registry-max"), "mode labels drawn");
+
+    // The user's overlay was never edited (the bench works on a copy).
+    assert_eq!(
+        std::fs::read_to_string(p.path("overlay/hello.txt")).unwrap(),
+        "hello\n"
+    );
+}
