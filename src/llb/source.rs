@@ -79,8 +79,13 @@ pub fn normalize_image_ref(reference: &str) -> Result<String, String> {
 /// A registry image as the root filesystem. `reference` must already be
 /// normalized (see [`normalize_image_ref`]).
 pub fn image(reference: &str, name: Option<&str>) -> State {
+    image_for(reference, &super::Platform::host(), name)
+}
+
+/// Like [`image`], for `platform`: the daemon pulls that platform's variant.
+pub fn image_for(reference: &str, platform: &super::Platform, name: Option<&str>) -> State {
     source(
-        &State::scratch(),
+        &State::scratch().platform(platform.clone()),
         format!("docker-image://{reference}"),
         BTreeMap::new(),
         &["source.image"],

@@ -255,8 +255,8 @@ impl Spec {
             }
             Base::Image(reference) => {
                 let config = base_config(bases.get(reference));
-                let mut state = source::image(reference, Some(&format!("base {reference}")))
-                    .platform(platform.clone());
+                let mut state =
+                    source::image_for(reference, &platform, Some(&format!("base {reference}")));
                 for kv in config["Env"].as_array().into_iter().flatten() {
                     if let Some((k, v)) = kv.as_str().and_then(|s| s.split_once('=')) {
                         state = state.env(k, v);

@@ -927,3 +927,18 @@ fn the_documented_example_is_valid() {
         Some("127.0.0.1:5000/strata/python-base:latest")
     );
 }
+
+#[test]
+fn the_base_image_is_pulled_for_the_image_platform() {
+    let text = format!("[images.arm]\nbase = \"{BASE}\"\nplatform = \"linux/arm64\"\n[[images.arm.toolchain]]\nrun = \"true\"\n");
+    let spec = parse(&text).unwrap();
+    let arm = spec
+        .lower("arm", &BTreeMap::new(), &LowerOptions::default())
+        .unwrap();
+    for bytes in arm.definition.ops() {
+        let op = pb::Op::decode(bytes.as_ref()).unwrap();
+        if let Some(pb::op::Op::Source(_)) = op.op {
+            assert_eq!(op.platform.unwrap().architecture, "arm64");
+        }
+    }
+}
