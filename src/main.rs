@@ -631,9 +631,15 @@ async fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<()> {
         }
     };
     let buildctl = match &args.compare {
-        Some(_) => Some(find_on_path("buildctl").context(
-            "--compare buildctl: buildctl is not on PATH (scripts/daemon.sh up puts it there)",
-        )?),
+        Some(_) => Some(
+            std::env::var_os("STRATA_BUILDCTL")
+                .map(PathBuf::from)
+                .filter(|p| p.is_file())
+                .or_else(|| find_on_path("buildctl"))
+                .context(
+                    "--compare buildctl: buildctl is neither in STRATA_BUILDCTL nor on PATH (scripts/daemon.sh up exports both)",
+                )?,
+        ),
         None => None,
     };
     let mut daemon_args = vec!["--addr".to_owned(), cli.daemon.addr.clone()];

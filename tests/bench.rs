@@ -35,6 +35,8 @@ fn refuses_to_prune_without_permission() {
 fn measures_modes_and_writes_json_and_svg() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = stack();
+    // The child finds buildctl the way a shell prepared by daemon.sh would.
+    std::env::set_var("STRATA_BUILDCTL", &s.buildctl);
     let p = Project::new(&small_spec("benchy", ""));
     let json = p.path("bench.json");
     let svg = p.path("bench.svg");
