@@ -112,11 +112,8 @@ fn from_rawjson(progress: &str, mode: Mode, run: usize, wall: f64) -> RunResult 
         run,
         wall_seconds: wall,
         first_step_seconds: None,
-        steps_run: steps
-            .iter()
-            .filter(|s| !s.cached && s.seconds.is_some())
-            .count(),
-        steps_cached: steps.iter().filter(|s| s.cached).count(),
+        steps_run: super::count(&steps, false),
+        steps_cached: super::count(&steps, true),
         steps,
     }
 }
@@ -169,13 +166,15 @@ mod tests {
 
     #[test]
     fn folds_rawjson_into_a_run() {
-        let lines = r#"{"vertexes":[{"digest":"a","name":"x","started":"1970-01-01T00:00:01Z"}]}
-{"vertexes":[{"digest":"a","name":"x","started":"1970-01-01T00:00:01Z","completed":"1970-01-01T00:00:03Z"},{"digest":"b","name":"y","cached":true}]}"#;
+        let lines = r#"{"vertexes":[{"digest":"a","name":"[i 1/2] x","started":"1970-01-01T00:00:01Z"}]}
+{"vertexes":[{"digest":"a","name":"[i 1/2] x","started":"1970-01-01T00:00:01Z","completed":"1970-01-01T00:00:03Z"},{"digest":"b","name":"[i 2/2] y","cached":true},{"digest":"c","name":"local x","started":"1970-01-01T00:00:01Z","completed":"1970-01-01T00:00:02Z"}]}"#;
         let r = from_rawjson(lines, Mode::Warm, 1, 4.0);
-        assert_eq!((r.steps_run, r.steps_cached), (1, 1));
         assert_eq!(
-            r.steps.iter().find(|s| s.name == "x").unwrap().seconds,
-            Some(2.0)
+            (r.steps_run, r.steps_cached),
+            (1, 1),
+            "a local transfer is not a spec step"
         );
+        let x = r.steps.iter().find(|s| s.name == "[i 1/2] x").unwrap();
+        assert_eq!(x.seconds, Some(2.0));
     }
 }

@@ -168,7 +168,11 @@ pub enum BenchError {
 
 /// Copies the spec's directory (overlays included) to `to` and loads the copy.
 fn scratch_copy(spec: &Spec, to: &Path) -> Result<Spec, BenchError> {
-    let from = spec.path().parent().unwrap_or(Path::new("."));
+    let from = spec
+        .path()
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     copy_tree(from, to).map_err(|e| {
         BenchError::Setup(format!(
             "copying {} to a scratch directory: {e}",
@@ -433,13 +437,27 @@ fn measured(mode: Mode, run: usize, wall: f64, built: &[Built]) -> RunResult {
             .first()
             .and_then(|b| b.solved.time_to_first_step)
             .map(|d| d.as_secs_f64()),
-        steps_run: steps
-            .iter()
-            .filter(|s| !s.cached && s.seconds.is_some())
-            .count(),
-        steps_cached: steps.iter().filter(|s| s.cached).count(),
+        steps_run: count(&steps, false),
+        steps_cached: count(&steps, true),
         steps,
     }
+}
+
+/// Steps of the spec (named `[IMAGE n/N] …`) that ran, or came from the cache.
+/// Resolving the base, sending local files and exporting happen on every
+/// build and are timed per step, but are not counted as run or cached.
+pub(crate) fn count(steps: &[StepTime], cached: bool) -> usize {
+    steps
+        .iter()
+        .filter(|s| s.name.starts_with('[') && !s.name.starts_with("[internal]"))
+        .filter(|s| {
+            if cached {
+                s.cached
+            } else {
+                !s.cached && s.seconds.is_some()
+            }
+        })
+        .count()
 }
 
 #[cfg(test)]
