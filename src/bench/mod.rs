@@ -200,9 +200,8 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Appends a line to the first file of the image's overlay, so the next build
-/// sees one changed file.
-fn edit_overlay(spec: &Spec, image: &str, stamp: &str) -> Result<(), BenchError> {
+/// The file the edit mode changes: the first file of the image's overlay.
+fn overlay_file(spec: &Spec, image: &str) -> Result<PathBuf, BenchError> {
     let dir = spec
         .image(image)
         .and_then(|i| {
@@ -216,16 +215,14 @@ fn edit_overlay(spec: &Spec, image: &str, stamp: &str) -> Result<(), BenchError>
                 "the edit mode needs an overlay copy in image {image}"
             ))
         })?;
-    let file = first_file(&dir).ok_or_else(|| {
+    first_file(&dir).ok_or_else(|| {
         BenchError::Setup(format!("the edit mode needs a file in {}", dir.display()))
-    })?;
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&file)
-        .map_err(|e| BenchError::Setup(format!("editing {}: {e}", file.display())))?;
-    writeln!(f, "\n# strata bench edit {stamp}")
-        .map_err(|e| BenchError::Setup(format!("editing {}: {e}", file.display())))
+    })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
+    std::fs::write(path, bytes)
+        .map_err(|e| BenchError::Setup(format!("editing {}: {e}", path.display())))
 }
 
 fn first_file(dir: &Path) -> Option<PathBuf> {
@@ -355,6 +352,17 @@ pub async fn run(
             .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
     }
 
+    // The edit mode changes one overlay file per run and puts it back after,
+    // so the modes after it still match the caches exported above.
+    let edit = match options.modes.contains(&Mode::Edit) {
+        true => {
+            let file = overlay_file(&spec, &options.image)?;
+            let original = std::fs::read(&file)
+                .map_err(|e| BenchError::Setup(format!("reading {}: {e}", file.display())))?;
+            Some((file, original))
+        }
+        false => None,
+    };
     let mut runs = Vec::new();
     for &mode in &options.modes {
         for run in 1..=options.runs {
@@ -371,7 +379,12 @@ pub async fn run(
                 // Each run starts from the same state, whichever client runs it.
                 match mode {
                     Mode::Warm => {}
-                    Mode::Edit => edit_overlay(&spec, &options.image, &format!("{tool}-{run}"))?,
+                    Mode::Edit => {
+                        let (file, original) = edit.as_ref().expect("read when edit is asked");
+                        let mut changed = original.clone();
+                        changed.extend(format!("\n# strata bench edit {tool}-{run}\n").bytes());
+                        write_file(file, &changed)?;
+                    }
                     _ => {
                         client
                             .prune(
@@ -413,6 +426,9 @@ pub async fn run(
                 };
                 runs.push(result);
             }
+        }
+        if let (Mode::Edit, Some((file, original))) = (mode, &edit) {
+            write_file(file, original)?;
         }
     }
     Ok(Report::new(&options.image, runs, exports))
