@@ -10,4 +10,8 @@ eval "$(bash scripts/daemon.sh up)"
 
 # The integration tests share one daemon and prune it: run test binaries one at
 # a time (cargo does), and let each binary's tests run two at a time.
-cargo test --locked --all-targets --no-fail-fast -- --test-threads "${STRATA_TEST_THREADS:-2}"
+status=0
+cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads "${STRATA_TEST_THREADS:-2}" || status=$?
+# The benchmarks once each, quickly (criterion's test mode; a small upload).
+cargo test --locked --no-fail-fast --benches || status=$?
+exit "$status"

@@ -82,7 +82,11 @@ pub async fn connect(addr: &Addr, tls: &TlsOptions) -> Result<Channel, ConnectEr
     let endpoint = Endpoint::from_static("http://buildkitd")
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        // The session tunnel arrives as many small messages; a large window
+        // keeps h2's small-frame budget (half the window) from running out.
+        .initial_connection_window_size(64 << 20)
+        .initial_stream_window_size(16 << 20);
     let attempt = async {
         match addr {
             Addr::Unix(path) => {

@@ -34,6 +34,10 @@ use crate::client::{Client, ClientError};
 use crate::connect::Addr;
 use tunnel::{SessionHeaders, TunnelIo};
 
+/// HTTP/2 flow-control windows of the session server (see [`serve_one`]).
+const TUNNEL_CONNECTION_WINDOW: u32 = 64 << 20;
+const TUNNEL_STREAM_WINDOW: u32 = 16 << 20;
+
 /// A random identifier (128 bits, hex), for session ids and build refs.
 pub fn random_id() -> String {
     use std::io::Read;
@@ -170,7 +174,13 @@ where
         // treats its end as a shutdown and would send GOAWAY at once.
         let incoming = futures::stream::iter([Ok::<_, std::io::Error>(TunnelIo(io))])
             .chain(futures::stream::pending());
+        // Large windows: the daemon streams many small messages (a STAT per
+        // file of a local export, chunks of cache blobs). h2 limits how many
+        // small DATA frames may sit unread, by a budget of half the connection
+        // window, and closes the connection when it runs out.
         let served = Server::builder()
+            .initial_connection_window_size(TUNNEL_CONNECTION_WINDOW)
+            .initial_stream_window_size(TUNNEL_STREAM_WINDOW)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
