@@ -304,3 +304,59 @@ fn llb_runs_unchanged_through_buildctl() {
         .unwrap();
     assert_eq!(again.stdout, llb.stdout, "strata llb is deterministic");
 }
+
+#[test]
+fn images_of_one_spec_build_together_sharing_their_steps() {
+    let s = stack();
+    let run = rand_suffix();
+    let spec = format!(
+        r#"
+[images.parent]
+base = "{base}"
+
+[[images.parent.toolchain]]
+run = "echo {run} > /parent.txt"
+name = "parent step"
+
+[images.child]
+from = "parent"
+
+[[images.child.toolchain]]
+run = "cat /parent.txt > /child.txt"
+name = "child step"
+
+[images.child.overlay]
+copy = {{ from = "overlay/", to = "/w" }}
+"#,
+        base = s.base_image
+    );
+    let p = Project::new(&spec);
+    let out = p.path("child-rootfs");
+    let both = p.build(&s.buildkit_host, &[]);
+    both.ok();
+    let meta = both.metadata.as_ref().unwrap();
+    assert!(
+        meta.get("parent").is_some() && meta.get("child").is_some(),
+        "{meta}"
+    );
+    let parent_runs = both
+        .steps()
+        .iter()
+        .filter(|st| st.name.contains("parent step") && st.completed && !st.cached)
+        .count();
+    assert!(parent_runs <= 1, "the shared step ran once");
+    // The child really is built on the parent.
+    p.build(
+        &s.buildkit_host,
+        &[
+            "child",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(out.join("child.txt")).unwrap(),
+        format!("{run}\n")
+    );
+}

@@ -276,3 +276,53 @@ fn an_unwritable_cache_destination_is_a_clear_error() {
     let line = b.run.clean_error().to_owned();
     assert!(line.contains(&dest.display().to_string()), "{line}");
 }
+
+#[test]
+fn concurrent_builds_can_export_to_one_local_cache() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stack();
+    let run = rand_suffix();
+    let cache = tempfile::tempdir().unwrap();
+    let to = format!("type=local,dest={}", cache.path().display());
+    let projects: Vec<Project> = (0..3)
+        .map(|i| {
+            let extra = format!("[[images.conc.toolchain]]\nrun = \"echo {run}-{i} > /id\"\n");
+            Project::new(&common::project::small_spec("conc", &extra))
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = projects
+            .iter()
+            .map(|p| scope.spawn(|| p.build(&s.buildkit_host, &["conc", "--cache-to", &to])))
+            .collect();
+        for h in handles {
+            h.join().unwrap().ok();
+        }
+    });
+    // index.json is whole and its manifest is there, with every blob it lists.
+    let index: serde_json::Value = serde_json::from_str(&index_json(cache.path())).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = |d: &str| {
+        cache
+            .path()
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&digest)).unwrap()).unwrap();
+    for entry in manifest["manifests"].as_array().into_iter().flatten() {
+        assert!(blob(entry["digest"].as_str().unwrap()).exists(), "{entry}");
+    }
+    // And the last one exported imports into an empty builder.
+    prune_all();
+    let from = format!("type=local,src={}", cache.path().display());
+    let any = projects
+        .iter()
+        .map(|p| p.build(&s.buildkit_host, &["conc", "--cache-from", &from]))
+        .filter(|b| b.run.code == Some(0) && b.ran().is_empty())
+        .count();
+    assert!(
+        any >= 1,
+        "one of the builds is restored from the shared cache"
+    );
+}
