@@ -76,10 +76,9 @@ fn from_rawjson(progress: &str, mode: Mode, run: usize, wall: f64) -> RunResult 
         let t = chrono_free_rfc3339(s)?;
         Some(t)
     };
-    for line in progress.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    // rawjson is a stream of (pretty-printed) JSON objects, not one per line.
+    let stream = serde_json::Deserializer::from_str(progress).into_iter::<serde_json::Value>();
+    for v in stream.map_while(Result::ok) {
         for vx in v["vertexes"].as_array().into_iter().flatten() {
             let digest = vx["digest"].as_str().unwrap_or_default().to_owned();
             let entry = steps.entry(digest.clone()).or_insert_with(|| StepTime {
@@ -166,7 +165,8 @@ mod tests {
 
     #[test]
     fn folds_rawjson_into_a_run() {
-        let lines = r#"{"vertexes":[{"digest":"a","name":"[i 1/2] x","started":"1970-01-01T00:00:01Z"}]}
+        let lines = r#"{"vertexes":[{"digest":"a","name":"[i 1/2] x",
+  "started":"1970-01-01T00:00:01Z"}]}
 {"vertexes":[{"digest":"a","name":"[i 1/2] x","started":"1970-01-01T00:00:01Z","completed":"1970-01-01T00:00:03Z"},{"digest":"b","name":"[i 2/2] y","cached":true},{"digest":"c","name":"local x","started":"1970-01-01T00:00:01Z","completed":"1970-01-01T00:00:02Z"}]}"#;
         let r = from_rawjson(lines, Mode::Warm, 1, 4.0);
         assert_eq!(

@@ -398,6 +398,17 @@ pub async fn run(
                     }
                 }
                 let import = plan.import(mode);
+                // strata marks loopback registries insecure itself; buildctl needs it said.
+                let buildctl_import = import.as_ref().map(|i| {
+                    let reference = i.split("ref=").nth(1).unwrap_or("");
+                    if i.contains("type=registry")
+                        && crate::registry::is_loopback(reference.split('/').next().unwrap_or(""))
+                    {
+                        format!("{i},registry.insecure=true")
+                    } else {
+                        i.clone()
+                    }
+                });
                 let result = if tool == "strata" {
                     let mut opts = base.clone();
                     if let Some(i) = &import {
@@ -417,7 +428,7 @@ pub async fn run(
                         &llb_file,
                         &image,
                         &base,
-                        import.as_deref(),
+                        buildctl_import.as_deref(),
                         mode,
                         run,
                     )
