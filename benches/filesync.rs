@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -46,12 +45,7 @@ fn make_tree(dir: &Path, files: usize, bytes: usize) {
 
 /// Peak RSS of this process since the last reset, in KiB.
 fn own_peak_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    vm_hwm(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
 }
 
 fn reset_own_peak() {
@@ -95,27 +89,40 @@ async fn strata_upload(
     (t.elapsed().as_secs_f64(), own_peak_kib())
 }
 
-/// Runs buildctl and returns its wall time and its own peak RSS (KiB).
-// The child is reaped with wait4, which also gives its rusage.
-#[allow(clippy::zombie_processes)]
+/// Runs buildctl and returns its wall time and its own peak RSS (KiB), read
+/// from its /proc status while it runs (rusage would count what the child
+/// shared with this process before exec).
 fn buildctl_upload(buildctl: &Path, addr: &str, dir: &Path, llb: &Path) -> (f64, u64) {
     let stdin = std::fs::File::open(llb).unwrap();
     let t = Instant::now();
-    let child = std::process::Command::new(buildctl)
+    let mut child = std::process::Command::new(buildctl)
         .args(["--addr", addr, "build", "--progress", "quiet", "--local"])
         .arg(format!("ctx={}", dir.display()))
         .stdin(stdin)
         .spawn()
         .expect("running buildctl");
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child; `usage` is a valid out-pointer.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for buildctl") {
+            break s;
+        }
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            peak = peak.max(vm_hwm(&text));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     let wall = t.elapsed().as_secs_f64();
-    assert!(pid > 0, "wait4 failed");
-    let exit = std::process::ExitStatus::from_raw(status);
-    assert!(exit.success(), "buildctl failed: {exit}");
-    (wall, usage.ru_maxrss as u64)
+    assert!(status.success(), "buildctl failed: {status}");
+    (wall, peak)
+}
+
+fn vm_hwm(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -32,6 +32,9 @@ pub(crate) const METHODS: &[&str] = &[
 /// How much file data goes in one DATA packet (fsutil uses the same).
 const CHUNK: usize = 32 * 1024;
 
+/// How many files are read and sent at once.
+const FILES_IN_FLIGHT: usize = 4;
+
 /// A local directory the build may read, by the name its `local://NAME` source uses.
 #[derive(Debug, Clone)]
 pub struct LocalDir {
@@ -361,6 +364,7 @@ async fn send_dir(
     tx: mpsc::Sender<Result<Packet, Status>>,
 ) {
     let mut files: HashMap<u32, PathBuf> = HashMap::new();
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(FILES_IN_FLIGHT));
     let (sent_tx, mut sent_rx) = mpsc::channel::<Result<(), String>>(1);
     let lister = {
         let tx = tx.clone();
@@ -403,8 +407,17 @@ async fn send_dir(
                         .await;
                     break;
                 };
+                // A few files at a time, as fsutil does: the daemon requests
+                // every file at once, and a task per file would hold a buffer
+                // and a descriptor each (hundreds of MB for a large tree).
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
                 let tx = tx.clone();
-                senders.push(tokio::spawn(send_file(p.id, path, tx)));
+                senders.push(tokio::spawn(async move {
+                    send_file(p.id, path, tx).await;
+                    drop(permit);
+                }));
             }
             Ok(PacketType::PacketFin) => {
                 let _ = sent_rx.recv().await;
