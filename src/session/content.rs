@@ -793,24 +793,13 @@ fn handle_write(
 mod tests {
     use super::*;
     use pb::content_client::ContentClient;
-    use tonic::transport::{Channel, Endpoint, Server};
+    use tonic::transport::Channel;
 
     const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
     const STORE: &str = "local:cache";
 
     async fn serve(stores: ContentStores) -> Channel {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            Server::builder()
-                .add_service(stores.service())
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        super::super::serve_on_loopback(tonic::service::Routes::new(stores.service())).await
     }
 
     fn in_store<T>(message: T) -> Request<T> {

@@ -267,21 +267,10 @@ mod tests {
     use crate::wire::fsutil::types::packet::PacketType;
     use crate::wire::fsutil::types::{Packet, Stat};
     use crate::wire::moby::filesync::v1::file_send_client::FileSendClient;
-    use tonic::transport::{Channel, Endpoint, Server};
+    use tonic::transport::Channel;
 
     async fn serve(files: ExportFiles) -> Channel {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            Server::builder()
-                .add_service(files.service())
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        super::super::serve_on_loopback(tonic::service::Routes::new(files.service())).await
     }
 
     fn with_exporter<T>(message: T, id: &str) -> Request<T> {

@@ -213,3 +213,20 @@ impl RunningSession {
         self.task.abort();
     }
 }
+
+/// Serves `routes` on a loopback port and connects to it, for service tests.
+#[cfg(test)]
+pub(crate) async fn serve_on_loopback(routes: tonic::service::Routes) -> tonic::transport::Channel {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
