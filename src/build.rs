@@ -19,7 +19,7 @@ use crate::solve::{
     self, parse_cache_entry, CacheEntry, CacheReport, Direction, Output, SolveError, SolveRequest,
     Solved,
 };
-use crate::spec::{LowerOptions, LoweredImage, Spec, SpecError};
+use crate::spec::{Base, LowerOptions, LoweredImage, Spec, SpecError};
 
 /// The secret id under which `--ca-cert` reaches the toolchain steps.
 pub const CA_SECRET_ID: &str = "strata-ca-cert";
@@ -120,12 +120,25 @@ pub async fn plan(
     options: &BuildOptions,
 ) -> Result<Vec<LoweredImage>, BuildError> {
     let registry = options.registry();
-    let platform = options.platform.clone().unwrap_or_else(Platform::host);
+    // Only the bases these images stand on, each for the platform it builds for.
     let mut bases: BTreeMap<String, ImageConfiguration> = BTreeMap::new();
-    for reference in spec.base_refs() {
-        let image: ImageRef = reference.parse()?;
-        let (_, config) = registry.config(&image, &platform).await?;
-        bases.insert(reference, config);
+    for name in spec.closure(names)? {
+        let image = spec.image(&name).expect("closure names images");
+        let Base::Image(reference) = &image.base else {
+            continue;
+        };
+        if bases.contains_key(reference) {
+            continue;
+        }
+        let platform = options
+            .platform
+            .clone()
+            .or_else(|| image.platform.clone())
+            .unwrap_or_else(Platform::host);
+        let (_, config) = registry
+            .config(&reference.parse::<ImageRef>()?, &platform)
+            .await?;
+        bases.insert(reference.clone(), config);
     }
     let lower = LowerOptions {
         ca_cert: options.ca_cert.as_ref().map(|_| CA_SECRET_ID.to_owned()),

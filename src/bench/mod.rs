@@ -345,12 +345,17 @@ pub async fn run(
             blobs: report.and_then(|r| r.blobs),
         });
     }
-    if options.buildctl.is_some() {
-        let lowered = build::plan(&spec, std::slice::from_ref(&options.image), &base).await?;
-        let image = lowered.into_iter().next().expect("one image");
-        std::fs::write(&llb_file, image.definition.to_bytes())
-            .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
-    }
+    // buildctl gets the very graph strata builds, planned once.
+    let buildctl_image = match options.buildctl {
+        Some(_) => {
+            let lowered = build::plan(&spec, std::slice::from_ref(&options.image), &base).await?;
+            let image = lowered.into_iter().next().expect("one image");
+            std::fs::write(&llb_file, image.definition.to_bytes())
+                .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
+            Some(image)
+        }
+        None => None,
+    };
 
     // The edit mode changes one overlay file per run and puts it back after,
     // so the modes after it still match the caches exported above.
@@ -419,14 +424,12 @@ pub async fn run(
                     measured(mode, run, t.elapsed().as_secs_f64(), &built)
                 } else {
                     let buildctl = options.buildctl.as_deref().expect("compare asked");
-                    let lowered =
-                        build::plan(&spec, std::slice::from_ref(&options.image), &base).await?;
-                    let image = lowered.into_iter().next().expect("one image");
+                    let image = buildctl_image.as_ref().expect("planned when compared");
                     buildctl::run(
                         buildctl,
                         &options.buildctl_daemon_args,
                         &llb_file,
-                        &image,
+                        image,
                         &base,
                         buildctl_import.as_deref(),
                         mode,
