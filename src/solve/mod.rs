@@ -18,7 +18,7 @@ use crate::wire::moby::buildkit::v1 as control;
 
 pub use cache::{parse_cache_entry, CacheEntry, CacheReport, Direction};
 pub use output::{parse_output, Output};
-use progress::{Renderer, Step, Tracker};
+use progress::{is_cancellation, Renderer, Step, Tracker};
 
 /// Everything one solve needs besides the session.
 #[derive(Debug, Clone)]
@@ -177,6 +177,16 @@ pub async fn solve(
             duration: began.elapsed(),
         }),
         Err(status) => Err(match tracker.failed_step() {
+            // Only cancelled steps seen, but the daemon says why: use that.
+            Some(step)
+                if step.error.as_deref().is_some_and(is_cancellation)
+                    && !is_cancellation(status.message()) =>
+            {
+                SolveError::Failed {
+                    addr: client.addr().to_string(),
+                    message: status.message().to_owned(),
+                }
+            }
             Some(step) => SolveError::StepFailed {
                 name: step.name.clone(),
                 error: step

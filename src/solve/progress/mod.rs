@@ -98,6 +98,12 @@ pub struct Tracker {
     started_at: Option<SystemTime>,
 }
 
+/// Whether a daemon error only says the work was cancelled.
+pub fn is_cancellation(error: &str) -> bool {
+    let error = error.trim_end();
+    error.ends_with("context canceled") || error.ends_with("code = Canceled")
+}
+
 fn time(ts: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
     let ts = ts.as_ref()?;
     if ts.seconds <= 0 {
@@ -128,9 +134,15 @@ impl Tracker {
         first.duration_since(self.started_at?).ok()
     }
 
-    /// The first step that failed, if any.
+    /// The step whose failure explains the build's: the first failed step
+    /// that was not merely cancelled because a sibling failed first (the
+    /// daemon cancels concurrent work, such as a second cache export, when
+    /// one part fails, and those steps may report before the cause does).
     pub fn failed_step(&self) -> Option<&Step> {
-        self.steps.iter().find(|s| s.error.is_some())
+        let failed = || self.steps.iter().filter(|s| s.error.is_some());
+        failed()
+            .find(|s| !s.error.as_deref().is_some_and(is_cancellation))
+            .or_else(|| failed().next())
     }
 
     fn index_of(&mut self, digest: &str) -> usize {
@@ -348,5 +360,38 @@ mod tests {
         });
         assert_eq!(ev, vec![Event::Failed(2)]);
         assert_eq!(t.failed_step().unwrap().name, "run");
+    }
+
+    #[test]
+    fn the_cause_outranks_steps_cancelled_because_of_it() {
+        let mut t = Tracker::new();
+        let failed = |digest: &str, name: &str, error: &str| Vertex {
+            digest: digest.into(),
+            name: name.into(),
+            started: ts(1),
+            completed: ts(2),
+            error: error.into(),
+            ..Default::default()
+        };
+        t.apply(&StatusResponse {
+            vertexes: vec![failed(
+                "a",
+                "exporting cache to client directory",
+                "error writing layer blob: rpc error: code = Canceled desc = context canceled: context canceled",
+            )],
+            ..Default::default()
+        });
+        assert_eq!(t.failed_step().unwrap().digest, "a", "the only failure");
+        t.apply(&StatusResponse {
+            vertexes: vec![failed(
+                "b",
+                "exporting cache to registry",
+                "failed to do request: dial tcp 127.0.0.1:1: connect: connection refused",
+            )],
+            ..Default::default()
+        });
+        assert_eq!(t.failed_step().unwrap().digest, "b");
+        assert!(is_cancellation("x: context canceled\n"));
+        assert!(!is_cancellation("connection refused"));
     }
 }
