@@ -162,7 +162,8 @@ fn main() {
         .write_all(&definition.to_bytes())
         .unwrap();
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The runtime the strata binary runs on, allocator tuning included.
+    let runtime = strata::runtime::new().unwrap();
     let client = runtime.block_on(async {
         Client::connect(addr.parse::<Addr>().unwrap(), &TlsOptions::default())
             .await

@@ -5,6 +5,7 @@
 //!   with a [`session`] through [`solve`];
 //! - [`bench`] measures cache modes side by side;
 //! - [`client`] wraps BuildKit's Control API in typed calls (info, du, prune);
+//! - [`runtime`] is how a strata process runs (async runtime, allocator);
 //! - [`units`] parses and prints the sizes and durations users type and read;
 //! - [`wire`] is the generated protobuf/gRPC code, and nothing else.
 
@@ -14,6 +15,7 @@ pub mod client;
 pub mod connect;
 pub mod llb;
 pub mod registry;
+pub mod runtime;
 pub mod session;
 pub mod solve;
 pub mod spec;

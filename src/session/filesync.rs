@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
@@ -357,28 +356,34 @@ impl FileSync for LocalDirs {
     }
 }
 
+/// What the daemon asks of the sender.
+enum Asked {
+    /// The content of the file with this id (its index in the listing).
+    File(u32),
+    /// The listing and every requested file were received: finish.
+    Fin,
+}
+
 /// Runs the sender side of the protocol for one listing.
 async fn send_dir(
     entries: Vec<Entry>,
     mut inbound: Streaming<Packet>,
     tx: mpsc::Sender<Result<Packet, Status>>,
 ) {
-    let mut files: HashMap<u32, PathBuf> = HashMap::new();
     let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(FILES_IN_FLIGHT));
     let (sent_tx, mut sent_rx) = mpsc::channel::<Result<(), String>>(1);
+    // One listing, shared: the STATs are sent from it, and a file's id is its
+    // index in it.
+    let mut entries = entries;
+    entries.shrink_to_fit();
+    let entries = Arc::new(entries);
     let lister = {
         let tx = tx.clone();
-        let mut stats = Vec::with_capacity(entries.len());
-        for (id, entry) in entries.into_iter().enumerate() {
-            if let Some(source) = entry.source {
-                files.insert(id as u32, source);
-            }
-            stats.push(entry.stat);
-        }
+        let entries = entries.clone();
         tokio::spawn(async move {
-            for stat in stats {
+            for entry in entries.iter() {
                 let p = Packet {
-                    stat: Some(stat),
+                    stat: Some(entry.stat.clone()),
                     ..packet(PacketType::PacketStat)
                 };
                 if tx.send(Ok(p)).await.is_err() {
@@ -389,63 +394,76 @@ async fn send_dir(
             let _ = sent_tx.send(Ok(())).await;
         })
     };
-    let files = Arc::new(files);
-    let mut senders = Vec::new();
-    while let Some(message) = inbound.next().await {
-        let p = match message {
-            Ok(p) => p,
-            Err(_) => break,
-        };
-        match PacketType::try_from(p.r#type) {
-            Ok(PacketType::PacketReq) => {
-                let Some(path) = files.get(&p.id).cloned() else {
+
+    // Requests are read as they come and queued here, a few bytes each: left
+    // unread, they would wait in the HTTP/2 receive buffer at a few hundred
+    // bytes each (the daemon asks for every file at once).
+    let (req_tx, mut requests) = mpsc::unbounded_channel::<Asked>();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(p)) = inbound.next().await {
+            let request = match PacketType::try_from(p.r#type) {
+                Ok(PacketType::PacketReq) => Asked::File(p.id),
+                Ok(PacketType::PacketFin) => Asked::Fin,
+                Ok(PacketType::PacketErr) => {
+                    tracing::warn!(
+                        "the daemon stopped the upload: {}",
+                        String::from_utf8_lossy(&p.data)
+                    );
+                    return;
+                }
+                _ => continue,
+            };
+            if req_tx.send(request).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(request) = requests.recv().await {
+        match request {
+            Asked::File(id) => {
+                let Some(path) = entries.get(id as usize).and_then(|e| e.source.clone()) else {
                     let _ = tx
                         .send(Ok(Packet {
-                            data: Bytes::from(format!("invalid file id {}", p.id)),
+                            data: Bytes::from(format!("invalid file id {id}")),
                             ..packet(PacketType::PacketErr)
                         }))
                         .await;
                     break;
                 };
-                // A few files at a time, as fsutil does: the daemon requests
-                // every file at once, and a task per file would hold a buffer
-                // and a descriptor each (hundreds of MB for a large tree).
+                // A few files at a time, as fsutil does: a reader per file
+                // would hold a buffer and a descriptor each.
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     break;
                 };
+                // Detached: a kept JoinHandle would keep the finished task's
+                // memory alive, a kilobyte per file until the upload ends.
                 let tx = tx.clone();
-                senders.push(tokio::spawn(async move {
-                    send_file(p.id, path, tx).await;
+                tokio::task::spawn_blocking(move || {
+                    send_file(id, &path, &tx);
                     drop(permit);
-                }));
+                });
             }
-            Ok(PacketType::PacketFin) => {
+            Asked::Fin => {
                 let _ = sent_rx.recv().await;
-                for s in senders.drain(..) {
-                    let _ = s.await;
-                }
+                // Every permit back: every file sent.
+                let _ = in_flight.acquire_many(FILES_IN_FLIGHT as u32).await;
                 let _ = tx.send(Ok(packet(PacketType::PacketFin))).await;
                 break;
             }
-            Ok(PacketType::PacketErr) => {
-                tracing::warn!(
-                    "the daemon stopped the upload: {}",
-                    String::from_utf8_lossy(&p.data)
-                );
-                break;
-            }
-            _ => {}
         }
     }
+    reader.abort();
     lister.abort();
 }
 
-/// Sends one file as DATA packets, then an empty DATA.
-async fn send_file(id: u32, path: PathBuf, tx: mpsc::Sender<Result<Packet, Status>>) {
-    if let Ok(mut file) = tokio::fs::File::open(&path).await {
+/// Sends one file as DATA packets, then an empty DATA. Runs on a blocking
+/// thread: one task per file reads it whole, rather than a task per read.
+fn send_file(id: u32, path: &Path, tx: &mpsc::Sender<Result<Packet, Status>>) {
+    use std::io::Read;
+    if let Ok(mut file) = std::fs::File::open(path) {
         let mut buf = vec![0u8; CHUNK];
         loop {
-            match file.read(&mut buf).await {
+            match file.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     let p = Packet {
@@ -453,28 +471,25 @@ async fn send_file(id: u32, path: PathBuf, tx: mpsc::Sender<Result<Packet, Statu
                         data: Bytes::copy_from_slice(&buf[..n]),
                         ..packet(PacketType::PacketData)
                     };
-                    if tx.send(Ok(p)).await.is_err() {
+                    if tx.blocking_send(Ok(p)).is_err() {
                         return;
                     }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let _ = tx
-                        .send(Ok(Packet {
-                            data: Bytes::from(format!("reading {}: {e}", path.display())),
-                            ..packet(PacketType::PacketErr)
-                        }))
-                        .await;
+                    let _ = tx.blocking_send(Ok(Packet {
+                        data: Bytes::from(format!("reading {}: {e}", path.display())),
+                        ..packet(PacketType::PacketErr)
+                    }));
                     return;
                 }
             }
         }
     }
-    let _ = tx
-        .send(Ok(Packet {
-            id,
-            ..packet(PacketType::PacketData)
-        }))
-        .await;
+    let _ = tx.blocking_send(Ok(Packet {
+        id,
+        ..packet(PacketType::PacketData)
+    }));
 }
 
 #[cfg(test)]
