@@ -2,7 +2,8 @@
 //! with `strata prune --all` (and, for the registry, a brand-new buildkitd)
 //! gets the codex example back from registry (min and max), local and inline
 //! cache with every step cached and the same image digest; what min and max
-//! export and restore; a failed export leaves the previous local cache intact.
+//! export and restore; a failed export (a refused registry, a registry killed
+//! mid-upload, an unwritable directory) leaves the previous local cache intact.
 //!
 //! The tests prune the shared daemon, so they run one at a time.
 
@@ -255,6 +256,118 @@ fn a_failed_export_leaves_the_local_cache_as_it_was() {
         ],
     );
     tolerant.ok();
+}
+
+#[test]
+fn a_registry_stopped_mid_upload_leaves_the_local_cache_as_it_was() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stack();
+    let run = rand_suffix();
+    // A layer big enough (96 MB of noise) that its upload lasts a while.
+    let extra = format!(
+        "[[images.midway.toolchain]]\nrun = \"head -c 96000000 /dev/urandom > /noise.bin && echo {run}\"\n"
+    );
+    let p = Project::new(&common::project::small_spec("midway", &extra));
+    let local = p.path("cache");
+    let local_to = format!("type=local,dest={}", local.display());
+    p.build(&s.buildkit_host, &["midway", "--cache-to", &local_to])
+        .ok();
+    let before = index_json(&local);
+
+    // Change the image, export to the same directory and to a registry that
+    // is killed as soon as the first blob upload to it has begun.
+    let mut registry = common::ScratchRegistry::start();
+    std::fs::write(p.path("overlay/hello.txt"), format!("changed {run}\n")).unwrap();
+    let to_registry = format!("type=registry,ref={}/strata/midway:cache", registry.addr);
+    let mut building = p.spawn_build(
+        &s.buildkit_host,
+        &[
+            "midway",
+            "--cache-to",
+            &local_to,
+            "--cache-to",
+            &to_registry,
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !registry.uploading("strata/midway") {
+        assert!(
+            !building.finished(),
+            "the build ended before an upload to the registry was seen"
+        );
+        assert!(std::time::Instant::now() < deadline, "no upload began");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    registry.kill();
+    let failed = building.wait();
+    assert_eq!(failed.run.code, Some(1), "{:#?}", failed.run);
+    let last = failed.run.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{last}");
+    assert!(
+        last.contains(&registry.addr),
+        "the error names the registry: {last}"
+    );
+    assert!(
+        !failed.run.stderr.contains("panicked"),
+        "{}",
+        failed.run.stderr
+    );
+
+    // The local cache is the first build's, whole: same index, its manifest
+    // and every blob it names still there, and it restores a pruned builder.
+    assert_eq!(index_json(&local), before, "index.json untouched");
+    assert_blobs_complete(&local);
+    prune_all();
+    std::fs::write(p.path("overlay/hello.txt"), "hello\n").unwrap();
+    let restored = p.build(
+        &s.buildkit_host,
+        &[
+            "midway",
+            "--cache-from",
+            &format!("type=local,src={}", local.display()),
+        ],
+    );
+    restored.ok();
+    assert_eq!(
+        restored.ran(),
+        Vec::<String>::new(),
+        "restored from the old cache"
+    );
+}
+
+/// Every blob the layout's index reaches (manifests, configs, layers) exists
+/// with its size.
+fn assert_blobs_complete(layout: &Path) {
+    let blob = |digest: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let index: serde_json::Value = serde_json::from_str(&index_json(layout)).unwrap();
+    let mut pending: Vec<serde_json::Value> = index["manifests"].as_array().unwrap().clone();
+    let mut seen = 0;
+    while let Some(desc) = pending.pop() {
+        let digest = desc["digest"].as_str().unwrap();
+        let path = blob(digest);
+        let meta = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{digest} is missing from the cache: {e}"));
+        assert_eq!(Some(meta.len()), desc["size"].as_u64(), "size of {digest}");
+        seen += 1;
+        let media = desc["mediaType"].as_str().unwrap_or_default();
+        if media.contains("manifest") || media.contains("index") {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            for key in ["manifests", "layers"] {
+                if let Some(list) = doc[key].as_array() {
+                    pending.extend(list.iter().cloned());
+                }
+            }
+            if doc["config"].is_object() {
+                pending.push(doc["config"].clone());
+            }
+        }
+    }
+    assert!(seen > 2, "the cache names its blobs ({seen})");
 }
 
 #[test]

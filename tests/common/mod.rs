@@ -129,13 +129,98 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .env_remove("BUILDKIT_HOST")
-        .env_remove("STRATA_LOG")
+    let out = strata_command(args)
         .output()
         .expect("running the strata binary");
     Run::from(out)
+}
+
+/// The `strata ARGS…` command [`strata`] runs, for tests that start it and
+/// act while it runs.
+pub fn strata_command<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(args)
+        .env_remove("BUILDKIT_HOST")
+        .env_remove("STRATA_LOG");
+    cmd
+}
+
+/// A registry of the tests' own (Debian's docker-registry, as the stack's) on
+/// a free loopback port, with its storage in a temp dir: for tests that stop a
+/// registry while the daemon talks to it. Killed when dropped.
+pub struct ScratchRegistry {
+    pub addr: String,
+    pub storage: tempfile::TempDir,
+    process: std::process::Child,
+}
+
+impl ScratchRegistry {
+    pub fn start() -> ScratchRegistry {
+        let storage = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let process = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting docker-registry (installed by scripts/daemon.sh)");
+        let registry = ScratchRegistry {
+            addr,
+            storage,
+            process,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(&registry.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scratch registry did not listen on {}",
+                registry.addr
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// Whether a blob upload to repository `name` has begun.
+    pub fn uploading(&self, name: &str) -> bool {
+        let uploads = self
+            .storage
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(name)
+            .join("_uploads");
+        std::fs::read_dir(uploads).is_ok_and(|mut d| d.next().is_some())
+    }
+
+    /// Stops it the hard way, as a crashed or unplugged registry would.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for ScratchRegistry {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Runs buildctl against `addr` (for filling cache and interop checks).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use strata::registry::{Registry, RegistryOptions};
 
-use super::{repo_root, stack, strata, Run};
+use super::{repo_root, stack, strata, strata_command, Run};
 
 /// A spec in a temporary directory, with an overlay dir beside it.
 pub struct Project {
@@ -39,6 +39,22 @@ impl Project {
 
     /// `strata build -f SPEC ARGS… --progress json --metadata-file …` on `addr`.
     pub fn build(&self, addr: &str, args: &[&str]) -> Build {
+        let (all, meta) = self.build_args(addr, args);
+        Build::read(strata(&all), &meta)
+    }
+
+    /// The same build, started; [`RunningBuild::wait`] collects it.
+    pub fn spawn_build(&self, addr: &str, args: &[&str]) -> RunningBuild {
+        let (all, meta) = self.build_args(addr, args);
+        let child = strata_command(&all)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running the strata binary");
+        RunningBuild { child, meta }
+    }
+
+    fn build_args(&self, addr: &str, args: &[&str]) -> (Vec<String>, PathBuf) {
         let meta = self.path(&format!("meta-{}.json", rand_suffix()));
         let mut all: Vec<String> = vec![
             "--addr".into(),
@@ -56,11 +72,24 @@ impl Project {
             all.push(ca.into());
         }
         all.extend(args.iter().map(|a| a.to_string()));
-        let run = strata(&all);
-        let metadata = std::fs::read_to_string(&meta)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-        Build { run, metadata }
+        (all, meta)
+    }
+}
+
+/// A build started with [`Project::spawn_build`].
+pub struct RunningBuild {
+    pub child: std::process::Child,
+    meta: PathBuf,
+}
+
+impl RunningBuild {
+    pub fn finished(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    pub fn wait(self) -> Build {
+        let out = self.child.wait_with_output().expect("waiting for strata");
+        Build::read(Run::from(out), &self.meta)
     }
 }
 
@@ -84,6 +113,15 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub struct Build {
     pub run: Run,
     pub metadata: Option<Value>,
+}
+
+impl Build {
+    fn read(run: Run, meta: &Path) -> Build {
+        let metadata = std::fs::read_to_string(meta)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Build { run, metadata }
+    }
 }
 
 /// A step as `--progress json` reported it: name, cached, ran (completed, not cached).
