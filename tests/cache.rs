@@ -439,3 +439,130 @@ fn concurrent_builds_can_export_to_one_local_cache() {
         "one of the builds is restored from the shared cache"
     );
 }
+
+/// Where `mode=min` and `mode=max` differ. In a strata image every step is a
+/// layer of the result, so both export and restore the same (the codex test
+/// above); BuildKit's `solver/exporter.go` gives results to a min export's
+/// dependencies only where blobs already exist, i.e. layers of the result. A
+/// stage whose output is only *copied* into the image is such a dependency:
+/// with min it comes back as a key without a result, with max with its layer.
+/// So after a prune, a new consumer of that stage re-runs it under min and
+/// finds it cached under max.
+#[test]
+fn only_max_restores_a_stage_that_is_not_a_layer_of_the_image() {
+    use strata::llb::{self, Copy, FileAction, Run, State};
+    use strata::solve::cache::{parse_cache_entry, Direction};
+    use strata::solve::{progress::Quiet, SolveRequest};
+
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stack();
+    let run = rand_suffix();
+    let platform = llb::Platform::host();
+    let base = llb::source::image(
+        &llb::source::normalize_image_ref(&s.base_image).unwrap(),
+        None,
+    )
+    .platform(platform);
+    let stage = base.run(
+        Run::shell(&format!(
+            "echo {run} > /artifact && head -c 100000 /dev/urandom >> /artifact"
+        ))
+        .named("build artifact"),
+    );
+    let image = |to: &str| -> State {
+        base.file(
+            vec![FileAction::copy(Copy::new(&stage, "/artifact", to))],
+            Some("copy artifact"),
+        )
+    };
+    let cache_ref = |mode: &str| format!("{}/strata/stage-{run}:{mode}", s.registry);
+    let entry = |value: String, direction| parse_cache_entry(&value, direction).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let solve = |state: State, exports: Vec<String>, import: Option<String>| {
+        rt.block_on(async {
+            let client = strata::Client::connect(
+                s.buildkit_host.parse().unwrap(),
+                &strata::TlsOptions::default(),
+            )
+            .await
+            .unwrap();
+            let request = SolveRequest {
+                definition: state.marshal(),
+                outputs: vec![],
+                image_config: None,
+                cache_exports: exports
+                    .into_iter()
+                    .map(|e| entry(e, Direction::Export))
+                    .collect(),
+                cache_imports: import
+                    .into_iter()
+                    .map(|i| entry(i, Direction::Import))
+                    .collect(),
+            };
+            let session = strata::session::Session::new("strata-test", &run);
+            strata::solve::solve(&client, session, request, &mut Quiet)
+                .await
+                .unwrap_or_else(|e| panic!("solve: {e}"))
+        })
+    };
+    let stage_cached = |solved: &strata::solve::Solved| {
+        solved
+            .steps
+            .iter()
+            .find(|st| st.name == "build artifact")
+            .map(|st| st.cached)
+            .expect("the stage is in the progress")
+    };
+
+    solve(
+        image("/a"),
+        ["min", "max"]
+            .iter()
+            .map(|m| {
+                format!(
+                    "type=registry,ref={},mode={m},registry.insecure=true",
+                    cache_ref(m)
+                )
+            })
+            .collect(),
+        None,
+    );
+    // The image itself comes back from either.
+    for mode in ["min", "max"] {
+        prune_all();
+        let again = solve(
+            image("/a"),
+            vec![],
+            Some(format!(
+                "type=registry,ref={},registry.insecure=true",
+                cache_ref(mode)
+            )),
+        );
+        let copy = again
+            .steps
+            .iter()
+            .find(|st| st.name == "copy artifact")
+            .expect("the copy is in the progress");
+        assert!(copy.cached, "{mode}: the image is restored");
+    }
+    // A new consumer of the stage: only max has the stage's result.
+    let mut stage_from = Vec::new();
+    for mode in ["min", "max"] {
+        prune_all();
+        let other = solve(
+            image("/b"),
+            vec![],
+            Some(format!(
+                "type=registry,ref={},registry.insecure=true",
+                cache_ref(mode)
+            )),
+        );
+        stage_from.push((mode, stage_cached(&other)));
+    }
+    assert_eq!(
+        stage_from,
+        vec![("min", false), ("max", true)],
+        "whether the stage came back from the cache"
+    );
+}
