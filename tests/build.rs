@@ -360,3 +360,88 @@ copy = {{ from = "overlay/", to = "/w" }}
         format!("{run}\n")
     );
 }
+
+/// Runs `strata ARGS…` on a pseudo-terminal (util-linux `script`), as a user
+/// at a shell would; returns its exit code and what the terminal showed.
+fn on_terminal(args: &[String]) -> (Option<i32>, String) {
+    let command = std::iter::once(env!("CARGO_BIN_EXE_strata").to_owned())
+        .chain(args.iter().cloned())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env_remove("BUILDKIT_HOST")
+        .env("COLUMNS", "160")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running script(1)");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_terminal_gets_the_live_view() {
+    let s = stack();
+    let run = rand_suffix();
+    let extra = format!(
+        "[[images.live.toolchain]]\nrun = \"echo live-{run}; sleep 1\"\nname = \"say hello\"\n"
+    );
+    let p = Project::new(&small_spec("live", &extra));
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["--addr", &s.buildkit_host, "build", "-f"]
+            .iter()
+            .map(|a| a.to_string())
+            .chain([p.spec().display().to_string()])
+            .chain(extra.iter().map(|a| a.to_string()))
+            .collect()
+    };
+    // auto picks the live view on a terminal: a ✔ line with the step's
+    // duration for what ran, CACHED for what did not, then the summary.
+    let (code, screen) = on_terminal(&args(&[]));
+    assert_eq!(code, Some(0), "{screen}");
+    let done = screen
+        .lines()
+        .find(|l| l.contains('✔') && l.contains("say hello"))
+        .unwrap_or_else(|| panic!("a done line for the step:\n{screen}"));
+    assert!(
+        done.trim_end().ends_with('s'),
+        "the done line ends with its duration: {done}"
+    );
+    assert!(screen.contains("live  (no image exported)"), "{screen}");
+    let (code, screen) = on_terminal(&args(&["--progress", "tty"]));
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("CACHED") && l.contains("say hello")),
+        "a rebuild shows the step cached:\n{screen}"
+    );
+
+    // A failing step: ✘, its error and its last log lines on the screen, and
+    // the one error line last.
+    let extra = format!(
+        "[[images.live.toolchain]]\nrun = \"echo last-words-{run}; exit 4\"\nname = \"fail on purpose\"\n"
+    );
+    let failing = Project::new(&small_spec("live", &extra));
+    let mut failing_args = args(&[]);
+    failing_args[4] = failing.spec().display().to_string();
+    let (code, screen) = on_terminal(&failing_args);
+    assert_eq!(code, Some(1), "{screen}");
+    let failed = screen
+        .lines()
+        .position(|l| l.contains('✘') && l.contains("fail on purpose"))
+        .unwrap_or_else(|| panic!("a failed line for the step:\n{screen}"));
+    assert!(
+        screen
+            .lines()
+            .skip(failed)
+            .any(|l| l.contains(&format!("last-words-{run}"))),
+        "its logs follow it:\n{screen}"
+    );
+    let last = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+    assert!(last.starts_with("error: "), "{last}");
+    assert!(!screen.contains("panicked"), "{screen}");
+}

@@ -189,7 +189,9 @@ impl Tracker {
                 events.push(Event::Failed(i));
                 continue;
             }
-            if step.cached && !was_cached {
+            // A step already shown finished (an image source resolved, then
+            // found cached) is not shown again.
+            if step.cached && !was_cached && !was_done {
                 events.push(Event::Cached(i));
             } else if step.started.is_some() && !was_started {
                 events.push(Event::Started(i));
@@ -360,6 +362,30 @@ mod tests {
         });
         assert_eq!(ev, vec![Event::Failed(2)]);
         assert_eq!(t.failed_step().unwrap().name, "run");
+        // Done, then reported cached: one finish event, not two.
+        let ev = t.apply(&StatusResponse {
+            vertexes: vec![Vertex {
+                digest: "d".into(),
+                name: "base".into(),
+                started: ts(17),
+                completed: ts(17),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(ev, vec![Event::Started(3), Event::Done(3)]);
+        let ev = t.apply(&StatusResponse {
+            vertexes: vec![Vertex {
+                digest: "d".into(),
+                cached: true,
+                started: ts(17),
+                completed: ts(17),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(ev, vec![]);
+        assert!(t.step(3).cached);
     }
 
     #[test]
