@@ -511,13 +511,20 @@ fn print_failed_step_logs(err: &strata::build::BuildError) {
 }
 
 fn print_built(b: &Built) {
-    let steps = &b.solved.steps;
-    let cached = steps.iter().filter(|s| s.cached).count();
+    // Counted as `strata bench` counts: the spec's steps only.
+    let spec_steps: Vec<_> = b
+        .solved
+        .steps
+        .iter()
+        .filter(|s| strata::spec::is_spec_step(&s.name))
+        .collect();
+    let cached = spec_steps.iter().filter(|s| s.cached).count();
     let digest = b.solved.image_digest().unwrap_or("(no image exported)");
     let mut line = format!(
-        "{}  {digest}  {} steps, {cached} cached, {}",
+        "{}  {digest}  {} steps: {} run, {cached} cached, {}",
         b.image,
-        steps.len(),
+        spec_steps.len(),
+        spec_steps.len() - cached,
         human_duration(b.solved.duration)
     );
     if let Some(pushed) = &b.pushed {

@@ -479,7 +479,7 @@ fn measured(mode: Mode, run: usize, wall: f64, built: &[Built]) -> RunResult {
 pub(crate) fn count(steps: &[StepTime], cached: bool) -> usize {
     steps
         .iter()
-        .filter(|s| s.name.starts_with('[') && !s.name.starts_with("[internal]"))
+        .filter(|s| crate::spec::is_spec_step(&s.name))
         .filter(|s| {
             if cached {
                 s.cached

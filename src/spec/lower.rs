@@ -307,6 +307,7 @@ impl Spec {
             .count()
             + image.overlay.len();
         let mut number = 0;
+        // Keep in step with `is_spec_step`.
         let mut label = |what: &str, custom: &Option<String>| {
             number += 1;
             let what = custom.as_deref().unwrap_or(what);
@@ -507,4 +508,11 @@ impl Spec {
 #[cfg(test)]
 pub(super) fn quote_for_test(word: &str) -> String {
     quote(word)
+}
+
+/// Whether a progress step is one of a spec's own (named `[IMAGE n/N] …`
+/// when lowered), rather than what every build does around them: resolving
+/// the base, sending local files, exporting.
+pub fn is_spec_step(name: &str) -> bool {
+    name.starts_with('[') && !name.starts_with("[internal]")
 }

@@ -19,7 +19,7 @@ use crate::llb::Platform;
 use locate::{join, Source};
 use model::{RawCopy, RawGit, RawImage, RawSpec, RawStep, RawVars, SeqOrMap, STEP_KINDS};
 
-pub use lower::{LocalDirSpec, LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
+pub use lower::{is_spec_step, LocalDirSpec, LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
 
 /// A problem with the spec, located in the file. Displays as one line:
 /// `strata.toml:14:1: images.codex.toolchain[2]: unknown key "aptt" (expected one of …)`.
