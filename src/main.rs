@@ -627,7 +627,7 @@ async fn bench_command(cli: &Cli, args: &BenchArgs) -> Result<()> {
                 .image(&args.image)
                 .and_then(|i| match &i.base {
                     strata::spec::Base::Image(r) => Some(r.clone()),
-                    strata::spec::Base::From(_) => None,
+                    strata::spec::Base::From(_) | strata::spec::Base::Scratch => None,
                 })
                 .or_else(|| spec.base_refs().into_iter().next())
                 .context(

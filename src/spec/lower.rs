@@ -170,6 +170,35 @@ fn base_config(config: Option<&ImageConfiguration>) -> Value {
         .unwrap_or_else(|| json!({}))
 }
 
+/// The start of an image's lowering: `state` (its base) with the base
+/// config's environment, working directory and user applied.
+fn starting_from(mut state: State, base: Option<&ImageConfiguration>) -> Lowering {
+    let config = base_config(base);
+    for kv in config["Env"].as_array().into_iter().flatten() {
+        if let Some((k, v)) = kv.as_str().and_then(|s| s.split_once('=')) {
+            state = state.env(k, v);
+        }
+    }
+    // As Dockerfiles do: an image without PATH gets the default one,
+    // so `PATH = "/x:$PATH"` extends it rather than replacing it.
+    if state.get_env("PATH").is_none() {
+        state = state.env("PATH", DEFAULT_PATH);
+    }
+    if let Some(w) = config["WorkingDir"].as_str().filter(|w| !w.is_empty()) {
+        state = state.dir(w);
+    }
+    if let Some(u) = config["User"].as_str().filter(|u| !u.is_empty()) {
+        state = state.user(u);
+    }
+    Lowering {
+        state,
+        config,
+        history: base_history(base),
+        local_dirs: BTreeMap::new(),
+        steps: Vec::new(),
+    }
+}
+
 impl Spec {
     /// The platform an image builds for: `--platform`, else its own, else the
     /// one of the image it is built `from`, else the host's.
@@ -253,34 +282,11 @@ impl Spec {
                     ),
                 })
             }
-            Base::Image(reference) => {
-                let config = base_config(bases.get(reference));
-                let mut state =
-                    source::image_for(reference, &platform, Some(&format!("base {reference}")));
-                for kv in config["Env"].as_array().into_iter().flatten() {
-                    if let Some((k, v)) = kv.as_str().and_then(|s| s.split_once('=')) {
-                        state = state.env(k, v);
-                    }
-                }
-                // As Dockerfiles do: an image without PATH gets the default one,
-                // so `PATH = "/x:$PATH"` extends it rather than replacing it.
-                if state.get_env("PATH").is_none() {
-                    state = state.env("PATH", DEFAULT_PATH);
-                }
-                if let Some(w) = config["WorkingDir"].as_str().filter(|w| !w.is_empty()) {
-                    state = state.dir(w);
-                }
-                if let Some(u) = config["User"].as_str().filter(|u| !u.is_empty()) {
-                    state = state.user(u);
-                }
-                Lowering {
-                    state,
-                    config,
-                    history: base_history(bases.get(reference)),
-                    local_dirs: BTreeMap::new(),
-                    steps: Vec::new(),
-                }
-            }
+            Base::Image(reference) => starting_from(
+                source::image_for(reference, &platform, Some(&format!("base {reference}"))),
+                bases.get(reference),
+            ),
+            Base::Scratch => starting_from(State::scratch(), None),
         };
         at.state = at.state.platform(platform.clone());
         let s = &image.settings;

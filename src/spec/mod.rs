@@ -86,6 +86,9 @@ pub enum Base {
     Image(String),
     /// Another image of the same spec, wired in as its LLB state.
     From(String),
+    /// `base = "scratch"`: nothing, as Dockerfile's `FROM scratch` (for an
+    /// image made from a root filesystem copied in by the overlay).
+    Scratch,
 }
 
 /// Part of the overlay, applied after the toolchain.
@@ -337,7 +340,7 @@ impl Spec {
             .iter()
             .filter_map(|i| match &i.base {
                 Base::Image(r) => Some(r.clone()),
-                Base::From(_) => None,
+                Base::From(_) | Base::Scratch => None,
             })
             .collect();
         refs.into_iter().collect()
@@ -369,7 +372,7 @@ impl Spec {
                 chain.push(current.name.clone());
                 match &current.base {
                     Base::From(parent) => current = self.named(parent)?,
-                    Base::Image(_) => break,
+                    Base::Image(_) | Base::Scratch => break,
                 }
             }
             for name in chain.into_iter().rev() {
@@ -406,6 +409,7 @@ fn check_image(
                 "needs a base (an image reference) or from (another image of this file)",
             ))
         }
+        (Some(base), None) if base.get_ref() == "scratch" => Base::Scratch,
         (Some(base), None) => {
             let normalized = normalize_image_ref(base.get_ref())
                 .map_err(|e| src.error(base.span().start, key("base"), e))?;

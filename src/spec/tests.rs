@@ -942,3 +942,32 @@ fn the_base_image_is_pulled_for_the_image_platform() {
         }
     }
 }
+
+#[test]
+fn scratch_starts_from_nothing() {
+    let spec = parse(
+        "[images.root]\nbase = \"scratch\"\ncmd = [\"bash\"]\n\n[images.root.overlay]\ncopy = { from = \"overlay/\", to = \"/\" }\n",
+    )
+    .unwrap();
+    assert_eq!(spec.image("root").unwrap().base, Base::Scratch);
+    assert!(spec.base_refs().is_empty(), "no registry base to resolve");
+    let root = lower(&spec, "root");
+    let sources: Vec<String> = ops(&root)
+        .into_iter()
+        .filter_map(|(_, op)| match op.op {
+            Some(pb::op::Op::Source(s)) => Some(s.identifier),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sources.iter().all(|id| id.starts_with("local://")),
+        "no image source: {sources:?}"
+    );
+    assert_eq!(root.config["config"]["Cmd"], serde_json::json!(["bash"]));
+    let env = root.config["config"]["Env"].to_string();
+    assert!(
+        env.contains("PATH="),
+        "the default PATH, as FROM scratch: {env}"
+    );
+    assert_eq!(root.config["history"].as_array().map(Vec::len), Some(1));
+}
