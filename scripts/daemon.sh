@@ -14,7 +14,8 @@
 #              on tcp://127.0.0.1:1234 with mutual TLS
 #   containerd + dockerd 26 (from trixie) with its embedded BuildKit and the
 #              containerd image store, on unix://$STATE/docker/docker.sock
-#   base image 127.0.0.1:5000/strata/debian:bookworm (debootstrap minbase)
+#   base image 127.0.0.1:5000/strata/debian:bookworm (debootstrap minbase, built
+#              and pushed by strata from scratch)
 #
 # Where things are:
 #   $STATE = ${STRATA_STATE_DIR:-/var/lib/strata-dev}
@@ -31,7 +32,8 @@
 #   $CACHE = ${STRATA_CACHE_DIR:-/var/cache/strata}
 #     chroot-trixie/           throwaway trixie chroot where buildkitd/buildctl are built
 #     bin/<debian version>/    buildkitd, buildctl, BUILD-INFO; bin/current -> the one in use
-#     base/context/            Dockerfile + rootfs.tar of the bookworm base image
+#     base/rootfs/, base/strata.toml   the bookworm root filesystem, and the spec strata
+#                              builds the base image from (FROM scratch + that rootfs)
 #
 # BuildKit itself is not packaged by Debian. Trixie's golang-github-docker-docker-dev
 # ships its Go source; we build it in GOPATH mode inside the chroot (the host stays on
@@ -752,7 +754,7 @@ start_docker_stack() {
 }
 
 # ---------------------------------------------------------------------------
-# 7. Base image: debootstrapped bookworm, pushed with buildctl
+# 7. Base image: debootstrapped bookworm, built and pushed by strata itself
 # ---------------------------------------------------------------------------
 MANIFEST_ACCEPT="application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.list.v2+json,application/vnd.docker.distribution.manifest.v2+json"
 
@@ -763,41 +765,67 @@ base_image_present() {
   curl -fs -o /dev/null -I -H "Accept: $MANIFEST_ACCEPT" "http://$REGISTRY_ADDR/v2/$repo/manifests/$tag"
 }
 
-# The bookworm root filesystem as a tarball (cached; debootstrap takes ~30 s).
+# The bookworm root filesystem as a directory (cached; debootstrap takes ~30 s).
 ensure_base_rootfs() {
-  local ctx=$BASE_CACHE/context
-  [[ -s $ctx/rootfs.tar ]] && return 0
-  local mirror rootfs=$BASE_CACHE/rootfs.tmp t0=$SECONDS
-  mirror=$(debian_mirror)
+  local rootfs=$BASE_CACHE/rootfs
+  [[ -f $BASE_CACHE/rootfs.done && -d $rootfs ]] && return 0
+  local tmp=$BASE_CACHE/rootfs.tmp old_tar=$BASE_CACHE/context/rootfs.tar t0=$SECONDS mirror
+  wipe_dir "$tmp"
+  mkdir -p "$BASE_CACHE"
+  if [[ -s $old_tar ]]; then
+    # Kept as a tarball by earlier versions of this script.
+    log "unpacking the cached base rootfs"
+    mkdir -p "$tmp"
+    tar --numeric-owner --xattrs -xpf "$old_tar" -C "$tmp" || die "could not unpack $old_tar"
+  else
+    mirror=$(debian_mirror)
+    log "debootstrap bookworm (minbase) for the base image"
+    debootstrap --variant=minbase bookworm "$tmp" "$mirror" >"$BASE_CACHE/debootstrap-bookworm.log" 2>&1 ||
+      die "debootstrap bookworm failed; see $BASE_CACHE/debootstrap-bookworm.log"
+    # An image carries no device nodes, package caches or apt lists.
+    rm -rf "${tmp:?}"/dev/* "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*
+  fi
   wipe_dir "$rootfs"
-  mkdir -p "$ctx"
-  log "debootstrap bookworm (minbase) for the base image"
-  debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$BASE_CACHE/debootstrap-bookworm.log" 2>&1 ||
-    die "debootstrap bookworm failed; see $BASE_CACHE/debootstrap-bookworm.log"
-  # An image carries no device nodes, package caches or apt lists.
-  rm -rf "${rootfs:?}"/dev/* "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-  tar --numeric-owner --xattrs -C "$rootfs" -cf "$ctx/rootfs.tar.tmp" . ||
-    die "could not pack $rootfs"
-  mv "$ctx/rootfs.tar.tmp" "$ctx/rootfs.tar"
-  wipe_dir "$rootfs"
+  mv "$tmp" "$rootfs"
+  touch "$BASE_CACHE/rootfs.done"
+  wipe_dir "$BASE_CACHE/context"
   log "base rootfs ready in $((SECONDS - t0)) s"
+}
+
+# The strata binary that builds the base image: $STRATA_BIN, else this
+# checkout's, built in the profile `cargo test` uses (so the tests reuse it).
+strata_binary() {
+  if [[ -n ${STRATA_BIN:-} ]]; then
+    [[ -x $STRATA_BIN ]] || die "STRATA_BIN=$STRATA_BIN is not an executable"
+    printf '%s\n' "$STRATA_BIN"
+    return 0
+  fi
+  command -v cargo >/dev/null || die "cargo is needed to build strata (or set STRATA_BIN)"
+  log "building strata (cargo build) to make the base image"
+  (cd "$SCRIPT_DIR/.." && cargo build --locked --quiet --bin strata) >&2 ||
+    die "cargo build of strata failed"
+  printf '%s\n' "$SCRIPT_DIR/../target/debug/strata"
 }
 
 ensure_base_image() {
   base_image_present && return 0
   ensure_base_rootfs
-  local ctx=$BASE_CACHE/context t0=$SECONDS
-  cat >"$ctx/Dockerfile" <<'EOT'
-FROM scratch
-ADD rootfs.tar /
-ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
-CMD ["bash"]
+  local spec=$BASE_CACHE/strata.toml strata t0=$SECONDS
+  strata=$(strata_binary)
+  cat >"$spec" <<'EOT'
+# The base image of strata's tests and demo, written by scripts/daemon.sh:
+# a debootstrapped bookworm root filesystem, as FROM scratch + ADD would make it.
+[images.debian]
+base = "scratch"
+env = { PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG = "C.UTF-8" }
+cmd = ["bash"]
+
+[images.debian.overlay]
+copy = { from = "rootfs/", to = "/" }
 EOT
-  log "pushing $BASE_IMAGE"
-  "$BUILDCTL" --addr "unix://$BUILDKIT_SOCK" build --progress plain \
-    --frontend dockerfile.v0 --local context="$ctx" --local dockerfile="$ctx" \
-    --output "type=image,name=$BASE_IMAGE,push=true,registry.insecure=true" \
-    >"$LOG_DIR/base-image.log" 2>&1 ||
+  log "building and pushing $BASE_IMAGE with strata"
+  "$strata" --addr "unix://$BUILDKIT_SOCK" build -f "$spec" debian \
+    --push "$BASE_IMAGE" --progress plain >"$LOG_DIR/base-image.log" 2>&1 ||
     die "building/pushing $BASE_IMAGE failed; see $LOG_DIR/base-image.log"
   base_image_present || die "$BASE_IMAGE was pushed but the registry does not list it"
   log "base image pushed in $((SECONDS - t0)) s"
