@@ -207,44 +207,8 @@ fn a_failed_export_leaves_the_local_cache_as_it_was() {
         &s.buildkit_host,
         &["keep", "--cache-to", &local_to, "--cache-to", refused],
     );
-    assert_eq!(failed.run.code, Some(1), "{:#?}", failed.run);
-    let last = failed
-        .run
-        .stderr
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(last.starts_with("error: "), "{last}");
-    assert!(
-        last.contains("127.0.0.1:1"),
-        "the error names the failed export: {last}"
-    );
-    assert_eq!(index_json(&local), before, "index.json untouched");
-    let index: serde_json::Value = serde_json::from_str(&before).unwrap();
-    let digest = index["manifests"][0]["digest"].as_str().unwrap();
-    let blob = local
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
-    assert!(blob.exists(), "the old cache manifest is still there");
-
-    // The old cache still imports.
-    prune_all();
-    std::fs::write(p.path("overlay/hello.txt"), "hello\n").unwrap();
-    let restored = p.build(
-        &s.buildkit_host,
-        &[
-            "keep",
-            "--cache-from",
-            &format!("type=local,src={}", local.display()),
-        ],
-    );
-    restored.ok();
-    assert_eq!(
-        restored.ran(),
-        Vec::<String>::new(),
-        "restored from the old cache"
-    );
+    assert_fails_naming(&failed, "127.0.0.1:1");
+    assert_cache_kept(&p, "keep", &local, &before);
 
     // With ignore-error=true the same failure is only a warning.
     let tolerant = p.build(
@@ -300,29 +264,31 @@ fn a_registry_stopped_mid_upload_leaves_the_local_cache_as_it_was() {
     }
     registry.kill();
     let failed = building.wait();
-    assert_eq!(failed.run.code, Some(1), "{:#?}", failed.run);
-    let last = failed.run.stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: "), "{last}");
-    assert!(
-        last.contains(&registry.addr),
-        "the error names the registry: {last}"
-    );
-    assert!(
-        !failed.run.stderr.contains("panicked"),
-        "{}",
-        failed.run.stderr
-    );
+    assert_fails_naming(&failed, &registry.addr);
+    assert_cache_kept(&p, "midway", &local, &before);
+}
 
-    // The local cache is the first build's, whole: same index, its manifest
-    // and every blob it names still there, and it restores a pruned builder.
-    assert_eq!(index_json(&local), before, "index.json untouched");
-    assert_blobs_complete(&local);
+/// The build failed cleanly, its last line one `error:` naming `what`.
+fn assert_fails_naming(failed: &Build, what: &str) {
+    assert_eq!(failed.run.code, Some(1), "{:#?}", failed.run);
+    let stderr = &failed.run.stderr;
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{last}");
+    assert!(last.contains(what), "the error names {what}: {last}");
+}
+
+/// After a failed build, the local cache `local` is the one exported before
+/// it (`before` its index.json), whole, and restores a pruned builder.
+fn assert_cache_kept(p: &Project, image: &str, local: &Path, before: &str) {
+    assert_eq!(index_json(local), before, "index.json untouched");
+    assert_blobs_complete(local);
     prune_all();
     std::fs::write(p.path("overlay/hello.txt"), "hello\n").unwrap();
     let restored = p.build(
-        &s.buildkit_host,
+        &stack().buildkit_host,
         &[
-            "midway",
+            image,
             "--cache-from",
             &format!("type=local,src={}", local.display()),
         ],
