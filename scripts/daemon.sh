@@ -804,7 +804,7 @@ strata_binary() {
   log "building strata (cargo build) to make the base image"
   (cd "$SCRIPT_DIR/.." && cargo build --locked --quiet --bin strata) >&2 ||
     die "cargo build of strata failed"
-  printf '%s\n' "$SCRIPT_DIR/../target/debug/strata"
+  printf '%s\n' "${CARGO_TARGET_DIR:-$SCRIPT_DIR/../target}/debug/strata"
 }
 
 ensure_base_image() {

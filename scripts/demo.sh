@@ -11,14 +11,14 @@ eval "$(bash scripts/daemon.sh up)"
 
 echo "== building strata" >&2
 cargo build --release --locked --quiet
-strata=target/release/strata
+strata=${CARGO_TARGET_DIR:-target}/release/strata
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r examples/codex "$work/codex"
 spec=$work/codex/strata.toml
 image=$STRATA_REGISTRY/strata/codex:demo
-cache=${STRATA_DEMO_CACHE:-/var/cache/strata/demo-cache}
+cache=${STRATA_DEMO_CACHE:-${STRATA_CACHE_DIR:-/var/cache/strata}/demo-cache}
 
 "$strata" info | sed -n 1,3p
 
