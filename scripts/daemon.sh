@@ -804,7 +804,10 @@ strata_binary() {
   log "building strata (cargo build) to make the base image"
   (cd "$SCRIPT_DIR/.." && cargo build --locked --quiet --bin strata) >&2 ||
     die "cargo build of strata failed"
-  printf '%s\n' "${CARGO_TARGET_DIR:-$SCRIPT_DIR/../target}/debug/strata"
+  # cargo reads a relative CARGO_TARGET_DIR from the checkout (where it ran).
+  local target=${CARGO_TARGET_DIR:-target}
+  [[ $target == /* ]] || target=$SCRIPT_DIR/../$target
+  printf '%s\n' "$target/debug/strata"
 }
 
 ensure_base_image() {
