@@ -15,8 +15,8 @@ use std::time::Instant;
 use strata::client::PruneOptions;
 use strata::llb::source::{self, LocalOptions};
 use strata::llb::{Copy, FileAction, State};
-use strata::session::{LocalDir, LocalDirs, Session};
-use strata::solve::{self, progress::Quiet, SolveRequest};
+use strata::session::LocalDir;
+use strata::solve::{self, progress::Quiet, SolveOpt};
 use strata::{Addr, Client, TlsOptions};
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -66,24 +66,19 @@ async fn strata_upload(
     dir: &Path,
     definition: &strata::llb::Definition,
 ) -> (f64, u64) {
-    let mut session = Session::new("strata-bench", &strata::session::random_id());
-    session.local_dirs(LocalDirs::new(BTreeMap::from([(
-        "ctx".to_owned(),
-        LocalDir {
-            path: dir.to_owned(),
-            excludes: vec![],
-        },
-    )])));
-    let request = SolveRequest {
-        definition: definition.clone(),
-        outputs: vec![],
-        image_config: None,
-        cache_exports: vec![],
-        cache_imports: vec![],
+    let opt = SolveOpt {
+        local_dirs: BTreeMap::from([(
+            "ctx".to_owned(),
+            LocalDir {
+                path: dir.to_owned(),
+                excludes: vec![],
+            },
+        )]),
+        ..SolveOpt::default()
     };
     reset_own_peak();
     let t = Instant::now();
-    solve::solve(client, session, request, &mut Quiet)
+    solve::solve(client, definition, &opt, &mut Quiet)
         .await
         .expect("strata upload");
     (t.elapsed().as_secs_f64(), own_peak_kib())

@@ -9,8 +9,8 @@ use strata::llb::{Copy, FileAction, Platform, Run, State};
 
 fn graph(steps: usize) -> State {
     let platform = Platform::host();
-    let mut state =
-        source::image("docker.io/library/debian:bookworm", None).platform(platform.clone());
+    let mut state = source::image(&"docker.io/library/debian:bookworm".parse().unwrap(), None)
+        .platform(platform.clone());
     for i in 0..steps {
         state = state.env("STEP", &i.to_string()).run(
             Run::shell(&format!("echo step {i} >> /steps.txt"))

@@ -14,6 +14,8 @@ pub mod build;
 pub mod client;
 pub mod connect;
 pub mod llb;
+pub mod ocilayout;
+pub mod reference;
 pub mod registry;
 pub mod runtime;
 pub mod session;

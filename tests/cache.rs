@@ -417,18 +417,13 @@ fn concurrent_builds_can_export_to_one_local_cache() {
 #[test]
 fn only_max_restores_a_stage_that_is_not_a_layer_of_the_image() {
     use strata::llb::{self, Copy, FileAction, Run, State};
-    use strata::solve::cache::{parse_cache_entry, Direction};
-    use strata::solve::{progress::Quiet, SolveRequest};
+    use strata::solve::{progress::Quiet, SolveOpt};
 
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = stack();
     let run = rand_suffix();
     let platform = llb::Platform::host();
-    let base = llb::source::image(
-        &llb::source::normalize_image_ref(&s.base_image).unwrap(),
-        None,
-    )
-    .platform(platform);
+    let base = llb::source::image(&s.base_image.parse().unwrap(), None).platform(platform);
     let stage = base.run(
         Run::shell(&format!(
             "echo {run} > /artifact && head -c 100000 /dev/urandom >> /artifact"
@@ -442,7 +437,6 @@ fn only_max_restores_a_stage_that_is_not_a_layer_of_the_image() {
         )
     };
     let cache_ref = |mode: &str| format!("{}/strata/stage-{run}:{mode}", s.registry);
-    let entry = |value: String, direction| parse_cache_entry(&value, direction).unwrap();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let solve = |state: State, exports: Vec<String>, import: Option<String>| {
@@ -453,21 +447,13 @@ fn only_max_restores_a_stage_that_is_not_a_layer_of_the_image() {
             )
             .await
             .unwrap();
-            let request = SolveRequest {
-                definition: state.marshal(),
-                outputs: vec![],
-                image_config: None,
-                cache_exports: exports
-                    .into_iter()
-                    .map(|e| entry(e, Direction::Export))
-                    .collect(),
-                cache_imports: import
-                    .into_iter()
-                    .map(|i| entry(i, Direction::Import))
-                    .collect(),
+            let opt = SolveOpt {
+                cache_exports: exports.iter().map(|e| e.parse().unwrap()).collect(),
+                cache_imports: import.iter().map(|i| i.parse().unwrap()).collect(),
+                shared_key: run.clone(),
+                ..SolveOpt::default()
             };
-            let session = strata::session::Session::new("strata-test", &run);
-            strata::solve::solve(&client, session, request, &mut Quiet)
+            strata::solve::solve(&client, &state.marshal(), &opt, &mut Quiet)
                 .await
                 .unwrap_or_else(|e| panic!("solve: {e}"))
         })

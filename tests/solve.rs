@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use common::stack;
 use strata::llb::{self, exec::presets, Run, State};
-use strata::session::{LocalDir, LocalDirs, Session};
-use strata::solve::{self, progress::Quiet, Output, SolveRequest};
+use strata::session::LocalDir;
+use strata::solve::{self, progress::Quiet, Output, SolveOpt};
 use strata::{Addr, Client, TlsOptions};
 
 async fn client(addr: &str) -> Client {
@@ -19,8 +19,7 @@ async fn client(addr: &str) -> Client {
 
 fn graph(base: &str, marker: &str) -> State {
     let platform = llb::Platform::host();
-    let root = llb::source::image(&llb::source::normalize_image_ref(base).unwrap(), None)
-        .platform(platform.clone());
+    let root = llb::source::image(&base.parse().unwrap(), None).platform(platform.clone());
     let ctx = llb::source::local("ctx", &Default::default());
     root.run(
         Run::shell(&format!("echo {marker} > /marker && ls /root/.cache/pip"))
@@ -43,28 +42,26 @@ async fn solves_uploads_and_pushes() {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/data.bin"), vec![7u8; 300_000]).unwrap();
 
-        let mut session = Session::new("strata-test", "solve-test");
-        session.local_dirs(LocalDirs::new(BTreeMap::from([(
-            "ctx".to_owned(),
-            LocalDir {
-                path: dir.path().to_owned(),
-                excludes: vec![],
-            },
-        )])));
         let name = format!("{}/strata/solve-test:latest", s.registry);
-        let request = SolveRequest {
-            definition: graph(&s.base_image, addr).marshal(),
-            outputs: vec![Output::Image {
-                name: name.clone(),
+        let opt = SolveOpt {
+            local_dirs: BTreeMap::from([(
+                "ctx".to_owned(),
+                LocalDir {
+                    path: dir.path().to_owned(),
+                    excludes: vec![],
+                },
+            )]),
+            exports: vec![Output::Image {
+                name: name.parse().unwrap(),
                 push: true,
                 insecure: true,
                 attrs: BTreeMap::new(),
             }],
-            image_config: None,
-            cache_exports: vec![],
-            cache_imports: vec![],
+            shared_key: "solve-test".into(),
+            ..SolveOpt::default()
         };
-        let solved = solve::solve(&client, session, request, &mut Quiet)
+        let definition = graph(&s.base_image, addr).marshal();
+        let solved = solve::solve(&client, &definition, &opt, &mut Quiet)
             .await
             .unwrap_or_else(|e| panic!("solve on {addr}: {e}"));
         let digest = solved.image_digest().expect("an image digest");
@@ -81,20 +78,10 @@ async fn solves_uploads_and_pushes() {
 async fn a_failing_step_is_named_with_its_log() {
     let s = stack();
     let client = client(&s.buildkit_host).await;
-    let root = llb::source::image(
-        &llb::source::normalize_image_ref(&s.base_image).unwrap(),
-        None,
-    );
+    let root = llb::source::image(&s.base_image.parse().unwrap(), None);
     let state =
         root.run(Run::shell("echo about to fail; echo oops >&2; exit 3").named("the failing step"));
-    let request = SolveRequest {
-        definition: state.marshal(),
-        outputs: vec![],
-        image_config: None,
-        cache_exports: vec![],
-        cache_imports: vec![],
-    };
-    let err = solve::solve(&client, Session::new("t", "t"), request, &mut Quiet)
+    let err = solve::solve(&client, &state.marshal(), &SolveOpt::default(), &mut Quiet)
         .await
         .expect_err("the step exits 3");
     match err {

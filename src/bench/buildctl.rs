@@ -9,7 +9,8 @@ use std::time::Instant;
 use tokio::io::AsyncReadExt;
 
 use super::{Mode, RunResult, StepTime};
-use crate::build::{BuildOptions, CA_SECRET_ID};
+use crate::build::CA_SECRET_ID;
+use crate::solve::CacheImport;
 use crate::spec::LoweredImage;
 
 /// One `buildctl build` of the image's LLB.
@@ -19,8 +20,8 @@ pub async fn run(
     daemon_args: &[String],
     llb_file: &Path,
     image: &LoweredImage,
-    options: &BuildOptions,
-    import: Option<&str>,
+    ca_cert: Option<&Path>,
+    import: Option<&CacheImport>,
     mode: Mode,
     run: usize,
 ) -> Result<RunResult, String> {
@@ -33,12 +34,12 @@ pub async fn run(
         cmd.arg("--local")
             .arg(format!("{name}={}", dir.path.display()));
     }
-    if let Some(ca) = &options.ca_cert {
+    if let Some(ca) = ca_cert {
         cmd.arg("--secret")
             .arg(format!("id={CA_SECRET_ID},src={}", ca.display()));
     }
     if let Some(import) = import {
-        cmd.arg("--import-cache").arg(import);
+        cmd.arg("--import-cache").arg(import.to_string());
     }
     let stdin =
         std::fs::File::open(llb_file).map_err(|e| format!("{}: {e}", llb_file.display()))?;
@@ -62,12 +63,18 @@ pub async fn run(
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
         ));
     }
-    Ok(from_rawjson(&progress, mode, run, wall))
+    Ok(from_rawjson(&progress, image, mode, run, wall))
 }
 
 /// Folds buildctl's rawjson status lines into a run: each vertex once, cached
 /// or with its duration.
-fn from_rawjson(progress: &str, mode: Mode, run: usize, wall: f64) -> RunResult {
+fn from_rawjson(
+    progress: &str,
+    image: &LoweredImage,
+    mode: Mode,
+    run: usize,
+    wall: f64,
+) -> RunResult {
     use std::collections::BTreeMap;
     let mut steps: BTreeMap<String, StepTime> = BTreeMap::new();
     let mut times: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
@@ -82,6 +89,7 @@ fn from_rawjson(progress: &str, mode: Mode, run: usize, wall: f64) -> RunResult 
         for vx in v["vertexes"].as_array().into_iter().flatten() {
             let digest = vx["digest"].as_str().unwrap_or_default().to_owned();
             let entry = steps.entry(digest.clone()).or_insert_with(|| StepTime {
+                spec_step: image.steps.iter().any(|s| s.digest == digest),
                 name: String::new(),
                 cached: false,
                 seconds: None,
@@ -168,7 +176,20 @@ mod tests {
         let lines = r#"{"vertexes":[{"digest":"a","name":"[i 1/2] x",
   "started":"1970-01-01T00:00:01Z"}]}
 {"vertexes":[{"digest":"a","name":"[i 1/2] x","started":"1970-01-01T00:00:01Z","completed":"1970-01-01T00:00:03Z"},{"digest":"b","name":"[i 2/2] y","cached":true},{"digest":"c","name":"local x","started":"1970-01-01T00:00:01Z","completed":"1970-01-01T00:00:02Z"}]}"#;
-        let r = from_rawjson(lines, Mode::Warm, 1, 4.0);
+        let step = |digest: &str, name: &str| crate::spec::StepInfo {
+            name: name.into(),
+            kind: "run",
+            digest: digest.into(),
+        };
+        let image = LoweredImage {
+            name: "i".into(),
+            state: crate::llb::State::scratch(),
+            definition: crate::llb::State::scratch().marshal(),
+            config: Default::default(),
+            local_dirs: Default::default(),
+            steps: vec![step("a", "[i 1/2] x"), step("b", "[i 2/2] y")],
+        };
+        let r = from_rawjson(lines, &image, Mode::Warm, 1, 4.0);
         assert_eq!(
             (r.steps_run, r.steps_cached),
             (1, 1),

@@ -23,10 +23,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::build::{self, BuildError, BuildOptions, Built};
+use crate::build::{self, BuildError, Built};
 use crate::client::{Client, ClientError, PruneOptions};
-use crate::solve::{parse_cache_entry, CacheEntry, Direction};
-use crate::spec::{OverlayItem, Spec, SpecError};
+use crate::reference::ImageRef;
+use crate::solve::progress::Quiet;
+use crate::solve::{CacheExport, CacheImport, CacheMode, LayerOptions};
+use crate::spec::{OverlayItem, Overrides, Spec, SpecError};
 
 pub use report::{ModeSummary, Report};
 
@@ -100,14 +102,15 @@ pub struct BenchOptions {
     pub runs: usize,
     /// The bench prunes the daemon; it refuses to without this.
     pub allow_prune: bool,
-    /// Repository for registry and inline cache, e.g. `127.0.0.1:5000/strata/bench`.
-    pub cache_repo: String,
+    /// Repository for registry and inline cache, e.g. `127.0.0.1:5000/strata/bench`
+    /// (each mode uses a tag of its own).
+    pub cache_repo: ImageRef,
     /// BuildKit's own client, to run the same work through (`--compare buildctl`).
     pub buildctl: Option<PathBuf>,
     /// Daemon address and TLS flags, as buildctl takes them.
     pub buildctl_daemon_args: Vec<String>,
     /// Build-wide settings (CA bundle, platform, insecure registries).
-    pub build: BuildOptions,
+    pub build: Overrides,
 }
 
 /// One measured build.
@@ -138,6 +141,10 @@ impl RunResult {
 /// One step of a run, from the daemon's status stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepTime {
+    /// Whether it is one of the spec's steps (by its op digest), which are
+    /// counted as run or cached; the rest (resolving the base, sending local
+    /// files, exporting) is timed only.
+    pub spec_step: bool,
     pub name: String,
     pub cached: bool,
     pub seconds: Option<f64>,
@@ -243,38 +250,57 @@ fn first_file(dir: &Path) -> Option<PathBuf> {
 /// Where each cache mode exports to and imports from.
 struct CachePlan {
     local_dir: PathBuf,
-    repo: String,
+    repo: ImageRef,
 }
 
 impl CachePlan {
-    fn export(&self, mode: Mode) -> Option<String> {
+    fn registry(&self, tag: &str, mode: CacheMode) -> CacheExport {
+        CacheExport::Registry {
+            reference: self.repo.with_tag(tag),
+            options: LayerOptions {
+                mode,
+                ..LayerOptions::default()
+            },
+            insecure: false,
+        }
+    }
+
+    fn export(&self, mode: Mode) -> Option<CacheExport> {
         Some(match mode {
-            Mode::RegistryMin => format!("type=registry,ref={}:min,mode=min", self.repo),
-            Mode::RegistryMax => format!("type=registry,ref={}:max,mode=max", self.repo),
-            Mode::Local => format!("type=local,dest={}", self.local_dir.display()),
-            Mode::Inline => "type=inline".into(),
+            Mode::RegistryMin => self.registry("min", CacheMode::Min),
+            Mode::RegistryMax => self.registry("max", CacheMode::Max),
+            Mode::Local => CacheExport::Local {
+                dest: self.local_dir.clone(),
+                tag: "latest".into(),
+                options: LayerOptions::default(),
+            },
+            Mode::Inline => CacheExport::Inline { mode: None },
             _ => return None,
         })
     }
 
-    fn import(&self, mode: Mode) -> Option<String> {
+    fn import(&self, mode: Mode) -> Option<CacheImport> {
+        let registry = |tag: &str| CacheImport::Registry {
+            reference: self.repo.with_tag(tag),
+            insecure: false,
+        };
         Some(match mode {
-            Mode::RegistryMin => format!("type=registry,ref={}:min", self.repo),
-            Mode::RegistryMax => format!("type=registry,ref={}:max", self.repo),
-            Mode::Local => format!("type=local,src={}", self.local_dir.display()),
-            Mode::Inline => format!("type=registry,ref={}:inline", self.repo),
+            Mode::RegistryMin => registry("min"),
+            Mode::RegistryMax => registry("max"),
+            Mode::Local => CacheImport::Local {
+                src: self.local_dir.clone(),
+                tag: "latest".into(),
+                digest: None,
+            },
+            Mode::Inline => registry("inline"),
             _ => return None,
         })
     }
 
     /// The image pushed with inline cache (the inline mode imports from it).
-    fn inline_image(&self) -> String {
-        format!("{}:inline", self.repo)
+    fn inline_image(&self) -> ImageRef {
+        self.repo.with_tag("inline")
     }
-}
-
-fn entry(value: &str, direction: Direction) -> Result<CacheEntry, BenchError> {
-    parse_cache_entry(value, direction).map_err(BenchError::Setup)
 }
 
 /// Runs the benchmark, reporting what it is doing through `say`.
@@ -310,14 +336,15 @@ pub async fn run(
         ));
     }
 
-    let base = BuildOptions {
+    let base = Overrides {
         images: vec![options.image.clone()],
-        progress: Some(crate::solve::progress::ProgressMode::Quiet),
         ..options.build.clone()
     };
-    let build_once = |extra: BuildOptions| {
+    // The CA bundle the builds trust: --ca-cert, else the spec's.
+    let ca_cert = spec.resolve(&base)?.ca_cert;
+    let build_once = |extra: Overrides| {
         let spec = &spec;
-        async move { build::build(client, spec, &extra).await }
+        async move { build::build(client, spec, &extra, &Quiet).await }
     };
 
     // Warm the builder once, and export every cache the import modes need,
@@ -328,16 +355,13 @@ pub async fn run(
     for &mode in options.modes.iter().filter(|m| plan.export(**m).is_some()) {
         say(&format!("preparing: exporting {mode} cache"));
         let mut with_export = base.clone();
-        with_export.cache_to = vec![entry(
-            &plan.export(mode).expect("cache mode"),
-            Direction::Export,
-        )?];
+        with_export.cache_to = vec![plan.export(mode).expect("a cache mode")];
         if mode == Mode::Inline {
             with_export.push = Some(plan.inline_image());
         }
         let t = Instant::now();
         let built = build_once(with_export).await?;
-        let report = built.first().and_then(|b| b.cache.first());
+        let report = built.first().and_then(|b| b.cache().first());
         exports.push(ExportResult {
             mode,
             seconds: t.elapsed().as_secs_f64(),
@@ -348,7 +372,7 @@ pub async fn run(
     // buildctl gets the very graph strata builds, planned once.
     let buildctl_image = match options.buildctl {
         Some(_) => {
-            let lowered = build::plan(&spec, std::slice::from_ref(&options.image), &base).await?;
+            let lowered = build::lower(&spec, &spec.resolve(&base)?).await?;
             let image = lowered.into_iter().next().expect("one image");
             std::fs::write(&llb_file, image.definition.to_bytes())
                 .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
@@ -403,22 +427,9 @@ pub async fn run(
                     }
                 }
                 let import = plan.import(mode);
-                // strata marks loopback registries insecure itself; buildctl needs it said.
-                let buildctl_import = import.as_ref().map(|i| {
-                    let reference = i.split("ref=").nth(1).unwrap_or("");
-                    if i.contains("type=registry")
-                        && crate::registry::is_loopback(reference.split('/').next().unwrap_or(""))
-                    {
-                        format!("{i},registry.insecure=true")
-                    } else {
-                        i.clone()
-                    }
-                });
                 let result = if tool == "strata" {
                     let mut opts = base.clone();
-                    if let Some(i) = &import {
-                        opts.cache_from = vec![entry(i, Direction::Import)?];
-                    }
+                    opts.cache_from = import.iter().cloned().collect();
                     let t = Instant::now();
                     let built = build_once(opts).await?;
                     measured(mode, run, t.elapsed().as_secs_f64(), &built)
@@ -430,8 +441,8 @@ pub async fn run(
                         &options.buildctl_daemon_args,
                         &llb_file,
                         image,
-                        &base,
-                        buildctl_import.as_deref(),
+                        ca_cert.as_deref(),
+                        buildctl_import(import).as_ref(),
                         mode,
                         run,
                     )
@@ -448,11 +459,24 @@ pub async fn run(
     Ok(Report::new(&options.image, runs, exports))
 }
 
+/// An import as buildctl needs it said: strata marks loopback registries
+/// insecure itself, buildctl needs it in the flag.
+fn buildctl_import(import: Option<CacheImport>) -> Option<CacheImport> {
+    match import {
+        Some(CacheImport::Registry { reference, .. }) => Some(CacheImport::Registry {
+            insecure: reference.is_loopback(),
+            reference,
+        }),
+        other => other,
+    }
+}
+
 fn measured(mode: Mode, run: usize, wall: f64, built: &[Built]) -> RunResult {
     let steps: Vec<StepTime> = built
         .iter()
-        .flat_map(|b| b.solved.steps.iter())
-        .map(|s| StepTime {
+        .flat_map(|b| b.solved.steps.iter().map(move |s| (b, s)))
+        .map(|(b, s)| StepTime {
+            spec_step: b.lowered.iter().any(|l| l.digest == s.digest),
             name: s.name.clone(),
             cached: s.cached,
             seconds: s.duration().map(|d| d.as_secs_f64()),
@@ -473,13 +497,13 @@ fn measured(mode: Mode, run: usize, wall: f64, built: &[Built]) -> RunResult {
     }
 }
 
-/// Steps of the spec (named `[IMAGE n/N] …`) that ran, or came from the cache.
-/// Resolving the base, sending local files and exporting happen on every
-/// build and are timed per step, but are not counted as run or cached.
+/// Steps of the spec that ran, or came from the cache. Resolving the base,
+/// sending local files and exporting happen on every build and are timed per
+/// step, but are not counted as run or cached.
 pub(crate) fn count(steps: &[StepTime], cached: bool) -> usize {
     steps
         .iter()
-        .filter(|s| crate::spec::is_spec_step(&s.name))
+        .filter(|s| s.spec_step)
         .filter(|s| {
             if cached {
                 s.cached
@@ -509,14 +533,14 @@ mod tests {
     fn cache_plan_pairs_exports_with_imports() {
         let plan = CachePlan {
             local_dir: "/tmp/c".into(),
-            repo: "127.0.0.1:5000/b".into(),
+            repo: "127.0.0.1:5000/b".parse().unwrap(),
         };
         assert_eq!(
-            plan.export(Mode::RegistryMin).unwrap(),
+            plan.export(Mode::RegistryMin).unwrap().to_string(),
             "type=registry,ref=127.0.0.1:5000/b:min,mode=min"
         );
         assert_eq!(
-            plan.import(Mode::Inline).unwrap(),
+            plan.import(Mode::Inline).unwrap().to_string(),
             "type=registry,ref=127.0.0.1:5000/b:inline"
         );
         assert!(plan.export(Mode::Warm).is_none());

@@ -140,6 +140,18 @@ fn merge(into: &mut pb::OpMetadata, node: &Node) {
 }
 
 impl State {
+    /// The digest of the op this state is an output of: the vertex the
+    /// daemon's progress reports it as. `None` for scratch.
+    pub fn digest(&self) -> Option<String> {
+        let out = self.output.as_ref()?;
+        let mut m = Marshaller {
+            done: HashMap::new(),
+            ops: Vec::new(),
+            metadata: BTreeMap::new(),
+        };
+        Some(m.node(&out.node))
+    }
+
     /// Marshals this state and everything it depends on.
     pub fn marshal(&self) -> Definition {
         let mut m = Marshaller {
@@ -199,7 +211,10 @@ mod tests {
 
     fn graph(overlay_name: &str) -> State {
         let p = Platform::host();
-        let base = image("127.0.0.1:5000/strata/debian:bookworm", Some("base"));
+        let base = image(
+            &"127.0.0.1:5000/strata/debian:bookworm".parse().unwrap(),
+            Some("base"),
+        );
         let apt = base.run(
             Run::shell("apt-get update && apt-get install -y git")
                 .mounts(presets::apt(&p))
@@ -219,6 +234,17 @@ mod tests {
             vec![FileAction::copy(Copy::new(&files, "/", "."))],
             Some("overlay"),
         )
+    }
+
+    #[test]
+    fn a_state_digest_is_its_op_in_the_definition() {
+        let state = graph("overlay");
+        let def = state.marshal();
+        let digest = state.digest().unwrap();
+        let digests = def.digests();
+        // The op before the terminal one is the state's own.
+        assert_eq!(digests[digests.len() - 2], digest);
+        assert!(State::scratch().digest().is_none());
     }
 
     #[test]
@@ -259,7 +285,7 @@ mod tests {
 
     #[test]
     fn shared_prefixes_marshal_once() {
-        let base = image("docker.io/library/debian:bookworm", None);
+        let base = image(&"docker.io/library/debian:bookworm".parse().unwrap(), None);
         let x = base.run(Run::shell("true"));
         let y = x.file(vec![FileAction::mkdir("/a", 0o755)], None);
         let z = x.file(vec![FileAction::copy(Copy::new(&y, "/a", "/b"))], None);

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::state::{Node, State};
+use crate::reference::ImageRef;
 use crate::wire::pb;
 
 /// The description key BuildKit shows as a step's name in progress output.
@@ -34,56 +35,13 @@ fn source(
     base.with_output(node, 0)
 }
 
-/// Expands an image reference the way Docker does: `debian` is
-/// `docker.io/library/debian:latest`; a first part with a `.` or `:` (or
-/// `localhost`) is a registry host.
-pub fn normalize_image_ref(reference: &str) -> Result<String, String> {
-    let r = reference.trim();
-    if r.is_empty() || r.contains(char::is_whitespace) {
-        return Err(format!("{reference:?} is not a valid image reference"));
-    }
-    let (name, digest) = match r.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (r, None),
-    };
-    let (domain, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_owned(), rest.to_owned())
-        }
-        Some(_) => ("docker.io".to_owned(), name.to_owned()),
-        None => ("docker.io".to_owned(), format!("library/{name}")),
-    };
-    // A tag is a `:` after the last `/` (a `:` before it is a registry port).
-    let (path, tag) = match path.rsplit_once(':') {
-        Some((p, t)) if !t.contains('/') => (p.to_owned(), Some(t.to_owned())),
-        _ => (path, None),
-    };
-    if path.is_empty()
-        || path.split('/').any(str::is_empty)
-        || path.chars().any(|c| c.is_ascii_uppercase())
-    {
-        return Err(format!("{reference:?} is not a valid image reference"));
-    }
-    let mut out = format!("{domain}/{path}");
-    match (tag, digest) {
-        (Some(t), Some(d)) => out = format!("{out}:{t}@{d}"),
-        (Some(t), None) => out = format!("{out}:{t}"),
-        (None, Some(d)) => out = format!("{out}@{d}"),
-        (None, None) => out.push_str(":latest"),
-    }
-    Ok(out)
-}
-
-/// A registry image as the root filesystem. `reference` must already be
-/// normalized (see [`normalize_image_ref`]).
-pub fn image(reference: &str, name: Option<&str>) -> State {
+/// A registry image as the root filesystem.
+pub fn image(reference: &ImageRef, name: Option<&str>) -> State {
     image_for(reference, &super::Platform::host(), name)
 }
 
 /// Like [`image`], for `platform`: the daemon pulls that platform's variant.
-pub fn image_for(reference: &str, platform: &super::Platform, name: Option<&str>) -> State {
+pub fn image_for(reference: &ImageRef, platform: &super::Platform, name: Option<&str>) -> State {
     source(
         &State::scratch().platform(platform.clone()),
         format!("docker-image://{reference}"),
@@ -179,25 +137,6 @@ pub fn http(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalizes_like_docker() {
-        let n = |r| normalize_image_ref(r).unwrap();
-        assert_eq!(n("debian"), "docker.io/library/debian:latest");
-        assert_eq!(n("debian:bookworm"), "docker.io/library/debian:bookworm");
-        assert_eq!(n("org/app"), "docker.io/org/app:latest");
-        assert_eq!(
-            n("127.0.0.1:5000/strata/debian:bookworm"),
-            "127.0.0.1:5000/strata/debian:bookworm"
-        );
-        assert_eq!(n("localhost/app"), "localhost/app:latest");
-        assert_eq!(n("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
-        assert_eq!(n("ghcr.io/x/y@sha256:abcd"), "ghcr.io/x/y@sha256:abcd");
-        assert!(normalize_image_ref("").is_err());
-        assert!(normalize_image_ref("bad ref").is_err());
-        assert!(normalize_image_ref("Debian").is_err());
-        assert!(normalize_image_ref("a//b").is_err());
-    }
 
     #[test]
     fn git_identifiers() {

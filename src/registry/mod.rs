@@ -4,12 +4,10 @@
 //! read pushed images back through it.
 
 mod artifact;
-mod reference;
 mod transport;
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::{header, Method, StatusCode, Uri};
@@ -17,7 +15,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-pub use reference::ImageRef;
+pub use crate::reference::ImageRef;
 
 use crate::llb::Platform;
 use crate::session::DockerAuth;
@@ -31,8 +29,8 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
 /// What went wrong talking to a registry; each names the image.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{reference:?} is not a valid image reference: {reason}")]
-    BadReference { reference: String, reason: String },
+    #[error(transparent)]
+    BadReference(#[from] crate::reference::ReferenceError),
     #[error("cannot reach the registry of {image}: {reason}")]
     Unreachable { image: String, reason: String },
     #[error("{image}: {what} not found in its registry{detail}")]
@@ -97,18 +95,6 @@ pub struct Resolved {
 pub struct Registry {
     options: RegistryOptions,
     tokens: Mutex<BTreeMap<String, String>>,
-}
-
-/// Whether a registry host (with or without port) is on the loopback, where
-/// plain http is the norm.
-pub fn is_loopback(host: &str) -> bool {
-    let bare = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-        .map(|(h, _)| h)
-        .unwrap_or(host)
-        .trim_matches(['[', ']']);
-    bare == "localhost" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses `Bearer realm="…",service="…",scope="…"` into its scheme and parameters.
@@ -252,7 +238,7 @@ impl Registry {
 
     fn scheme(&self, host: &str) -> &'static str {
         if self.options.insecure_all
-            || is_loopback(host)
+            || crate::reference::is_loopback_host(host)
             || self.options.insecure.iter().any(|h| h == host)
         {
             "http"

@@ -26,16 +26,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::io_status;
+use crate::ocilayout::{sync_dir, OciLayout};
 use crate::wire::containerd::services::content::v1 as pb;
 use pb::content_server::{Content, ContentServer};
 
@@ -57,10 +59,6 @@ const STORE_ID: &str = "buildkit-attachable-store-id";
 const READ_CHUNK: usize = 1 << 20;
 /// Infos per List answer (containerd's batch).
 const LIST_BATCH: usize = 100;
-/// The annotation that tags a descriptor in index.json.
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-/// Ingest files of ours untouched this long belong to dead processes.
-const STALE_INGEST: Duration = Duration::from_secs(24 * 3600);
 
 /// The store id BuildKit uses for a local cache directory: `local:` + the
 /// `dest` (export) or `src` (import) attribute, exactly as passed in the Solve request.
@@ -68,189 +66,16 @@ pub fn local_store_id(dir: &str) -> String {
     format!("local:{dir}")
 }
 
+/// The blob `digest` of `layout`, or the answer the daemon gets for a digest
+/// that is not `sha256:` + 64 hex digits.
+fn blob_path(layout: &OciLayout, digest: &str) -> Result<PathBuf, Status> {
+    layout
+        .blob_path(digest)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// An OCI image layout directory.
-#[derive(Debug, Clone)]
-pub struct OciLayout {
-    dir: PathBuf,
-}
-
-impl OciLayout {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        OciLayout { dir: dir.into() }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn hex(digest: &str) -> Result<&str, Status> {
-        digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
-            .ok_or_else(|| Status::invalid_argument(format!("unsupported digest {digest:?}")))
-    }
-
-    /// Where the blob `digest` (`sha256:…`) lives; an error for any other digest form.
-    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, Status> {
-        Ok(self.dir.join("blobs/sha256").join(Self::hex(digest)?))
-    }
-
-    fn ingest_dir(&self) -> PathBuf {
-        self.dir.join("ingest")
-    }
-
-    /// Creates the layout's skeleton if missing, and clears ingest files that
-    /// crashed strata processes left behind.
-    pub fn init(&self) -> std::io::Result<()> {
-        fs::create_dir_all(self.dir.join("blobs/sha256"))?;
-        fs::create_dir_all(self.ingest_dir())?;
-        let layout = self.dir.join("oci-layout");
-        if !layout.exists() {
-            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        }
-        if let Ok(entries) = fs::read_dir(self.ingest_dir()) {
-            let now = SystemTime::now();
-            for entry in entries.flatten() {
-                let ours = entry.file_name().to_string_lossy().ends_with(".strata");
-                let stale = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_INGEST);
-                if ours && stale {
-                    let _ = fs::remove_file(entry.path());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Locks `index.json.lock` (the lock file BuildKit's client uses too) and
-    /// makes sure the lock is on the file at that path, not one just removed.
-    fn lock_index(&self, exclusive: bool) -> std::io::Result<(fs::File, PathBuf)> {
-        use std::os::unix::fs::MetadataExt;
-        let path = self.dir.join("index.json.lock");
-        loop {
-            let file = fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            if exclusive {
-                file.lock()?;
-            } else {
-                file.lock_shared()?;
-            }
-            let held = file.metadata()?;
-            match fs::metadata(&path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok((file, path))
-                }
-                _ => continue, // removed or replaced by its previous holder: lock anew
-            }
-        }
-    }
-
-    fn read_index(&self) -> std::io::Result<serde_json::Value> {
-        match fs::read(self.dir.join("index.json")) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.index.v1+json",
-                "manifests": []
-            })),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The descriptor tagged `tag` in index.json (annotation
-    /// `org.opencontainers.image.ref.name`), if any. No index.json: `None`.
-    pub fn get_tag(&self, tag: &str) -> std::io::Result<Option<serde_json::Value>> {
-        if !self.dir.join("index.json").exists() {
-            return Ok(None);
-        }
-        let (lock, lock_path) = self.lock_index(false)?;
-        let index = self.read_index();
-        // As BuildKit does, the lock file goes when done (lockers check it is still theirs).
-        let _ = fs::remove_file(&lock_path);
-        drop(lock);
-        Ok(index?["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["annotations"][REF_NAME] == tag)
-            .cloned())
-    }
-
-    /// Points `tag` at `descriptor` in index.json, keeping every other entry
-    /// (as BuildKit's `ociindex.Put`: entries with the same tag are dropped,
-    /// the new one is appended). The file is replaced atomically (temporary
-    /// file, fsync, rename), under the lock BuildKit's client also takes.
-    pub fn put_tag(&self, tag: &str, mut descriptor: serde_json::Value) -> std::io::Result<()> {
-        if !descriptor.is_object() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a descriptor must be a JSON object",
-            ));
-        }
-        self.init()?;
-        let (lock, lock_path) = self.lock_index(true)?;
-        let mut index = self.read_index()?;
-        if !index.is_object() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "index.json is not a JSON object",
-            ));
-        }
-        if index["schemaVersion"].is_null() {
-            index["schemaVersion"] = 2.into();
-        }
-        if !descriptor["annotations"].is_object() {
-            descriptor["annotations"] = serde_json::json!({});
-        }
-        descriptor["annotations"][REF_NAME] = tag.into();
-        let mut list: Vec<serde_json::Value> = index["manifests"]
-            .as_array_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
-        list.retain(|m| m["annotations"][REF_NAME] != tag);
-        list.push(descriptor);
-        index["manifests"] = list.into();
-        let written = write_atomic(&self.dir.join("index.json"), &serde_json::to_vec(&index)?);
-        // As BuildKit does, the lock file goes when done (lockers check it is still theirs).
-        let _ = fs::remove_file(&lock_path);
-        drop(lock);
-        written
-    }
-}
-
-/// Flushes a directory's entries (a rename in it) to disk.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// Writes `path` through a temporary file beside it, fsync and rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.strata-{}", super::random_id()));
-    let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    } else if let Some(dir) = path.parent() {
-        sync_dir(dir);
-    }
-    written
 }
 
 /// A write in progress, as Status and ListStatuses report it.
@@ -320,14 +145,14 @@ impl ContentStores {
     }
 
     fn info_of(&self, layout: &OciLayout, digest: &str) -> Result<pb::Info, Status> {
-        let path = layout.blob_path(digest)?;
+        let path = blob_path(layout, digest)?;
         let meta = fs::metadata(&path)
             .map_err(|_| Status::not_found(format!("content {digest}: not found")))?;
         let created = meta.modified().ok().map(prost_types::Timestamp::from);
         let labels = self
             .state()
             .labels
-            .get(&(layout.dir.clone(), digest.to_owned()))
+            .get(&(layout.dir().to_owned(), digest.to_owned()))
             .cloned()
             .unwrap_or_default();
         Ok(pb::Info {
@@ -337,14 +162,6 @@ impl ContentStores {
             updated_at: created,
             labels,
         })
-    }
-}
-
-fn io_status(what: &str, path: &Path, e: std::io::Error) -> Status {
-    let message = format!("{what} {}: {e}", path.display());
-    match e.kind() {
-        std::io::ErrorKind::NotFound => Status::not_found(message),
-        _ => Status::internal(message),
     }
 }
 
@@ -385,7 +202,7 @@ impl Content for ContentStores {
             let mut state = self.state();
             let labels = state
                 .labels
-                .entry((layout.dir.clone(), update.digest.clone()))
+                .entry((layout.dir().to_owned(), update.digest.clone()))
                 .or_default();
             if paths.is_empty() {
                 *labels = update.labels.clone();
@@ -419,7 +236,7 @@ impl Content for ContentStores {
         // Filters are not applied: the daemon never lists a session store.
         let (_, layout) = self.choose(&r)?;
         let mut infos = Vec::new();
-        if let Ok(entries) = fs::read_dir(layout.dir.join("blobs/sha256")) {
+        if let Ok(entries) = fs::read_dir(layout.dir().join("blobs/sha256")) {
             for entry in entries.flatten() {
                 let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
                 if let Ok(info) = self.info_of(&layout, &digest) {
@@ -454,7 +271,7 @@ impl Content for ContentStores {
     ) -> Result<Response<Self::ReadStream>, Status> {
         let (_, layout) = self.choose(&r)?;
         let req = r.into_inner();
-        let path = layout.blob_path(&req.digest)?;
+        let path = blob_path(&layout, &req.digest)?;
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|_| Status::not_found(format!("content {}: not found", req.digest)))?;
@@ -621,8 +438,8 @@ impl Ingest {
         }
         let dir = layout.ingest_dir();
         fs::create_dir_all(&dir).map_err(|e| io_status("creating", &dir, e))?;
-        fs::create_dir_all(layout.dir.join("blobs/sha256"))
-            .map_err(|e| io_status("creating", &layout.dir, e))?;
+        fs::create_dir_all(layout.dir().join("blobs/sha256"))
+            .map_err(|e| io_status("creating", layout.dir(), e))?;
         let token = super::random_id();
         let path = dir.join(format!("{token}.strata"));
         let file = fs::OpenOptions::new()
@@ -706,7 +523,7 @@ fn handle_write(
             "first message must have a reference",
         ));
     }
-    if !req.expected.is_empty() && layout.blob_path(&req.expected)?.exists() {
+    if !req.expected.is_empty() && blob_path(layout, &req.expected)?.exists() {
         *ingest = None;
         return Err(Status::already_exists(format!(
             "blob with expected digest {} exists",
@@ -772,7 +589,7 @@ fn handle_write(
             )));
         }
         current.file.sync_all().map_err(written)?;
-        let blob = layout.blob_path(&digest)?;
+        let blob = blob_path(layout, &digest)?;
         fs::rename(&current.path, &blob).map_err(|e| io_status("committing", &blob, e))?;
         current.committed = true;
         if let Some(dir) = blob.parent() {
@@ -782,7 +599,7 @@ fn handle_write(
             stores
                 .state()
                 .labels
-                .insert((layout.dir.clone(), digest), req.labels.clone());
+                .insert((layout.dir().to_owned(), digest), req.labels.clone());
         }
         *ingest = None;
     }
@@ -793,6 +610,8 @@ fn handle_write(
 mod tests {
     use super::*;
     use pb::content_client::ContentClient;
+    use std::path::Path;
+    use std::time::Duration;
     use tonic::transport::Channel;
 
     const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
@@ -895,7 +714,7 @@ mod tests {
         assert_eq!(replies[2].offset, 5);
         assert_eq!(replies[3].digest, HELLO);
         assert_eq!(
-            fs::read(layout.blob_path(HELLO).unwrap()).unwrap(),
+            fs::read(blob_path(&layout, HELLO).unwrap()).unwrap(),
             b"hello"
         );
         assert_eq!(count(&layout.ingest_dir()), 0);
@@ -1032,7 +851,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(count(&layout.dir.join("blobs/sha256")), 0);
+        assert_eq!(count(&layout.dir().join("blobs/sha256")), 0);
         assert_eq!(count(&layout.ingest_dir()), 0);
     }
 
@@ -1085,7 +904,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(count(&layout.ingest_dir()), 0);
-        assert_eq!(count(&layout.dir.join("blobs/sha256")), 0);
+        assert_eq!(count(&layout.dir().join("blobs/sha256")), 0);
         let err = client
             .status(in_store(pb::StatusRequest {
                 r#ref: "cut".into(),
@@ -1105,7 +924,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(layout.blob_path(HELLO).unwrap().exists());
+        assert!(blob_path(&layout, HELLO).unwrap().exists());
     }
 
     #[tokio::test]
@@ -1133,7 +952,7 @@ mod tests {
             }
         }
         assert_eq!(
-            fs::read(layout.blob_path(HELLO).unwrap()).unwrap(),
+            fs::read(blob_path(&layout, HELLO).unwrap()).unwrap(),
             b"hello"
         );
         assert_eq!(count(&layout.ingest_dir()), 0);
@@ -1222,112 +1041,5 @@ mod tests {
             client.info(bare).await.unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
-    }
-
-    #[test]
-    fn index_tags_are_replaced_atomically_and_others_kept() {
-        let tmp = tempfile::tempdir().unwrap();
-        let layout = OciLayout::new(tmp.path());
-        assert!(layout.get_tag("latest").unwrap().is_none(), "no index yet");
-        let desc = |d: &str| {
-            serde_json::json!({
-                "mediaType": "application/vnd.oci.image.index.v1+json",
-                "digest": d,
-                "size": 1,
-                "annotations": {"keep": "me"}
-            })
-        };
-        layout.put_tag("latest", desc("sha256:a")).unwrap();
-        layout.put_tag("other", desc("sha256:b")).unwrap();
-        layout.put_tag("latest", desc("sha256:c")).unwrap();
-        let latest = layout.get_tag("latest").unwrap().unwrap();
-        assert_eq!(latest["digest"], "sha256:c");
-        assert_eq!(latest["annotations"]["keep"], "me");
-        assert_eq!(
-            layout.get_tag("other").unwrap().unwrap()["digest"],
-            "sha256:b"
-        );
-        assert!(layout.get_tag("none").unwrap().is_none());
-        let index: serde_json::Value =
-            serde_json::from_slice(&fs::read(tmp.path().join("index.json")).unwrap()).unwrap();
-        assert_eq!(index["schemaVersion"], 2);
-        assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
-        let layout_file: serde_json::Value =
-            serde_json::from_slice(&fs::read(tmp.path().join("oci-layout")).unwrap()).unwrap();
-        assert_eq!(layout_file["imageLayoutVersion"], "1.0.0");
-        // Nothing but the layout is left: no temporary files, no lock file.
-        let mut names: Vec<_> = fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["blobs", "index.json", "ingest", "oci-layout"]);
-    }
-
-    #[test]
-    fn a_broken_index_is_an_error_not_overwritten() {
-        let tmp = tempfile::tempdir().unwrap();
-        let layout = OciLayout::new(tmp.path());
-        fs::write(tmp.path().join("index.json"), "{not json").unwrap();
-        assert!(layout.get_tag("latest").is_err());
-        assert!(layout
-            .put_tag("latest", serde_json::json!({"digest": "sha256:a"}))
-            .is_err());
-        assert_eq!(
-            fs::read_to_string(tmp.path().join("index.json")).unwrap(),
-            "{not json"
-        );
-    }
-
-    #[test]
-    fn concurrent_index_updates_keep_every_tag() {
-        let tmp = tempfile::tempdir().unwrap();
-        let threads: Vec<_> = (0..8)
-            .map(|i| {
-                let layout = OciLayout::new(tmp.path());
-                std::thread::spawn(move || {
-                    for j in 0..5 {
-                        let digest = format!("sha256:{i}-{j}");
-                        layout
-                            .put_tag(&format!("t{i}"), serde_json::json!({"digest": digest}))
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let layout = OciLayout::new(tmp.path());
-        for i in 0..8 {
-            let d = layout.get_tag(&format!("t{i}")).unwrap().unwrap();
-            assert_eq!(d["digest"], format!("sha256:{i}-4"));
-        }
-    }
-
-    #[test]
-    fn stale_ingest_files_are_cleared() {
-        let tmp = tempfile::tempdir().unwrap();
-        let layout = OciLayout::new(tmp.path());
-        layout.init().unwrap();
-        let old = layout.ingest_dir().join("dead.strata");
-        let fresh = layout.ingest_dir().join("live.strata");
-        let foreign = layout.ingest_dir().join("0123");
-        for p in [&old, &fresh, &foreign] {
-            fs::write(p, "x").unwrap();
-        }
-        let long_ago = SystemTime::now() - STALE_INGEST * 2;
-        for p in [&old, &foreign] {
-            fs::File::options()
-                .write(true)
-                .open(p)
-                .unwrap()
-                .set_modified(long_ago)
-                .unwrap();
-        }
-        layout.init().unwrap();
-        assert!(!old.exists());
-        assert!(fresh.exists());
-        assert!(foreign.exists(), "only our own files are touched");
     }
 }

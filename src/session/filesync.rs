@@ -35,7 +35,7 @@ const CHUNK: usize = 32 * 1024;
 const FILES_IN_FLIGHT: usize = 4;
 
 /// A local directory the build may read, by the name its `local://NAME` source uses.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalDir {
     pub path: PathBuf,
     /// Patterns excluded on top of what the LLB source asks for.

@@ -46,6 +46,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::filesync::{go_mode, posix_permissions};
+use super::io_status;
 use crate::wire::fsutil::types::packet::PacketType;
 use crate::wire::fsutil::types::{Packet, Stat};
 
@@ -121,10 +122,6 @@ fn make_node(path: &Path, stat: &Stat) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-fn io_status(what: &str, path: &Path, e: std::io::Error) -> Status {
-    Status::internal(format!("{what} {}: {e}", path.display()))
 }
 
 /// A relative, clean path from the wire, or an error: the daemon must never

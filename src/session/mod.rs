@@ -13,7 +13,7 @@ mod secrets;
 pub(crate) mod tunnel;
 
 pub use auth::DockerAuth;
-pub use content::{local_store_id, ContentStores, OciLayout};
+pub use content::{local_store_id, ContentStores};
 pub use filesend::{ExportFiles, ExportTarget};
 pub use filesync::{LocalDir, LocalDirs};
 pub use patterns::PatternSet;
@@ -54,6 +54,15 @@ pub fn random_id() -> String {
         bytes[..16].copy_from_slice(&(now ^ ((std::process::id() as u128) << 64)).to_le_bytes());
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A filesystem error as the daemon sees it: what was being done, and where.
+pub(crate) fn io_status(what: &str, path: &std::path::Path, e: std::io::Error) -> tonic::Status {
+    let message = format!("{what} {}: {e}", path.display());
+    match e.kind() {
+        std::io::ErrorKind::NotFound => tonic::Status::not_found(message),
+        _ => tonic::Status::internal(message),
+    }
 }
 
 /// The services one session offers, before it is started.

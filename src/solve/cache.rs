@@ -1,167 +1,390 @@
-//! Cache import and export options, in buildctl's `--cache-to` / `--cache-from`
-//! syntax (`type=registry,ref=…,mode=max`).
+//! Build-cache exports and imports as typed values. They are parsed once, from
+//! buildctl's syntax (`type=registry,ref=…,mode=max`) on the command line or in
+//! a spec, print back in that syntax, and become the daemon's
+//! `CacheOptionsEntry` in one place ([`CacheExport::to_wire`],
+//! [`CacheImport::to_wire`]).
 
-use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 
-/// One cache import or export (`type=registry,ref=…`), as BuildKit takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheEntry {
-    pub kind: String,
-    pub attrs: BTreeMap<String, String>,
+use super::attrs::{Attrs, OptionError};
+use crate::reference::ImageRef;
+use crate::wire::moby::buildkit::v1::CacheOptionsEntry;
+
+/// Which results a cache export carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Only what is a layer of the image (and results whose blobs exist).
+    Min,
+    /// Every intermediate result: an edit anywhere still finds the steps
+    /// before it. The default (see README: toolchain stages need it).
+    #[default]
+    Max,
 }
 
-/// Which way a cache entry goes; the accepted attributes differ.
+/// How exported layers are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Export,
-    Import,
+pub enum Compression {
+    Gzip,
+    Zstd,
+    Estargz,
+    Uncompressed,
 }
 
-const EXPORT_ATTRS: &[(&str, &[&str])] = &[
-    (
-        "registry",
-        &[
-            "ref",
-            "mode",
-            "compression",
-            "compression-level",
-            "force-compression",
-            "oci-mediatypes",
-            "image-manifest",
-            "ignore-error",
-            "registry.insecure",
-        ],
-    ),
-    (
-        "local",
-        &[
-            "dest",
-            "mode",
-            "compression",
-            "compression-level",
-            "force-compression",
-            "oci-mediatypes",
-            "image-manifest",
-            "ignore-error",
-            "tag",
-        ],
-    ),
-    ("inline", &["mode"]),
-];
-
-const IMPORT_ATTRS: &[(&str, &[&str])] = &[
-    ("registry", &["ref", "registry.insecure"]),
-    ("local", &["src", "tag", "digest"]),
-];
-
-/// Parses one `--cache-to` / `--cache-from` value. `flag` names the option in errors.
-pub fn parse_cache_entry(value: &str, direction: Direction) -> Result<CacheEntry, String> {
-    let flag = match direction {
-        Direction::Export => "--cache-to",
-        Direction::Import => "--cache-from",
-    };
-    // buildctl accepts a bare reference for registry imports.
-    if direction == Direction::Import && !value.contains('=') && !value.is_empty() {
-        return Ok(CacheEntry {
-            kind: "registry".into(),
-            attrs: BTreeMap::from([("ref".to_owned(), value.to_owned())]),
-        });
-    }
-    let mut attrs = BTreeMap::new();
-    for part in value.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| format!("{flag} {value:?}: {part:?} is not KEY=VALUE"))?;
-        attrs.insert(k.trim().to_owned(), v.trim().to_owned());
-    }
-    let kind = attrs
-        .remove("type")
-        .ok_or_else(|| format!("{flag} {value:?}: missing type= (registry, local or inline)"))?;
-    let table = match direction {
-        Direction::Export => EXPORT_ATTRS,
-        Direction::Import => IMPORT_ATTRS,
-    };
-    let known = table
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, attrs)| *attrs)
-        .ok_or_else(|| {
-            let kinds: Vec<&str> = table.iter().map(|(k, _)| *k).collect();
-            format!(
-                "{flag} {value:?}: unknown type {kind:?} (use {})",
-                kinds.join(", ")
-            )
-        })?;
-    if let Some(unknown) = attrs.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(format!(
-            "{flag} {value:?}: unknown attribute {unknown:?} for type={kind} (known: {})",
-            known.join(", ")
-        ));
-    }
-    let need = |key: &str| {
-        if attrs.contains_key(key) {
-            Ok(())
-        } else {
-            Err(format!("{flag} {value:?}: type={kind} needs {key}="))
-        }
-    };
-    match (kind.as_str(), direction) {
-        ("registry", _) => need("ref")?,
-        ("local", Direction::Export) => need("dest")?,
-        ("local", Direction::Import) => need("src")?,
-        _ => {}
-    }
-    if let Some(mode) = attrs.get("mode") {
-        if mode != "min" && mode != "max" {
-            return Err(format!(
-                "{flag} {value:?}: mode must be min or max, not {mode:?}"
-            ));
+impl Compression {
+    fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Estargz => "estargz",
+            Compression::Uncompressed => "uncompressed",
         }
     }
-    if let Some(c) = attrs.get("compression") {
-        if !["gzip", "zstd", "estargz", "uncompressed"].contains(&c.as_str()) {
-            return Err(format!(
-                "{flag} {value:?}: compression must be gzip, zstd, estargz or uncompressed, not {c:?}"
-            ));
-        }
-    }
-    // Toolchain layers are intermediate results: only mode=max exports them,
-    // and restoring them is the point of exporting cache (see README).
-    if direction == Direction::Export && kind != "inline" && !attrs.contains_key("mode") {
-        attrs.insert("mode".into(), "max".into());
-    }
-    Ok(CacheEntry { kind, attrs })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Options every blob-writing export (registry, local) shares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerOptions {
+    pub mode: CacheMode,
+    pub compression: Option<Compression>,
+    pub compression_level: Option<u8>,
+    pub force_compression: bool,
+    pub oci_mediatypes: Option<bool>,
+    /// Write the cache as an OCI image manifest (for registries that reject indexes).
+    pub image_manifest: bool,
+    /// A failed export does not fail the build.
+    pub ignore_error: bool,
+}
 
-    #[test]
-    fn parses_buildctl_cache_options() {
-        let e = parse_cache_entry("type=registry,ref=r/x:cache", Direction::Export).unwrap();
-        assert_eq!(e.kind, "registry");
-        assert_eq!(e.attrs["mode"], "max", "max by default");
-        let e = parse_cache_entry("type=registry,ref=r/x,mode=min", Direction::Export).unwrap();
-        assert_eq!(e.attrs["mode"], "min");
-        let e = parse_cache_entry("type=inline", Direction::Export).unwrap();
-        assert!(e.attrs.is_empty());
-        let e = parse_cache_entry("r/x:cache", Direction::Import).unwrap();
-        assert_eq!(e.attrs["ref"], "r/x:cache");
-        let e = parse_cache_entry("type=local,src=/tmp/c", Direction::Import).unwrap();
-        assert_eq!(e.attrs["src"], "/tmp/c");
+/// Where a build's cache is exported to (`--cache-to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheExport {
+    Registry {
+        reference: ImageRef,
+        options: LayerOptions,
+        /// Plain http to the registry (set for loopback and `--insecure-registry`).
+        insecure: bool,
+    },
+    /// An OCI layout directory on this machine, written through the session.
+    Local {
+        dest: PathBuf,
+        /// The tag in the layout's `index.json`.
+        tag: String,
+        options: LayerOptions,
+    },
+    /// Cache metadata inside the exported image's config.
+    Inline { mode: Option<CacheMode> },
+}
+
+/// Where a build's cache is imported from (`--cache-from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheImport {
+    Registry {
+        reference: ImageRef,
+        insecure: bool,
+    },
+    /// An OCI layout directory on this machine, read through the session.
+    Local {
+        src: PathBuf,
+        tag: String,
+        /// The cache manifest's digest; found from `tag` when not given.
+        digest: Option<String>,
+    },
+}
+
+const LAYER_ATTRS: &[&str] = &[
+    "mode",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "oci-mediatypes",
+    "image-manifest",
+    "ignore-error",
+];
+
+impl Attrs {
+    fn reference(&mut self) -> Result<ImageRef, OptionError> {
+        let r = self.need("ref")?;
+        r.parse().map_err(|e| self.error(format!("ref: {e}")))
     }
 
-    #[test]
-    fn rejects_what_buildkit_would_reject_late() {
-        let err = |v, d| parse_cache_entry(v, d).unwrap_err();
-        assert!(err("type=registry", Direction::Export).contains("needs ref="));
-        assert!(err("type=local,src=x", Direction::Export).contains("unknown attribute \"src\""));
-        assert!(err("type=local", Direction::Import).contains("needs src="));
-        assert!(err("type=s3,ref=x", Direction::Export).contains("unknown type"));
-        assert!(err("type=registry,ref=x,mode=all", Direction::Export).contains("min or max"));
-        assert!(err("type=inline", Direction::Import).contains("unknown type"));
-        assert!(err("ref", Direction::Export).contains("not KEY=VALUE"));
+    fn mode(&mut self) -> Result<Option<CacheMode>, OptionError> {
+        match self.take("mode").as_deref() {
+            None => Ok(None),
+            Some("min") => Ok(Some(CacheMode::Min)),
+            Some("max") => Ok(Some(CacheMode::Max)),
+            Some(other) => Err(self.error(format!("mode must be min or max, not {other:?}"))),
+        }
+    }
+
+    fn layer_options(&mut self) -> Result<LayerOptions, OptionError> {
+        let compression = match self.take("compression").as_deref() {
+            None => None,
+            Some("gzip") => Some(Compression::Gzip),
+            Some("zstd") => Some(Compression::Zstd),
+            Some("estargz") => Some(Compression::Estargz),
+            Some("uncompressed") => Some(Compression::Uncompressed),
+            Some(other) => {
+                return Err(self.error(format!(
+                    "compression must be gzip, zstd, estargz or uncompressed, not {other:?}"
+                )))
+            }
+        };
+        let compression_level = match self.take("compression-level") {
+            None => None,
+            Some(l) => Some(l.parse::<u8>().map_err(|_| {
+                self.error(format!("compression-level is a number 0-22, not {l:?}"))
+            })?),
+        };
+        Ok(LayerOptions {
+            mode: self.mode()?.unwrap_or_default(),
+            compression,
+            compression_level,
+            force_compression: self.flag("force-compression")?.unwrap_or(false),
+            oci_mediatypes: self.flag("oci-mediatypes")?,
+            image_manifest: self.flag("image-manifest")?.unwrap_or(false),
+            ignore_error: self.flag("ignore-error")?.unwrap_or(false),
+        })
+    }
+
+    fn insecure(&mut self) -> Result<bool, OptionError> {
+        Ok(self.flag("registry.insecure")?.unwrap_or(false))
+    }
+}
+
+impl FromStr for CacheExport {
+    type Err = OptionError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let mut a = Attrs::parse("--cache-to", value, "registry, local or inline")?;
+        match a.kind.as_str() {
+            "registry" => {
+                a.allow(&[&["ref", "registry.insecure"], LAYER_ATTRS])?;
+                Ok(CacheExport::Registry {
+                    reference: a.reference()?,
+                    insecure: a.insecure()?,
+                    options: a.layer_options()?,
+                })
+            }
+            "local" => {
+                a.allow(&[&["dest", "tag"], LAYER_ATTRS])?;
+                Ok(CacheExport::Local {
+                    dest: a.need("dest")?.into(),
+                    tag: a.take("tag").unwrap_or_else(|| "latest".into()),
+                    options: a.layer_options()?,
+                })
+            }
+            "inline" => {
+                a.allow(&[&["mode"]])?;
+                Ok(CacheExport::Inline { mode: a.mode()? })
+            }
+            other => Err(a.error(format!(
+                "unknown type {other:?} (use registry, local, inline)"
+            ))),
+        }
+    }
+}
+
+impl FromStr for CacheImport {
+    type Err = OptionError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        // buildctl accepts a bare reference for registry imports.
+        if !value.contains('=') && !value.trim().is_empty() {
+            return Ok(CacheImport::Registry {
+                reference: value
+                    .parse()
+                    .map_err(|e| OptionError::new("--cache-from", value, format!("{e}")))?,
+                insecure: false,
+            });
+        }
+        let mut a = Attrs::parse("--cache-from", value, "registry or local")?;
+        match a.kind.as_str() {
+            "registry" => {
+                a.allow(&[&["ref", "registry.insecure"]])?;
+                Ok(CacheImport::Registry {
+                    reference: a.reference()?,
+                    insecure: a.insecure()?,
+                })
+            }
+            "local" => {
+                a.allow(&[&["src", "tag", "digest"]])?;
+                Ok(CacheImport::Local {
+                    src: a.need("src")?.into(),
+                    tag: a.take("tag").unwrap_or_else(|| "latest".into()),
+                    digest: a.take("digest"),
+                })
+            }
+            other => Err(a.error(format!("unknown type {other:?} (use registry, local)"))),
+        }
+    }
+}
+
+impl LayerOptions {
+    /// As BuildKit's attributes (the mode always said: BuildKit's own default is min).
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![(
+            "mode",
+            match self.mode {
+                CacheMode::Min => "min".to_owned(),
+                CacheMode::Max => "max".to_owned(),
+            },
+        )];
+        if let Some(c) = self.compression {
+            out.push(("compression", c.name().to_owned()));
+        }
+        if let Some(l) = self.compression_level {
+            out.push(("compression-level", l.to_string()));
+        }
+        if self.force_compression {
+            out.push(("force-compression", "true".into()));
+        }
+        if let Some(o) = self.oci_mediatypes {
+            out.push(("oci-mediatypes", o.to_string()));
+        }
+        if self.image_manifest {
+            out.push(("image-manifest", "true".into()));
+        }
+        if self.ignore_error {
+            out.push(("ignore-error", "true".into()));
+        }
+        out
+    }
+}
+
+impl CacheMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheMode::Min => "min",
+            CacheMode::Max => "max",
+        }
+    }
+}
+
+impl CacheExport {
+    /// `registry`, `local` or `inline`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CacheExport::Registry { .. } => "registry",
+            CacheExport::Local { .. } => "local",
+            CacheExport::Inline { .. } => "inline",
+        }
+    }
+
+    pub fn mode(&self) -> Option<CacheMode> {
+        match self {
+            CacheExport::Registry { options, .. } | CacheExport::Local { options, .. } => {
+                Some(options.mode)
+            }
+            CacheExport::Inline { mode } => *mode,
+        }
+    }
+
+    /// The attributes in buildctl's order of meaning: the location first.
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        match self {
+            CacheExport::Registry {
+                reference,
+                options,
+                insecure,
+            } => {
+                let mut out = vec![("ref", reference.to_string())];
+                out.extend(options.attrs());
+                if *insecure {
+                    out.push(("registry.insecure", "true".into()));
+                }
+                out
+            }
+            CacheExport::Local { dest, tag, options } => {
+                let mut out = vec![("dest", dest.display().to_string())];
+                if tag != "latest" {
+                    out.push(("tag", tag.clone()));
+                }
+                out.extend(options.attrs());
+                out
+            }
+            CacheExport::Inline { mode } => mode
+                .map(|m| ("mode", m.name().into()))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// The entry the daemon takes in `SolveRequest.cache.exports`.
+    pub fn to_wire(&self) -> CacheOptionsEntry {
+        wire(self.kind(), self.attrs())
+    }
+}
+
+impl CacheImport {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CacheImport::Registry { .. } => "registry",
+            CacheImport::Local { .. } => "local",
+        }
+    }
+
+    fn attrs(&self) -> Vec<(&'static str, String)> {
+        match self {
+            CacheImport::Registry {
+                reference,
+                insecure,
+            } => {
+                let mut out = vec![("ref", reference.to_string())];
+                if *insecure {
+                    out.push(("registry.insecure", "true".into()));
+                }
+                out
+            }
+            CacheImport::Local { src, tag, digest } => {
+                let mut out = vec![("src", src.display().to_string())];
+                if tag != "latest" {
+                    out.push(("tag", tag.clone()));
+                }
+                if let Some(d) = digest {
+                    out.push(("digest", d.clone()));
+                }
+                out
+            }
+        }
+    }
+
+    /// The entry the daemon takes in `SolveRequest.cache.imports`.
+    pub fn to_wire(&self) -> CacheOptionsEntry {
+        wire(self.kind(), self.attrs())
+    }
+}
+
+fn wire(kind: &str, attrs: Vec<(&'static str, String)>) -> CacheOptionsEntry {
+    CacheOptionsEntry {
+        r#type: kind.to_owned(),
+        attrs: attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    }
+}
+
+fn write_attrs(
+    f: &mut fmt::Formatter<'_>,
+    kind: &str,
+    attrs: Vec<(&'static str, String)>,
+) -> fmt::Result {
+    write!(f, "type={kind}")?;
+    for (k, v) in attrs {
+        write!(f, ",{k}={v}")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for CacheExport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_attrs(f, self.kind(), self.attrs())
+    }
+}
+
+impl fmt::Display for CacheImport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_attrs(f, self.kind(), self.attrs())
     }
 }
 
@@ -172,103 +395,108 @@ pub struct CacheReport {
     pub kind: String,
     /// The ref, the directory, or the image carrying inline cache.
     pub location: String,
-    pub mode: Option<String>,
+    pub mode: Option<CacheMode>,
     /// Bytes of the cache manifest and every blob it references, when known.
     pub bytes: Option<u64>,
     pub blobs: Option<usize>,
 }
 
-/// Bytes and count of what a manifest or index references (config, layers,
-/// entries), plus the manifest itself.
-pub fn referenced_size(manifest: &serde_json::Value, manifest_bytes: u64) -> (u64, usize) {
-    let mut bytes = manifest_bytes;
-    let mut blobs = 1;
-    let descriptors = manifest["config"]
-        .as_object()
-        .map(|c| serde_json::Value::Object(c.clone()))
-        .into_iter()
-        .chain(manifest["layers"].as_array().cloned().unwrap_or_default())
-        .chain(
-            manifest["manifests"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
-        );
-    for d in descriptors {
-        bytes += d["size"].as_u64().unwrap_or(0);
-        blobs += 1;
-    }
-    (bytes, blobs)
-}
-
-/// After a successful solve: points each local cache's `index.json` at the
-/// exported cache manifest (BuildKit leaves that to the client), and measures
-/// what every export wrote.
-pub async fn finish_exports(
-    exports: &[CacheEntry],
-    exporter_response: &BTreeMap<String, String>,
-    registry: &crate::registry::Registry,
-    image: Option<&str>,
-) -> Result<Vec<CacheReport>, String> {
-    let manifest: Option<serde_json::Value> = exporter_response
-        .get("cache.manifest")
-        .and_then(|m| serde_json::from_str(m).ok());
-    let mut reports = Vec::new();
-    for entry in exports {
-        let mode = entry.attrs.get("mode").cloned();
-        let mut report = CacheReport {
-            kind: entry.kind.clone(),
-            location: String::new(),
-            mode,
+impl CacheReport {
+    /// A report of `export` whose size is not known (yet).
+    pub fn of(export: &CacheExport) -> CacheReport {
+        let location = match export {
+            CacheExport::Registry { reference, .. } => reference.to_string(),
+            CacheExport::Local { dest, .. } => dest.display().to_string(),
+            CacheExport::Inline { .. } => "inline".to_owned(),
+        };
+        CacheReport {
+            kind: export.kind().to_owned(),
+            location,
+            mode: export.mode(),
             bytes: None,
             blobs: None,
-        };
-        match entry.kind.as_str() {
-            "local" => {
-                let dest = entry.attrs.get("dest").cloned().unwrap_or_default();
-                report.location = dest.clone();
-                if let Some(desc) = &manifest {
-                    let tag = entry
-                        .attrs
-                        .get("tag")
-                        .map(String::as_str)
-                        .unwrap_or("latest");
-                    let layout = crate::session::OciLayout::new(&dest);
-                    layout
-                        .put_tag(tag, desc.clone())
-                        .map_err(|e| format!("--cache-to {dest}: writing index.json: {e}"))?;
-                    let digest = desc["digest"].as_str().unwrap_or_default();
-                    if let Ok(bytes) = layout
-                        .blob_path(digest)
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| std::fs::read(p).map_err(|e| e.to_string()))
-                    {
-                        if let Ok(json) = serde_json::from_slice(&bytes) {
-                            let (b, n) = referenced_size(&json, bytes.len() as u64);
-                            report.bytes = Some(b);
-                            report.blobs = Some(n);
-                        }
-                    }
-                }
-            }
-            "registry" => {
-                let reference = entry.attrs.get("ref").cloned().unwrap_or_default();
-                report.location = reference.clone();
-                if let Ok(r) = reference.parse::<crate::registry::ImageRef>() {
-                    if let Ok((_, size, json)) = registry.artifact(&r).await {
-                        let (b, n) = referenced_size(&json, size);
-                        report.bytes = Some(b);
-                        report.blobs = Some(n);
-                    }
-                }
-            }
-            _ => {
-                report.location = image
-                    .map(|i| format!("inline in {i}"))
-                    .unwrap_or_else(|| "inline".into());
-            }
         }
-        reports.push(report);
     }
-    Ok(reports)
+
+    /// Records the size of what a manifest or index references (config,
+    /// layers, entries), plus the manifest itself.
+    pub fn measured(mut self, manifest: &serde_json::Value, manifest_bytes: u64) -> CacheReport {
+        let mut bytes = manifest_bytes;
+        let mut blobs = 1;
+        let descriptors = manifest["config"]
+            .as_object()
+            .map(|c| serde_json::Value::Object(c.clone()))
+            .into_iter()
+            .chain(manifest["layers"].as_array().cloned().unwrap_or_default())
+            .chain(
+                manifest["manifests"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        for d in descriptors {
+            bytes += d["size"].as_u64().unwrap_or(0);
+            blobs += 1;
+        }
+        self.bytes = Some(bytes);
+        self.blobs = Some(blobs);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_buildctl_cache_options() {
+        let e: CacheExport = "type=registry,ref=r.io/x:cache".parse().unwrap();
+        assert_eq!(e.mode(), Some(CacheMode::Max), "max by default");
+        assert_eq!(e.to_wire().attrs["mode"], "max");
+        let e: CacheExport = "type=registry,ref=r.io/x,mode=min".parse().unwrap();
+        assert_eq!(e.mode(), Some(CacheMode::Min));
+        let e: CacheExport = "type=inline".parse().unwrap();
+        assert!(e.to_wire().attrs.is_empty());
+        let i: CacheImport = "r.io/x:cache".parse().unwrap();
+        assert_eq!(i.to_wire().attrs["ref"], "r.io/x:cache");
+        let i: CacheImport = "type=local,src=/tmp/c".parse().unwrap();
+        assert_eq!(i.to_wire().attrs["src"], "/tmp/c");
+    }
+
+    #[test]
+    fn print_back_in_the_syntax_they_were_read_in() {
+        for text in [
+            "type=registry,ref=127.0.0.1:5000/a/b:cache,mode=min,compression=zstd,force-compression=true,registry.insecure=true",
+            "type=local,dest=/var/cache/x,mode=max,image-manifest=true,ignore-error=true",
+            "type=inline",
+        ] {
+            let e: CacheExport = text.parse().unwrap();
+            assert_eq!(e.to_string(), text);
+            assert_eq!(e.to_string().parse::<CacheExport>().unwrap(), e);
+        }
+        for text in [
+            "type=registry,ref=127.0.0.1:5000/a/b:cache",
+            "type=local,src=/c,tag=v1,digest=sha256:00",
+        ] {
+            let i: CacheImport = text.parse().unwrap();
+            assert_eq!(i.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn rejects_what_buildkit_would_reject_late() {
+        let export = |v: &str| v.parse::<CacheExport>().unwrap_err().to_string();
+        let import = |v: &str| v.parse::<CacheImport>().unwrap_err().to_string();
+        assert!(export("type=registry").contains("needs ref="));
+        assert!(export("type=local,src=x").contains("unknown attribute \"src\""));
+        assert!(import("type=local").contains("needs src="));
+        assert!(export("type=s3,ref=x").contains("unknown type"));
+        assert!(export("type=registry,ref=x,mode=all").contains("min or max"));
+        assert!(export("type=registry,ref=x,compression=lz4").contains("gzip, zstd"));
+        assert!(export("type=registry,ref=X").contains("lowercase"));
+        assert!(import("type=inline").contains("unknown type"));
+        assert!(export("ref").contains("not KEY=VALUE"));
+        assert!(export("type=local,dest=d,ignore-error=yes").contains("true or false"));
+        assert!(export("type=registry").starts_with("--cache-to \"type=registry\": "));
+    }
 }

@@ -1,34 +1,53 @@
 //! Solving: one `Control.Solve` with its session, exporters and cache options,
 //! while `Control.Status` streams progress to a renderer.
 
+mod attrs;
 pub mod cache;
+mod local_cache;
 pub mod output;
 pub mod progress;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use oci_spec::image::ImageConfiguration;
 use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientError};
 use crate::llb::Definition;
-use crate::session::{random_id, ExportFiles, Session};
+use crate::session::{
+    random_id, ContentStores, DockerAuth, ExportFiles, LocalDir, LocalDirs, SecretFiles, Session,
+};
 use crate::wire::moby::buildkit::v1 as control;
 
-pub use cache::{parse_cache_entry, CacheEntry, CacheReport, Direction};
-pub use output::{parse_output, Output};
+pub use attrs::OptionError;
+pub use cache::{CacheExport, CacheImport, CacheMode, CacheReport, Compression, LayerOptions};
+pub use output::Output;
 use progress::{is_cancellation, Renderer, Step, Tracker};
 
-/// Everything one solve needs besides the session.
-#[derive(Debug, Clone)]
-pub struct SolveRequest {
-    pub definition: Definition,
-    pub outputs: Vec<Output>,
-    /// The OCI image config the image exporters write (raw LLB carries none).
-    pub image_config: Option<serde_json::Value>,
-    pub cache_exports: Vec<CacheEntry>,
-    pub cache_imports: Vec<CacheEntry>,
+/// Everything one solve needs besides the graph, in the spirit of BuildKit's
+/// Go `client.SolveOpt`: [`solve`] builds the session from it (local dirs,
+/// secrets, credentials, the content stores local caches need, the receivers
+/// of exported files) and updates local caches' `index.json` only on success.
+#[derive(Debug, Clone, Default)]
+pub struct SolveOpt {
+    /// Where the result goes (`--output`, `--push`); none: only the cache.
+    pub exports: Vec<Output>,
+    pub cache_exports: Vec<CacheExport>,
+    pub cache_imports: Vec<CacheImport>,
+    /// `local://NAME` sources of the graph and the directories they are.
+    pub local_dirs: BTreeMap<String, LocalDir>,
+    /// Secret ids and the files holding them.
+    pub secrets: BTreeMap<String, PathBuf>,
+    /// Registry credentials the daemon may ask for; none: anonymous.
+    pub auth: Option<DockerAuth>,
+    /// The image config the image exporters write (raw LLB carries none).
+    pub image_config: Option<ImageConfiguration>,
+    /// Lets the daemon reuse what earlier sessions with the same key uploaded
+    /// (e.g. `strata:IMAGE`); empty: a key of its own.
+    pub shared_key: String,
 }
 
 /// A finished build.
@@ -39,6 +58,8 @@ pub struct Solved {
     pub steps: Vec<Step>,
     pub duration: Duration,
     pub time_to_first_step: Option<Duration>,
+    /// What each cache export wrote (registry sizes are not measured here).
+    pub cache: Vec<CacheReport>,
 }
 
 impl Solved {
@@ -64,68 +85,145 @@ pub enum SolveError {
     /// The daemon refused or aborted the build outside any one step.
     #[error("build failed on {addr}: {message}")]
     Failed { addr: String, message: String },
+    /// A local cache directory could not be prepared or updated.
+    #[error("local cache {}: {message}", dir.display())]
+    LocalCache { dir: PathBuf, message: String },
+    /// The image config could not be encoded for the exporter.
+    #[error("image config: {0}")]
+    ImageConfig(String),
 }
 
-/// Runs `request` on the daemon, serving `session` while it runs and feeding
-/// progress to `renderer`. Dropping the returned future cancels the build on
-/// the daemon (the Solve call is cancelled with it).
+impl SolveOpt {
+    /// The session serving this solve, and the imports to send (local ones
+    /// pinned to a digest, missing ones dropped).
+    fn session(&self) -> Result<(Session, Vec<CacheImport>), SolveError> {
+        let key = if self.shared_key.is_empty() {
+            random_id()
+        } else {
+            self.shared_key.clone()
+        };
+        let mut session = Session::new("strata", &key);
+        if !self.local_dirs.is_empty() {
+            session.local_dirs(LocalDirs::new(self.local_dirs.clone()));
+        }
+        if let Some(auth) = &self.auth {
+            session.auth(auth.clone());
+        }
+        if !self.secrets.is_empty() {
+            session.secrets(SecretFiles::new(self.secrets.clone()));
+        }
+        let mut caches = local_cache::LocalCaches::default();
+        let imports = caches.attach(&self.cache_exports, &self.cache_imports)?;
+        if !caches.stores.is_empty() {
+            session.content_stores(ContentStores::new(caches.stores));
+        }
+        let files: BTreeMap<usize, _> = self
+            .exports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.target().map(|t| (i, t)))
+            .collect();
+        if !files.is_empty() {
+            session.export_files(ExportFiles::new(files));
+        }
+        Ok((session, imports))
+    }
+
+    /// The Solve call for `definition` in session `session_id`.
+    fn request(
+        &self,
+        definition: &Definition,
+        session_id: &str,
+        build_ref: &str,
+        imports: &[CacheImport],
+    ) -> Result<control::SolveRequest, SolveError> {
+        // Through `Value`, whose maps are sorted: the config's labels are a
+        // HashMap, and the same image must always get the same config bytes.
+        let config = match &self.image_config {
+            Some(c) => Some(
+                serde_json::to_value(c)
+                    .map_err(|e| SolveError::ImageConfig(e.to_string()))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let exporters: Vec<control::Exporter> = self
+            .exports
+            .iter()
+            .map(|o| {
+                let (kind, attrs) = o.exporter(config.as_deref());
+                control::Exporter {
+                    r#type: kind,
+                    attrs,
+                }
+            })
+            .collect();
+        let mut request = control::SolveRequest {
+            r#ref: build_ref.to_owned(),
+            definition: Some(definition.to_pb()),
+            session: session_id.to_owned(),
+            cache: Some(control::CacheOptions {
+                exports: self
+                    .cache_exports
+                    .iter()
+                    .map(CacheExport::to_wire)
+                    .collect(),
+                imports: imports.iter().map(CacheImport::to_wire).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // Daemons before v0.13 read only the single, deprecated exporter fields.
+        if let [first] = exporters.as_slice() {
+            request.exporter_deprecated = first.r#type.clone();
+            request.exporter_attrs_deprecated = first.attrs.clone();
+        }
+        request.exporters = exporters;
+        Ok(request)
+    }
+}
+
+/// Runs `definition` on the daemon with what `opt` asks, serving its session
+/// while it runs and feeding progress to `renderer`. Local caches' tags are
+/// moved only after the build succeeded. Dropping the returned future cancels
+/// the build on the daemon (the Solve call is cancelled with it).
 pub async fn solve(
     client: &Client,
-    mut session: Session,
-    request: SolveRequest,
+    definition: &Definition,
+    opt: &SolveOpt,
     renderer: &mut dyn Renderer,
 ) -> Result<Solved, SolveError> {
     let began = Instant::now();
-    let files: BTreeMap<usize, _> = request
-        .outputs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| o.target().map(|t| (i, t)))
-        .collect();
-    if !files.is_empty() {
-        session.export_files(ExportFiles::new(files));
-    }
+    let (session, imports) = opt.session()?;
     let running = session.start(client).await?;
-
-    let config = request.image_config.as_ref().map(|c| c.to_string());
-    let exporters: Vec<control::Exporter> = request
-        .outputs
-        .iter()
-        .map(|o| {
-            let (kind, attrs) = o.exporter(config.as_deref());
-            control::Exporter {
-                r#type: kind,
-                attrs,
-            }
-        })
-        .collect();
-    let entries = |list: &[CacheEntry]| {
-        list.iter()
-            .map(|c| control::CacheOptionsEntry {
-                r#type: c.kind.clone(),
-                attrs: c.attrs.clone(),
-            })
-            .collect()
-    };
     let build_ref = random_id();
-    let mut solve_request = control::SolveRequest {
-        r#ref: build_ref.clone(),
-        definition: Some(request.definition.to_pb()),
-        session: running.id().to_owned(),
-        cache: Some(control::CacheOptions {
-            exports: entries(&request.cache_exports),
-            imports: entries(&request.cache_imports),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    // Daemons before v0.13 read only the single, deprecated exporter fields.
-    if let [first] = exporters.as_slice() {
-        solve_request.exporter_deprecated = first.r#type.clone();
-        solve_request.exporter_attrs_deprecated = first.attrs.clone();
+    let request = opt.request(definition, running.id(), &build_ref, &imports)?;
+    let mut tracker = Tracker::new();
+    let result = run_with_status(client, request, build_ref, &mut tracker, renderer).await;
+    running.close().await;
+    match result {
+        Ok(response) => {
+            let exporter_response = response.exporter_response;
+            Ok(Solved {
+                cache: local_cache::finish(&opt.cache_exports, &exporter_response)?,
+                exporter_response,
+                time_to_first_step: tracker.time_to_first_step(),
+                steps: tracker.steps().to_vec(),
+                duration: began.elapsed(),
+            })
+        }
+        Err(status) => Err(failure(client, &tracker, &status)),
     }
-    solve_request.exporters = exporters;
+}
 
+/// Calls Solve while following `Control.Status` for the same build ref.
+async fn run_with_status(
+    client: &Client,
+    request: control::SolveRequest,
+    build_ref: String,
+    tracker: &mut Tracker,
+    renderer: &mut dyn Renderer,
+) -> Result<control::SolveResponse, tonic::Status> {
     // Status must be asked for concurrently: the daemon answers it only once
     // the Solve call has registered the build.
     let (tx, mut updates) = mpsc::channel(256);
@@ -143,17 +241,15 @@ pub async fn solve(
             }
         }
     });
-
-    let mut tracker = Tracker::new();
     let mut control = client.control();
-    let solve_call = control.solve(solve_request);
+    let solve_call = control.solve(request);
     tokio::pin!(solve_call);
     let result = loop {
         tokio::select! {
             r = &mut solve_call => break r,
             Some(update) = updates.recv() => {
                 let events = tracker.apply(&update);
-                renderer.update(&tracker, &update, &events);
+                renderer.update(tracker, &update, &events);
             }
         }
     };
@@ -161,44 +257,38 @@ pub async fn solve(
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Some(update) = updates.recv().await {
             let events = tracker.apply(&update);
-            renderer.update(&tracker, &update, &events);
+            renderer.update(tracker, &update, &events);
         }
     })
     .await;
     status_task.abort();
-    renderer.finish(&tracker);
-    running.close().await;
+    renderer.finish(tracker);
+    result.map(tonic::Response::into_inner)
+}
 
-    match result {
-        Ok(response) => Ok(Solved {
-            exporter_response: response.into_inner().exporter_response,
-            time_to_first_step: tracker.time_to_first_step(),
-            steps: tracker.steps().to_vec(),
-            duration: began.elapsed(),
-        }),
-        Err(status) => Err(match tracker.failed_step() {
-            // Only cancelled steps seen, but the daemon says why: use that.
-            Some(step)
-                if step.error.as_deref().is_some_and(is_cancellation)
-                    && !is_cancellation(status.message()) =>
-            {
-                SolveError::Failed {
-                    addr: client.addr().to_string(),
-                    message: status.message().to_owned(),
-                }
-            }
-            Some(step) => SolveError::StepFailed {
-                name: step.name.clone(),
-                error: step
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| status.message().to_owned()),
-                logs: step.logs.iter().cloned().collect(),
-            },
-            None => SolveError::Failed {
-                addr: client.addr().to_string(),
-                message: status.message().to_owned(),
-            },
-        }),
+/// Why the build failed: the step that caused it, with its last output, or
+/// the daemon's own words.
+fn failure(client: &Client, tracker: &Tracker, status: &tonic::Status) -> SolveError {
+    let daemon_says = || SolveError::Failed {
+        addr: client.addr().to_string(),
+        message: status.message().to_owned(),
+    };
+    match tracker.failed_step() {
+        // Only cancelled steps seen, but the daemon says why: use that.
+        Some(step)
+            if step.error.as_deref().is_some_and(is_cancellation)
+                && !is_cancellation(status.message()) =>
+        {
+            daemon_says()
+        }
+        Some(step) => SolveError::StepFailed {
+            name: step.name.clone(),
+            error: step
+                .error
+                .clone()
+                .unwrap_or_else(|| status.message().to_owned()),
+            logs: step.logs.iter().cloned().collect(),
+        },
+        None => daemon_says(),
     }
 }

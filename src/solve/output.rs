@@ -3,6 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use std::str::FromStr;
+
+use super::attrs::{Attrs, OptionError};
+use crate::reference::ImageRef;
 use crate::session::ExportTarget;
 
 /// Where a build's result goes.
@@ -10,7 +14,7 @@ use crate::session::ExportTarget;
 pub enum Output {
     /// An image in a registry (`--push NAME`, `type=image,name=…,push=true`).
     Image {
-        name: String,
+        name: ImageRef,
         push: bool,
         insecure: bool,
         attrs: BTreeMap<String, String>,
@@ -23,64 +27,47 @@ pub enum Output {
     Local { dest: PathBuf },
 }
 
-/// Parses a buildctl-style `--output` value: `type=oci,dest=out.tar`.
-pub fn parse_output(value: &str) -> Result<Output, String> {
-    let mut attrs = BTreeMap::new();
-    for part in value.split(',').filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| format!("--output {value:?}: {part:?} is not KEY=VALUE"))?;
-        attrs.insert(k.trim().to_owned(), v.trim().to_owned());
-    }
-    let kind = attrs.remove("type").ok_or_else(|| {
-        format!("--output {value:?}: missing type= (image, registry, oci, docker or local)")
-    })?;
-    let dest = |attrs: &mut BTreeMap<String, String>| {
-        attrs
-            .remove("dest")
-            .map(PathBuf::from)
-            .ok_or_else(|| format!("--output {value:?}: type={kind} needs dest=PATH"))
-    };
-    let out = match kind.as_str() {
-        "image" | "registry" => {
-            let name = attrs
-                .remove("name")
-                .ok_or_else(|| format!("--output {value:?}: type={kind} needs name=REF"))?;
-            let push = kind == "registry"
-                || attrs.remove("push").is_some_and(|v| v == "true");
-            let insecure = attrs.remove("registry.insecure").is_some_and(|v| v == "true");
-            Output::Image {
-                name,
-                push,
-                insecure,
-                attrs: std::mem::take(&mut attrs),
+const KINDS: &str = "image, registry, oci, docker or local";
+
+impl FromStr for Output {
+    type Err = OptionError;
+
+    /// A buildctl-style `--output` value: `type=oci,dest=out.tar`.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let mut a = Attrs::parse("--output", value, KINDS)?;
+        let out = match a.kind.as_str() {
+            "image" | "registry" => {
+                let name = a.need("name")?;
+                let name = name.parse().map_err(|e| a.error(format!("name: {e}")))?;
+                let push = a.kind == "registry" || a.flag("push")?.unwrap_or(false);
+                let insecure = a.flag("registry.insecure")?.unwrap_or(false);
+                Output::Image {
+                    name,
+                    push,
+                    insecure,
+                    // Passed through to BuildKit's image exporter as given.
+                    attrs: std::mem::take(&mut a.map),
+                }
             }
-        }
-        "oci" => Output::Oci {
-            dest: dest(&mut attrs)?,
-            name: attrs.remove("name"),
-        },
-        "docker" => Output::Docker {
-            dest: dest(&mut attrs)?,
-            name: attrs.remove("name"),
-        },
-        "local" => Output::Local {
-            dest: dest(&mut attrs)?,
-        },
-        other => {
-            return Err(format!(
-                "--output {value:?}: unknown type {other:?} (use image, registry, oci, docker or local)"
-            ))
-        }
-    };
-    if let Output::Oci { .. } | Output::Docker { .. } | Output::Local { .. } = &out {
-        if let Some(k) = attrs.keys().next() {
-            return Err(format!(
-                "--output {value:?}: unknown attribute {k:?} for type={kind}"
-            ));
-        }
+            "oci" | "docker" => {
+                a.allow(&[&["dest", "name"]])?;
+                let dest = a.need("dest")?.into();
+                let name = a.take("name");
+                match a.kind.as_str() {
+                    "oci" => Output::Oci { dest, name },
+                    _ => Output::Docker { dest, name },
+                }
+            }
+            "local" => {
+                a.allow(&[&["dest"]])?;
+                Output::Local {
+                    dest: a.need("dest")?.into(),
+                }
+            }
+            other => return Err(a.error(format!("unknown type {other:?} (use {KINDS})"))),
+        };
+        Ok(out)
     }
-    Ok(out)
 }
 
 impl Output {
@@ -101,7 +88,7 @@ impl Output {
                 insecure,
                 attrs: extra,
             } => {
-                attrs.insert("name".into(), name.clone());
+                attrs.insert("name".into(), name.to_string());
                 if *push {
                     attrs.insert("push".into(), "true".into());
                 }
@@ -150,35 +137,47 @@ mod tests {
     #[test]
     fn parses_buildctl_outputs() {
         assert_eq!(
-            parse_output("type=oci,dest=out.tar").unwrap(),
+            "type=oci,dest=out.tar".parse::<Output>().unwrap(),
             Output::Oci {
                 dest: "out.tar".into(),
                 name: None
             }
         );
         assert_eq!(
-            parse_output("type=registry,name=127.0.0.1:5000/x:y,registry.insecure=true").unwrap(),
+            "type=registry,name=127.0.0.1:5000/x:y,registry.insecure=true"
+                .parse::<Output>()
+                .unwrap(),
             Output::Image {
-                name: "127.0.0.1:5000/x:y".into(),
+                name: "127.0.0.1:5000/x:y".parse().unwrap(),
                 push: true,
                 insecure: true,
                 attrs: BTreeMap::new()
             }
         );
-        assert!(parse_output("type=oci")
+        assert!("type=oci"
+            .parse::<Output>()
             .unwrap_err()
-            .contains("needs dest=PATH"));
-        assert!(parse_output("dest=x")
+            .to_string()
+            .contains("needs dest="));
+        assert!("dest=x"
+            .parse::<Output>()
             .unwrap_err()
+            .to_string()
             .contains("missing type="));
-        assert!(parse_output("type=tarball,dest=x")
+        assert!("type=tarball,dest=x"
+            .parse::<Output>()
             .unwrap_err()
+            .to_string()
             .contains("unknown type"));
-        assert!(parse_output("type=local,dest=d,foo=bar")
+        assert!("type=local,dest=d,foo=bar"
+            .parse::<Output>()
             .unwrap_err()
+            .to_string()
             .contains("unknown attribute"));
-        assert!(parse_output("type=oci,dest")
+        assert!("type=oci,dest"
+            .parse::<Output>()
             .unwrap_err()
+            .to_string()
             .contains("not KEY=VALUE"));
     }
 }

@@ -8,18 +8,21 @@
 mod locate;
 mod lower;
 mod model;
+mod resolve;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use crate::llb::source::normalize_image_ref;
 use crate::llb::Platform;
+use crate::reference::ImageRef;
+use crate::solve::{CacheExport, CacheImport};
 use locate::{join, Source};
 use model::{RawCopy, RawGit, RawImage, RawSpec, RawStep, RawVars, SeqOrMap, STEP_KINDS};
 
-pub use lower::{is_spec_step, LocalDirSpec, LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
+pub use lower::{LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
+pub use resolve::{BuildPlan, Job, Overrides};
 
 /// A problem with the spec, located in the file. Displays as one line:
 /// `strata.toml:14:1: images.codex.toolchain[2]: unknown key "aptt" (expected one of …)`.
@@ -82,8 +85,8 @@ pub struct Step {
 /// Where an image starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Base {
-    /// A registry image, normalized (`docker.io/library/debian:bookworm`).
-    Image(String),
+    /// A registry image (`docker.io/library/debian:bookworm`).
+    Image(ImageRef),
     /// Another image of the same spec, wired in as its LLB state.
     From(String),
     /// `base = "scratch"`: nothing, as Dockerfile's `FROM scratch` (for an
@@ -133,9 +136,9 @@ pub struct Image {
     pub steps: Vec<Step>,
     /// Copies first, then git checkouts.
     pub overlay: Vec<OverlayItem>,
-    pub push: Option<String>,
-    pub cache_to: Vec<String>,
-    pub cache_from: Vec<String>,
+    pub push: Option<ImageRef>,
+    pub cache_to: Vec<CacheExport>,
+    pub cache_from: Vec<CacheImport>,
 }
 
 /// A parsed, checked strata.toml.
@@ -252,24 +255,35 @@ impl Spec {
         Ok(spec)
     }
 
+    /// `image`, the image it is built `from`, that one's, and so on: the one
+    /// place a `from` chain is walked. It stops at a registry base or scratch,
+    /// and after as many images as the spec has (so a loop, which parse
+    /// rejects, still ends).
+    pub fn from_chain<'a>(&'a self, image: &'a Image) -> impl Iterator<Item = &'a Image> + 'a {
+        std::iter::successors(Some(image), move |current| match &current.base {
+            Base::From(parent) => self.image(parent),
+            Base::Image(_) | Base::Scratch => None,
+        })
+        .take(self.images.len() + 1)
+    }
+
     /// Rejects `from` chains that loop, naming the loop.
     fn check_cycles(&self, src: &Source, positions: &[Positions]) -> Result<(), SpecError> {
         for image in &self.images {
-            let mut chain = vec![image.name.as_str()];
-            let mut current = image;
-            while let Base::From(parent) = &current.base {
-                if let Some(start) = chain.iter().position(|n| n == parent) {
-                    let cycle = &chain[start..];
-                    let first = self.index(cycle[0]);
-                    return Err(src.error(
-                        positions[first].image,
-                        join("images", cycle[0]),
-                        format!("cycle {} -> {}", cycle.join(" -> "), cycle[0]),
-                    ));
-                }
-                chain.push(parent);
-                current = &self.images[self.index(parent)];
-            }
+            let chain: Vec<&str> = self.from_chain(image).map(|i| i.name.as_str()).collect();
+            // The first name seen twice closes the loop.
+            let repeat = (1..chain.len()).find_map(|i| {
+                let first = chain[..i].iter().position(|n| *n == chain[i])?;
+                Some((first, i))
+            });
+            let Some((start, end)) = repeat else { continue };
+            let cycle = &chain[start..end];
+            let first = self.index(cycle[0]);
+            return Err(src.error(
+                positions[first].image,
+                join("images", cycle[0]),
+                format!("cycle {} -> {}", cycle.join(" -> "), cycle[0]),
+            ));
         }
         Ok(())
     }
@@ -278,19 +292,20 @@ impl Spec {
     fn check_platforms(&self, src: &Source, positions: &[Positions]) -> Result<(), SpecError> {
         for (i, image) in self.images.iter().enumerate() {
             let Some(own) = &image.platform else { continue };
-            let mut current = image;
-            while let Base::From(parent) = &current.base {
-                current = &self.images[self.index(parent)];
-                if let Some(theirs) = current.platform.as_ref().filter(|p| *p != own) {
-                    return Err(src.error(
-                        positions[i].platform,
-                        format!("{}.platform", join("images", &image.name)),
-                        format!(
-                            "{own} differs from {theirs}, the platform of {} it is built from",
-                            current.name
-                        ),
-                    ));
-                }
+            let differing = self
+                .from_chain(image)
+                .skip(1)
+                .find(|parent| parent.platform.as_ref().is_some_and(|p| p != own));
+            if let Some(parent) = differing {
+                return Err(src.error(
+                    positions[i].platform,
+                    format!("{}.platform", join("images", &image.name)),
+                    format!(
+                        "{own} differs from {}, the platform of {} it is built from",
+                        parent.platform.as_ref().expect("found by it"),
+                        parent.name
+                    ),
+                ));
             }
         }
         Ok(())
@@ -333,9 +348,9 @@ impl Spec {
         self.images.iter().map(|i| i.name.as_str()).collect()
     }
 
-    /// Every registry base image the spec uses, normalized, once each (sorted).
-    pub fn base_refs(&self) -> Vec<String> {
-        let refs: BTreeSet<String> = self
+    /// Every registry base image the spec uses, once each (sorted).
+    pub fn base_refs(&self) -> Vec<ImageRef> {
+        let refs: BTreeSet<ImageRef> = self
             .images
             .iter()
             .filter_map(|i| match &i.base {
@@ -346,17 +361,24 @@ impl Spec {
         refs.into_iter().collect()
     }
 
-    /// An image by name, or an error listing the spec's images.
-    fn named(&self, name: &str) -> Result<&Image, SpecError> {
-        self.image(name).ok_or_else(|| SpecError {
+    /// An error about the spec as a whole (no one place in it).
+    fn error(&self, message: String) -> SpecError {
+        SpecError {
             file: self.path.clone(),
             line: 0,
             column: 0,
             key: String::new(),
-            message: format!(
+            message,
+        }
+    }
+
+    /// An image by name, or an error listing the spec's images.
+    fn named(&self, name: &str) -> Result<&Image, SpecError> {
+        self.image(name).ok_or_else(|| {
+            self.error(format!(
                 "no image named {name:?} (images: {})",
                 self.names().join(", ")
-            ),
+            ))
         })
     }
 
@@ -365,19 +387,10 @@ impl Spec {
     pub fn closure(&self, wanted: &[String]) -> Result<Vec<String>, SpecError> {
         let mut order: Vec<String> = Vec::new();
         for name in wanted {
-            let mut chain = Vec::new();
-            let mut current = self.named(name)?;
-            // Parse rejected cycles, so this ends; the bound keeps it certain.
-            for _ in 0..=self.images.len() {
-                chain.push(current.name.clone());
-                match &current.base {
-                    Base::From(parent) => current = self.named(parent)?,
-                    Base::Image(_) | Base::Scratch => break,
-                }
-            }
-            for name in chain.into_iter().rev() {
-                if !order.contains(&name) {
-                    order.push(name);
+            let chain: Vec<&Image> = self.from_chain(self.named(name)?).collect();
+            for image in chain.into_iter().rev() {
+                if !order.contains(&image.name) {
+                    order.push(image.name.clone());
                 }
             }
         }
@@ -410,11 +423,11 @@ fn check_image(
             ))
         }
         (Some(base), None) if base.get_ref() == "scratch" => Base::Scratch,
-        (Some(base), None) => {
-            let normalized = normalize_image_ref(base.get_ref())
-                .map_err(|e| src.error(base.span().start, key("base"), e))?;
-            Base::Image(normalized)
-        }
+        (Some(base), None) => Base::Image(base.get_ref().parse().map_err(
+            |e: crate::reference::ReferenceError| {
+                src.error(base.span().start, key("base"), e.to_string())
+            },
+        )?),
         (None, Some(from)) => {
             if !names.contains(from.get_ref()) {
                 let file = src.path.file_name().map_or_else(
@@ -443,14 +456,17 @@ fn check_image(
         None => None,
     };
     let env = check_vars(src, raw.env, &key("env"), at)?;
-    let push = match raw.push {
-        Some(p) => {
-            normalize_image_ref(p.get_ref())
-                .map_err(|e| src.error(p.span().start, key("push"), e))?;
-            Some(p.into_inner())
-        }
-        None => None,
-    };
+    let push =
+        match raw.push {
+            Some(p) => Some(p.get_ref().parse().map_err(
+                |e: crate::reference::ReferenceError| {
+                    src.error(p.span().start, key("push"), e.to_string())
+                },
+            )?),
+            None => None,
+        };
+    let cache_to = check_cache_entries(src, raw.cache_to, &key("cache_to"))?;
+    let cache_from = check_cache_entries(src, raw.cache_from, &key("cache_from"))?;
     let steps = raw
         .toolchain
         .into_iter()
@@ -483,9 +499,30 @@ fn check_image(
         steps,
         overlay,
         push,
-        cache_to: raw.cache_to,
-        cache_from: raw.cache_from,
+        cache_to,
+        cache_from,
     })
+}
+
+/// `cache_to` / `cache_from` entries, parsed as the command line parses them;
+/// an error names the entry's place in the file.
+fn check_cache_entries<T>(
+    src: &Source,
+    entries: Vec<Spanned<String>>,
+    key: &str,
+) -> Result<Vec<T>, SpecError>
+where
+    T: std::str::FromStr<Err = crate::solve::OptionError>,
+{
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.get_ref()
+                .parse::<T>()
+                .map_err(|err| src.error(e.span().start, format!("{key}[{}]", i + 1), err.reason))
+        })
+        .collect()
 }
 
 /// The items of a "table or array of tables" key, with the key path of each.

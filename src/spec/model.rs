@@ -38,9 +38,9 @@ pub(super) struct RawImage {
     pub labels: BTreeMap<String, String>,
     pub push: Option<Spanned<String>>,
     #[serde(default)]
-    pub cache_to: Vec<String>,
+    pub cache_to: Vec<Spanned<String>>,
     #[serde(default)]
-    pub cache_from: Vec<String>,
+    pub cache_from: Vec<Spanned<String>>,
     #[serde(default)]
     pub toolchain: Vec<Spanned<RawStep>>,
     pub overlay: Option<Spanned<RawOverlay>>,

@@ -8,6 +8,11 @@ use crate::llb::exec::DEFAULT_PATH;
 use crate::llb::marshal::digest_of;
 use crate::wire::pb;
 
+/// An image config as JSON, to look into.
+fn json(config: &oci_spec::image::ImageConfiguration) -> serde_json::Value {
+    serde_json::to_value(config).unwrap()
+}
+
 const BASE: &str = "127.0.0.1:5000/strata/debian:bookworm";
 
 /// Writes `text` as `strata.toml` in `dir`, with an `overlay/` directory beside it.
@@ -120,7 +125,7 @@ fn script(exec: &pb::ExecOp) -> String {
 fn parses_images_in_file_order_with_their_steps() {
     let spec = parse(&two_images()).unwrap();
     assert_eq!(spec.names(), vec!["python-base", "app"]);
-    assert_eq!(spec.base_refs(), vec![BASE.to_owned()]);
+    assert_eq!(spec.base_refs(), vec![BASE.parse::<ImageRef>().unwrap()]);
     let app = spec.image("app").unwrap();
     assert_eq!(app.base, Base::From("python-base".into()));
     assert_eq!(app.steps.len(), 2);
@@ -136,7 +141,10 @@ fn parses_images_in_file_order_with_their_steps() {
 #[test]
 fn base_refs_are_normalized() {
     let spec = parse("[images.a]\nbase = \"debian:bookworm\"\n").unwrap();
-    assert_eq!(spec.base_refs(), vec!["docker.io/library/debian:bookworm"]);
+    assert_eq!(
+        spec.base_refs()[0].to_string(),
+        "docker.io/library/debian:bookworm"
+    );
 }
 
 #[test]
@@ -167,7 +175,7 @@ fn env_keeps_file_order() {
         a.settings.env,
         vec![("Z".into(), "1".into()), ("A".into(), "$Z-2".into())]
     );
-    let env = lower(&spec, "a").config["config"]["Env"].clone();
+    let env = json(&lower(&spec, "a").config)["config"]["Env"].clone();
     assert_eq!(
         env,
         serde_json::json!([format!("PATH={DEFAULT_PATH}"), "Z=1", "A=1-2"])
@@ -290,11 +298,13 @@ fn base_and_from() {
     );
     assert_eq!(
         err("[images.a]\nbase = \"Not A Ref\"\n"),
-        "DIR/strata.toml:2:8: images.a.base: \"Not A Ref\" is not a valid image reference"
+        "DIR/strata.toml:2:8: images.a.base: \"Not A Ref\" is not a valid image reference: \
+         it contains white space"
     );
     assert_eq!(
         err(&image_a("push = \"bad ref\"\n")),
-        "DIR/strata.toml:3:8: images.a.push: \"bad ref\" is not a valid image reference"
+        "DIR/strata.toml:3:8: images.a.push: \"bad ref\" is not a valid image reference: \
+         it contains white space"
     );
 }
 
@@ -526,7 +536,7 @@ fn local_sources_are_named_by_position_with_their_excludes() {
         local.path,
         std::fs::canonicalize(dir.path().join("overlay")).unwrap()
     );
-    assert_eq!(local.exclude, ["*.pyc"]);
+    assert_eq!(local.excludes, ["*.pyc"]);
     let source = ops(&app)
         .into_iter()
         .find_map(|(_, op)| match op.op {
@@ -579,7 +589,7 @@ fn from_images_inherit_the_platform() {
     let spec = parse(&text).unwrap();
     let b = lower(&spec, "b");
     assert_eq!(cache_ids(&b), ["strata:pip:linux/arm64:/root/.cache/pip"]);
-    assert_eq!(b.config["architecture"], "arm64");
+    assert_eq!(json(&b.config)["architecture"], "arm64");
     for (_, op) in ops(&b) {
         if let Some(pb::op::Op::Exec(_)) = op.op {
             assert_eq!(op.platform.unwrap().architecture, "arm64");
@@ -591,7 +601,7 @@ fn from_images_inherit_the_platform() {
         platform: Some("linux/riscv64".parse().unwrap()),
     };
     let b = spec.lower("b", &BTreeMap::new(), &options).unwrap();
-    assert_eq!(b.config["architecture"], "riscv64");
+    assert_eq!(json(&b.config)["architecture"], "riscv64");
 }
 
 #[test]
@@ -710,7 +720,7 @@ fn the_ca_bundle_is_a_secret_mount_and_step_env_only() {
          DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::https::CAInfo=/run/secrets/strata-ca.crt install"
     ));
     // Never in the image: not in its config, not in any file op.
-    let env = app.config["config"]["Env"].to_string();
+    let env = json(&app.config)["config"]["Env"].to_string();
     assert!(
         !env.contains("SSL_CERT_FILE") && !env.contains("strata-ca"),
         "{env}"
@@ -736,9 +746,10 @@ fn image_config_merges_the_base_config() {
         "rootfs": {"type": "layers", "diff_ids": []}
     }))
     .unwrap();
-    let bases = BTreeMap::from([(BASE.to_owned(), base)]);
+    let bases = BTreeMap::from([(BASE.parse::<ImageRef>().unwrap(), base)]);
     let app = spec.lower("app", &bases, &LowerOptions::default()).unwrap();
-    let c = &app.config["config"];
+    let app_config = json(&app.config);
+    let c = &app_config["config"];
     assert_eq!(
         c["Env"],
         serde_json::json!(["PATH=/usr/bin:/bin", "LANG=C.UTF-8"])
@@ -747,13 +758,12 @@ fn image_config_merges_the_base_config() {
     assert_eq!(c["Cmd"], serde_json::json!(["python3", "-m", "app"]));
     assert_eq!(c["Labels"]["from"], "base");
     assert_eq!(
-        app.config["rootfs"],
+        json(&app.config)["rootfs"],
         serde_json::json!({"type": "layers", "diff_ids": []})
     );
-    assert_eq!(app.config["os"], "linux");
+    assert_eq!(json(&app.config)["os"], "linux");
     // The config is a valid OCI image config.
-    let typed: oci_spec::image::ImageConfiguration =
-        serde_json::from_value(app.config.clone()).unwrap();
+    let typed: oci_spec::image::ImageConfiguration = app.config.clone();
     assert_eq!(
         typed.config().as_ref().unwrap().working_dir().as_deref(),
         Some("/app")
@@ -780,9 +790,10 @@ fn entrypoint_drops_the_inherited_cmd_and_labels_merge() {
         "entrypoint = [\"bash\", \"-lc\"]\nuser = \"root\"\nlabels = { b = \"2\", \"org.x\" = \"y\" }\n",
     ))
     .unwrap();
-    let bases = BTreeMap::from([(BASE.to_owned(), base)]);
+    let bases = BTreeMap::from([(BASE.parse::<ImageRef>().unwrap(), base)]);
     let a = spec.lower("a", &bases, &LowerOptions::default()).unwrap();
-    let c = &a.config["config"];
+    let a_config = json(&a.config);
+    let c = &a_config["config"];
     assert_eq!(c["Entrypoint"], serde_json::json!(["bash", "-lc"]));
     assert!(c.get("Cmd").is_none(), "{c}");
     assert_eq!(c["User"], "root");
@@ -803,7 +814,8 @@ fn env_workdir_and_user_steps_change_later_steps_and_the_image() {
     );
     let spec = parse(&text).unwrap();
     let a = lower(&spec, "a");
-    let c = &a.config["config"];
+    let a_config = json(&a.config);
+    let c = &a_config["config"];
     assert_eq!(
         c["Env"],
         serde_json::json!([
@@ -851,18 +863,12 @@ fn from_wires_the_other_image_state() {
 
 #[test]
 fn package_names_are_shell_quoted() {
-    assert_eq!(
-        lower::quote_for_test("requests==2.31.0"),
-        "requests==2.31.0"
-    );
-    assert_eq!(lower::quote_for_test("a b"), "'a b'");
-    assert_eq!(lower::quote_for_test("$(id)"), "'$(id)'");
-    assert_eq!(lower::quote_for_test("~root"), "'~root'");
-    assert_eq!(lower::quote_for_test("pkg=1.0~rc1"), "pkg=1.0~rc1");
-    assert_eq!(
-        lower::quote_for_test("x';rm -rf /;'"),
-        r"'x'\'';rm -rf /;'\'''"
-    );
+    assert_eq!(lower::quote("requests==2.31.0"), "requests==2.31.0");
+    assert_eq!(lower::quote("a b"), "'a b'");
+    assert_eq!(lower::quote("$(id)"), "'$(id)'");
+    assert_eq!(lower::quote("~root"), "'~root'");
+    assert_eq!(lower::quote("pkg=1.0~rc1"), "pkg=1.0~rc1");
+    assert_eq!(lower::quote("x';rm -rf /;'"), r"'x'\'';rm -rf /;'\'''");
 }
 
 // ---- the example ----
@@ -875,7 +881,7 @@ fn example() -> PathBuf {
 fn the_codex_example_lowers() {
     let spec = Spec::load(&example()).unwrap();
     assert_eq!(spec.names(), ["codex"]);
-    assert_eq!(spec.base_refs(), [BASE]);
+    assert_eq!(spec.base_refs(), [BASE.parse::<ImageRef>().unwrap()]);
     let codex = lower(&spec, "codex");
     let kinds: Vec<&str> = codex.steps.iter().map(|s| s.kind).collect();
     assert_eq!(kinds, ["apt", "pip", "npm", "run", "overlay"]);
@@ -885,7 +891,8 @@ fn the_codex_example_lowers() {
     assert_eq!(codex.local_dirs.len(), 1);
     let overlay = codex.local_dirs.values().next().unwrap();
     assert!(overlay.path.join("AGENTS.md").is_file());
-    let c = &codex.config["config"];
+    let codex_config = json(&codex.config);
+    let c = &codex_config["config"];
     assert_eq!(c["WorkingDir"], "/workspace");
     assert!(c["Entrypoint"].is_array() && c["Cmd"].is_array());
     assert!(c["Labels"]["org.opencontainers.image.title"] == "codex");
@@ -919,12 +926,15 @@ fn the_documented_example_is_valid() {
     let kinds: Vec<&str> = app.steps.iter().map(|s| s.kind).collect();
     assert_eq!(kinds, ["apt", "pip", "apt", "npm", "run", "overlay", "git"]);
     assert_eq!(app.steps[4].name, "[app 3/5] install rust");
-    assert_eq!(app.config["architecture"], "amd64");
-    assert_eq!(app.cache_to.len(), 1);
-    let base = lower(&spec, "python-base");
+    assert_eq!(json(&app.config)["architecture"], "amd64");
+    assert_eq!(spec.image("app").unwrap().cache_to.len(), 1);
     assert_eq!(
-        base.push.as_deref(),
-        Some("127.0.0.1:5000/strata/python-base:latest")
+        spec.image("python-base")
+            .unwrap()
+            .push
+            .as_ref()
+            .map(|p| p.to_string()),
+        Some("127.0.0.1:5000/strata/python-base:latest".to_owned())
     );
 }
 
@@ -963,11 +973,118 @@ fn scratch_starts_from_nothing() {
         sources.iter().all(|id| id.starts_with("local://")),
         "no image source: {sources:?}"
     );
-    assert_eq!(root.config["config"]["Cmd"], serde_json::json!(["bash"]));
-    let env = root.config["config"]["Env"].to_string();
+    assert_eq!(
+        json(&root.config)["config"]["Cmd"],
+        serde_json::json!(["bash"])
+    );
+    let env = json(&root.config)["config"]["Env"].to_string();
     assert!(
         env.contains("PATH="),
         "the default PATH, as FROM scratch: {env}"
     );
-    assert_eq!(root.config["history"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        json(&root.config)["history"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+// ---- cache entries and resolving ----
+
+#[test]
+fn cache_entries_are_checked_at_load_with_their_place() {
+    assert_eq!(
+        err(&image_a(
+            "cache_to = [\"type=inline\", \"type=registry,ref=r.io/x,mode=all\"]\n"
+        )),
+        "DIR/strata.toml:3:28: images.a.cache_to[2]: mode must be min or max, not \"all\""
+    );
+    assert_eq!(
+        err(&image_a("cache_from = [\"type=local\"]\n")),
+        "DIR/strata.toml:3:15: images.a.cache_from[1]: type=local needs src="
+    );
+    let spec = parse(&image_a(
+        "cache_to = [\"type=local,dest=/c\"]\ncache_from = [\"r.io/x:cache\"]\n",
+    ))
+    .unwrap();
+    let a = spec.image("a").unwrap();
+    assert_eq!(a.cache_to[0].to_string(), "type=local,dest=/c,mode=max");
+    assert_eq!(
+        a.cache_from[0].to_string(),
+        "type=registry,ref=r.io/x:cache"
+    );
+}
+
+#[test]
+fn resolving_merges_the_spec_and_the_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "ca_cert = \"ca.pem\"\n[images.a]\nbase = \"{BASE}\"\npush = \"{BASE}-a\"\n\
+         cache_to = [\"type=registry,ref=127.0.0.1:5000/c:a\"]\n\
+         [images.b]\nfrom = \"a\"\n"
+    );
+    let spec = spec_in(dir.path(), &text).unwrap();
+    let plan = spec.resolve(&Overrides::default()).unwrap();
+    // A library caller gets the spec's CA bundle without asking for it.
+    assert_eq!(plan.ca_cert.as_deref(), spec.ca_cert());
+    let names: Vec<&str> = plan.jobs.iter().map(|j| j.image.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let a = &plan.jobs[0];
+    assert_eq!(a.push.as_ref().unwrap().to_string(), format!("{BASE}-a"));
+    assert!(
+        matches!(
+            &a.outputs[..],
+            [crate::solve::Output::Image {
+                push: true,
+                insecure: true,
+                ..
+            }]
+        ),
+        "the push target is an output, plain http on the loopback"
+    );
+    assert!(a.cache_exports[0]
+        .to_string()
+        .contains("registry.insecure=true"));
+    assert!(plan.jobs[1].outputs.is_empty());
+
+    let overrides = Overrides {
+        images: vec!["b".into()],
+        push: Some("127.0.0.1:5000/other:1".parse().unwrap()),
+        ca_cert: Some("/elsewhere.pem".into()),
+        ..Overrides::default()
+    };
+    let plan = spec.resolve(&overrides).unwrap();
+    assert_eq!(plan.ca_cert.as_deref(), Some(Path::new("/elsewhere.pem")));
+    assert_eq!(plan.jobs.len(), 1);
+    assert_eq!(
+        plan.jobs[0].push.as_ref().unwrap().to_string(),
+        "127.0.0.1:5000/other:1"
+    );
+    let several = Overrides {
+        push: overrides.push.clone(),
+        ..Overrides::default()
+    };
+    let e = spec.resolve(&several).unwrap_err().to_string();
+    assert!(e.contains("--push and --output apply to one image"), "{e}");
+}
+
+#[test]
+fn each_image_is_lowered_once_and_its_children_start_from_it() {
+    let spec = parse(&two_images()).unwrap();
+    let names = vec!["python-base".to_owned(), "app".to_owned()];
+    let all = spec
+        .lower_all(&names, &BTreeMap::new(), &LowerOptions::default())
+        .unwrap();
+    let (base, app) = (&all[0], &all[1]);
+    // The child's steps start with the parent's, digest for digest.
+    assert_eq!(app.steps[..base.steps.len()], base.steps[..]);
+    assert!(app
+        .definition
+        .digests()
+        .contains(&base.state.digest().unwrap()));
+    // Every recorded step is an op of the image's graph.
+    let digests = app.definition.digests();
+    assert!(app.steps.iter().all(|s| digests.contains(&s.digest)));
+    // One history entry per layer, each recorded once (no base config here).
+    let history = json(&app.config)["history"].as_array().unwrap().len();
+    assert_eq!(history, app.steps.len());
 }

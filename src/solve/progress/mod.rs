@@ -21,18 +21,6 @@ pub use tty::TtyRenderer;
 /// How many log lines of each step are kept for error reports.
 const LOG_TAIL: usize = 20;
 
-/// What `--progress` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProgressMode {
-    /// `tty` on a terminal, `plain` otherwise.
-    Auto,
-    Tty,
-    Plain,
-    Json,
-    /// Nothing (errors are still reported).
-    Quiet,
-}
-
 /// One step (vertex) of the build as the daemon reported it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -253,22 +241,18 @@ impl Renderer for Quiet {
     fn finish(&mut self, _: &Tracker) {}
 }
 
-impl ProgressMode {
-    /// The renderer for this mode; `Auto` looks at whether stderr is a terminal.
-    /// `label` names the image when several build at once (prefixes lines,
-    /// tags JSON objects); concurrent tty renderers share one screen.
-    pub fn renderer(self, label: Option<&str>) -> Box<dyn Renderer> {
-        use std::io::IsTerminal;
-        let label = label.map(str::to_owned);
-        match self {
-            ProgressMode::Auto if std::io::stderr().is_terminal() => {
-                Box::new(TtyRenderer::new(label))
-            }
-            ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainRenderer::new(label)),
-            ProgressMode::Tty => Box::new(TtyRenderer::new(label)),
-            ProgressMode::Json => Box::new(JsonRenderer::new(label)),
-            ProgressMode::Quiet => Box::new(Quiet),
-        }
+/// Chooses how each image's progress is shown. The CLI implements it (from
+/// `--progress` and whether stderr is a terminal); a library caller may pass
+/// [`Quiet`] or its own.
+pub trait Progress: Sync {
+    /// A renderer for one image's solve; `label` names the image when several
+    /// build at once (to prefix lines, tag JSON objects).
+    fn renderer(&self, label: Option<&str>) -> Box<dyn Renderer>;
+}
+
+impl Progress for Quiet {
+    fn renderer(&self, _: Option<&str>) -> Box<dyn Renderer> {
+        Box::new(Quiet)
     }
 }
 

@@ -1,0 +1,86 @@
+//! Flags several commands share: how to reach the daemon (global), and the
+//! spec with its build-wide settings (`build`, `bench`, `llb`).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use strata::spec::{Overrides, Spec};
+use strata::{Addr, Client, TlsOptions};
+
+/// How to reach the daemon; the names are buildctl's.
+#[derive(Args)]
+#[command(next_help_heading = "Daemon connection (every command)")]
+pub struct DaemonArgs {
+    /// Daemon address: unix:///PATH, tcp://HOST:PORT or docker://[SOCKET].
+    #[arg(long, env = "BUILDKIT_HOST", default_value = strata::connect::DEFAULT_ADDR, global = true)]
+    pub addr: String,
+    /// CA certificate that signed the daemon's certificate (turns TLS on for tcp://).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tlscacert: Option<PathBuf>,
+    /// Client certificate, for daemons that require mutual TLS.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tlscert: Option<PathBuf>,
+    /// Private key of the client certificate.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tlskey: Option<PathBuf>,
+    /// Name the daemon's certificate must carry (default: the host of --addr).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub tlsservername: Option<String>,
+    /// Directory with ca.pem, cert.pem and key.pem, for whichever is not given alone.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub tlsdir: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    pub fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            ca_cert: self.tlscacert.clone(),
+            cert: self.tlscert.clone(),
+            key: self.tlskey.clone(),
+            server_name: self.tlsservername.clone(),
+            dir: self.tlsdir.clone(),
+        }
+    }
+
+    pub async fn connect(&self) -> Result<Client> {
+        let addr: Addr = self.addr.parse()?;
+        Ok(Client::connect(addr, &self.tls()).await?)
+    }
+}
+
+/// The spec file and the build-wide settings `build`, `bench` and `llb` share.
+#[derive(Args)]
+pub struct SpecArgs {
+    /// The spec to read.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "strata.toml"
+    )]
+    pub file: PathBuf,
+    /// A CA bundle to trust inside toolchain steps (for networks that re-sign TLS);
+    /// mounted as a secret, never stored in a layer. Overrides the spec's ca_cert.
+    #[arg(long, value_name = "FILE", env = "STRATA_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Target platform, e.g. linux/arm64 (default: the spec's, else this machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<strata::llb::Platform>,
+}
+
+impl SpecArgs {
+    pub fn load(&self) -> Result<Spec> {
+        Ok(Spec::load(&self.file)?)
+    }
+
+    /// The overrides these flags make (the rest is the command's to fill in).
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            ca_cert: self.ca_cert.clone(),
+            platform: self.platform.clone(),
+            ..Overrides::default()
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `strata bench`: cache modes side by side (table, JSON, SVG), optionally
+//! against buildctl doing the same work.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use strata::reference::ImageRef;
+use strata::spec::{Base, Spec};
+
+use super::args::SpecArgs;
+use super::Cli;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// The image to benchmark.
+    #[arg(value_name = "IMAGE")]
+    image: String,
+    /// Modes to run, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cold,warm,edit,registry-min,registry-max,local,inline"
+    )]
+    modes: Vec<strata::bench::Mode>,
+    /// Runs per mode.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    runs: u16,
+    /// Let the bench prune the daemon's whole build cache (cold and cache-import modes need it).
+    #[arg(long)]
+    allow_prune: bool,
+    /// Repository for registry and inline cache (default: strata-bench/IMAGE on the base image's registry).
+    #[arg(long, value_name = "REPO")]
+    cache_repo: Option<ImageRef>,
+    /// Also run every mode through BuildKit's own client, alternating, and add a ratio column.
+    #[arg(long, value_name = "CLIENT", value_parser = ["buildctl"])]
+    compare: Option<String>,
+    /// Write the full results (per mode, per run, per step) as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Draw the modes as an SVG bar chart (median, min-max whiskers).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+pub async fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
+    let spec = args.spec.load()?;
+    let buildctl = match &args.compare {
+        Some(_) => Some(find_buildctl()?),
+        None => None,
+    };
+    let options = strata::bench::BenchOptions {
+        image: args.image.clone(),
+        modes: args.modes.clone(),
+        runs: args.runs as usize,
+        allow_prune: args.allow_prune,
+        cache_repo: match &args.cache_repo {
+            Some(r) => r.clone(),
+            None => default_cache_repo(&spec, &args.image)?,
+        },
+        buildctl,
+        buildctl_daemon_args: buildctl_daemon_args(cli),
+        build: args.spec.overrides(),
+    };
+    let client = cli.daemon.connect().await?;
+    let report =
+        strata::bench::run(&client, &spec, &options, &mut |line| eprintln!("{line}")).await?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("--json {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        strata::bench::chart::write_svg(&report, path).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+/// `strata-bench/IMAGE` on the registry of the image's base (or the spec's first).
+fn default_cache_repo(spec: &Spec, image: &str) -> Result<ImageRef> {
+    let base = spec
+        .image(image)
+        .and_then(|i| match &i.base {
+            Base::Image(r) => Some(r.clone()),
+            Base::From(_) | Base::Scratch => None,
+        })
+        .or_else(|| spec.base_refs().into_iter().next())
+        .context("--cache-repo is needed: the image has no registry base to derive it from")?;
+    Ok(format!("{}/strata-bench/{image}", base.registry).parse()?)
+}
+
+fn find_buildctl() -> Result<PathBuf> {
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("buildctl"))
+                .find(|p| p.is_file())
+        })
+    };
+    std::env::var_os("STRATA_BUILDCTL")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(on_path)
+        .context(
+            "--compare buildctl: buildctl is neither in STRATA_BUILDCTL nor on PATH (scripts/daemon.sh up exports both)",
+        )
+}
+
+/// The daemon address and TLS flags, as buildctl takes them.
+fn buildctl_daemon_args(cli: &Cli) -> Vec<String> {
+    let mut out = vec!["--addr".to_owned(), cli.daemon.addr.clone()];
+    for (flag, value) in [
+        ("--tlscacert", &cli.daemon.tlscacert),
+        ("--tlscert", &cli.daemon.tlscert),
+        ("--tlskey", &cli.daemon.tlskey),
+    ] {
+        if let Some(v) = value {
+            out.extend([flag.to_owned(), v.display().to_string()]);
+        }
+    }
+    out
+}

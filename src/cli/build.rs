@@ -1,0 +1,187 @@
+//! `strata build`: the spec's images (all, or those named) solved on the
+//! daemon, pushed or exported; a summary line per image, the cache each export
+//! wrote, and `--metadata-file` for machines.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use strata::build::{BuildError, Built};
+use strata::reference::ImageRef;
+use strata::solve::{CacheExport, CacheImport, Output, SolveError};
+use strata::units::{human_bytes, human_duration};
+
+use super::args::SpecArgs;
+use super::progress::ProgressMode;
+use super::Cli;
+
+#[derive(Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Images to build (default: every image of the spec).
+    #[arg(value_name = "IMAGE")]
+    images: Vec<String>,
+    /// Push the image to this reference (one image only).
+    #[arg(long, value_name = "REF")]
+    push: Option<ImageRef>,
+    /// Export the image: type=registry,name=REF | type=image,name=REF[,push=true] |
+    /// type=oci,dest=FILE | type=docker,dest=FILE | type=local,dest=DIR (repeatable).
+    #[arg(short, long, value_name = "SPEC")]
+    output: Vec<Output>,
+    /// Allow plain-http registries (loopback registries always are).
+    #[arg(long)]
+    insecure_registry: bool,
+    /// A secret for `run` steps: id=ID,src=FILE (repeatable).
+    #[arg(long, value_name = "id=ID,src=FILE", value_parser = parse_secret)]
+    secret: Vec<(String, PathBuf)>,
+    /// Export build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR |
+    /// type=inline (repeatable; mode defaults to max, which keeps toolchain layers).
+    #[arg(long, value_name = "SPEC")]
+    cache_to: Vec<CacheExport>,
+    /// Import build cache: type=registry,ref=REF | type=local,src=DIR (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    cache_from: Vec<CacheImport>,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Write what the exporters returned (image digests, …) as JSON, by image.
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+}
+
+fn parse_secret(value: &str) -> Result<(String, PathBuf), String> {
+    let (mut id, mut src) = (None, None);
+    for part in value.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_owned()),
+            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+            _ => return Err(format!("{part:?}: expected id=ID,src=FILE")),
+        }
+    }
+    match (id, src) {
+        (Some(id), Some(src)) => Ok((id, src)),
+        (Some(id), None) => Ok((id.clone(), PathBuf::from(id))),
+        _ => Err("missing id= (expected id=ID,src=FILE)".into()),
+    }
+}
+
+/// Exit status of a build cancelled with Ctrl-C (128 + SIGINT), as shells report it.
+const INTERRUPTED: i32 = 130;
+
+pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
+    let spec = args.spec.load()?;
+    let overrides = strata::spec::Overrides {
+        images: args.images.clone(),
+        push: args.push.clone(),
+        outputs: args.output.clone(),
+        insecure_registry: args.insecure_registry,
+        secrets: args.secret.iter().cloned().collect(),
+        cache_to: args.cache_to.clone(),
+        cache_from: args.cache_from.clone(),
+        ..args.spec.overrides()
+    };
+    let client = cli.daemon.connect().await?;
+    let built = tokio::select! {
+        built = strata::build::build(&client, &spec, &overrides, &args.progress) => {
+            built.inspect_err(print_failed_step_logs)?
+        }
+        _ = tokio::signal::ctrl_c() => {
+            // Dropping the build cancelled its Solve calls; give the connection
+            // a moment to tell the daemon, which then stops the running step.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            eprintln!("error: interrupted: the build was cancelled on the daemon");
+            std::process::exit(INTERRUPTED);
+        }
+    };
+    for b in &built {
+        print_built(b);
+    }
+    if let Some(path) = &args.metadata_file {
+        write_metadata(path, &built)?;
+    }
+    Ok(())
+}
+
+/// The tail of a failed step's output, above the one-line error.
+fn print_failed_step_logs(err: &BuildError) {
+    if let BuildError::Solve {
+        source: SolveError::StepFailed { name, logs, .. },
+        ..
+    } = err
+    {
+        if !logs.is_empty() {
+            eprintln!("--- last output of {name} ---");
+            for line in logs {
+                eprintln!("{line}");
+            }
+            eprintln!("---");
+        }
+    }
+}
+
+/// `IMAGE  DIGEST  N steps: R run, C cached, TIME  [pushed REF]`, then the cache exports.
+fn print_built(b: &Built) {
+    let (run, cached) = b.step_counts();
+    let digest = b.solved.image_digest().unwrap_or("(no image exported)");
+    let mut line = format!(
+        "{}  {digest}  {} steps: {run} run, {cached} cached, {}",
+        b.image,
+        run + cached,
+        human_duration(b.solved.duration)
+    );
+    if let Some(pushed) = &b.pushed {
+        line.push_str(&format!("  pushed {pushed}"));
+    }
+    println!("{line}");
+    for c in b.cache() {
+        let size = match (c.bytes, c.blobs) {
+            (Some(bytes), Some(blobs)) => format!("{} in {blobs} blobs", human_bytes(bytes)),
+            _ => "size unknown".into(),
+        };
+        let mode = c
+            .mode
+            .map(|m| format!(" mode={}", m.name()))
+            .unwrap_or_default();
+        println!(
+            "  cache exported: type={}{mode} to {} ({size})",
+            c.kind, c.location
+        );
+    }
+}
+
+/// `--metadata-file`: per image, the exporters' response as the daemon gave it
+/// (`containerimage.digest`, `containerimage.config.digest`, `image.name`, …)
+/// plus strata's own counts — the same the summary line prints. Written whole
+/// or not at all.
+fn write_metadata(path: &Path, built: &[Built]) -> Result<()> {
+    let mut all = serde_json::Map::new();
+    for b in built {
+        let mut entry = serde_json::Map::new();
+        for (k, v) in &b.solved.exporter_response {
+            entry.insert(k.clone(), v.clone().into());
+        }
+        let (run, cached) = b.step_counts();
+        entry.insert("strata.steps".into(), (run + cached).into());
+        entry.insert("strata.cached".into(), cached.into());
+        entry.insert(
+            "strata.duration_seconds".into(),
+            b.solved.duration.as_secs_f64().into(),
+        );
+        entry.insert(
+            "strata.cache_exports".into(),
+            serde_json::to_value(b.cache())?,
+        );
+        all.insert(b.image.clone(), entry.into());
+    }
+    let text = serde_json::to_string_pretty(&all)? + "\n";
+    let tmp = path.with_extension("strata-tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("--metadata-file {}", path.display()))
+}

@@ -1,0 +1,53 @@
+//! `strata llb IMAGE`: the image's LLB (`pb.Definition`) on stdout, and on
+//! stderr the flags `buildctl build` needs to run the very same graph.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use strata::build::CA_SECRET_ID;
+
+use super::args::SpecArgs;
+
+#[derive(Args)]
+pub struct LlbArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// The image whose graph to print.
+    #[arg(value_name = "IMAGE")]
+    image: String,
+}
+
+pub async fn run(args: &LlbArgs) -> Result<()> {
+    let spec = args.spec.load()?;
+    let overrides = strata::spec::Overrides {
+        images: vec![args.image.clone()],
+        ..args.spec.overrides()
+    };
+    let plan = spec.resolve(&overrides)?;
+    let Some(image) = strata::build::lower(&spec, &plan).await?.into_iter().next() else {
+        bail!("no image {:?} in {}", args.image, args.spec.file.display());
+    };
+    let mut stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        bail!(
+            "strata llb writes a binary pb.Definition; pipe it, e.g. strata llb {} | buildctl build …",
+            args.image
+        );
+    }
+    stdout.write_all(&image.definition.to_bytes())?;
+    stdout.flush()?;
+    let mut flags: Vec<String> = image
+        .local_dirs
+        .iter()
+        .map(|(name, dir)| format!("--local {name}={}", dir.path.display()))
+        .collect();
+    if let Some(ca) = &plan.ca_cert {
+        flags.push(format!("--secret id={CA_SECRET_ID},src={}", ca.display()));
+    }
+    if !flags.is_empty() {
+        eprintln!("buildctl build needs: {}", flags.join(" "));
+    }
+    Ok(())
+}

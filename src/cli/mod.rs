@@ -1,0 +1,77 @@
+//! The `strata` command line: one file per command, each parsing its flags,
+//! calling the library and printing. Flags shared by several commands live in
+//! [`args`]; how progress is shown, in [`progress`].
+
+pub mod args;
+pub mod bench;
+pub mod build;
+pub mod du;
+pub mod info;
+pub mod llb;
+pub mod progress;
+pub mod prune;
+
+use clap::{Parser, Subcommand};
+
+/// strata builds layered container images on a remote BuildKit daemon, talking
+/// to buildkitd directly over gRPC (no docker CLI, no buildctl underneath).
+#[derive(Parser)]
+#[command(name = "strata", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub daemon: args::DaemonArgs,
+
+    /// Show more detail: per-record listings, and the full cause chain of an error.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show the daemon's version and, per worker, its platforms, labels and GC policy.
+    Info(info::InfoArgs),
+    /// Show how much disk the build cache uses and how much of it could be reclaimed
+    /// (with -v, one line per cache record).
+    Du(du::DuArgs),
+    /// Free disk by removing unused build cache, and print how much was freed.
+    Prune(prune::PruneArgs),
+    /// Build the images of a strata.toml (all, or the ones named) on the daemon:
+    /// base, toolchain steps with cache mounts, overlay; push or export the result.
+    Build(build::BuildArgs),
+    /// Benchmark cache modes side by side (cold, warm, edit, registry-min,
+    /// registry-max, local, inline): median and range per mode, steps run vs
+    /// cached, per-step times; optionally the same work through buildctl.
+    Bench(bench::BenchArgs),
+    /// Write an image's LLB (a pb.Definition) to stdout, e.g. to run the very
+    /// same graph with `buildctl build` (see README).
+    Llb(llb::LlbArgs),
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Info(args) => info::run(cli, args).await,
+        Command::Du(args) => du::run(cli, args).await,
+        Command::Prune(args) => prune::run(cli, args).await,
+        Command::Build(args) => build::run(cli, args).await,
+        Command::Bench(args) => bench::run(cli, args).await,
+        Command::Llb(args) => llb::run(args).await,
+    }
+}
+
+/// Prints `value` as indented JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// The first 25 characters of a cache record id, as buildctl shows them.
+pub fn short_id(id: &str) -> &str {
+    match id.char_indices().nth(25) {
+        Some((end, _)) => &id[..end],
+        None => id,
+    }
+}

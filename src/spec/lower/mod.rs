@@ -1,0 +1,296 @@
+//! Spec → LLB, one module per step kind (as BuildKit's `client/llb` has one
+//! file per op): `apt`, `pip`, `npm`, `run` make one exec op (one layer) each
+//! with the cache mounts of their package manager; `settings` (env, workdir,
+//! user) changes what later steps inherit; `overlay_copy` and `overlay_git`
+//! come last, from sources whose LLB does not depend on file contents, so
+//! editing the overlay never changes a toolchain op's digest. `config` writes
+//! the image config, `ca` wires a CA bundle into every toolchain step.
+//!
+//! Every layer is recorded in one place ([`Lowering::layer`]): its history
+//! entry and its [`StepInfo`] with the op's digest, which is what progress,
+//! the build summary, `--metadata-file` and `strata bench` count.
+
+mod apt;
+mod ca;
+mod config;
+mod npm;
+mod overlay_copy;
+mod overlay_git;
+mod pip;
+mod run;
+mod settings;
+mod shell;
+
+use std::collections::BTreeMap;
+
+use oci_spec::image::{Config, History, ImageConfiguration};
+
+use super::{Base, Image, OverlayItem, Spec, SpecError, StepKind};
+use crate::llb::exec::DEFAULT_PATH;
+use crate::llb::source;
+use crate::llb::{Definition, Platform, Run, State};
+use crate::reference::ImageRef;
+use crate::session::LocalDir;
+
+pub use ca::CA_MOUNT;
+#[cfg(test)]
+pub(crate) use shell::quote;
+
+/// Build-wide settings that shape the LLB.
+#[derive(Debug, Clone, Default)]
+pub struct LowerOptions {
+    /// Secret id of a CA bundle to trust in every toolchain step.
+    pub ca_cert: Option<String>,
+    /// Overrides every image's platform.
+    pub platform: Option<Platform>,
+}
+
+/// One step of the spec that adds a layer, as lowered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepInfo {
+    /// The name progress shows, e.g. `[codex 2/6] apt install git curl`.
+    pub name: String,
+    /// `apt`, `pip`, `npm`, `run`, `overlay`, `git`.
+    pub kind: &'static str,
+    /// The digest of its op: the vertex the daemon reports it as.
+    pub digest: String,
+}
+
+/// An image of the spec as LLB, with what its solve needs.
+#[derive(Debug, Clone)]
+pub struct LoweredImage {
+    pub name: String,
+    pub state: State,
+    pub definition: Definition,
+    /// The OCI image config the image exporter writes (see `config`).
+    pub config: ImageConfiguration,
+    /// `local://NAME` sources → directories.
+    pub local_dirs: BTreeMap<String, LocalDir>,
+    /// Every step of the image's graph, its `from` images' first.
+    pub steps: Vec<StepInfo>,
+}
+
+/// An image's state so far, with what images built `from` it inherit.
+#[derive(Debug, Clone)]
+pub(super) struct Lowering {
+    state: State,
+    config: Config,
+    history: Vec<History>,
+    local_dirs: BTreeMap<String, LocalDir>,
+    steps: Vec<StepInfo>,
+    /// The secret id of the CA bundle toolchain steps trust, if any.
+    ca_secret: Option<String>,
+}
+
+impl Lowering {
+    /// The start of an image: `state` (its base) with the base config's
+    /// environment, working directory and user applied.
+    fn starting_from(
+        state: State,
+        base: Option<&ImageConfiguration>,
+        options: &LowerOptions,
+    ) -> Lowering {
+        let config = config::of_base(base);
+        let mut state = config
+            .env()
+            .iter()
+            .flatten()
+            .filter_map(|kv| kv.split_once('='))
+            .fold(state, |s, (k, v)| s.env(k, v));
+        // As Dockerfiles do: an image without PATH gets the default one,
+        // so `PATH = "/x:$PATH"` extends it rather than replacing it.
+        if state.get_env("PATH").is_none() {
+            state = state.env("PATH", DEFAULT_PATH);
+        }
+        if let Some(w) = config.working_dir().as_deref().filter(|w| !w.is_empty()) {
+            state = state.dir(w);
+        }
+        if let Some(u) = config.user().as_deref().filter(|u| !u.is_empty()) {
+            state = state.user(u);
+        }
+        Lowering {
+            state,
+            config,
+            history: config::history_of_base(base),
+            local_dirs: BTreeMap::new(),
+            steps: Vec::new(),
+            ca_secret: options.ca_cert.clone(),
+        }
+    }
+
+    /// Records a layer: `state` becomes current, with its history entry and step.
+    fn layer(&mut self, state: State, name: String, kind: &'static str) {
+        self.history.push(config::step_history(&name));
+        self.steps.push(StepInfo {
+            digest: state.digest().unwrap_or_default(),
+            name,
+            kind,
+        });
+        self.state = state;
+    }
+
+    /// Runs a toolchain step named `name` (with the CA bundle, if any).
+    fn run(&mut self, run: Run, name: String, kind: &'static str) {
+        let mut run = run.named(&name);
+        if let Some(id) = &self.ca_secret {
+            run = ca::trust(run, id);
+        }
+        let state = self.state.run(run);
+        self.layer(state, name, kind);
+    }
+}
+
+/// Numbers an image's layer-adding steps: `[IMAGE n/N] what`.
+struct Labels<'a> {
+    image: &'a str,
+    number: usize,
+    total: usize,
+}
+
+impl Labels<'_> {
+    fn next(&mut self, what: &str, custom: Option<&str>) -> String {
+        self.number += 1;
+        let what = custom.unwrap_or(what);
+        format!("[{} {}/{}] {what}", self.image, self.number, self.total)
+    }
+}
+
+impl Image {
+    /// How many steps add a layer (the `N` of `[IMAGE n/N]`).
+    fn layer_count(&self) -> usize {
+        let adds_layer = |st: &&super::Step| {
+            !matches!(
+                st.kind,
+                StepKind::Env(_) | StepKind::Workdir(_) | StepKind::User(_)
+            )
+        };
+        self.steps.iter().filter(adds_layer).count() + self.overlay.len()
+    }
+}
+
+impl Spec {
+    /// The platform an image builds for: `--platform`, else its own, else the
+    /// one of the nearest image of its `from` chain that names one, else the host's.
+    fn platform_of(&self, image: &Image, options: &LowerOptions) -> Platform {
+        options
+            .platform
+            .clone()
+            .or_else(|| self.from_chain(image).find_map(|i| i.platform.clone()))
+            .unwrap_or_else(Platform::host)
+    }
+
+    /// Lowers image `name` (and what it is built `from`) to LLB. `bases` holds
+    /// the configs of the registry base images ([`Spec::base_refs`]); a missing
+    /// one is treated as empty (the daemon's default PATH still applies).
+    pub fn lower(
+        &self,
+        name: &str,
+        bases: &BTreeMap<ImageRef, ImageConfiguration>,
+        options: &LowerOptions,
+    ) -> Result<LoweredImage, SpecError> {
+        let mut all = self.lower_all(&[name.to_owned()], bases, options)?;
+        Ok(all.remove(0))
+    }
+
+    /// Lowers the images `names`, each image of their `from` chains once: an
+    /// image's lowering is where the images built from it start.
+    pub fn lower_all(
+        &self,
+        names: &[String],
+        bases: &BTreeMap<ImageRef, ImageConfiguration>,
+        options: &LowerOptions,
+    ) -> Result<Vec<LoweredImage>, SpecError> {
+        let mut done: BTreeMap<String, Lowering> = BTreeMap::new();
+        for name in self.closure(names)? {
+            let image = self.named(&name)?;
+            let start = match &image.base {
+                Base::From(parent) => done[parent].clone(),
+                Base::Image(reference) => {
+                    let platform = self.platform_of(image, options);
+                    let label = format!("base {reference}");
+                    let state = source::image_for(reference, &platform, Some(&label));
+                    Lowering::starting_from(state, bases.get(reference), options)
+                }
+                Base::Scratch => Lowering::starting_from(State::scratch(), None, options),
+            };
+            let lowered = self.lower_image(image, start, options);
+            done.insert(name, lowered);
+        }
+        Ok(names
+            .iter()
+            .map(|name| {
+                let at = &done[name];
+                let image = self.image(name).expect("closure checked the names");
+                LoweredImage {
+                    name: name.clone(),
+                    definition: at.state.marshal(),
+                    state: at.state.clone(),
+                    config: config::finish(at, &image.settings),
+                    local_dirs: at.local_dirs.clone(),
+                    steps: at.steps.clone(),
+                }
+            })
+            .collect())
+    }
+
+    /// `image`'s own settings, toolchain and overlay, on top of `at`.
+    fn lower_image(&self, image: &Image, mut at: Lowering, options: &LowerOptions) -> Lowering {
+        at.state = at.state.platform(self.platform_of(image, options));
+        let s = &image.settings;
+        at.state = settings::env(at.state, &s.env);
+        if let Some(w) = &s.workdir {
+            at.state = at.state.dir(w);
+        }
+        if let Some(u) = &s.user {
+            at.state = at.state.user(u);
+        }
+        let mut labels = Labels {
+            image: &image.name,
+            number: 0,
+            total: image.layer_count(),
+        };
+        for step in &image.steps {
+            let (run, what, kind) = match &step.kind {
+                StepKind::Env(vars) => {
+                    at.state = settings::env(at.state, vars);
+                    continue;
+                }
+                StepKind::Workdir(w) => {
+                    at.state = at.state.dir(w);
+                    continue;
+                }
+                StepKind::User(u) => {
+                    at.state = at.state.user(u);
+                    continue;
+                }
+                StepKind::Apt(packages) => with_kind(apt::lower(packages, &at), "apt"),
+                StepKind::Pip(packages) => with_kind(pip::lower(packages, &at), "pip"),
+                StepKind::Npm { packages, dir } => {
+                    with_kind(npm::lower(packages, dir.as_deref(), &at), "npm")
+                }
+                StepKind::Run { script, cache } => with_kind(run::lower(script, cache, &at), "run"),
+            };
+            let name = labels.next(&what, step.name.as_deref());
+            at.run(run, name, kind);
+        }
+        for (i, item) in image.overlay.iter().enumerate() {
+            let ((action, what), kind) = match item {
+                OverlayItem::Copy { from, to, exclude } => (
+                    overlay_copy::lower(&image.name, i, from, to, exclude, &mut at),
+                    "overlay",
+                ),
+                OverlayItem::Git { url, reference, to } => {
+                    (overlay_git::lower(url, reference, to), "git")
+                }
+            };
+            let name = labels.next(&what, None);
+            let state = at.state.file(vec![action], Some(&name));
+            at.layer(state, name, kind);
+        }
+        at
+    }
+}
+
+fn with_kind((run, what): (Run, String), kind: &'static str) -> (Run, String, &'static str) {
+    (run, what, kind)
+}

@@ -1,0 +1,44 @@
+//! `[[overlay.copy]]`: a local directory copied into the image. The source is
+//! named by the overlay's position, not its content, so the LLB stays the
+//! same whatever the directory holds: editing the overlay changes no
+//! toolchain op, only this copy's result.
+
+use std::path::Path;
+
+use super::Lowering;
+use crate::llb::source::{self, LocalOptions};
+use crate::llb::{Copy, FileAction};
+use crate::session::LocalDir;
+
+/// The copy of `from` to `to`, and its default name; `from` is registered in
+/// `at` under the `local://` name the session serves it as.
+pub(super) fn lower(
+    image: &str,
+    index: usize,
+    from: &Path,
+    to: &str,
+    exclude: &[String],
+    at: &mut Lowering,
+) -> (FileAction, String) {
+    let local_name = format!("{image}-overlay-{index}");
+    let local = source::local(
+        &local_name,
+        &LocalOptions {
+            exclude: exclude.to_vec(),
+            shared_key_hint: Some(from.display().to_string()),
+            name: Some(format!("local {}", from.display())),
+            ..LocalOptions::default()
+        },
+    );
+    at.local_dirs.insert(
+        local_name,
+        LocalDir {
+            path: from.to_owned(),
+            excludes: exclude.to_vec(),
+        },
+    );
+    (
+        FileAction::copy(Copy::new(&local, "/", to)),
+        format!("overlay {} -> {to}", from.display()),
+    )
+}

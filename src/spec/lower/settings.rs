@@ -1,0 +1,42 @@
+//! `env`, `workdir` and `user`, as image settings or as toolchain steps: they
+//! change what later steps inherit and the image config, and add no layer.
+
+use crate::llb::State;
+
+/// Sets each variable in order; a value may use `$NAME` / `${NAME}` of earlier ones.
+pub(super) fn env(state: State, vars: &[(String, String)]) -> State {
+    vars.iter().fold(state, |state, (k, v)| {
+        let value = expand(v, &state);
+        state.env(k, &value)
+    })
+}
+
+/// Expands `$NAME` and `${NAME}` from `state`'s environment (unknown: empty).
+fn expand(value: &str, state: &State) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, tail) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], &braced[end + 1..]),
+                None => ("", after),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        if name.is_empty() {
+            out.push('$');
+            rest = after;
+        } else {
+            out.push_str(state.get_env(name).unwrap_or(""));
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}

@@ -1,0 +1,149 @@
+//! The spec plus what the command line adds or overrides → the jobs of one
+//! build. This is the only place where the two meet: a library caller and the
+//! CLI get the same CA bundle, push targets, outputs and cache lists.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::{Spec, SpecError};
+use crate::llb::Platform;
+use crate::reference::ImageRef;
+use crate::solve::{CacheExport, CacheImport, Output};
+
+/// What a build adds to or overrides in the spec (the command line's part).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Images to build (with what they are built `from`); empty: all.
+    pub images: Vec<String>,
+    /// Push the (single) image there, instead of the spec's `push`.
+    pub push: Option<ImageRef>,
+    /// Outputs of the single image built.
+    pub outputs: Vec<Output>,
+    /// Cache exports and imports, added to each image's own.
+    pub cache_to: Vec<CacheExport>,
+    pub cache_from: Vec<CacheImport>,
+    /// A CA bundle for networks that re-sign TLS, instead of the spec's.
+    pub ca_cert: Option<PathBuf>,
+    /// Every image's platform.
+    pub platform: Option<Platform>,
+    /// Secret ids and the files holding them, for `run` steps.
+    pub secrets: BTreeMap<String, PathBuf>,
+    /// Plain http to every registry (loopback ones always are).
+    pub insecure_registry: bool,
+}
+
+/// One image to solve and where its results go.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub image: String,
+    pub outputs: Vec<Output>,
+    /// The image's push target (`--push`, else the spec's), also in `outputs`.
+    pub push: Option<ImageRef>,
+    pub cache_exports: Vec<CacheExport>,
+    pub cache_imports: Vec<CacheImport>,
+}
+
+/// A whole build: its jobs and the settings they share.
+#[derive(Debug, Clone)]
+pub struct BuildPlan {
+    pub jobs: Vec<Job>,
+    pub ca_cert: Option<PathBuf>,
+    pub platform: Option<Platform>,
+    pub secrets: BTreeMap<String, PathBuf>,
+    pub insecure_registry: bool,
+}
+
+impl BuildPlan {
+    /// Whether `reference`'s registry is reached over plain http.
+    pub fn insecure(&self, reference: &ImageRef) -> bool {
+        self.insecure_registry || reference.is_loopback()
+    }
+}
+
+impl Spec {
+    /// The jobs that build `overrides.images` (or every image), with the
+    /// spec's settings and the overrides merged.
+    pub fn resolve(&self, overrides: &Overrides) -> Result<BuildPlan, SpecError> {
+        let names = self.wanted(overrides)?;
+        let mut plan = BuildPlan {
+            jobs: Vec::new(),
+            ca_cert: overrides.ca_cert.clone().or_else(|| self.ca_cert.clone()),
+            platform: overrides.platform.clone(),
+            secrets: overrides.secrets.clone(),
+            insecure_registry: overrides.insecure_registry,
+        };
+        for name in names {
+            let image = self.named(&name)?;
+            let push = overrides.push.clone().or_else(|| image.push.clone());
+            let mut job = Job {
+                image: name,
+                outputs: overrides.outputs.clone(),
+                push: push.clone(),
+                cache_exports: overrides.cache_to.clone(),
+                cache_imports: overrides.cache_from.clone(),
+            };
+            job.outputs.extend(push.map(|name| Output::Image {
+                name,
+                push: true,
+                insecure: false,
+                attrs: BTreeMap::new(),
+            }));
+            job.cache_exports.extend(image.cache_to.iter().cloned());
+            job.cache_imports.extend(image.cache_from.iter().cloned());
+            plan.mark_insecure(&mut job);
+            plan.jobs.push(job);
+        }
+        Ok(plan)
+    }
+
+    /// The images a build solves: the ones asked for, or every image.
+    fn wanted(&self, overrides: &Overrides) -> Result<Vec<String>, SpecError> {
+        let names = if overrides.images.is_empty() {
+            self.names().into_iter().map(str::to_owned).collect()
+        } else {
+            // Checks the names (and the graph) even though only they are
+            // solved: the graphs of their `from` images are inside theirs.
+            self.closure(&overrides.images)?;
+            overrides.images.clone()
+        };
+        let one_image_only = overrides.push.is_some() || !overrides.outputs.is_empty();
+        if one_image_only && names.len() != 1 {
+            return Err(self.error(format!(
+                "--push and --output apply to one image; name it (images: {})",
+                self.names().join(", ")
+            )));
+        }
+        Ok(names)
+    }
+}
+
+impl BuildPlan {
+    /// Marks the job's registry outputs and caches for plain http where the
+    /// registry is on the loopback or `--insecure-registry` was given.
+    fn mark_insecure(&self, job: &mut Job) {
+        for output in &mut job.outputs {
+            if let Output::Image { name, insecure, .. } = output {
+                *insecure |= self.insecure(name);
+            }
+        }
+        for export in &mut job.cache_exports {
+            if let CacheExport::Registry {
+                reference,
+                insecure,
+                ..
+            } = export
+            {
+                *insecure |= self.insecure(reference);
+            }
+        }
+        for import in &mut job.cache_imports {
+            if let CacheImport::Registry {
+                reference,
+                insecure,
+            } = import
+            {
+                *insecure |= self.insecure(reference);
+            }
+        }
+    }
+}
