@@ -7,11 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-eval "$(bash scripts/daemon.sh up)"
-
+# One build of strata serves both the daemon script (which uses it to make
+# the base image) and the demo: a fresh machine compiles it once.
 echo "== building strata" >&2
 cargo build --release --locked --quiet
 strata=${CARGO_TARGET_DIR:-target}/release/strata
+[[ $strata == /* ]] || strata=$PWD/$strata
+
+eval "$(STRATA_BIN=$strata bash scripts/daemon.sh up)"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -21,6 +21,16 @@ async fn codex_example_builds_pushes_and_rebuilds_from_cache() {
     first.ok();
     let digest = first.meta("codex", "containerimage.digest");
     assert!(digest.starts_with("sha256:"), "{digest}");
+    // One definition of a step: the summary, the metadata and the spec agree.
+    let spec_steps = first
+        .steps()
+        .iter()
+        .filter(|st| st.name.starts_with("[codex "))
+        .count() as u64;
+    let (steps, cached) = first.summary("codex");
+    assert_eq!(steps, spec_steps);
+    assert_eq!(first.meta_count("codex", "strata.steps"), spec_steps);
+    assert_eq!(first.meta_count("codex", "strata.cached"), cached);
 
     // The manifest as the registry serves it: layers and our config.
     let r: ImageRef = image.parse().unwrap();
@@ -72,6 +82,8 @@ async fn codex_example_builds_pushes_and_rebuilds_from_cache() {
     let again = p.build(&s.buildkit_host, &["codex", "--push", &image]);
     again.ok();
     assert_eq!(again.ran(), Vec::<String>::new(), "nothing re-runs");
+    assert_eq!(again.summary("codex"), (spec_steps, spec_steps));
+    assert_eq!(again.meta_count("codex", "strata.cached"), spec_steps);
     assert_eq!(again.meta("codex", "containerimage.digest"), digest);
 
     // One overlay file edited: only the overlay copy runs.

@@ -196,6 +196,31 @@ impl Build {
             .collect()
     }
 
+    /// (steps, cached) from the summary line `IMAGE  DIGEST  N steps: R run, C cached, …`.
+    pub fn summary(&self, image: &str) -> (u64, u64) {
+        let line = self
+            .run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{image}  ")))
+            .unwrap_or_else(|| panic!("no summary line for {image}: {}", self.run.stdout));
+        let number_before = |word: &str| -> u64 {
+            let end = line
+                .find(word)
+                .unwrap_or_else(|| panic!("{word:?} in {line:?}"));
+            let start = line[..end].trim_end().rfind(' ').map_or(0, |i| i + 1);
+            line[start..end].trim().parse().unwrap()
+        };
+        (number_before(" steps:"), number_before(" cached"))
+    }
+
+    /// A number strata adds to the metadata file (`strata.steps`, …).
+    pub fn meta_count(&self, image: &str, key: &str) -> u64 {
+        self.metadata.as_ref().expect("metadata file written")[image][key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("metadata {image}.{key}: {:?}", self.metadata))
+    }
+
     pub fn meta(&self, image: &str, key: &str) -> String {
         self.metadata.as_ref().expect("metadata file written")[image][key]
             .as_str()
