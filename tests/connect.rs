@@ -224,3 +224,26 @@ fn verbose_error_shows_the_chain_without_panicking() {
     );
     assert!(!run.stderr.contains("panicked"));
 }
+
+/// `--help` lists a command's own options first and the daemon connection
+/// flags under their own heading, not interleaved with them.
+#[test]
+fn help_puts_the_connection_flags_under_their_own_heading() {
+    let help = common::strata(["build", "--help"]);
+    let text = help.ok();
+    let heading = text
+        .find("Daemon connection (every command):")
+        .unwrap_or_else(|| panic!("no connection heading:\n{text}"));
+    for own in ["--cache-to", "--push", "--progress", "--verbose"] {
+        let at = text
+            .find(own)
+            .unwrap_or_else(|| panic!("{own} in:\n{text}"));
+        assert!(at < heading, "{own} comes before the connection flags");
+    }
+    for flag in ["--addr", "--tlscacert", "--tlsdir"] {
+        let at = text
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} in:\n{text}"));
+        assert!(at > heading, "{flag} is under the connection heading");
+    }
+}

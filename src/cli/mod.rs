@@ -18,12 +18,12 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "strata", version, propagate_version = true)]
 pub struct Cli {
-    #[command(flatten)]
-    pub daemon: args::DaemonArgs,
-
     /// Show more detail: per-record listings, and the full cause chain of an error.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+
+    #[command(flatten)]
+    pub daemon: args::DaemonArgs,
 
     #[command(subcommand)]
     pub command: Command,
