@@ -347,28 +347,9 @@ pub async fn run(
         async move { build::build(client, spec, &extra, &Quiet).await }
     };
 
-    // Warm the builder once, and export every cache the import modes need,
-    // one export per mode so each one's own time and size are known.
     say("preparing: one build to warm the builder");
     build_once(base.clone()).await?;
-    let mut exports = Vec::new();
-    for &mode in options.modes.iter().filter(|m| plan.export(**m).is_some()) {
-        say(&format!("preparing: exporting {mode} cache"));
-        let mut with_export = base.clone();
-        with_export.cache_to = vec![plan.export(mode).expect("a cache mode")];
-        if mode == Mode::Inline {
-            with_export.push = Some(plan.inline_image());
-        }
-        let t = Instant::now();
-        let built = build_once(with_export).await?;
-        let report = built.first().and_then(|b| b.cache().first());
-        exports.push(ExportResult {
-            mode,
-            seconds: t.elapsed().as_secs_f64(),
-            bytes: report.and_then(|r| r.bytes),
-            blobs: report.and_then(|r| r.blobs),
-        });
-    }
+    let exports = export_caches(client, &spec, &base, &plan, &options.modes, say).await?;
     // buildctl gets the very graph strata builds, planned once.
     let buildctl_image = match options.buildctl {
         Some(_) => {
@@ -405,27 +386,7 @@ pub async fn run(
                     began.elapsed().as_secs_f64(),
                     options.runs
                 ));
-                // Each run starts from the same state, whichever client runs it.
-                match mode {
-                    Mode::Warm => {}
-                    Mode::Edit => {
-                        let (file, original) = edit.as_ref().expect("read when edit is asked");
-                        let mut changed = original.clone();
-                        changed.extend(format!("\n# strata bench edit {tool}-{run}\n").bytes());
-                        write_file(file, &changed)?;
-                    }
-                    _ => {
-                        client
-                            .prune(
-                                &PruneOptions {
-                                    all: true,
-                                    ..PruneOptions::default()
-                                },
-                                |_| {},
-                            )
-                            .await?;
-                    }
-                }
+                reset_for(client, mode, edit.as_ref(), &format!("{tool}-{run}")).await?;
                 let import = plan.import(mode);
                 let result = if tool == "strata" {
                     let mut opts = base.clone();
@@ -469,6 +430,68 @@ fn buildctl_import(import: Option<CacheImport>) -> Option<CacheImport> {
         }),
         other => other,
     }
+}
+
+/// Exports every cache the import modes need, one export per mode so each
+/// one's own time and size are known.
+async fn export_caches(
+    client: &Client,
+    spec: &Spec,
+    base: &Overrides,
+    plan: &CachePlan,
+    modes: &[Mode],
+    say: &mut dyn FnMut(&str),
+) -> Result<Vec<ExportResult>, BenchError> {
+    let mut exports = Vec::new();
+    for &mode in modes {
+        let Some(export) = plan.export(mode) else {
+            continue;
+        };
+        say(&format!("preparing: exporting {mode} cache"));
+        let with_export = Overrides {
+            cache_to: vec![export],
+            push: (mode == Mode::Inline).then(|| plan.inline_image()),
+            ..base.clone()
+        };
+        let t = Instant::now();
+        let built = build::build(client, spec, &with_export, &Quiet).await?;
+        let report = built.first().and_then(|b| b.cache().first());
+        exports.push(ExportResult {
+            mode,
+            seconds: t.elapsed().as_secs_f64(),
+            bytes: report.and_then(|r| r.bytes),
+            blobs: report.and_then(|r| r.blobs),
+        });
+    }
+    Ok(exports)
+}
+
+/// Brings the builder to the state `mode` starts from, whichever client runs
+/// next: as it is (warm), one overlay file changed (edit, marked `tag`), or
+/// pruned (every mode that starts from an empty builder).
+async fn reset_for(
+    client: &Client,
+    mode: Mode,
+    edit: Option<&(PathBuf, Vec<u8>)>,
+    tag: &str,
+) -> Result<(), BenchError> {
+    match mode {
+        Mode::Warm => {}
+        Mode::Edit => {
+            let (file, original) = edit.expect("read when edit is asked");
+            let mut changed = original.clone();
+            changed.extend(format!("\n# strata bench edit {tag}\n").bytes());
+            write_file(file, &changed)?;
+        }
+        _ => {
+            let all = PruneOptions {
+                all: true,
+                ..PruneOptions::default()
+            };
+            client.prune(&all, |_| {}).await?;
+        }
+    }
+    Ok(())
 }
 
 fn measured(mode: Mode, run: usize, wall: f64, built: &[Built]) -> RunResult {
