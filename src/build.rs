@@ -69,11 +69,11 @@ pub enum BuildError {
 }
 
 /// The registry client a build reads base images and cache sizes with.
-fn registry(plan: &BuildPlan) -> Registry {
+fn registry(plan: &BuildPlan, auth: &DockerAuth) -> Registry {
     Registry::new(RegistryOptions {
         insecure: Vec::new(),
         insecure_all: plan.insecure_registry,
-        auth: Some(DockerAuth::from_env()),
+        auth: Some(auth.clone()),
     })
 }
 
@@ -81,8 +81,16 @@ fn registry(plan: &BuildPlan) -> Registry {
 /// configs (raw LLB carries no image config: the base's ENV PATH, WORKDIR…
 /// come from the registry). Returns them in the order of `plan.jobs`.
 pub async fn lower(spec: &Spec, plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
+    lower_with(spec, plan, &registry(plan, &DockerAuth::from_env())).await
+}
+
+async fn lower_with(
+    spec: &Spec,
+    plan: &BuildPlan,
+    registry: &Registry,
+) -> Result<Vec<LoweredImage>, BuildError> {
     let names: Vec<String> = plan.jobs.iter().map(|j| j.image.clone()).collect();
-    let bases = base_configs(spec, &names, plan).await?;
+    let bases = base_configs(spec, &names, plan, registry).await?;
     let options = LowerOptions {
         ca_cert: plan.ca_cert.as_ref().map(|_| CA_SECRET_ID.to_owned()),
         platform: plan.platform.clone(),
@@ -95,8 +103,8 @@ async fn base_configs(
     spec: &Spec,
     names: &[String],
     plan: &BuildPlan,
+    registry: &Registry,
 ) -> Result<BTreeMap<ImageRef, ImageConfiguration>, BuildError> {
-    let registry = registry(plan);
     let mut bases = BTreeMap::new();
     for name in spec.closure(names)? {
         let image = spec.image(&name).expect("closure names images");
@@ -126,15 +134,17 @@ pub async fn build(
     progress: &dyn Progress,
 ) -> Result<Vec<Built>, BuildError> {
     let plan = spec.resolve(overrides)?;
-    let images = lower(spec, &plan).await?;
+    // Credentials are read once and serve the registry client and every session.
+    let auth = DockerAuth::from_env();
+    let registry = registry(&plan, &auth);
+    let images = lower_with(spec, &plan, &registry).await?;
     let several = images.len() > 1;
-    let registry = registry(&plan);
     let solves = plan.jobs.iter().zip(images).map(|(job, image)| {
         let label = several.then_some(job.image.as_str());
         let mut renderer = progress.renderer(label);
-        let (plan, registry) = (&plan, &registry);
+        let (plan, registry, auth) = (&plan, &registry, &auth);
         async move {
-            let opt = solve_opt(job, &image, plan);
+            let opt = solve_opt(job, &image, plan, auth);
             let mut solved = solve::solve(client, &image.definition, &opt, renderer.as_mut())
                 .await
                 .map_err(|source| BuildError::Solve {
@@ -154,7 +164,7 @@ pub async fn build(
 }
 
 /// What the solve of `image` needs, from its job and the plan.
-fn solve_opt(job: &Job, image: &LoweredImage, plan: &BuildPlan) -> SolveOpt {
+fn solve_opt(job: &Job, image: &LoweredImage, plan: &BuildPlan, auth: &DockerAuth) -> SolveOpt {
     let mut secrets = plan.secrets.clone();
     if let Some(ca) = &plan.ca_cert {
         secrets.insert(CA_SECRET_ID.to_owned(), ca.clone());
@@ -165,7 +175,7 @@ fn solve_opt(job: &Job, image: &LoweredImage, plan: &BuildPlan) -> SolveOpt {
         cache_imports: job.cache_imports.clone(),
         local_dirs: image.local_dirs.clone(),
         secrets,
-        auth: Some(DockerAuth::from_env()),
+        auth: Some(auth.clone()),
         image_config: Some(image.config.clone()),
         shared_key: format!("strata:{}", image.name),
     }

@@ -323,101 +323,139 @@ pub async fn run(
     let scratch = tempfile::tempdir()
         .map_err(|e| BenchError::Setup(format!("creating a scratch directory: {e}")))?;
     let spec = scratch_copy(spec, &scratch.path().join("spec"))?;
-    let plan = CachePlan {
-        local_dir: scratch.path().join("local-cache"),
-        repo: options.cache_repo.clone(),
-    };
-    let llb_file = scratch.path().join("image.llb");
-    let began = Instant::now();
     if !pruning.is_empty() {
         say(&format!(
             "strata bench prunes this daemon's whole build cache before each run of: {}",
             pruning.join(", ")
         ));
     }
-
-    let base = Overrides {
-        images: vec![options.image.clone()],
-        ..options.build.clone()
-    };
-    // The CA bundle the builds trust: --ca-cert, else the spec's.
-    let ca_cert = spec.resolve(&base)?.ca_cert;
-    let build_once = |extra: Overrides| {
-        let spec = &spec;
-        async move { build::build(client, spec, &extra, &Quiet).await }
-    };
-
-    say("preparing: one build to warm the builder");
-    build_once(base.clone()).await?;
-    let exports = export_caches(client, &spec, &base, &plan, &options.modes, say).await?;
-    // buildctl gets the very graph strata builds, planned once.
-    let buildctl_image = match options.buildctl {
-        Some(_) => {
-            let lowered = build::lower(&spec, &spec.resolve(&base)?).await?;
-            let image = lowered.into_iter().next().expect("one image");
-            std::fs::write(&llb_file, image.definition.to_bytes())
-                .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
-            Some(image)
-        }
-        None => None,
-    };
-
-    // The edit mode changes one overlay file per run and puts it back after,
-    // so the modes after it still match the caches exported above.
-    let edit = match options.modes.contains(&Mode::Edit) {
-        true => {
-            let file = overlay_file(&spec, &options.image)?;
-            let original = std::fs::read(&file)
-                .map_err(|e| BenchError::Setup(format!("reading {}: {e}", file.display())))?;
-            Some((file, original))
-        }
-        false => None,
-    };
+    let runner = Runner::prepare(client, &spec, options, scratch.path(), say).await?;
+    let began = Instant::now();
     let mut runs = Vec::new();
     for &mode in &options.modes {
+        // The edit mode changes one overlay file per run and puts it back
+        // after, so the modes after it still match the caches exported.
+        let edit = match mode {
+            Mode::Edit => Some(read_overlay_file(&spec, &options.image)?),
+            _ => None,
+        };
         for run in 1..=options.runs {
-            let mut tools = vec!["strata"];
-            if options.buildctl.is_some() {
-                tools.push("buildctl");
-            }
-            for tool in tools {
+            for tool in runner.tools() {
                 say(&format!(
                     "[{:>5.0}s] {mode} run {run}/{} ({tool})",
                     began.elapsed().as_secs_f64(),
                     options.runs
                 ));
                 reset_for(client, mode, edit.as_ref(), &format!("{tool}-{run}")).await?;
-                let import = plan.import(mode);
-                let result = if tool == "strata" {
-                    let mut opts = base.clone();
-                    opts.cache_from = import.iter().cloned().collect();
-                    let t = Instant::now();
-                    let built = build_once(opts).await?;
-                    measured(mode, run, t.elapsed().as_secs_f64(), &built)
-                } else {
-                    let buildctl = options.buildctl.as_deref().expect("compare asked");
-                    let image = buildctl_image.as_ref().expect("planned when compared");
-                    buildctl::run(
-                        buildctl,
-                        &options.buildctl_daemon_args,
-                        &llb_file,
-                        image,
-                        ca_cert.as_deref(),
-                        buildctl_import(import).as_ref(),
-                        mode,
-                        run,
-                    )
-                    .await
-                    .map_err(BenchError::Setup)?
-                };
-                runs.push(result);
+                runs.push(runner.measure(tool, mode, run).await?);
             }
         }
-        if let (Mode::Edit, Some((file, original))) = (mode, &edit) {
+        if let Some((file, original)) = &edit {
             write_file(file, original)?;
         }
     }
-    Ok(Report::new(&options.image, runs, exports))
+    Ok(Report::new(&options.image, runs, runner.exports))
+}
+
+/// What every measured run shares: the spec's copy, the build settings, the
+/// caches exported beforehand and, with `--compare buildctl`, the graph
+/// buildctl is given.
+struct Runner<'a> {
+    client: &'a Client,
+    spec: &'a Spec,
+    options: &'a BenchOptions,
+    base: Overrides,
+    cache: CachePlan,
+    exports: Vec<ExportResult>,
+    /// The very graph strata builds, lowered once and written to `llb_file`.
+    buildctl_image: Option<crate::spec::LoweredImage>,
+    llb_file: PathBuf,
+    /// The CA bundle the builds trust: --ca-cert, else the spec's.
+    ca_cert: Option<PathBuf>,
+}
+
+impl<'a> Runner<'a> {
+    /// Warms the builder, exports the caches the import modes need and, for
+    /// a comparison, writes buildctl's graph.
+    async fn prepare(
+        client: &'a Client,
+        spec: &'a Spec,
+        options: &'a BenchOptions,
+        scratch: &Path,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<Runner<'a>, BenchError> {
+        let base = Overrides {
+            images: vec![options.image.clone()],
+            ..options.build.clone()
+        };
+        let plan = spec.resolve(&base)?;
+        let cache = CachePlan {
+            local_dir: scratch.join("local-cache"),
+            repo: options.cache_repo.clone(),
+        };
+        say("preparing: one build to warm the builder");
+        build::build(client, spec, &base, &Quiet).await?;
+        let exports = export_caches(client, spec, &base, &cache, &options.modes, say).await?;
+        let llb_file = scratch.join("image.llb");
+        let buildctl_image = match options.buildctl {
+            Some(_) => {
+                let image = build::lower(spec, &plan).await?.remove(0);
+                std::fs::write(&llb_file, image.definition.to_bytes()).map_err(|e| {
+                    BenchError::Setup(format!("writing {}: {e}", llb_file.display()))
+                })?;
+                Some(image)
+            }
+            None => None,
+        };
+        Ok(Runner {
+            client,
+            spec,
+            options,
+            base,
+            cache,
+            exports,
+            buildctl_image,
+            llb_file,
+            ca_cert: plan.ca_cert,
+        })
+    }
+
+    /// `strata`, and `buildctl` when compared.
+    fn tools(&self) -> Vec<&'static str> {
+        let mut tools = vec!["strata"];
+        if self.buildctl_image.is_some() {
+            tools.push("buildctl");
+        }
+        tools
+    }
+
+    /// One timed build of the image by `tool`, importing `mode`'s cache.
+    async fn measure(&self, tool: &str, mode: Mode, run: usize) -> Result<RunResult, BenchError> {
+        let import = self.cache.import(mode);
+        let (Some(buildctl), Some(image), "buildctl") =
+            (&self.options.buildctl, &self.buildctl_image, tool)
+        else {
+            let opts = Overrides {
+                cache_from: import.into_iter().collect(),
+                ..self.base.clone()
+            };
+            let t = Instant::now();
+            let built = build::build(self.client, self.spec, &opts, &Quiet).await?;
+            return Ok(measured(mode, run, t.elapsed().as_secs_f64(), &built));
+        };
+        buildctl::run(
+            buildctl,
+            &self.options.buildctl_daemon_args,
+            &self.llb_file,
+            image,
+            self.ca_cert.as_deref(),
+            buildctl_import(import).as_ref(),
+            mode,
+            run,
+        )
+        .await
+        .map_err(BenchError::Setup)
+    }
 }
 
 /// An import as buildctl needs it said: strata marks loopback registries
@@ -430,6 +468,14 @@ fn buildctl_import(import: Option<CacheImport>) -> Option<CacheImport> {
         }),
         other => other,
     }
+}
+
+/// The file the edit mode changes, and what it holds before.
+fn read_overlay_file(spec: &Spec, image: &str) -> Result<(PathBuf, Vec<u8>), BenchError> {
+    let file = overlay_file(spec, image)?;
+    let original = std::fs::read(&file)
+        .map_err(|e| BenchError::Setup(format!("reading {}: {e}", file.display())))?;
+    Ok((file, original))
 }
 
 /// Exports every cache the import modes need, one export per mode so each

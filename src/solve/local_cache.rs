@@ -7,7 +7,7 @@
 //! leaves the previous cache as it was.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::cache::{CacheExport, CacheImport, CacheReport};
 use super::SolveError;
@@ -69,7 +69,7 @@ impl LocalCaches {
 
     /// The digest a local import reads, attaching its layout; `None` when the
     /// layout has no such tag (yet).
-    fn resolve(&mut self, src: &PathBuf, tag: &str, digest: Option<&str>) -> Option<String> {
+    fn resolve(&mut self, src: &Path, tag: &str, digest: Option<&str>) -> Option<String> {
         let layout = OciLayout::new(src);
         let found = match digest {
             Some(d) => Some(d.to_owned()),

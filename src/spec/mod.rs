@@ -19,7 +19,9 @@ use crate::llb::Platform;
 use crate::reference::ImageRef;
 use crate::solve::{CacheExport, CacheImport};
 use locate::{join, Source};
-use model::{RawCopy, RawGit, RawImage, RawSpec, RawStep, RawVars, SeqOrMap, STEP_KINDS};
+use model::{
+    RawCopy, RawGit, RawImage, RawOverlay, RawSpec, RawStep, RawVars, SeqOrMap, STEP_KINDS,
+};
 
 pub use lower::{LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
 pub use resolve::{BuildPlan, Job, Overrides};
@@ -409,62 +411,16 @@ fn check_image(
 ) -> Result<Image, SpecError> {
     let prefix = join("images", &name);
     let key = |k: &str| format!("{prefix}.{k}");
-    let base = match (raw.base, raw.from) {
-        (Some(_), Some(from)) => return Err(src.error(
-            from.span().start,
-            prefix.as_str(),
-            "give either base (an image reference) or from (another image of this file), not both",
-        )),
-        (None, None) => {
-            return Err(src.error(
-                at,
-                prefix.as_str(),
-                "needs a base (an image reference) or from (another image of this file)",
-            ))
-        }
-        (Some(base), None) if base.get_ref() == "scratch" => Base::Scratch,
-        (Some(base), None) => Base::Image(base.get_ref().parse().map_err(
-            |e: crate::reference::ReferenceError| {
-                src.error(base.span().start, key("base"), e.to_string())
-            },
-        )?),
-        (None, Some(from)) => {
-            if !names.contains(from.get_ref()) {
-                let file = src.path.file_name().map_or_else(
-                    || src.path.display().to_string(),
-                    |f| f.to_string_lossy().into_owned(),
-                );
-                return Err(src.error(
-                    from.span().start,
-                    key("from"),
-                    format!(
-                        "no image named {:?} in {file} (images: {})",
-                        from.get_ref(),
-                        names.join(", ")
-                    ),
-                ));
-            }
-            Base::From(from.into_inner())
-        }
-    };
-    let platform = match raw.platform {
-        Some(p) => Some(
-            p.get_ref()
-                .parse::<Platform>()
-                .map_err(|e| src.error(p.span().start, key("platform"), e))?,
-        ),
-        None => None,
-    };
+    let base = check_base(src, names, &prefix, at, raw.base, raw.from)?;
+    let platform = raw
+        .platform
+        .map(|p| parse_at::<Platform>(src, p, &key("platform")))
+        .transpose()?;
     let env = check_vars(src, raw.env, &key("env"), at)?;
-    let push =
-        match raw.push {
-            Some(p) => Some(p.get_ref().parse().map_err(
-                |e: crate::reference::ReferenceError| {
-                    src.error(p.span().start, key("push"), e.to_string())
-                },
-            )?),
-            None => None,
-        };
+    let push = raw
+        .push
+        .map(|p| parse_at::<ImageRef>(src, p, &key("push")))
+        .transpose()?;
     let cache_to = check_cache_entries(src, raw.cache_to, &key("cache_to"))?;
     let cache_from = check_cache_entries(src, raw.cache_from, &key("cache_from"))?;
     let steps = raw
@@ -474,16 +430,10 @@ fn check_image(
         .map(|(i, step)| check_step(src, &format!("{prefix}.toolchain[{}]", i + 1), step))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut overlay = Vec::new();
-    if let Some(raw_overlay) = raw.overlay {
-        let raw_overlay = raw_overlay.into_inner();
-        for (copy, key) in numbered(raw_overlay.copy, &key("overlay.copy")) {
-            overlay.push(check_copy(src, dir, copy, &key)?);
-        }
-        for (git, key) in numbered(raw_overlay.git, &key("overlay.git")) {
-            overlay.push(check_git(src, git, &key)?);
-        }
-    }
+    let overlay = match raw.overlay {
+        Some(o) => check_overlay(src, dir, o.into_inner(), &key("overlay"))?,
+        None => Vec::new(),
+    };
     Ok(Image {
         name,
         base,
@@ -502,6 +452,77 @@ fn check_image(
         cache_to,
         cache_from,
     })
+}
+
+/// A value parsed where it stands; an error names its place and key.
+fn parse_at<T>(src: &Source, value: Spanned<String>, key: &str) -> Result<T, SpecError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value
+        .get_ref()
+        .parse()
+        .map_err(|e: T::Err| src.error(value.span().start, key, e.to_string()))
+}
+
+/// Where an image starts: `base` (a reference, or `scratch`) or `from`
+/// (another image of the file), exactly one of them.
+fn check_base(
+    src: &Source,
+    names: &[String],
+    prefix: &str,
+    at: usize,
+    base: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+) -> Result<Base, SpecError> {
+    match (base, from) {
+        (Some(_), Some(from)) => Err(src.error(
+            from.span().start,
+            prefix,
+            "give either base (an image reference) or from (another image of this file), not both",
+        )),
+        (None, None) => Err(src.error(
+            at,
+            prefix,
+            "needs a base (an image reference) or from (another image of this file)",
+        )),
+        (Some(base), None) if base.get_ref() == "scratch" => Ok(Base::Scratch),
+        (Some(base), None) => Ok(Base::Image(parse_at(src, base, &format!("{prefix}.base"))?)),
+        (None, Some(from)) if names.contains(from.get_ref()) => Ok(Base::From(from.into_inner())),
+        (None, Some(from)) => {
+            let file = src.path.file_name().map_or_else(
+                || src.path.display().to_string(),
+                |f| f.to_string_lossy().into_owned(),
+            );
+            Err(src.error(
+                from.span().start,
+                format!("{prefix}.from"),
+                format!(
+                    "no image named {:?} in {file} (images: {})",
+                    from.get_ref(),
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// The overlay: copies first, then git checkouts.
+fn check_overlay(
+    src: &Source,
+    dir: &Path,
+    raw: RawOverlay,
+    key: &str,
+) -> Result<Vec<OverlayItem>, SpecError> {
+    let mut overlay = Vec::new();
+    for (copy, key) in numbered(raw.copy, &format!("{key}.copy")) {
+        overlay.push(check_copy(src, dir, copy, &key)?);
+    }
+    for (git, key) in numbered(raw.git, &format!("{key}.git")) {
+        overlay.push(check_git(src, git, &key)?);
+    }
+    Ok(overlay)
 }
 
 /// `cache_to` / `cache_from` entries, parsed as the command line parses them;
@@ -586,11 +607,8 @@ fn check_packages(
     Ok(list)
 }
 
-/// One toolchain table: exactly one kind, `cache` only with `run`, no empty lists.
-fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, SpecError> {
-    let step_at = step.span().start;
-    let raw = step.into_inner();
-    let field = |k: &str| format!("{key}.{k}");
+/// A toolchain table names exactly one step kind.
+fn check_one_kind(src: &Source, key: &str, at: usize, raw: &RawStep) -> Result<(), SpecError> {
     let present: Vec<(&str, usize)> = [
         raw.apt.as_ref().map(|v| v.span().start),
         raw.pip.as_ref().map(|v| v.span().start),
@@ -605,17 +623,15 @@ fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, S
     .filter_map(|(at, kind)| at.map(|at| (kind, at)))
     .collect();
     match present.as_slice() {
-        [] => {
-            return Err(src.error(
-                step_at,
-                key,
-                format!("a step needs one of {}", STEP_KINDS.join(", ")),
-            ))
-        }
-        [_] => {}
+        [] => Err(src.error(
+            at,
+            key,
+            format!("a step needs one of {}", STEP_KINDS.join(", ")),
+        )),
+        [_] => Ok(()),
         [.., (_, second_at)] => {
             let kinds: Vec<&str> = present.iter().map(|(k, _)| *k).collect();
-            return Err(src.error(
+            Err(src.error(
                 *second_at,
                 key,
                 format!(
@@ -623,9 +639,48 @@ fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, S
                     STEP_KINDS.join(", "),
                     kinds.join(" and ")
                 ),
-            ));
+            ))
         }
     }
+}
+
+/// A `run` step: a script, and absolute cache paths.
+fn check_run(
+    src: &Source,
+    key: &str,
+    script: Spanned<String>,
+    cache: Option<Spanned<Vec<Spanned<String>>>>,
+) -> Result<StepKind, SpecError> {
+    if script.get_ref().trim().is_empty() {
+        return Err(src.error(
+            script.span().start,
+            format!("{key}.run"),
+            "run needs a script",
+        ));
+    }
+    let mut paths = Vec::new();
+    for path in cache.map(Spanned::into_inner).unwrap_or_default() {
+        if !path.get_ref().starts_with('/') {
+            return Err(src.error(
+                path.span().start,
+                format!("{key}.cache"),
+                format!("cache paths are absolute; {:?} is not", path.get_ref()),
+            ));
+        }
+        paths.push(path.into_inner());
+    }
+    Ok(StepKind::Run {
+        script: script.into_inner(),
+        cache: paths,
+    })
+}
+
+/// One toolchain table: exactly one kind, `cache` only with `run`, no empty lists.
+fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, SpecError> {
+    let step_at = step.span().start;
+    let raw = step.into_inner();
+    let field = |k: &str| format!("{key}.{k}");
+    check_one_kind(src, key, step_at, &raw)?;
     if let (Some(cache), None) = (&raw.cache, &raw.run) {
         return Err(src.error(
             cache.span().start,
@@ -652,24 +707,7 @@ fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, S
             dir,
         }
     } else if let Some(script) = raw.run {
-        if script.get_ref().trim().is_empty() {
-            return Err(src.error(script.span().start, field("run"), "run needs a script"));
-        }
-        let mut cache = Vec::new();
-        for path in raw.cache.map(Spanned::into_inner).unwrap_or_default() {
-            if !path.get_ref().starts_with('/') {
-                return Err(src.error(
-                    path.span().start,
-                    field("cache"),
-                    format!("cache paths are absolute; {:?} is not", path.get_ref()),
-                ));
-            }
-            cache.push(path.into_inner());
-        }
-        StepKind::Run {
-            script: script.into_inner(),
-            cache,
-        }
+        check_run(src, key, script, raw.cache)?
     } else if let Some(env) = raw.env {
         let at = env.span().start;
         let vars = check_vars(src, env.into_inner(), &field("env"), at)?;

@@ -333,6 +333,11 @@ mod tests {
         );
         assert_eq!(t.step(1).duration(), Some(Duration::from_secs(3)));
         assert_eq!(t.step(1).logs.len(), 2);
+    }
+
+    #[test]
+    fn a_failure_is_an_event_and_a_done_step_is_not_shown_cached_again() {
+        let mut t = Tracker::new();
         let ev = t.apply(&StatusResponse {
             vertexes: vec![Vertex {
                 digest: "c".into(),
@@ -344,7 +349,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        assert_eq!(ev, vec![Event::Failed(2)]);
+        assert_eq!(ev, vec![Event::Failed(0)]);
         assert_eq!(t.failed_step().unwrap().name, "run");
         // Done, then reported cached: one finish event, not two.
         let ev = t.apply(&StatusResponse {
@@ -357,7 +362,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        assert_eq!(ev, vec![Event::Started(3), Event::Done(3)]);
+        assert_eq!(ev, vec![Event::Started(1), Event::Done(1)]);
         let ev = t.apply(&StatusResponse {
             vertexes: vec![Vertex {
                 digest: "d".into(),
@@ -369,7 +374,7 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(ev, vec![]);
-        assert!(t.step(3).cached);
+        assert!(t.step(1).cached);
     }
 
     #[test]
