@@ -5,12 +5,14 @@
 //!   with a [`session`] through [`solve`];
 //! - [`bench`] measures cache modes side by side;
 //! - [`client`] wraps BuildKit's Control API in typed calls (info, du, prune);
+//! - [`cleanup`] removes the temporary files strata made, also on a signal;
 //! - [`runtime`] is how a strata process runs (async runtime, allocator);
 //! - [`units`] parses and prints the sizes and durations users type and read;
 //! - [`wire`] is the generated protobuf/gRPC code, and nothing else.
 
 pub mod bench;
 pub mod build;
+pub mod cleanup;
 pub mod client;
 pub mod connect;
 pub mod llb;

@@ -17,11 +17,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(&cli)) {
+    let result = runtime.block_on(cli::run(&cli));
+    // Writer threads of a cancelled build stop once their channels close.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             report_error(&err, cli.verbose);
-            ExitCode::FAILURE
+            match err.downcast_ref::<cli::signals::Interrupted>() {
+                Some(signal) => ExitCode::from(signal.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -191,20 +191,16 @@ pub(crate) fn sync_dir(dir: &Path) {
 
 /// Writes `path` through a temporary file beside it, fsync and rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.strata-{}", crate::session::random_id()));
-    let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    } else if let Some(dir) = path.parent() {
+    let mut tmp = crate::cleanup::TempPath::beside(path);
+    let mut f = fs::File::create_new(tmp.path())?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(tmp.path(), path)?;
+    tmp.keep();
+    if let Some(dir) = path.parent() {
         sync_dir(dir);
     }
-    written
+    Ok(())
 }
 
 #[cfg(test)]

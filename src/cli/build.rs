@@ -3,7 +3,6 @@
 //! wrote, and `--metadata-file` for machines.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -68,9 +67,6 @@ fn parse_secret(value: &str) -> Result<(String, PathBuf), String> {
     }
 }
 
-/// Exit status of a build cancelled with Ctrl-C (128 + SIGINT), as shells report it.
-const INTERRUPTED: i32 = 130;
-
 pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     let spec = args.spec.load()?;
     let overrides = strata::spec::Overrides {
@@ -84,18 +80,9 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         ..args.spec.overrides()
     };
     let client = cli.daemon.connect().await?;
-    let built = tokio::select! {
-        built = strata::build::build(&client, &spec, &overrides, &args.progress) => {
-            built.inspect_err(print_failed_step_logs)?
-        }
-        _ = tokio::signal::ctrl_c() => {
-            // Dropping the build cancelled its Solve calls; give the connection
-            // a moment to tell the daemon, which then stops the running step.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            eprintln!("error: interrupted: the build was cancelled on the daemon");
-            std::process::exit(INTERRUPTED);
-        }
-    };
+    let built = strata::build::build(&client, &spec, &overrides, &args.progress)
+        .await
+        .inspect_err(print_failed_step_logs)?;
     for b in &built {
         print_built(b);
     }
@@ -177,11 +164,15 @@ fn write_metadata(path: &Path, built: &[Built]) -> Result<()> {
         all.insert(b.image.clone(), entry.into());
     }
     let text = serde_json::to_string_pretty(&all)? + "\n";
-    let tmp = path.with_extension("strata-tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
+    let mut tmp = strata::cleanup::TempPath::beside(path);
+    let written = std::fs::File::create_new(tmp.path())
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
         })
-        .with_context(|| format!("--metadata-file {}", path.display()))
+        .and_then(|()| std::fs::rename(tmp.path(), path));
+    written.with_context(|| format!("--metadata-file {}", path.display()))?;
+    tmp.keep();
+    Ok(())
 }

@@ -10,6 +10,7 @@ pub mod info;
 pub mod llb;
 pub mod progress;
 pub mod prune;
+pub mod signals;
 
 use clap::{Parser, Subcommand};
 
@@ -50,16 +51,19 @@ pub enum Command {
     Llb(llb::LlbArgs),
 }
 
-/// Runs the parsed command.
+/// Runs the parsed command until it ends or a signal ends it ([`signals`]).
 pub async fn run(cli: &Cli) -> anyhow::Result<()> {
-    match &cli.command {
-        Command::Info(args) => info::run(cli, args).await,
-        Command::Du(args) => du::run(cli, args).await,
-        Command::Prune(args) => prune::run(cli, args).await,
-        Command::Build(args) => build::run(cli, args).await,
-        Command::Bench(args) => bench::run(cli, args).await,
-        Command::Llb(args) => llb::run(args).await,
-    }
+    signals::until_signal(async {
+        match &cli.command {
+            Command::Info(args) => info::run(cli, args).await,
+            Command::Du(args) => du::run(cli, args).await,
+            Command::Prune(args) => prune::run(cli, args).await,
+            Command::Build(args) => build::run(cli, args).await,
+            Command::Bench(args) => bench::run(cli, args).await,
+            Command::Llb(args) => llb::run(args).await,
+        }
+    })
+    .await
 }
 
 /// Prints `value` as indented JSON on stdout.

@@ -37,6 +37,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::io_status;
+use crate::cleanup::TempPath;
 use crate::ocilayout::{sync_dir, OciLayout};
 use crate::wire::containerd::services::content::v1 as pb;
 use pb::content_server::{Content, ContentServer};
@@ -288,7 +289,8 @@ impl Content for ContentStores {
                 "read past object length {len} bytes"
             )));
         }
-        let end = if req.size <= 0 || req.offset + req.size > len {
+        // `size` comes from the daemon: compare without adding (no overflow).
+        let end = if req.size <= 0 || req.size > len - req.offset {
             len
         } else {
             req.offset + req.size
@@ -414,14 +416,14 @@ struct Ingest {
     state: Arc<Mutex<State>>,
     key: (String, String),
     token: String,
-    path: PathBuf,
+    /// The ingest file, removed unless committed (also on a signal).
+    tmp: TempPath,
     file: fs::File,
     hasher: Sha256,
     offset: i64,
     total: i64,
     expected: String,
     started: SystemTime,
-    committed: bool,
 }
 
 impl Ingest {
@@ -441,7 +443,8 @@ impl Ingest {
         fs::create_dir_all(layout.dir().join("blobs/sha256"))
             .map_err(|e| io_status("creating", layout.dir(), e))?;
         let token = super::random_id();
-        let path = dir.join(format!("{token}.strata"));
+        let tmp = TempPath::new(dir.join(format!("{token}.strata")));
+        let path = tmp.path().to_owned();
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -464,14 +467,13 @@ impl Ingest {
             state: stores.state.clone(),
             key,
             token,
-            path,
+            tmp,
             file,
             hasher: Sha256::new(),
             offset: 0,
             total: 0,
             expected: String::new(),
             started: now,
-            committed: false,
         })
     }
 
@@ -494,9 +496,6 @@ impl Ingest {
 
 impl Drop for Ingest {
     fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.path);
-        }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state
             .writes
@@ -540,7 +539,7 @@ fn handle_write(
     if req.total > 0 {
         current.total = req.total;
     }
-    let written = |e: std::io::Error| io_status("writing", &current.path, e);
+    let written = |e: std::io::Error| io_status("writing", current.tmp.path(), e);
     match action {
         pb::WriteAction::Stat => {}
         pb::WriteAction::Write | pb::WriteAction::Commit => {
@@ -590,8 +589,9 @@ fn handle_write(
         }
         current.file.sync_all().map_err(written)?;
         let blob = blob_path(layout, &digest)?;
-        fs::rename(&current.path, &blob).map_err(|e| io_status("committing", &blob, e))?;
-        current.committed = true;
+        fs::rename(current.tmp.path(), &blob).map_err(|e| io_status("committing", &blob, e))?;
+        current.tmp.keep();
+        *ingest = None;
         if let Some(dir) = blob.parent() {
             sync_dir(dir);
         }
@@ -601,7 +601,6 @@ fn handle_write(
                 .labels
                 .insert((layout.dir().to_owned(), digest), req.labels.clone());
         }
-        *ingest = None;
     }
     Ok(reply)
 }

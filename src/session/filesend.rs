@@ -7,8 +7,9 @@
 //! written by hand over a codec that passes message bytes through, and each
 //! call is decoded by what its exporter id is registered as.
 //!
-//! Either way the result is staged beside its destination and moved over it
-//! only once complete: an interrupted export leaves the old one intact.
+//! Either way the result is staged beside its destination and handed to the
+//! build's [`StagedExports`], which moves it over the destination only once
+//! the build succeeded: a failed or interrupted export leaves the old one intact.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -28,6 +29,8 @@ use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::fsreceive::{receive_tree, TreeTarget};
+use super::staging::{LocalDest, StagedExports};
+use crate::cleanup::TempPath;
 use crate::wire::moby::filesync::v1::BytesMessage;
 
 pub(crate) const METHODS: &[&str] = &["/moby.filesync.v1.FileSend/DiffCopy"];
@@ -39,10 +42,9 @@ const EXPORTER_ID: &str = "buildkit-attachable-exporter-id";
 pub enum ExportTarget {
     /// A tarball (`oci`, `docker` exporters).
     File(PathBuf),
-    /// A directory tree (`local` exporter); an existing one is replaced whole
-    /// (not merged, unlike buildctl), and one holding the current directory is
-    /// refused.
-    Dir(PathBuf),
+    /// A directory tree (`local` exporter); see [`LocalDest`] for what may
+    /// be replaced.
+    Dir(LocalDest),
 }
 
 /// Where each exporter's output goes, by exporter index, for one build.
@@ -54,18 +56,19 @@ pub struct ExportFiles {
 /// A target with what its transfers share.
 #[derive(Debug, Clone)]
 enum Target {
-    File(PathBuf),
+    File(PathBuf, StagedExports),
     Tree(TreeTarget),
 }
 
 impl ExportFiles {
-    pub fn new(targets: BTreeMap<usize, ExportTarget>) -> Self {
+    /// Receivers for `targets`, staging what arrives in `staged`.
+    pub fn new(targets: BTreeMap<usize, ExportTarget>, staged: &StagedExports) -> Self {
         let targets = targets
             .into_iter()
             .map(|(id, target)| {
                 let target = match target {
-                    ExportTarget::File(path) => Target::File(path),
-                    ExportTarget::Dir(path) => Target::Tree(TreeTarget::new(path)),
+                    ExportTarget::File(path) => Target::File(path, staged.clone()),
+                    ExportTarget::Dir(dest) => Target::Tree(TreeTarget::new(dest, staged.clone())),
                 };
                 (id, target)
             })
@@ -184,10 +187,11 @@ impl ExportFiles {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(64);
         match target {
-            Target::File(dest) => {
+            Target::File(dest, staged) => {
                 // The whole tar arrives before we answer: the daemon waits for
                 // our end of the stream to know the file is safe.
-                receive_file(&dest, inbound).await?;
+                let tmp = receive_file(&dest, inbound).await?;
+                staged.file(tmp, dest);
             }
             Target::Tree(tree) => {
                 tokio::spawn(async move {
@@ -202,35 +206,8 @@ impl ExportFiles {
     }
 }
 
-/// A temporary file beside `dest`, removed unless committed.
-struct Staged {
-    tmp: PathBuf,
-    committed: bool,
-}
-
-impl Staged {
-    fn beside(dest: &Path) -> Staged {
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "export".into());
-        let tmp = dest.with_file_name(format!(".{name}.strata-{}", super::random_id()));
-        Staged {
-            tmp,
-            committed: false,
-        }
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-async fn receive_file(dest: &Path, mut inbound: Streaming<Bytes>) -> Result<(), Status> {
+/// Receives a tarball into a temporary file beside `dest`.
+async fn receive_file(dest: &Path, mut inbound: Streaming<Bytes>) -> Result<TempPath, Status> {
     let failed = |what: &str, path: &Path, e: std::io::Error| {
         Status::internal(format!("{what} {}: {e}", path.display()))
     };
@@ -239,10 +216,13 @@ async fn receive_file(dest: &Path, mut inbound: Streaming<Bytes>) -> Result<(), 
             .await
             .map_err(|e| failed("creating", parent, e))?;
     }
-    let mut staged = Staged::beside(dest);
-    let mut file = tokio::fs::File::create(&staged.tmp)
+    let staged = TempPath::beside(dest);
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(staged.path())
         .await
-        .map_err(|e| failed("creating", &staged.tmp, e))?;
+        .map_err(|e| failed("creating", staged.path(), e))?;
     while let Some(message) = inbound.next().await {
         let message = BytesMessage::decode(message?)
             .map_err(|e| Status::invalid_argument(format!("bad export message: {e}")))?;
@@ -253,12 +233,7 @@ async fn receive_file(dest: &Path, mut inbound: Streaming<Bytes>) -> Result<(), 
     file.sync_all()
         .await
         .map_err(|e| failed("writing", dest, e))?;
-    drop(file);
-    tokio::fs::rename(&staged.tmp, dest)
-        .await
-        .map_err(|e| failed("moving the export to", dest, e))?;
-    staged.committed = true;
-    Ok(())
+    Ok(staged)
 }
 
 #[cfg(test)]
@@ -286,10 +261,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let first = tmp.path().join("one.tar");
         let second = tmp.path().join("sub/two.tar");
-        let files = ExportFiles::new(BTreeMap::from([
-            (0, ExportTarget::File(first.clone())),
-            (1, ExportTarget::File(second.clone())),
-        ]));
+        let staged = StagedExports::default();
+        let files = ExportFiles::new(
+            BTreeMap::from([
+                (0, ExportTarget::File(first.clone())),
+                (1, ExportTarget::File(second.clone())),
+            ]),
+            &staged,
+        );
         let mut client = FileSendClient::new(serve(files).await);
         let chunks = ["abc", "def"].map(|c| BytesMessage {
             data: Bytes::from_static(c.as_bytes()),
@@ -300,6 +279,8 @@ mod tests {
             .unwrap();
         let rest: Vec<_> = reply.into_inner().collect().await;
         assert!(rest.is_empty(), "{rest:?}");
+        assert!(!second.exists(), "in place only once the build succeeded");
+        staged.commit().unwrap();
         assert_eq!(std::fs::read(&second).unwrap(), b"abcdef");
         assert!(!first.exists());
         assert_eq!(
@@ -376,10 +357,18 @@ mod tests {
         let out = tmp.path().join("out");
         std::fs::create_dir(&out).unwrap();
         std::fs::write(out.join("old"), "x").unwrap();
-        let files = ExportFiles::new(BTreeMap::from([
-            (0, ExportTarget::File(tar.clone())),
-            (1, ExportTarget::Dir(out.clone())),
-        ]));
+        let staged = StagedExports::default();
+        let dest = LocalDest {
+            dir: out.clone(),
+            replace: true,
+        };
+        let files = ExportFiles::new(
+            BTreeMap::from([
+                (0, ExportTarget::File(tar.clone())),
+                (1, ExportTarget::Dir(dest)),
+            ]),
+            &staged,
+        );
         let channel = serve(files).await;
         let stat = |path: &str, mode: u32| Stat {
             path: path.into(),
@@ -400,6 +389,7 @@ mod tests {
             ),
         ];
         send_tree(channel, "1", entries).await;
+        staged.commit().unwrap();
         assert_eq!(
             std::fs::read_to_string(out.join("bin/tool")).unwrap(),
             "#!/bin/sh\necho hi\n"

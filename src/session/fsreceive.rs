@@ -22,21 +22,17 @@
 //! not applied: like buildctl (which rewrites every uid/gid to its own), the
 //! exported files belong to the user running strata. Xattrs are not written.
 //!
-//! Atomicity: the tree is written into a hidden staging directory beside the
-//! destination and moved into place only once complete, so an interrupted
-//! export leaves an existing destination as it was. An existing destination
-//! is *replaced*, not merged (buildctl merges): the result is exactly the
-//! build's output, with no stale files from earlier exports. Directories that
-//! contain the current directory (`dest=.`) are refused rather than replaced.
-//! If the daemon sends several trees for one exporter in one build (one per
-//! platform), the first replaces the destination and later ones merge into it.
+//! Safety: the daemon is not trusted. Every path must be plain and relative,
+//! and every write, link, chmod and utimes resolves beneath a private staging
+//! directory without following a symlink ([`Beneath`]); hard links are made
+//! when listed, so no later entry can redirect them. The finished tree is
+//! handed to the build's [`StagedExports`], which moves it over the
+//! destination only once the whole build succeeded (see [`super::staging`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,8 +41,11 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::beneath::Beneath;
 use super::filesync::{go_mode, posix_permissions};
 use super::io_status;
+use super::staging::{LocalDest, StagedExports};
+use crate::cleanup::TempPath;
 use crate::wire::fsutil::types::packet::PacketType;
 use crate::wire::fsutil::types::{Packet, Stat};
 
@@ -56,56 +55,31 @@ const FIN_WAIT: Duration = Duration::from_secs(30);
 /// Where one exporter's trees go, shared by every transfer of one build.
 #[derive(Debug, Clone)]
 pub(crate) struct TreeTarget {
-    dest: PathBuf,
-    /// Whether a transfer of this build already replaced `dest`.
-    replaced: Arc<Mutex<bool>>,
+    dest: LocalDest,
+    /// Where finished trees wait for the build to succeed.
+    staged: StagedExports,
 }
 
 impl TreeTarget {
-    pub(crate) fn new(dest: PathBuf) -> Self {
-        TreeTarget {
-            dest,
-            replaced: Arc::new(Mutex::new(false)),
-        }
+    pub(crate) fn new(dest: LocalDest, staged: StagedExports) -> Self {
+        TreeTarget { dest, staged }
     }
 }
 
 /// The type bits of entries that have no content to request.
 const SPECIAL: u32 = go_mode::DEVICE | go_mode::NAMED_PIPE | go_mode::SOCKET | go_mode::CHAR_DEVICE;
 
-fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-}
-
-/// Sets atime and mtime to the STAT's time without following a symlink.
-fn set_times(path: &Path, stat: &Stat) -> std::io::Result<()> {
+/// The STAT's time as a timespec (atime = mtime, as fsutil applies it).
+fn timespec(stat: &Stat) -> libc::timespec {
     const NS: i64 = 1_000_000_000;
-    let time = libc::timespec {
+    libc::timespec {
         tv_sec: stat.mod_time.div_euclid(NS) as libc::time_t,
         tv_nsec: stat.mod_time.rem_euclid(NS) as _,
-    };
-    let times = [time, time];
-    let path = c_path(path)?;
-    // SAFETY: a NUL-terminated path and two timespecs, as utimensat(2) takes.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 
-/// Creates a fifo or device node.
-fn make_node(path: &Path, stat: &Stat) -> std::io::Result<()> {
+/// The mknod mode and device of a fifo or device node.
+fn node_kind(stat: &Stat) -> (libc::mode_t, libc::dev_t) {
     let kind = if stat.mode & go_mode::NAMED_PIPE != 0 {
         libc::S_IFIFO
     } else if stat.mode & go_mode::CHAR_DEVICE != 0 {
@@ -114,14 +88,7 @@ fn make_node(path: &Path, stat: &Stat) -> std::io::Result<()> {
         libc::S_IFBLK
     };
     let mode = kind | posix_permissions(stat.mode) as libc::mode_t;
-    let dev = libc::makedev(stat.devmajor as _, stat.devminor as _);
-    let path = c_path(path)?;
-    // SAFETY: a NUL-terminated path and plain integers, as mknod(2) takes.
-    if unsafe { libc::mknod(path.as_ptr(), mode, dev) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    (mode, libc::makedev(stat.devmajor as _, stat.devminor as _))
 }
 
 /// A relative, clean path from the wire, or an error: the daemon must never
@@ -326,297 +293,154 @@ where
     }
 }
 
-/// A directory removed (with everything in it) unless kept.
-struct TempTree {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempTree {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = remove_tree(&self.path);
-        }
-    }
-}
-
-/// Removes a tree, making read-only directories in it writable if needed.
-fn remove_tree(path: &Path) -> std::io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            make_writable(path);
-            fs::remove_dir_all(path)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
-fn make_writable(dir: &Path) {
-    let Ok(meta) = fs::symlink_metadata(dir) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            make_writable(&entry.path());
-        }
-    }
-}
-
-/// The directory a destination resolves to, checked for being safe to replace.
-fn resolve_dest(dest: &Path) -> Result<PathBuf, Status> {
-    let resolved = match fs::canonicalize(dest) {
-        Ok(p) => p,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if dest.as_os_str().is_empty() {
-                return Err(Status::invalid_argument("the export destination is empty"));
-            }
-            std::path::absolute(dest).map_err(|e| io_status("resolving", dest, e))?
-        }
-        Err(e) => return Err(io_status("resolving", dest, e)),
-    };
-    if resolved.parent().is_none() {
-        return Err(Status::invalid_argument(format!(
-            "refusing to replace {} with the export",
-            resolved.display()
-        )));
-    }
-    if let Ok(cwd) = std::env::current_dir().and_then(fs::canonicalize) {
-        if cwd.starts_with(&resolved) {
-            return Err(Status::invalid_argument(format!(
-                "refusing to replace {}: it holds the current directory (local exports replace \
-                 their destination; name a new or dedicated directory)",
-                dest.display()
-            )));
-        }
-    }
-    Ok(resolved)
-}
-
-/// The disk side: writes the tree into a staging directory, then moves it into place.
+/// The disk side: writes the tree into a private staging directory beside the
+/// destination and hands it to the build's [`StagedExports`], which moves it
+/// into place once the build succeeded.
 fn write_tree(target: &TreeTarget, mut ops: mpsc::Receiver<Op>) -> Result<(), Status> {
-    let dest = resolve_dest(&target.dest)?;
-    let parent = dest.parent().expect("checked by resolve_dest").to_owned();
-    fs::create_dir_all(&parent).map_err(|e| io_status("creating", &parent, e))?;
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into());
-    let mut staging = TempTree {
-        path: parent.join(format!(".{name}.strata-{}", super::random_id())),
-        keep: false,
-    };
-    let root = staging.path.clone();
-    fs::create_dir(&root).map_err(|e| io_status("creating", &root, e))?;
-
-    let mut open: HashMap<u32, (fs::File, PathBuf, Stat)> = HashMap::new();
-    let mut dirs: Vec<(PathBuf, Stat)> = Vec::new();
-    let mut hardlinks: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let mut files: Vec<(PathBuf, Stat)> = Vec::new();
-    let mut links: Vec<(PathBuf, Stat)> = Vec::new();
-    let mut nodes: Vec<(PathBuf, Stat)> = Vec::new();
-    let mut skipped_devices = 0usize;
-    // The symlinks we made: nothing may be written through one (only a
-    // misbehaving sender would list entries below a symlink).
-    let mut symlinks: HashSet<PathBuf> = HashSet::new();
-    let through_symlink = |rel: &Path, symlinks: &HashSet<PathBuf>| -> Result<(), Status> {
-        match rel.ancestors().find(|a| symlinks.contains(*a)) {
-            Some(link) => Err(Status::invalid_argument(format!(
-                "refusing {} in the export: {} is a symlink",
-                rel.display(),
-                link.display()
-            ))),
-            None => Ok(()),
-        }
-    };
-    let parent_of = |path: &Path| -> Result<(), Status> {
-        match path.parent() {
-            Some(p) if !p.exists() => {
-                fs::create_dir_all(p).map_err(|e| io_status("creating", p, e))
-            }
-            _ => Ok(()),
-        }
-    };
+    let dest = target
+        .dest
+        .check()
+        .map_err(|e| Status::failed_precondition(e.to_string()))?;
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(|e| io_status("creating", parent, e))?;
+    }
+    let staging = TempPath::beside(&dest);
+    let root =
+        Beneath::create(staging.path()).map_err(|e| io_status("creating", staging.path(), e))?;
+    let mut tree = TreeWriter::new(root);
     loop {
         let Some(op) = ops.blocking_recv() else {
             return Err(Status::aborted("the export was interrupted"));
         };
+        if let Op::Commit = op {
+            break;
+        }
+        tree.apply(op)?;
+    }
+    tree.finish()?;
+    target.staged.tree(staging, target.dest.clone());
+    Ok(())
+}
+
+/// Writes entries beneath the staging root (never through a symlink, see
+/// [`Beneath`]) and remembers what gets its metadata at the end.
+struct TreeWriter {
+    root: Beneath,
+    open: HashMap<u32, (fs::File, PathBuf, Stat)>,
+    /// Files and nodes: permissions and times once written.
+    files: Vec<(PathBuf, Stat)>,
+    links: Vec<(PathBuf, Stat)>,
+    dirs: Vec<(PathBuf, Stat)>,
+    skipped_devices: usize,
+}
+
+impl TreeWriter {
+    fn new(root: Beneath) -> Self {
+        TreeWriter {
+            root,
+            open: HashMap::new(),
+            files: Vec::new(),
+            links: Vec::new(),
+            dirs: Vec::new(),
+            skipped_devices: 0,
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(), Status> {
+        let failed = |what: &str, rel: &Path, e| io_status(what, rel, e);
         match op {
             Op::Dir(rel, stat) => {
-                through_symlink(&rel, &symlinks)?;
-                let path = root.join(rel);
-                fs::create_dir_all(&path).map_err(|e| io_status("creating", &path, e))?;
-                dirs.push((path, stat));
+                self.root
+                    .mkdir(&rel)
+                    .map_err(|e| failed("creating", &rel, e))?;
+                self.dirs.push((rel, stat));
             }
             Op::Symlink(rel, stat) => {
-                through_symlink(&rel, &symlinks)?;
-                let path = root.join(&rel);
-                parent_of(&path)?;
-                std::os::unix::fs::symlink(&stat.linkname, &path)
-                    .map_err(|e| io_status("creating symlink", &path, e))?;
-                symlinks.insert(rel);
-                links.push((path, stat));
+                self.root
+                    .symlink(&stat.linkname, &rel)
+                    .map_err(|e| failed("creating symlink", &rel, e))?;
+                self.links.push((rel, stat));
             }
             Op::Node(rel, stat) => {
-                through_symlink(&rel, &symlinks)?;
-                let path = root.join(&rel);
-                parent_of(&path)?;
-                match make_node(&path, &stat) {
-                    Ok(()) => nodes.push((path, stat)),
+                let (mode, dev) = node_kind(&stat);
+                match self.root.mknod(&rel, mode, dev) {
+                    Ok(()) => self.files.push((rel, stat)),
                     Err(e)
                         if stat.mode & go_mode::DEVICE != 0
                             && e.kind() == std::io::ErrorKind::PermissionDenied =>
                     {
-                        skipped_devices += 1;
+                        self.skipped_devices += 1;
                     }
-                    Err(e) => return Err(io_status("creating", &path, e)),
+                    Err(e) => return Err(failed("creating", &rel, e)),
                 }
             }
-            Op::Hardlink { path, target } => {
-                through_symlink(&path, &symlinks)?;
-                if let Some(dir) = target.parent() {
-                    through_symlink(dir, &symlinks)?;
-                }
-                hardlinks.push((root.join(target), root.join(path)));
-            }
+            // Linked now, while its target is known to be what we made: a
+            // later entry cannot redirect it.
+            Op::Hardlink { path, target } => self
+                .root
+                .hard_link(&target, &path)
+                .map_err(|e| failed("linking", &path, e))?,
             Op::Create { id, path, stat } => {
-                through_symlink(&path, &symlinks)?;
-                let path = root.join(path);
-                parent_of(&path)?;
-                // create_new: never through an existing entry (a symlink listed twice).
-                let file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(|e| io_status("creating", &path, e))?;
-                open.insert(id, (file, path, stat));
+                let file = self
+                    .root
+                    .create_file(&path)
+                    .map_err(|e| failed("creating", &path, e))?;
+                self.open.insert(id, (file, path, stat));
             }
             Op::Data { id, data } => {
-                let (file, path, _) = open
+                let (file, path, _) = self
+                    .open
                     .get_mut(&id)
                     .ok_or_else(|| Status::internal(format!("no open file {id}")))?;
                 file.write_all(&data)
                     .map_err(|e| io_status("writing", path, e))?;
             }
             Op::Close { id } => {
-                let (file, path, stat) = open
+                let (_, path, stat) = self
+                    .open
                     .remove(&id)
                     .ok_or_else(|| Status::internal(format!("no open file {id}")))?;
-                drop(file);
-                files.push((path, stat));
+                self.files.push((path, stat));
             }
-            Op::Commit => break,
+            Op::Commit => {}
         }
+        Ok(())
     }
 
-    if skipped_devices > 0 {
-        tracing::warn!(
-            "the local export skipped {skipped_devices} device nodes (creating them needs root)"
-        );
-    }
-    // Metadata last: a read-only file or directory would refuse what came
-    // after, and any entry made in a directory changes the directory's times.
-    let chmod = |path: &Path, stat: &Stat| {
-        fs::set_permissions(
-            path,
-            fs::Permissions::from_mode(posix_permissions(stat.mode)),
-        )
-        .map_err(|e| io_status("chmod", path, e))
-    };
-    let times = |path: &Path, stat: &Stat| {
-        set_times(path, stat).map_err(|e| io_status("setting times on", path, e))
-    };
-    for (path, stat) in files.iter().chain(&nodes) {
-        chmod(path, stat)?;
-        times(path, stat)?;
-    }
-    for (target, path) in &hardlinks {
-        parent_of(path)?;
-        fs::hard_link(target, path).map_err(|e| io_status("linking", path, e))?;
-    }
-    for (path, stat) in &links {
-        times(path, stat)?;
-    }
-    // Deepest first: a directory's times are set after everything inside it.
-    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (path, stat) in &dirs {
-        chmod(path, stat)?;
-        times(path, stat)?;
-    }
-
-    let mut replaced = target
-        .replaced
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if *replaced {
-        merge_into(&root, &dest)?;
-    } else {
-        swap_in(&root, &dest)?;
-        staging.keep = true;
-        *replaced = true;
-    }
-    Ok(())
-}
-
-/// Replaces `dest` with `staging`: the old tree is moved aside first and
-/// removed only after the new one is in place.
-fn swap_in(staging: &Path, dest: &Path) -> Result<(), Status> {
-    let old = dest.with_file_name(format!(
-        ".{}.strata-old-{}",
-        dest.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        super::random_id()
-    ));
-    let existing = fs::symlink_metadata(dest).ok();
-    if let Some(meta) = &existing {
-        if meta.is_dir() {
-            // The new tree keeps the permissions the destination had.
-            let _ = fs::set_permissions(staging, meta.permissions());
+    /// Metadata last: a read-only file or directory would refuse what came
+    /// after, and any entry made in a directory changes the directory's times.
+    fn finish(mut self) -> Result<(), Status> {
+        if self.skipped_devices > 0 {
+            tracing::warn!(
+                "the local export skipped {} device nodes (creating them needs root)",
+                self.skipped_devices
+            );
         }
-        fs::rename(dest, &old).map_err(|e| io_status("moving aside", dest, e))?;
-    }
-    if let Err(e) = fs::rename(staging, dest) {
-        if existing.is_some() {
-            let _ = fs::rename(&old, dest);
-        }
-        return Err(io_status("moving the export to", dest, e));
-    }
-    if let Some(meta) = existing {
-        let removed = if meta.is_dir() {
-            remove_tree(&old)
-        } else {
-            fs::remove_file(&old)
+        let root = &self.root;
+        let chmod = |rel: &Path, stat: &Stat| {
+            root.chmod(rel, posix_permissions(stat.mode) as libc::mode_t)
+                .map_err(|e| io_status("chmod", rel, e))
         };
-        if let Err(e) = removed {
-            tracing::warn!("could not remove the previous {}: {e}", old.display());
+        let times = |rel: &Path, stat: &Stat| {
+            root.set_times(rel, timespec(stat))
+                .map_err(|e| io_status("setting times on", rel, e))
+        };
+        for (rel, stat) in &self.files {
+            chmod(rel, stat)?;
+            times(rel, stat)?;
         }
-    }
-    Ok(())
-}
-
-/// Moves everything in `from` into `into`, descending where both have a directory.
-fn merge_into(from: &Path, into: &Path) -> Result<(), Status> {
-    for entry in fs::read_dir(from).map_err(|e| io_status("reading", from, e))? {
-        let entry = entry.map_err(|e| io_status("reading", from, e))?;
-        let src = entry.path();
-        let dst = into.join(entry.file_name());
-        let src_is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let dst_meta = fs::symlink_metadata(&dst).ok();
-        match dst_meta {
-            Some(m) if m.is_dir() && src_is_dir => merge_into(&src, &dst)?,
-            Some(m) if m.is_dir() => {
-                remove_tree(&dst).map_err(|e| io_status("replacing", &dst, e))?;
-                fs::rename(&src, &dst).map_err(|e| io_status("moving", &dst, e))?;
-            }
-            _ => fs::rename(&src, &dst).map_err(|e| io_status("moving", &dst, e))?,
+        for (rel, stat) in &self.links {
+            times(rel, stat)?;
         }
+        // Deepest first: a directory's times are set after everything inside it.
+        self.dirs
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        for (rel, stat) in &self.dirs {
+            chmod(rel, stat)?;
+            times(rel, stat)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -652,6 +476,16 @@ mod tests {
 
     fn fin() -> Result<Bytes, Status> {
         Ok(packet(PacketType::PacketFin, 0, &[]))
+    }
+
+    /// A target that may replace `dest`, and the build's staged exports.
+    fn target(dest: &Path) -> (TreeTarget, StagedExports) {
+        let staged = StagedExports::default();
+        let dest = LocalDest {
+            dir: dest.to_owned(),
+            replace: true,
+        };
+        (TreeTarget::new(dest, staged.clone()), staged)
     }
 
     fn sent(rx: &mut mpsc::Receiver<Result<Bytes, Status>>) -> Vec<Packet> {
@@ -694,9 +528,13 @@ mod tests {
             fin(),
         ]);
         let (tx, mut rx) = mpsc::channel(16);
-        receive_tree(TreeTarget::new(dest.clone()), inbound, tx)
-            .await
-            .unwrap();
+        let (target, staged) = target(&dest);
+        receive_tree(target, inbound, tx).await.unwrap();
+        assert!(
+            dest.join("stale.txt").exists(),
+            "nothing moves before commit"
+        );
+        staged.commit().unwrap();
         let sent = sent(&mut rx);
         let reqs: Vec<u32> = sent
             .iter()
@@ -735,9 +573,10 @@ mod tests {
             assert_eq!(mtime(p), MTIME, "{p}");
         }
         assert!(!dest.join("stale.txt").exists(), "the old tree is replaced");
+        assert!(dest.join(super::super::staging::MARKER).exists());
         let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no staging or old dirs left");
-        make_writable(&dest);
+        crate::cleanup::remove(&dest);
     }
 
     #[tokio::test]
@@ -752,7 +591,7 @@ mod tests {
             data(0, b"hel"),
         ]);
         let (tx, mut rx) = mpsc::channel(16);
-        let err = receive_tree(TreeTarget::new(dest.clone()), inbound, tx)
+        let err = receive_tree(target(&dest).0, inbound, tx)
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
@@ -771,7 +610,7 @@ mod tests {
             Ok(packet(PacketType::PacketErr, 0, b"disk on fire")),
         ]);
         let (tx, _rx) = mpsc::channel(16);
-        let err = receive_tree(TreeTarget::new(dest.clone()), inbound, tx)
+        let err = receive_tree(target(&dest).0, inbound, tx)
             .await
             .unwrap_err();
         assert!(err.message().contains("disk on fire"), "{err:?}");
@@ -785,7 +624,7 @@ mod tests {
         for bad in ["../evil", "/etc/passwd", "a/../../b", ""] {
             let inbound = futures::stream::iter(vec![stat_packet(Some(stat(bad, 0o644)))]);
             let (tx, _rx) = mpsc::channel(16);
-            let err = receive_tree(TreeTarget::new(tmp.path().join("out")), inbound, tx)
+            let err = receive_tree(target(&tmp.path().join("out")).0, inbound, tx)
                 .await
                 .unwrap_err();
             assert!(err.message().contains("unsafe path"), "{bad}: {err:?}");
@@ -798,7 +637,7 @@ mod tests {
             stat_packet(None),
         ]);
         let (tx, _rx) = mpsc::channel(16);
-        let err = receive_tree(TreeTarget::new(tmp.path().join("out")), inbound, tx)
+        let err = receive_tree(target(&tmp.path().join("out")).0, inbound, tx)
             .await
             .unwrap_err();
         assert!(err.message().contains("unsafe path"), "{err:?}");
@@ -812,7 +651,7 @@ mod tests {
         let dest = tmp.path().join("out");
         fs::create_dir(&dest).unwrap();
         fs::write(dest.join("stale"), "old").unwrap();
-        let target = TreeTarget::new(dest.clone());
+        let (target, staged) = target(&dest);
         for platform in ["linux_amd64", "linux_arm64"] {
             let inbound = futures::stream::iter(vec![
                 stat_packet(Some(stat(platform, go_mode::DIR | 0o755))),
@@ -825,12 +664,16 @@ mod tests {
             let (tx, _rx) = mpsc::channel(16);
             receive_tree(target.clone(), inbound, tx).await.unwrap();
         }
+        staged.commit().unwrap();
         let mut names: Vec<_> = fs::read_dir(&dest)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["linux_amd64", "linux_arm64"]);
+        assert_eq!(
+            names,
+            [super::super::staging::MARKER, "linux_amd64", "linux_arm64"]
+        );
         assert_eq!(
             fs::read_to_string(dest.join("linux_arm64/f")).unwrap(),
             "linux_arm64"
@@ -874,9 +717,7 @@ mod tests {
             let (tx, _rx) = mpsc::channel(16);
             let dest = tmp.path().join("out");
             let inbound = futures::stream::iter(packets);
-            assert!(receive_tree(TreeTarget::new(dest), inbound, tx)
-                .await
-                .is_err());
+            assert!(receive_tree(target(&dest).0, inbound, tx).await.is_err());
             assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
             let mode = fs::metadata(&outside).unwrap().mode() & 0o777;
             assert_ne!(mode, 0o777);
@@ -884,12 +725,65 @@ mod tests {
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
     }
 
-    #[test]
-    fn the_current_directory_is_never_replaced() {
-        let cwd = std::env::current_dir().unwrap();
-        assert!(resolve_dest(Path::new(".")).is_err());
-        assert!(resolve_dest(cwd.parent().unwrap()).is_err());
-        assert!(resolve_dest(Path::new("/")).is_err());
-        assert!(resolve_dest(&cwd.join("target-of-some-export")).is_ok());
+    /// A hard link listed before a symlink on its path, and the reverse:
+    /// neither may write outside the tree nor link a host file into it.
+    #[tokio::test]
+    async fn hard_links_never_resolve_through_a_symlink_in_either_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("id_rsa"), "private").unwrap();
+        let symlink_d = || {
+            stat_packet(Some(Stat {
+                linkname: outside.to_string_lossy().into_owned(),
+                ..stat("d", go_mode::SYMLINK | 0o777)
+            }))
+        };
+        let hardlink = |path: &str, to: &str| {
+            stat_packet(Some(Stat {
+                linkname: to.into(),
+                ..stat(path, 0o644)
+            }))
+        };
+        let link_first = vec![
+            stat_packet(Some(stat("a", 0o644))),
+            hardlink("d/x", "a"),
+            symlink_d(),
+        ];
+        let symlink_first = vec![
+            stat_packet(Some(stat("a", 0o644))),
+            symlink_d(),
+            hardlink("x", "d/id_rsa"),
+        ];
+        for (order, mut packets) in [("link first", link_first), ("symlink first", symlink_first)] {
+            packets.extend([stat_packet(None), data(0, b"a"), data(0, b""), fin()]);
+            let dest = tmp.path().join("out");
+            let (target, staged) = target(&dest);
+            let (tx, _rx) = mpsc::channel(16);
+            let result = receive_tree(target, futures::stream::iter(packets), tx).await;
+            let err = result.expect_err(order);
+            assert!(
+                err.message().contains("beneath") || err.message().contains("exists"),
+                "{order}: {err:?}"
+            );
+            staged.commit().unwrap();
+            assert!(!dest.exists(), "{order}: nothing committed");
+            let names: Vec<_> = fs::read_dir(&outside)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(names, ["id_rsa"], "{order}");
+            assert_eq!(
+                fs::metadata(outside.join("id_rsa")).unwrap().nlink(),
+                1,
+                "{order}"
+            );
+            assert_eq!(
+                fs::read_dir(tmp.path()).unwrap().count(),
+                1,
+                "{order}: no staging left"
+            );
+        }
     }
 }

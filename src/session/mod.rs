@@ -3,6 +3,7 @@
 //! output, a local content store), carried through the [`tunnel`].
 
 mod auth;
+mod beneath;
 mod content;
 mod filesend;
 mod filesync;
@@ -10,6 +11,7 @@ mod fsreceive;
 mod health;
 mod patterns;
 mod secrets;
+pub mod staging;
 pub(crate) mod tunnel;
 
 pub use auth::DockerAuth;
@@ -18,6 +20,7 @@ pub use filesend::{ExportFiles, ExportTarget};
 pub use filesync::{LocalDir, LocalDirs};
 pub use patterns::PatternSet;
 pub use secrets::SecretFiles;
+pub use staging::{ExportError, LocalDest, StagedExports};
 
 use std::convert::Infallible;
 

@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use crate::client::{Client, ClientError};
 use crate::llb::Definition;
 use crate::session::{
-    random_id, ContentStores, DockerAuth, ExportFiles, LocalDir, LocalDirs, SecretFiles, Session,
+    random_id, ContentStores, DockerAuth, ExportError, ExportFiles, ExportTarget, LocalDir,
+    LocalDirs, SecretFiles, Session, StagedExports,
 };
 use crate::wire::moby::buildkit::v1 as control;
 
@@ -91,12 +92,15 @@ pub enum SolveError {
     /// The image config could not be encoded for the exporter.
     #[error("image config: {0}")]
     ImageConfig(String),
+    /// An output on this machine could not be (or may not be) put in place.
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 impl SolveOpt {
     /// The session serving this solve, and the imports to send (local ones
     /// pinned to a digest, missing ones dropped).
-    fn session(&self) -> Result<(Session, Vec<CacheImport>), SolveError> {
+    fn session(&self, staged: &StagedExports) -> Result<(Session, Vec<CacheImport>), SolveError> {
         let key = if self.shared_key.is_empty() {
             random_id()
         } else {
@@ -123,8 +127,14 @@ impl SolveOpt {
             .enumerate()
             .filter_map(|(i, o)| o.target().map(|t| (i, t)))
             .collect();
+        // A destination that may not be replaced fails now, not after the build.
+        for target in files.values() {
+            if let ExportTarget::Dir(dest) = target {
+                dest.check()?;
+            }
+        }
         if !files.is_empty() {
-            session.export_files(ExportFiles::new(files));
+            session.export_files(ExportFiles::new(files, staged));
         }
         Ok((session, imports))
     }
@@ -184,9 +194,11 @@ impl SolveOpt {
 }
 
 /// Runs `definition` on the daemon with what `opt` asks, serving its session
-/// while it runs and feeding progress to `renderer`. Local caches' tags are
-/// moved only after the build succeeded. Dropping the returned future cancels
-/// the build on the daemon (the Solve call is cancelled with it).
+/// while it runs and feeding progress to `renderer`. Outputs on this machine
+/// and local caches' tags are put in place only after the build succeeded;
+/// until then they are staged beside their destinations. Dropping the
+/// returned future cancels the build on the daemon (the Solve call is
+/// cancelled with it) and removes what was staged.
 pub async fn solve(
     client: &Client,
     definition: &Definition,
@@ -194,7 +206,8 @@ pub async fn solve(
     renderer: &mut dyn Renderer,
 ) -> Result<Solved, SolveError> {
     let began = Instant::now();
-    let (session, imports) = opt.session()?;
+    let staged = StagedExports::default();
+    let (session, imports) = opt.session(&staged)?;
     let running = session.start(client).await?;
     let build_ref = random_id();
     let request = opt.request(definition, running.id(), &build_ref, &imports)?;
@@ -204,6 +217,7 @@ pub async fn solve(
     match result {
         Ok(response) => {
             let exporter_response = response.exporter_response;
+            staged.commit()?;
             Ok(Solved {
                 cache: local_cache::finish(&opt.cache_exports, &exporter_response)?,
                 exporter_response,

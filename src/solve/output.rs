@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use super::attrs::{Attrs, OptionError};
 use crate::reference::ImageRef;
-use crate::session::ExportTarget;
+use crate::session::{ExportTarget, LocalDest};
 
 /// Where a build's result goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +23,9 @@ pub enum Output {
     Oci { dest: PathBuf, name: Option<String> },
     /// A `docker load`-able tarball on this machine.
     Docker { dest: PathBuf, name: Option<String> },
-    /// The result's files in a directory on this machine.
-    Local { dest: PathBuf },
+    /// The result's files in a directory on this machine, replacing it whole;
+    /// a directory strata did not export is replaced only with `replace`.
+    Local { dest: PathBuf, replace: bool },
 }
 
 const KINDS: &str = "image, registry, oci, docker or local";
@@ -59,9 +60,10 @@ impl FromStr for Output {
                 }
             }
             "local" => {
-                a.allow(&[&["dest"]])?;
+                a.allow(&[&["dest", "replace"]])?;
                 Output::Local {
                     dest: a.need("dest")?.into(),
+                    replace: a.flag("replace")?.unwrap_or(false),
                 }
             }
             other => return Err(a.error(format!("unknown type {other:?} (use {KINDS})"))),
@@ -124,7 +126,10 @@ impl Output {
             Output::Oci { dest, .. } | Output::Docker { dest, .. } => {
                 Some(ExportTarget::File(dest.clone()))
             }
-            Output::Local { dest } => Some(ExportTarget::Dir(dest.clone())),
+            Output::Local { dest, replace } => Some(ExportTarget::Dir(LocalDest {
+                dir: dest.clone(),
+                replace: *replace,
+            })),
             Output::Image { .. } => None,
         }
     }
