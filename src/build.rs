@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
+use futures::StreamExt;
 use oci_spec::image::ImageConfiguration;
 
 use crate::client::Client;
@@ -160,7 +160,13 @@ pub async fn build(
             })
         }
     });
-    join_all(solves).await.into_iter().collect()
+    // At most `max_parallel` at once, results in the plan's order.
+    futures::stream::iter(solves)
+        .buffered(plan.max_parallel)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// What the solve of `image` needs, from its job and the plan.

@@ -87,6 +87,47 @@ pub fn is_loopback_host(host: &str) -> bool {
     bare == "localhost" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A path component as the distribution spec has it: alphanumerics joined by
+/// `.`, `_`, `__` or runs of `-`.
+fn is_path_component(part: &str) -> bool {
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let bytes = part.as_bytes();
+    !bytes.is_empty()
+        && alnum(bytes[0])
+        && alnum(bytes[bytes.len() - 1])
+        && bytes
+            .iter()
+            .all(|&c| alnum(c) || matches!(c, b'.' | b'_' | b'-'))
+        && !part.contains("..")
+        && !part.contains("___")
+}
+
+/// `host`, `host:port` or `[v6]:port`.
+fn is_host(host: &str) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) if !n.ends_with(':') && !p.contains(']') => (n, Some(p)),
+        _ => (host, None),
+    };
+    let name_ok = if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !name.is_empty()
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
+    };
+    name_ok
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()))
+}
+
+fn is_tag(tag: &str) -> bool {
+    tag.len() <= 128
+        && tag.bytes().enumerate().all(|(i, c)| {
+            c.is_ascii_alphanumeric() || c == b'_' || (i > 0 && matches!(c, b'.' | b'-'))
+        })
+}
+
 fn is_sha256_digest(d: &str) -> bool {
     d.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit()))
@@ -133,8 +174,22 @@ impl FromStr for ImageRef {
         if repository.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(bad("repository names are lowercase"));
         }
-        if tag.as_deref() == Some("") {
-            return Err(bad("the tag is empty"));
+        if let Some(part) = repository.split('/').find(|p| !is_path_component(p)) {
+            return Err(bad(&format!(
+                "{part:?} is not a repository name part (a-z, 0-9 and . _ - between them)"
+            )));
+        }
+        if !is_host(&registry) {
+            return Err(bad(&format!("{registry:?} is not a registry host[:port]")));
+        }
+        match tag.as_deref() {
+            Some("") => return Err(bad("the tag is empty")),
+            Some(t) if !is_tag(t) => {
+                return Err(bad(&format!(
+                    "{t:?} is not a tag (up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -)"
+                )))
+            }
+            _ => {}
         }
         let tag = match (tag, &digest) {
             (None, None) => Some("latest".to_owned()),

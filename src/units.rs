@@ -49,7 +49,11 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
         ))
         }
     };
-    Ok((number * factor).round() as u64)
+    let bytes = (number * factor).round();
+    if bytes.is_nan() || bytes >= u64::MAX as f64 {
+        return Err(format!("{input:?} is too large a size"));
+    }
+    Ok(bytes as u64)
 }
 
 /// Parses `90s`, `30m`, `48h`, `7d`, `1h30m` (a bare number is seconds).
@@ -86,7 +90,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
             };
         rest = tail;
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| format!("{input:?} is too long a duration"))
 }
 
 /// Formats a duration compactly: `850ms`, `12.3s`, `4m05s`, `2h10m`, `3d4h`.
@@ -117,6 +121,9 @@ mod tests {
         assert_eq!(parse_size("1.5 gb").unwrap(), 1_500_000_000);
         assert_eq!(parse_size("0").unwrap(), 0);
         assert!(parse_size("ten").unwrap_err().contains("not a size"));
+        assert!(parse_size("99999999999999999999TiB")
+            .unwrap_err()
+            .contains("too large"));
         assert!(parse_size("3 parsecs")
             .unwrap_err()
             .contains("unknown size unit"));
@@ -139,7 +146,14 @@ mod tests {
         );
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "h", "5 parsecs", "1x"] {
+        for bad in [
+            "",
+            "h",
+            "5 parsecs",
+            "1x",
+            "99999999999999999999w",
+            "1e400s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(human_duration(Duration::from_millis(850)), "850ms");

@@ -46,6 +46,9 @@ pub struct BuildArgs {
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
+    /// Solve at most N images at once (default 4).
+    #[arg(long, value_name = "N")]
+    max_parallel: Option<std::num::NonZeroUsize>,
     /// Write what the exporters returned (image digests, …) as JSON, by image.
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
@@ -77,6 +80,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         secrets: args.secret.iter().cloned().collect(),
         cache_to: args.cache_to.clone(),
         cache_from: args.cache_from.clone(),
+        max_parallel: args.max_parallel,
         ..args.spec.overrides()
     };
     let client = cli.daemon.connect().await?;

@@ -1041,4 +1041,78 @@ mod tests {
             tonic::Code::InvalidArgument
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn request() -> impl Strategy<Value = pb::WriteContentRequest> {
+            let digests = prop::sample::select(&[HELLO, "", "sha256:zz", "md5:1", "sha256:"][..]);
+            (
+                0..4i32,
+                prop::sample::select(&["", "r", "../r", "r/../../x"][..]),
+                prop_oneof![Just(0i64), Just(5), Just(-1), Just(i64::MAX), any::<i64>()],
+                prop_oneof![Just(0i64), Just(5), Just(i64::MIN), any::<i64>()],
+                digests,
+                prop::collection::vec(any::<u8>(), 0..8),
+            )
+                .prop_map(|(action, r, offset, total, expected, data)| {
+                    pb::WriteContentRequest {
+                        action,
+                        r#ref: r.into(),
+                        offset,
+                        total,
+                        expected: expected.into(),
+                        data: data.into(),
+                        ..Default::default()
+                    }
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Any sequence of write requests: an answer or an error, never a
+            /// panic, and nothing but checked blobs left in the layout.
+            #[test]
+            fn write_requests_never_panic(requests in prop::collection::vec(request(), 1..8)) {
+                let tmp = tempfile::tempdir().unwrap();
+                let layout = OciLayout::new(tmp.path().join("cache"));
+                layout.init().unwrap();
+                let stores = ContentStores::new(BTreeMap::from([(STORE.to_owned(), layout.clone())]));
+                let mut ingest = None;
+                for r in requests {
+                    if handle_write(&stores, STORE, &layout, &mut ingest, r).is_err() {
+                        ingest = None;
+                    }
+                }
+                drop(ingest);
+                prop_assert_eq!(count(&layout.ingest_dir()), 0);
+                for blob in fs::read_dir(layout.dir().join("blobs/sha256")).unwrap() {
+                    let blob = blob.unwrap();
+                    let digest = format!("sha256:{}", hex(&Sha256::digest(fs::read(blob.path()).unwrap())));
+                    prop_assert_eq!(digest, format!("sha256:{}", blob.file_name().to_string_lossy()));
+                }
+            }
+
+            /// Any read range of a stored blob.
+            #[test]
+            fn read_ranges_never_panic(offset in any::<i64>(), size in any::<i64>()) {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let tmp = tempfile::tempdir().unwrap();
+                    let layout = OciLayout::new(tmp.path().join("cache"));
+                    layout.init().unwrap();
+                    fs::write(layout.blob_path(HELLO).unwrap(), "hello").unwrap();
+                    let stores = ContentStores::new(BTreeMap::from([(STORE.to_owned(), layout)]));
+                    let read = pb::ReadContentRequest { digest: HELLO.into(), offset, size };
+                    if let Ok(stream) = Content::read(&stores, in_store(read)).await {
+                        let chunks: Vec<_> = stream.into_inner().collect().await;
+                        let bytes: usize = chunks.iter().flatten().map(|c| c.data.len()).sum();
+                        assert!(bytes <= 5);
+                    }
+                });
+            }
+        }
+    }
 }

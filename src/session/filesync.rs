@@ -397,12 +397,25 @@ async fn send_dir(
 
     // Requests are read as they come and queued here, a few bytes each: left
     // unread, they would wait in the HTTP/2 receive buffer at a few hundred
-    // bytes each (the daemon asks for every file at once).
+    // bytes each (the daemon asks for every file at once). The queue is
+    // bounded by the listing: each id is queued once, an unknown id ends it.
     let (req_tx, mut requests) = mpsc::unbounded_channel::<Asked>();
+    let listed = entries.len();
     let reader = tokio::spawn(async move {
+        let mut asked = vec![false; listed];
         while let Some(Ok(p)) = inbound.next().await {
             let request = match PacketType::try_from(p.r#type) {
-                Ok(PacketType::PacketReq) => Asked::File(p.id),
+                Ok(PacketType::PacketReq) => match asked.get_mut(p.id as usize) {
+                    Some(true) => continue,
+                    Some(seen) => {
+                        *seen = true;
+                        Asked::File(p.id)
+                    }
+                    None => {
+                        let _ = req_tx.send(Asked::File(p.id));
+                        return;
+                    }
+                },
                 Ok(PacketType::PacketFin) => Asked::Fin,
                 Ok(PacketType::PacketErr) => {
                     tracing::warn!(

@@ -786,4 +786,67 @@ mod tests {
             );
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_packet() -> impl Strategy<Value = Result<Bytes, Status>> {
+            let paths = prop::sample::select(
+                &["a", "d", "d/x", "d/e/f", "l", "../x", "", "/abs", "a/"][..],
+            );
+            let links = prop::sample::select(&["", "a", "d/x", "l", "/tmp", "../a", "d"][..]);
+            let modes = prop::sample::select(
+                &[
+                    0o644,
+                    go_mode::DIR | 0o755,
+                    go_mode::SYMLINK | 0o777,
+                    go_mode::NAMED_PIPE | 0o600,
+                    go_mode::SOCKET,
+                    go_mode::DEVICE | 0o600,
+                    go_mode::DIR,
+                    0,
+                    u32::MAX,
+                ][..],
+            );
+            prop_oneof![
+                4 => (paths, links, modes, any::<i64>()).prop_map(|(p, l, m, t)| stat_packet(Some(Stat {
+                    path: p.into(), linkname: l.into(), mode: m, mod_time: t, ..Default::default()
+                }))),
+                1 => Just(stat_packet(None)),
+                3 => (0u32..6, prop::collection::vec(any::<u8>(), 0..4)).prop_map(|(id, d)| data(id, &d)),
+                1 => Just(fin()),
+                1 => (0i32..8, any::<u32>()).prop_map(|(t, id)| Ok(Packet {
+                    r#type: t, stat: None, id, data: Bytes::from_static(b"x"),
+                }.encode_to_vec().into())),
+                1 => prop::collection::vec(any::<u8>(), 0..12).prop_map(|b| Ok(Bytes::from(b))),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Any packet stream: done or an error, never a panic, and nothing
+            /// ever appears outside the destination.
+            #[test]
+            fn packet_streams_never_panic_or_escape(packets in prop::collection::vec(any_packet(), 0..16)) {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let tmp = tempfile::tempdir().unwrap();
+                let outside = tmp.path().join("outside");
+                fs::create_dir(&outside).unwrap();
+                let dest = tmp.path().join("out");
+                rt.block_on(async {
+                    let (target, staged) = target(&dest);
+                    let (tx, _rx) = mpsc::channel(64);
+                    if receive_tree(target, futures::stream::iter(packets), tx).await.is_ok() {
+                        let _ = staged.commit();
+                    }
+                });
+                prop_assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+                let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+                prop_assert!(left.len() <= 2, "{:?}", left);
+                crate::cleanup::remove(&dest);
+            }
+        }
+    }
 }

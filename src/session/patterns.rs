@@ -80,16 +80,21 @@ impl PatternSet {
 
 /// Matches pattern parts against path elements exactly (`**` spans any number).
 fn match_parts(parts: &[String], elements: &[&str]) -> bool {
-    match parts.split_first() {
-        None => elements.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=elements.len()).any(|skip| match_parts(rest, &elements[skip..]))
+    // matches[i][j]: parts[i..] match elements[j..]. Filled from the end, so
+    // any number of `**` costs parts × elements², never a backtracking blow-up.
+    let (np, ne) = (parts.len(), elements.len());
+    let mut matches = vec![vec![false; ne + 1]; np + 1];
+    matches[np][ne] = true;
+    for i in (0..np).rev() {
+        for j in (0..=ne).rev() {
+            matches[i][j] = if parts[i] == "**" {
+                (j..=ne).any(|k| matches[i + 1][k])
+            } else {
+                j < ne && glob(parts[i].as_bytes(), elements[j].as_bytes()) && matches[i + 1][j + 1]
+            };
         }
-        Some((first, rest)) => match elements.split_first() {
-            Some((e, erest)) => glob(first.as_bytes(), e.as_bytes()) && match_parts(rest, erest),
-            None => false,
-        },
     }
+    matches[0][0]
 }
 
 /// Whether the pattern could match some path starting with `elements`.
@@ -104,20 +109,40 @@ fn prefix_could_match(parts: &[String], elements: &[&str]) -> bool {
     }
 }
 
-/// Shell-style match of one path element: `*`, `?`, `[abc]`, `\x`.
+/// Shell-style match of one path element: `*`, `?`, `[abc]`, `[!a-z]`, `\x`.
+/// Linear backtracking to the last `*` only (as a `*` can always absorb more),
+/// so a pattern of many `*` cannot take exponential time.
 fn glob(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| glob(rest, &name[i..])),
-        Some((b'?', rest)) => !name.is_empty() && glob(rest, &name[1..]),
-        Some((b'[', rest)) => {
+    let (mut p, mut n) = (0, 0);
+    // Where to resume after the last `*`: pattern after it, name position.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if pattern.get(p) == Some(&b'*') {
+            p += 1;
+            star = Some((p, n));
+        } else if let Some(len) = one(&pattern[p..], name[n]) {
+            p += len;
+            n += 1;
+        } else if let Some((after, from)) = star {
+            p = after;
+            n = from + 1;
+            star = Some((after, from + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// If the pattern's first token matches byte `c`, the token's length.
+fn one(pattern: &[u8], c: u8) -> Option<usize> {
+    match pattern.split_first()? {
+        (b'?', _) => Some(1),
+        (b'[', rest) => {
             let Some(end) = rest.iter().position(|&c| c == b']') else {
-                return name.first() == Some(&b'[') && glob(rest, &name[1..]);
+                return (c == b'[').then_some(1);
             };
-            let (class, after) = (&rest[..end], &rest[end + 1..]);
-            let Some((&c, name_rest)) = name.split_first() else {
-                return false;
-            };
+            let class = &rest[..end];
             let (negate, class) = match class.split_first() {
                 Some((b'^' | b'!', tail)) => (true, tail),
                 _ => (false, class),
@@ -133,12 +158,10 @@ fn glob(pattern: &[u8], name: &[u8]) -> bool {
                     i += 1;
                 }
             }
-            hit != negate && glob(after, name_rest)
+            (hit != negate).then_some(end + 2)
         }
-        Some((b'\\', rest)) if !rest.is_empty() => {
-            name.first() == Some(&rest[0]) && glob(&rest[1..], &name[1..])
-        }
-        Some((&p, rest)) => name.first() == Some(&p) && glob(rest, &name[1..]),
+        (b'\\', rest) if !rest.is_empty() => (rest[0] == c).then_some(2),
+        (&p, _) => (p == c).then_some(1),
     }
 }
 
@@ -190,5 +213,22 @@ mod tests {
         assert!(include.may_match_below("src"));
         assert!(include.may_match_below("src/a"));
         assert!(!include.may_match_below("docs"));
+    }
+
+    #[test]
+    fn many_stars_and_globstars_take_linear_time() {
+        // Exponential backtracking would not finish these.
+        let name = "a".repeat(64);
+        assert!(!glob(
+            format!("{}b", "*a".repeat(30)).as_bytes(),
+            name.as_bytes()
+        ));
+        assert!(glob(
+            format!("{}a", "*a".repeat(30)).as_bytes(),
+            name.as_bytes()
+        ));
+        let deep: Vec<&str> = std::iter::repeat_n("a", 40).collect();
+        let set = PatternSet::new(&[&*format!("{}b", "**/".repeat(20))]);
+        assert!(!set.matches(&deep.join("/")));
     }
 }

@@ -24,7 +24,7 @@ use model::{
 };
 
 pub use lower::{LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
-pub use resolve::{BuildPlan, Job, Overrides};
+pub use resolve::{BuildPlan, Job, Overrides, DEFAULT_MAX_PARALLEL};
 
 /// A problem with the spec, located in the file. Displays as one line:
 /// `strata.toml:14:1: images.codex.toolchain[2]: unknown key "aptt" (expected one of …)`.

@@ -30,7 +30,14 @@ pub struct Overrides {
     pub secrets: BTreeMap<String, PathBuf>,
     /// Plain http to every registry (loopback ones always are).
     pub insecure_registry: bool,
+    /// How many images are solved at once; none: [`DEFAULT_MAX_PARALLEL`].
+    pub max_parallel: Option<std::num::NonZeroUsize>,
 }
+
+/// Images solved at once by default: enough to overlap independent images,
+/// few enough not to flood a shared daemon (BuildKit runs the steps of each
+/// in parallel anyway).
+pub const DEFAULT_MAX_PARALLEL: usize = 4;
 
 /// One image to solve and where its results go.
 #[derive(Debug, Clone)]
@@ -51,6 +58,8 @@ pub struct BuildPlan {
     pub platform: Option<Platform>,
     pub secrets: BTreeMap<String, PathBuf>,
     pub insecure_registry: bool,
+    /// How many jobs are solved at once.
+    pub max_parallel: usize,
 }
 
 impl BuildPlan {
@@ -71,6 +80,9 @@ impl Spec {
             platform: overrides.platform.clone(),
             secrets: overrides.secrets.clone(),
             insecure_registry: overrides.insecure_registry,
+            max_parallel: overrides
+                .max_parallel
+                .map_or(DEFAULT_MAX_PARALLEL, std::num::NonZeroUsize::get),
         };
         for name in names {
             let image = self.named(&name)?;

@@ -21,6 +21,10 @@ pub use tty::TtyRenderer;
 /// How many log lines of each step are kept for error reports.
 const LOG_TAIL: usize = 20;
 
+/// Longest line kept whole: output without newlines (a progress bar, a
+/// binary dump) is cut into lines of this size rather than buffered forever.
+const MAX_LINE: usize = 16 * 1024;
+
 /// One step (vertex) of the build as the daemon reported it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -92,12 +96,30 @@ pub fn is_cancellation(error: &str) -> bool {
     error.ends_with("context canceled") || error.ends_with("code = Canceled")
 }
 
+/// Where the first complete line of `buf` ends (after its newline), or where
+/// an overlong line is cut (at a character boundary).
+fn line_end(buf: &str) -> Option<usize> {
+    if let Some(nl) = buf.find('\n') {
+        return Some(nl + 1);
+    }
+    (buf.len() > MAX_LINE).then(|| {
+        (0..=MAX_LINE)
+            .rev()
+            .find(|&i| buf.is_char_boundary(i))
+            .unwrap_or(0)
+            .max(1)
+    })
+}
+
+/// A daemon timestamp, or none when it is unset or cannot be a time here
+/// (any i64 may arrive: adding must not overflow).
 fn time(ts: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
     let ts = ts.as_ref()?;
     if ts.seconds <= 0 {
         return None;
     }
-    Some(SystemTime::UNIX_EPOCH + Duration::new(ts.seconds as u64, ts.nanos.max(0) as u32))
+    let nanos = ts.nanos.clamp(0, 999_999_999) as u32;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(ts.seconds as u64, nanos))
 }
 
 impl Tracker {
@@ -212,8 +234,8 @@ impl Tracker {
             let i = self.index_of(&log.vertex);
             let buf = self.partial.entry(i).or_default();
             buf.push_str(&String::from_utf8_lossy(&log.msg));
-            while let Some(nl) = buf.find('\n') {
-                let line: String = buf.drain(..=nl).collect();
+            while let Some(end) = line_end(buf) {
+                let line: String = buf.drain(..end).collect();
                 let line = line.trim_end_matches(['\n', '\r']).to_owned();
                 let step = &mut self.steps[i];
                 if step.logs.len() == LOG_TAIL {
@@ -408,5 +430,43 @@ mod tests {
         assert_eq!(t.failed_step().unwrap().digest, "b");
         assert!(is_cancellation("x: context canceled\n"));
         assert!(!is_cancellation("connection refused"));
+    }
+
+    #[test]
+    fn any_daemon_timestamp_is_taken_without_overflow() {
+        for (seconds, nanos) in [
+            (i64::MAX, i32::MAX),
+            (i64::MAX, -1),
+            (1, i32::MIN),
+            (i64::MIN, 0),
+        ] {
+            let _ = time(&Some(prost_types::Timestamp { seconds, nanos }));
+        }
+        assert!(time(&Some(prost_types::Timestamp {
+            seconds: 1,
+            nanos: 5
+        }))
+        .is_some());
+    }
+
+    #[test]
+    fn output_without_newlines_is_cut_not_buffered() {
+        let mut t = Tracker::new();
+        let chunk = "é".repeat(1000); // 2,000 bytes, no newline
+        let mut lines = 0;
+        for _ in 0..100 {
+            let ev = t.apply(&StatusResponse {
+                logs: vec![VertexLog {
+                    vertex: "v".into(),
+                    msg: chunk.clone().into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            lines += ev.len();
+        }
+        assert!(lines >= 12, "{lines}");
+        assert!(t.partial.values().all(|b| b.len() <= MAX_LINE));
+        assert!(t.steps[0].logs.iter().all(|l| l.len() <= MAX_LINE));
     }
 }

@@ -1,0 +1,167 @@
+//! No input panics: property tests over every parser of user input (the spec,
+//! sizes and durations, `--cache-to/--cache-from/--output`, image references).
+//! The daemon-facing receivers (fsutil packets, the content store) have their
+//! own in their modules. No daemon needed; well under a minute.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+use strata::reference::ImageRef;
+use strata::solve::{CacheExport, CacheImport, Output};
+use strata::spec::Spec;
+use strata::units::{parse_duration, parse_size};
+
+/// Pieces a spec is made of, to reach past the TOML parser into the checks.
+const SPEC_PIECES: &[&str] = &[
+    "[images.a]",
+    "[images.b]",
+    "[images.a.overlay]",
+    "[[images.a.toolchain]]",
+    "[[images.b.toolchain]]",
+    "base = \"127.0.0.1:5000/x:y\"",
+    "base = \"scratch\"",
+    "base = \"\"",
+    "base = \"a/b@sha256:00\"",
+    "from = \"a\"",
+    "from = \"b\"",
+    "from = \"c\"",
+    "platform = \"linux/arm64\"",
+    "platform = \"//\"",
+    "apt = [\"curl\"]",
+    "apt = [\"\"]",
+    "pip = [\"x==1\"]",
+    "npm = { packages = [\"x\"], dir = \"/app\" }",
+    "npm = 3",
+    "run = \"echo hi\"",
+    "run = \"\"",
+    "cache = [\"/root/.cache\", \"\"]",
+    "env = { A = \"$A:${B}\", B = \"${\" }",
+    "copy = { from = \"src/\", to = \"/app\", exclude = [\"**\"] }",
+    "copy = [{ from = \"/\", to = \"\" }]",
+    "git = { url = \"https://u:t@h/r.git\", ref = \"main\", to = \"/src\" }",
+    "cache_to = [\"type=local,dest=d\", \"type=\"]",
+    "cache_from = [\"type=registry,ref=\"]",
+    "push = \"127.0.0.1:5000/a\"",
+    "ca_cert = \"x\"",
+    "labels = { \"a\" = \"b\" }",
+    "cmd = []",
+    "entrypoint = [\"\\u0000\"]",
+    "user = \"\"",
+    "workdir = \"relative\"",
+];
+
+fn spec_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => prop::sample::select(SPEC_PIECES).prop_map(str::to_owned),
+            1 => "[ -~]{0,30}",
+        ],
+        0..24,
+    )
+    .prop_map(|lines| lines.join("\n"))
+}
+
+fn option_value() -> impl Strategy<Value = String> {
+    let keys = prop::sample::select(
+        &[
+            "type",
+            "mode",
+            "ref",
+            "dest",
+            "src",
+            "tag",
+            "digest",
+            "name",
+            "push",
+            "compression",
+            "compression-level",
+            "force-compression",
+            "oci-mediatypes",
+            "image-manifest",
+            "ignore-error",
+            "registry.insecure",
+            "replace",
+            "",
+        ][..],
+    );
+    let values = prop_oneof![
+        prop::sample::select(
+            &[
+                "registry",
+                "local",
+                "inline",
+                "oci",
+                "docker",
+                "image",
+                "max",
+                "min",
+                "true",
+                "zstd",
+                "99999999999999999999",
+                "-1",
+                "",
+                "127.0.0.1:5000/a:b",
+                "sha256:"
+            ][..]
+        )
+        .prop_map(str::to_owned),
+        "[ -~]{0,12}",
+    ];
+    prop::collection::vec((keys, values, any::<bool>()), 0..6).prop_map(|parts| {
+        parts
+            .into_iter()
+            .map(|(k, v, eq)| {
+                if eq {
+                    format!("{k}={v}")
+                } else {
+                    format!("{k}{v}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_spec_parser_never_panics(text in spec_text()) {
+        let _ = Spec::parse(&text, Path::new("fuzz/strata.toml"));
+    }
+
+    #[test]
+    fn the_spec_parser_takes_any_text(text in any::<String>()) {
+        let _ = Spec::parse(&text, Path::new("strata.toml"));
+    }
+
+    #[test]
+    fn sizes_and_durations_never_panic(
+        number in "[0-9.]{0,25}",
+        unit in "(|b|kb|MiB|gib|tb|ms|s|m|h|d|w|x|[a-z]{0,3})",
+        more in "[0-9a-z.]{0,8}",
+    ) {
+        let text = format!("{number}{unit}{more}");
+        let _ = parse_size(&text);
+        let _ = parse_duration(&text);
+    }
+
+    #[test]
+    fn cache_and_output_options_never_panic(value in option_value()) {
+        if let Ok(export) = value.parse::<CacheExport>() {
+            // What parses prints back to something that parses the same.
+            prop_assert_eq!(export.to_string().parse::<CacheExport>().ok(), Some(export));
+        }
+        if let Ok(import) = value.parse::<CacheImport>() {
+            prop_assert_eq!(import.to_string().parse::<CacheImport>().ok(), Some(import));
+        }
+        let _ = value.parse::<Output>();
+    }
+
+    #[test]
+    fn image_references_never_panic(text in "[a-z0-9:/@._-]{0,40}") {
+        if let Ok(r) = text.parse::<ImageRef>() {
+            prop_assert_eq!(r.to_string().parse::<ImageRef>().ok(), Some(r));
+        }
+    }
+}
