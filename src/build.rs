@@ -71,9 +71,9 @@ pub enum BuildError {
 /// The registry client a build reads base images and cache sizes with.
 fn registry(plan: &BuildPlan, auth: &DockerAuth) -> Registry {
     Registry::new(RegistryOptions {
-        insecure: Vec::new(),
-        insecure_all: plan.insecure_registry,
+        insecure: plan.insecure_registries.clone(),
         auth: Some(auth.clone()),
+        timeout: None,
     })
 }
 
@@ -135,7 +135,7 @@ pub async fn build(
 ) -> Result<Vec<Built>, BuildError> {
     let plan = spec.resolve(overrides)?;
     // Credentials are read once and serve the registry client and every session.
-    let auth = DockerAuth::from_env();
+    let auth = DockerAuth::from_env().with_insecure_hosts(&plan.insecure_registries);
     let registry = registry(&plan, &auth);
     let images = lower_with(spec, &plan, &registry).await?;
     let several = images.len() > 1;

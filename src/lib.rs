@@ -4,6 +4,7 @@
 //! - [`spec`] reads strata.toml and lowers it to [`llb`]; [`build`] solves it
 //!   with a [`session`] through [`solve`];
 //! - [`bench`] measures cache modes side by side;
+//! - [`credentials`] finds registry credentials as docker does (helpers, config);
 //! - [`client`] wraps BuildKit's Control API in typed calls (info, du, prune);
 //! - [`cleanup`] removes the temporary files strata made, also on a signal;
 //! - [`runtime`] is how a strata process runs (async runtime, allocator);
@@ -15,6 +16,7 @@ pub mod build;
 pub mod cleanup;
 pub mod client;
 pub mod connect;
+pub mod credentials;
 pub mod llb;
 pub mod ocilayout;
 pub mod reference;

@@ -292,3 +292,145 @@ async fn follows_an_index_to_the_platform_manifest() {
     );
     assert!(!msg.contains("unknown/unknown"), "{msg}");
 }
+
+/// A hostile "registry" on a free loopback port: every connection's request
+/// head is recorded, then `answer` writes whatever it likes.
+fn hostile_registry(
+    answer: fn(&mut TcpStream, &str),
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                record.lock().unwrap().push(head.clone());
+                answer(&mut stream, &head);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn quick(options: RegistryOptions) -> Registry {
+    Registry::new(RegistryOptions {
+        timeout: Some(std::time::Duration::from_secs(1)),
+        ..options
+    })
+}
+
+#[tokio::test]
+async fn a_registry_that_never_answers_is_given_up_on_naming_it() {
+    let (addr, _) =
+        hostile_registry(|_, _| std::thread::sleep(std::time::Duration::from_secs(600)));
+    let err = quick(RegistryOptions::default())
+        .manifest(&image(&format!("{addr}/x:y")), &Platform::host())
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(err, RegistryError::Unreachable { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains(&addr) && message.contains("no answer"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_manifest_is_refused_not_buffered() {
+    let (addr, _) = hostile_registry(|stream, _| {
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                    Transfer-Encoding: chunked\r\n\r\n";
+        if stream.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let chunk = format!("{:x}\r\n{}\r\n", 65536, " ".repeat(65536));
+        while stream.write_all(chunk.as_bytes()).is_ok() {}
+    });
+    let err = quick(RegistryOptions::default())
+        .manifest(&image(&format!("{addr}/x:y")), &Platform::host())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+}
+
+/// A registry asking for Basic auth over plain http gets the stored
+/// credentials only when its host was named insecure; a token realm on plain
+/// http likewise.
+#[tokio::test]
+async fn credentials_go_over_plain_http_only_to_hosts_named_insecure() {
+    for challenge in ["basic", "bearer"] {
+        let (addr, seen) = hostile_registry(|stream, head| {
+            let answer = if head.starts_with("GET /token") {
+                "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"token\":\"tok\"}".to_owned()
+            } else if head.contains("authorization: Bearer tok") {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned()
+            } else {
+                let port = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("host: "))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                let scheme = if head.contains("/basic/") {
+                    "Basic realm=\"r\"".to_owned()
+                } else {
+                    format!("Bearer realm=\"http://{port}/token\",service=\"s\"")
+                };
+                format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {scheme}\r\nContent-Length: 0\r\n\r\n")
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("config.json");
+        std::fs::write(
+            &config,
+            format!(r#"{{"auths": {{"{addr}": {{"username": "u", "password": "hunter2"}}}}}}"#),
+        )
+        .unwrap();
+        let auth = strata::credentials::DockerAuth::from_file(&config);
+        let reference = image(&format!("{addr}/{challenge}/x:y"));
+        let sent_password = |seen: &std::sync::Mutex<Vec<String>>| {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .any(|h| h.contains("authorization: Basic"))
+        };
+        let unnamed = quick(RegistryOptions {
+            auth: Some(auth.clone()),
+            ..Default::default()
+        });
+        assert!(unnamed
+            .manifest(&reference, &Platform::host())
+            .await
+            .is_err());
+        assert!(
+            !sent_password(&seen),
+            "{challenge}: {:?}",
+            seen.lock().unwrap()
+        );
+        let named = quick(RegistryOptions {
+            auth: Some(auth),
+            insecure: vec![addr.clone()],
+            ..Default::default()
+        });
+        let _ = named.manifest(&reference, &Platform::host()).await;
+        assert!(
+            sent_password(&seen),
+            "{challenge}: {:?}",
+            seen.lock().unwrap()
+        );
+    }
+}

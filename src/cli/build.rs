@@ -30,9 +30,10 @@ pub struct BuildArgs {
     /// type=oci,dest=FILE | type=docker,dest=FILE | type=local,dest=DIR (repeatable).
     #[arg(short, long, value_name = "SPEC")]
     output: Vec<Output>,
-    /// Allow plain-http registries (loopback registries always are).
-    #[arg(long)]
-    insecure_registry: bool,
+    /// Reach this registry (HOST[:PORT]) over plain http, and allow sending it
+    /// credentials that way (repeatable; loopback registries always are plain http).
+    #[arg(long, value_name = "HOST")]
+    insecure_registry: Vec<String>,
     /// A secret for `run` steps: id=ID,src=FILE (repeatable).
     #[arg(long, value_name = "id=ID,src=FILE", value_parser = parse_secret)]
     secret: Vec<(String, PathBuf)>,
@@ -76,7 +77,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         images: args.images.clone(),
         push: args.push.clone(),
         outputs: args.output.clone(),
-        insecure_registry: args.insecure_registry,
+        insecure_registries: args.insecure_registry.clone(),
         secrets: args.secret.iter().cloned().collect(),
         cache_to: args.cache_to.clone(),
         cache_from: args.cache_from.clone(),

@@ -1,7 +1,7 @@
 //! Any manifest or index as JSON, not only images: BuildKit's registry cache is
 //! an index whose entries are layer blobs, which image resolution would reject.
 
-use super::{sha256_hex, ImageRef, Registry, RegistryError, MANIFEST_TYPES};
+use super::{sha256_hex, ImageRef, Registry, RegistryError, MANIFEST_TYPES, MAX_DOCUMENT};
 
 impl Registry {
     /// The manifest or index `image` points to: its digest, its size in bytes
@@ -12,13 +12,14 @@ impl Registry {
     ) -> Result<(String, u64, serde_json::Value), RegistryError> {
         let path = format!("manifests/{}", image.reference());
         let response = self.get(image, &path, Some(MANIFEST_TYPES)).await?;
-        self.check(image, "manifest", &response)?;
-        let json = serde_json::from_slice(&response.body).map_err(|e| RegistryError::Invalid {
+        let response = self.check(image, "manifest", response).await?;
+        let body = self.read(image, "manifest", response, MAX_DOCUMENT).await?;
+        let json = serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
             image: image.to_string(),
             what: "manifest".into(),
             reason: e.to_string(),
         })?;
-        let digest = format!("sha256:{}", sha256_hex(&response.body));
-        Ok((digest, response.body.len() as u64, json))
+        let digest = format!("sha256:{}", sha256_hex(&body));
+        Ok((digest, body.len() as u64, json))
     }
 }

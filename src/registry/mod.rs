@@ -4,6 +4,7 @@
 //! read pushed images back through it.
 
 mod artifact;
+pub(crate) mod token;
 mod transport;
 
 use std::collections::BTreeMap;
@@ -17,8 +18,8 @@ use tokio::sync::Mutex;
 
 pub use crate::reference::ImageRef;
 
+use crate::credentials::DockerAuth;
 use crate::llb::Platform;
-use crate::session::DockerAuth;
 
 /// Media types a manifest GET accepts: OCI and Docker, single and multi-platform.
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
@@ -65,15 +66,24 @@ pub enum RegistryError {
     },
 }
 
+/// Largest manifest, index or config read (real ones are a few KiB; an index
+/// of hundreds of platforms stays well below).
+pub const MAX_DOCUMENT: usize = 4 << 20;
+
+/// Largest error body read for its message.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
 /// Options of a [`Registry`] client.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
-    /// Hosts reached over plain http (loopback hosts always are).
+    /// Hosts reached over plain http, which may also get credentials over it
+    /// (`--insecure-registry HOST`; loopback hosts are always plain http).
     pub insecure: Vec<String>,
-    /// Every host over plain http (`--insecure-registry`).
-    pub insecure_all: bool,
     /// Credentials; anonymous when absent.
     pub auth: Option<DockerAuth>,
+    /// Deadline for each connect, handshake, answer and chunk of an answer;
+    /// none: 30 s.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A platform's manifest, and how it was found.
@@ -95,36 +105,6 @@ pub struct Resolved {
 pub struct Registry {
     options: RegistryOptions,
     tokens: Mutex<BTreeMap<String, String>>,
-}
-
-/// Parses `Bearer realm="…",service="…",scope="…"` into its scheme and parameters.
-fn parse_challenge(value: &str) -> (String, BTreeMap<String, String>) {
-    let value = value.trim();
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let mut params = BTreeMap::new();
-    let mut rest = rest.trim();
-    while let Some((key, after)) = rest.split_once('=') {
-        let key = key
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .to_ascii_lowercase();
-        let after = after.trim_start();
-        let (val, remainder) = if let Some(quoted) = after.strip_prefix('"') {
-            match quoted.find('"') {
-                Some(end) => (&quoted[..end], &quoted[end + 1..]),
-                None => (quoted, ""),
-            }
-        } else {
-            match after.find(',') {
-                Some(end) => (&after[..end], &after[end..]),
-                None => (after, ""),
-            }
-        };
-        params.insert(key, val.to_owned());
-        rest = remainder.trim_start_matches([',', ' ']);
-    }
-    (scheme.to_ascii_lowercase(), params)
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -157,19 +137,6 @@ fn registry_detail(body: &[u8]) -> String {
     } else {
         format!(" ({})", messages.join("; "))
     }
-}
-
-/// Percent-encodes a query parameter value.
-fn query_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Whether an index entry's platform serves `wanted`: same OS and architecture,
@@ -236,9 +203,21 @@ impl Registry {
         }
     }
 
+    fn timeout(&self) -> std::time::Duration {
+        self.options.timeout.unwrap_or(transport::DEFAULT_TIMEOUT)
+    }
+
+    /// Credentials and which hosts may get them over plain http.
+    fn auth(&self) -> DockerAuth {
+        self.options
+            .auth
+            .clone()
+            .unwrap_or_default()
+            .with_insecure_hosts(&self.options.insecure)
+    }
+
     fn scheme(&self, host: &str) -> &'static str {
-        if self.options.insecure_all
-            || crate::reference::is_loopback_host(host)
+        if crate::reference::is_loopback_host(host)
             || self.options.insecure.iter().any(|h| h == host)
         {
             "http"
@@ -268,6 +247,7 @@ impl Registry {
             reason,
         };
         let mut authed = false;
+        let auth = self.auth();
         for _ in 0..6 {
             let uri: Uri = url
                 .parse()
@@ -276,14 +256,16 @@ impl Registry {
             if let Some(accept) = accept {
                 headers.push((header::ACCEPT, accept.to_owned()));
             }
-            // Credentials go only to the registry itself, never to a redirect target.
-            let same_host = uri.authority().map(|a| a.as_str()) == Some(host);
+            // Credentials go only to the registry itself, never to a redirect
+            // target, and over plain http only to a host named insecure.
+            let same_host = uri.authority().map(|a| a.as_str()) == Some(host)
+                && token::may_send_credentials(&uri, &auth);
             if same_host {
                 if let Some(auth) = self.tokens.lock().await.get(&token_key) {
                     headers.push((header::AUTHORIZATION, auth.clone()));
                 }
             }
-            let response = transport::send(Method::GET, &uri, &headers)
+            let response = transport::send(Method::GET, &uri, &headers, self.timeout())
                 .await
                 .map_err(unreachable)?;
             match response.status {
@@ -320,72 +302,40 @@ impl Registry {
     }
 
     /// Answers a 401 challenge: Basic with stored credentials, or a Bearer
-    /// token from the realm (with credentials if any, anonymous otherwise).
+    /// token from the realm (with credentials where allowed, anonymous otherwise).
     async fn authorize(
         &self,
         image: &ImageRef,
         challenge: &str,
         scope: &str,
     ) -> Result<String, RegistryError> {
-        use base64::Engine;
         let unauthorized = || RegistryError::Unauthorized {
             image: image.to_string(),
             status: StatusCode::UNAUTHORIZED,
         };
-        let credential = self
-            .options
-            .auth
-            .as_ref()
-            .and_then(|a| a.credential(&image.registry).cloned());
-        let basic = credential.as_ref().map(|c| {
-            let pair = format!("{}:{}", c.username, c.secret);
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(pair)
-            )
-        });
-        let (scheme, params) = parse_challenge(challenge);
+        let auth = self.auth();
+        let credential = auth.credential(&image.registry).await;
+        let (scheme, params) = token::parse_challenge(challenge);
         match scheme.as_str() {
-            "basic" => basic.ok_or_else(unauthorized),
+            "basic" => credential.map(|c| c.basic()).ok_or_else(unauthorized),
             "bearer" => {
                 let realm = params.get("realm").ok_or_else(unauthorized)?;
-                let mut url = format!(
-                    "{realm}{}scope={}",
-                    if realm.contains('?') { '&' } else { '?' },
-                    query_escape(scope)
-                );
-                if let Some(service) = params.get("service") {
-                    url.push_str(&format!("&service={}", query_escape(service)));
-                }
-                let uri: Uri = url.parse().map_err(|_| unauthorized())?;
-                let headers: Vec<_> = basic
-                    .into_iter()
-                    .map(|b| (header::AUTHORIZATION, b))
-                    .collect();
-                let response =
-                    transport::send(Method::GET, &uri, &headers)
-                        .await
-                        .map_err(|reason| RegistryError::Unreachable {
-                            image: image.to_string(),
-                            reason: format!("token service {realm}: {reason}"),
-                        })?;
-                if !response.status.is_success() {
-                    return Err(RegistryError::Unauthorized {
-                        image: image.to_string(),
-                        status: response.status,
-                    });
-                }
-                let body: serde_json::Value =
-                    serde_json::from_slice(&response.body).map_err(|e| RegistryError::Invalid {
-                        image: image.to_string(),
-                        what: "token".into(),
-                        reason: e.to_string(),
-                    })?;
-                let token = body["token"]
-                    .as_str()
-                    .or(body["access_token"].as_str())
-                    .ok_or_else(unauthorized)?;
-                Ok(format!("Bearer {token}"))
+                let service = params.get("service").map(String::as_str);
+                let scopes = [scope.to_owned()];
+                let token = token::fetch(
+                    realm,
+                    service,
+                    &scopes,
+                    credential.as_ref(),
+                    &auth,
+                    self.timeout(),
+                )
+                .await
+                .map_err(|reason| RegistryError::Unreachable {
+                    image: image.to_string(),
+                    reason,
+                })?;
+                Ok(format!("Bearer {}", token.token))
             }
             _ => Err(unauthorized()),
         }
@@ -410,22 +360,23 @@ impl Registry {
                 Some(MANIFEST_TYPES),
             )
             .await?;
-        self.check(image, "manifest", &response)?;
-        let digest = format!("sha256:{}", sha256_hex(&response.body));
+        let response = self.check(image, "manifest", response).await?;
+        let headers = response.headers.clone();
+        let body = self.read(image, "manifest", response, MAX_DOCUMENT).await?;
+        let digest = format!("sha256:{}", sha256_hex(&body));
         if reference.starts_with("sha256:") && reference != digest {
             return Err(invalid(format!(
                 "content has digest {digest}, not {reference}"
             )));
         }
         let json: serde_json::Value =
-            serde_json::from_slice(&response.body).map_err(|e| invalid(e.to_string()))?;
+            serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
         if json["schemaVersion"] == 1 {
             return Err(invalid(
                 "Docker schema 1 manifests are not supported (push the image again with a current client)".into(),
             ));
         }
-        let content_type = response
-            .headers
+        let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
@@ -437,32 +388,54 @@ impl Registry {
         Ok((digest, media_type, normalize_media_types(json)))
     }
 
-    fn check(
+    /// The response if it succeeded; otherwise the error it stands for, with
+    /// the registry's own words from its (capped) body.
+    async fn check(
         &self,
         image: &ImageRef,
         what: &str,
-        response: &transport::Response,
-    ) -> Result<(), RegistryError> {
-        match response.status {
-            s if s.is_success() => Ok(()),
-            StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
+        response: transport::Response,
+    ) -> Result<transport::Response, RegistryError> {
+        let status = response.status;
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes(MAX_ERROR_BODY).await.unwrap_or_default();
+        Err(match status {
+            StatusCode::NOT_FOUND => RegistryError::NotFound {
                 image: image.to_string(),
                 what: what.into(),
-                detail: registry_detail(&response.body),
-            }),
-            s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
-                Err(RegistryError::Unauthorized {
-                    image: image.to_string(),
-                    status: s,
-                })
-            }
-            status => Err(RegistryError::Status {
+                detail: registry_detail(&body),
+            },
+            s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => RegistryError::Unauthorized {
+                image: image.to_string(),
+                status: s,
+            },
+            status => RegistryError::Status {
                 image: image.to_string(),
                 what: what.into(),
                 status,
-                detail: registry_detail(&response.body),
-            }),
-        }
+                detail: registry_detail(&body),
+            },
+        })
+    }
+
+    /// A successful response's body, up to `limit` bytes.
+    async fn read(
+        &self,
+        image: &ImageRef,
+        what: &str,
+        response: transport::Response,
+        limit: usize,
+    ) -> Result<Bytes, RegistryError> {
+        response
+            .bytes(limit)
+            .await
+            .map_err(|reason| RegistryError::Invalid {
+                image: image.to_string(),
+                what: what.into(),
+                reason,
+            })
     }
 
     /// The manifest of `image` for `platform`, following an index if there is one.
@@ -563,28 +536,74 @@ impl Registry {
         Ok((resolved, config))
     }
 
-    /// A blob by digest, checked against it (sha256 digests only).
+    /// A small blob (a config) by digest, checked against it, up to
+    /// [`MAX_DOCUMENT`] bytes. Layers go through [`Registry::blob_to`].
     pub async fn blob(&self, image: &ImageRef, digest: &str) -> Result<Bytes, RegistryError> {
+        let mut body = Vec::new();
+        self.stream_blob(image, digest, |chunk| {
+            if body.len() + chunk.len() > MAX_DOCUMENT {
+                return Err(format!("larger than {} MiB", MAX_DOCUMENT >> 20));
+            }
+            body.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(body.into())
+    }
+
+    /// Streams blob `digest` into `sink`, hashing as it goes; an error if the
+    /// content does not have that digest (what was written is then garbage).
+    pub async fn blob_to(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        sink: &mut impl std::io::Write,
+    ) -> Result<u64, RegistryError> {
+        self.stream_blob(image, digest, |chunk| {
+            sink.write_all(chunk).map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn stream_blob(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        mut each: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<u64, RegistryError> {
         let what = format!("blob {digest}");
+        let invalid = |reason: String| RegistryError::Invalid {
+            image: image.to_string(),
+            what: what.clone(),
+            reason,
+        };
         let hex = digest.strip_prefix("sha256:").unwrap_or("");
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RegistryError::Invalid {
-                image: image.to_string(),
-                what,
-                reason: "not a sha256 digest (only sha256 is supported)".into(),
-            });
+            return Err(invalid(
+                "not a sha256 digest (only sha256 is supported)".into(),
+            ));
         }
         let response = self.get(image, &format!("blobs/{digest}"), None).await?;
-        self.check(image, &what, &response)?;
-        let actual = format!("sha256:{}", sha256_hex(&response.body));
-        if actual != digest {
-            return Err(RegistryError::Invalid {
-                image: image.to_string(),
-                what,
-                reason: format!("digest mismatch: the content has digest {actual}"),
-            });
+        let response = self.check(image, &what, response).await?;
+        let mut hasher = Sha256::new();
+        let size = response
+            .stream(|chunk| {
+                hasher.update(chunk);
+                each(chunk)
+            })
+            .await
+            .map_err(invalid)?;
+        let actual: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if actual != hex {
+            return Err(invalid(format!(
+                "digest mismatch: the content has digest sha256:{actual}"
+            )));
         }
-        Ok(response.body)
+        Ok(size)
     }
 
     /// The file paths in each layer of the platform's image, in layer order
@@ -607,20 +626,25 @@ impl Registry {
                     reason: format!("{media_type} layers are not supported"),
                 });
             }
-            let blob = self.blob(image, &digest).await?;
-            layers.push(tar_paths(&blob).map_err(|e| RegistryError::Invalid {
+            let bad = |e: std::io::Error| RegistryError::Invalid {
                 image: image.to_string(),
                 what: format!("layer {digest}"),
                 reason: e.to_string(),
-            })?);
+            };
+            let mut file = tempfile::tempfile().map_err(bad)?;
+            self.blob_to(image, &digest, &mut file).await?;
+            use std::io::Seek;
+            file.rewind().map_err(bad)?;
+            layers.push(tar_paths(std::io::BufReader::new(file)).map_err(bad)?);
         }
         Ok(layers)
     }
 }
 
 /// The entry paths of a tar archive, gunzipped first if it is gzip.
-fn tar_paths(blob: &[u8]) -> std::io::Result<Vec<String>> {
-    let reader: Box<dyn Read> = if blob.starts_with(&[0x1f, 0x8b]) {
+fn tar_paths(mut blob: impl std::io::BufRead) -> std::io::Result<Vec<String>> {
+    let gzip = blob.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read + '_> = if gzip {
         Box::new(flate2::read::GzDecoder::new(blob))
     } else {
         Box::new(blob)
@@ -637,20 +661,6 @@ fn tar_paths(blob: &[u8]) -> std::io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_auth_challenges() {
-        let (scheme, p) = parse_challenge(
-            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
-        );
-        assert_eq!(scheme, "bearer");
-        assert_eq!(p["realm"], "https://auth.example/token");
-        assert_eq!(p["service"], "registry.example");
-        assert_eq!(p["scope"], "repository:a/b:pull");
-        let (scheme, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
-        assert_eq!(scheme, "basic");
-        assert_eq!(p["realm"], "Registry Realm");
-    }
 
     #[test]
     fn docker_media_types_read_as_oci() {
@@ -724,15 +734,6 @@ mod tests {
     }
 
     #[test]
-    fn escapes_token_query_values() {
-        assert_eq!(
-            query_escape("repository:a/b:pull"),
-            "repository%3Aa%2Fb%3Apull"
-        );
-        assert_eq!(query_escape("registry.docker.io"), "registry.docker.io");
-    }
-
-    #[test]
     fn lists_tar_and_tar_gzip_layers() {
         let mut builder = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
@@ -743,11 +744,11 @@ mod tests {
             .append_data(&mut header, "etc/debian_version", &b"12\n"[..])
             .unwrap();
         let plain = builder.into_inner().unwrap();
-        assert_eq!(tar_paths(&plain).unwrap(), ["etc/debian_version"]);
+        assert_eq!(tar_paths(&plain[..]).unwrap(), ["etc/debian_version"]);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &plain).unwrap();
         let gz = gz.finish().unwrap();
-        assert_eq!(tar_paths(&gz).unwrap(), ["etc/debian_version"]);
+        assert_eq!(tar_paths(&gz[..]).unwrap(), ["etc/debian_version"]);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! One HTTP/1.1 request to a registry, over plain TCP (loopback and insecure
 //! registries) or TLS with the system's CA bundle. A connection per request
 //! keeps it simple: strata makes a handful of registry calls per build.
+//!
+//! A registry is not trusted to behave: connecting, the TLS handshake, the
+//! answer's headers and every chunk of its body each have a deadline, and a
+//! body is read whole only up to a cap the caller names (or streamed).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,14 +24,57 @@ const CA_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// How long a TCP connect or TLS handshake may take before the registry
-/// counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connect, a handshake, the answer or any chunk of it may take
+/// before the registry counts as not answering, unless the client says.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// An answer whose body has not been read yet.
 pub(super) struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: Bytes,
+    body: hyper::body::Incoming,
+    timeout: Duration,
+}
+
+impl Response {
+    /// Calls `each` with every chunk of the body as it arrives.
+    pub async fn stream(
+        mut self,
+        mut each: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<u64, String> {
+        let mut total = 0u64;
+        loop {
+            let frame = tokio::time::timeout(self.timeout, self.body.frame())
+                .await
+                .map_err(|_| format!("the answer stalled for {}s", self.timeout.as_secs()))?;
+            let Some(frame) = frame else {
+                return Ok(total);
+            };
+            let frame = frame.map_err(|e| format!("reading the answer: {e}"))?;
+            if let Ok(data) = frame.into_data() {
+                total += data.len() as u64;
+                each(&data)?;
+            }
+        }
+    }
+
+    /// The whole body, refusing more than `limit` bytes (a manifest, a config,
+    /// a token, an error message: never gigabytes).
+    pub async fn bytes(self, limit: usize) -> Result<Bytes, String> {
+        let mut body = Vec::new();
+        self.stream(|chunk| {
+            if body.len() + chunk.len() > limit {
+                return Err(format!(
+                    "the answer is larger than the {} KiB allowed for it",
+                    limit / 1024
+                ));
+            }
+            body.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(body.into())
+    }
 }
 
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
@@ -58,22 +105,24 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
         .clone()
 }
 
-/// Sends a GET (or HEAD) for `uri` with `headers`; `Err` is a transport failure.
+/// Sends a GET (or HEAD) for `uri` with `headers`; `Err` is a transport
+/// failure or a deadline (`timeout`) passed.
 pub(super) async fn send(
     method: http::Method,
     uri: &Uri,
     headers: &[(http::HeaderName, String)],
+    timeout: Duration,
 ) -> Result<Response, String> {
     let https = uri.scheme_str() == Some("https");
     let host = uri.host().ok_or("no host in URL")?.to_owned();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let connect = TcpStream::connect((host.trim_matches(['[', ']']), port));
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+    let tcp = tokio::time::timeout(timeout, connect)
         .await
         .map_err(|_| {
             format!(
                 "cannot connect to {host}:{port}: no answer in {}s",
-                CONNECT_TIMEOUT.as_secs()
+                timeout.as_secs()
             )
         })?
         .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
@@ -100,22 +149,21 @@ pub(super) async fn send(
         let config = tls_config()?;
         let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
         let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+        let tls = tokio::time::timeout(timeout, handshake)
             .await
-            .map_err(|_| {
-                format!(
-                    "TLS with {host}: no handshake in {}s",
-                    CONNECT_TIMEOUT.as_secs()
-                )
-            })?
+            .map_err(|_| format!("TLS with {host}: no handshake in {}s", timeout.as_secs()))?
             .map_err(|e| format!("TLS with {host}: {e}"))?;
-        exchange(TokioIo::new(tls), request).await
+        exchange(TokioIo::new(tls), request, timeout).await
     } else {
-        exchange(TokioIo::new(tcp), request).await
+        exchange(TokioIo::new(tcp), request, timeout).await
     }
 }
 
-async fn exchange<IO>(io: IO, request: Request<Empty<Bytes>>) -> Result<Response, String>
+async fn exchange<IO>(
+    io: IO,
+    request: Request<Empty<Bytes>>,
+    timeout: Duration,
+) -> Result<Response, String>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -125,21 +173,16 @@ where
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let response = sender
-        .send_request(request)
+    let response = tokio::time::timeout(timeout, sender.send_request(request))
         .await
+        .map_err(|_| format!("no answer in {}s", timeout.as_secs()))?
         .map_err(|e| format!("no answer: {e}"))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
     Ok(Response {
         status,
         headers,
-        body,
+        body: response.into_body(),
+        timeout,
     })
 }

@@ -1,15 +1,18 @@
-//! `moby.filesync.v1.Auth`: registry credentials for pulls, pushes and cache,
-//! read from `~/.docker/config.json` (`auths`), anonymous otherwise. The token
-//! authority calls answer Unimplemented, which makes the daemon fall back to
-//! plain credentials.
+//! `moby.filesync.v1.Auth`: registry credentials for the daemon's pulls,
+//! pushes and cache, found by [`crate::credentials`].
+//!
+//! `FetchToken` is answered first: for registries with token auth strata
+//! fetches the short-lived bearer token itself and hands the daemon only that,
+//! never the password. `Credentials` remains for registries with Basic auth
+//! (and identity tokens, which need OAuth); a daemon that asks for it gets the
+//! secret, which is why docs/security.md lists the daemon as trusted with the
+//! credentials of the registries a build touches. The token-authority calls
+//! answer Unimplemented (no session-signed tokens).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use base64::Engine;
 use tonic::{Request, Response, Status};
 
+use crate::credentials::DockerAuth;
+use crate::registry::token;
 use crate::wire::moby::filesync::v1::auth_server::{Auth, AuthServer};
 use crate::wire::moby::filesync::v1::{
     CredentialsRequest, CredentialsResponse, FetchTokenRequest, FetchTokenResponse,
@@ -24,107 +27,27 @@ pub(crate) const METHODS: &[&str] = &[
     "/moby.filesync.v1.Auth/VerifyTokenAuthority",
 ];
 
-/// A username and secret (password or identity token) for one registry host.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Credential {
-    pub username: String,
-    pub secret: String,
+/// Deadline for a token fetch on the daemon's behalf.
+const TOKEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The Auth service over a build's credentials.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthService {
+    auth: DockerAuth,
 }
 
-/// Credentials by registry host, as in Docker's config file.
-#[derive(Debug, Clone, Default)]
-pub struct DockerAuth {
-    hosts: Arc<BTreeMap<String, Credential>>,
-}
-
-impl DockerAuth {
-    /// Reads `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`; missing
-    /// or unreadable config means anonymous access.
-    pub fn from_env() -> Self {
-        let path = std::env::var_os("DOCKER_CONFIG")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
-            .map(|d| d.join("config.json"));
-        path.map(|p| Self::from_file(&p)).unwrap_or_default()
-    }
-
-    pub fn from_file(path: &Path) -> Self {
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return Self::default();
-        };
-        match Self::parse(&text) {
-            Ok(auth) => auth,
-            Err(e) => {
-                tracing::warn!("ignoring {}: {e}", path.display());
-                Self::default()
-            }
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let mut hosts = BTreeMap::new();
-        if let Some(auths) = value.get("auths").and_then(|a| a.as_object()) {
-            for (host, entry) in auths {
-                let mut cred = Credential::default();
-                if let Some(encoded) = entry.get("auth").and_then(|a| a.as_str()) {
-                    let decoded = base64::engine::general_purpose::STANDARD
-                        .decode(encoded)
-                        .map_err(|e| format!("auths.{host}.auth: {e}"))?;
-                    let decoded = String::from_utf8_lossy(&decoded);
-                    if let Some((u, p)) = decoded.split_once(':') {
-                        cred.username = u.to_owned();
-                        cred.secret = p.to_owned();
-                    }
-                }
-                if let Some(u) = entry.get("username").and_then(|v| v.as_str()) {
-                    cred.username = u.to_owned();
-                }
-                if let Some(p) = entry.get("password").and_then(|v| v.as_str()) {
-                    cred.secret = p.to_owned();
-                }
-                if let Some(t) = entry.get("identitytoken").and_then(|v| v.as_str()) {
-                    cred.username = String::new();
-                    cred.secret = t.to_owned();
-                }
-                hosts.insert(normalize_host(host), cred);
-            }
-        }
-        Ok(DockerAuth {
-            hosts: Arc::new(hosts),
-        })
-    }
-
-    /// The credential for `host`, if any.
-    pub fn credential(&self, host: &str) -> Option<&Credential> {
-        self.hosts.get(&normalize_host(host))
-    }
-
-    pub(crate) fn service(self) -> AuthServer<DockerAuth> {
-        AuthServer::new(self)
-    }
-}
-
-/// `https://index.docker.io/v1/` and `docker.io` name the same registry.
-fn normalize_host(host: &str) -> String {
-    let h = host
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let h = h.split('/').next().unwrap_or(h);
-    match h {
-        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".into(),
-        other => other.to_owned(),
-    }
+pub(crate) fn service(auth: DockerAuth) -> AuthServer<AuthService> {
+    AuthServer::new(AuthService { auth })
 }
 
 #[tonic::async_trait]
-impl Auth for DockerAuth {
+impl Auth for AuthService {
     async fn credentials(
         &self,
         request: Request<CredentialsRequest>,
     ) -> Result<Response<CredentialsResponse>, Status> {
         let host = request.into_inner().host;
-        let cred = self.credential(&host).cloned().unwrap_or_default();
+        let cred = self.auth.credential(&host).await.unwrap_or_default();
         Ok(Response::new(CredentialsResponse {
             username: cred.username,
             secret: cred.secret,
@@ -133,11 +56,32 @@ impl Auth for DockerAuth {
 
     async fn fetch_token(
         &self,
-        _request: Request<FetchTokenRequest>,
+        request: Request<FetchTokenRequest>,
     ) -> Result<Response<FetchTokenResponse>, Status> {
-        Err(Status::unimplemented(
-            "strata hands out credentials, not tokens",
-        ))
+        let req = request.into_inner();
+        let credential = self.auth.credential(&req.host).await;
+        if credential.as_ref().is_some_and(|c| c.is_identity_token()) {
+            // OAuth refresh-token exchange is left to the daemon.
+            return Err(Status::unimplemented(
+                "identity tokens go through Credentials",
+            ));
+        }
+        let service = (!req.service.is_empty()).then_some(req.service.as_str());
+        let token = token::fetch(
+            &req.realm,
+            service,
+            &req.scopes,
+            credential.as_ref(),
+            &self.auth,
+            TOKEN_TIMEOUT,
+        )
+        .await
+        .map_err(Status::unavailable)?;
+        Ok(Response::new(FetchTokenResponse {
+            token: token.token,
+            expires_in: token.expires_in,
+            issued_at: token.issued_at,
+        }))
     }
 
     async fn get_token_authority(
@@ -152,33 +96,5 @@ impl Auth for DockerAuth {
         _request: Request<VerifyTokenAuthorityRequest>,
     ) -> Result<Response<VerifyTokenAuthorityResponse>, Status> {
         Err(Status::unimplemented("no token authority"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_docker_config_auths() {
-        let auth = DockerAuth::parse(
-            r#"{"auths": {
-                "https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"},
-                "127.0.0.1:5000": {"username": "ci", "password": "s3cret"},
-                "ghcr.io": {"identitytoken": "tok"}
-            }}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            auth.credential("registry-1.docker.io"),
-            Some(&Credential {
-                username: "user".into(),
-                secret: "pass".into()
-            })
-        );
-        assert_eq!(auth.credential("127.0.0.1:5000").unwrap().secret, "s3cret");
-        assert_eq!(auth.credential("ghcr.io").unwrap().username, "");
-        assert!(auth.credential("quay.io").is_none());
-        assert!(DockerAuth::parse("not json").is_err());
     }
 }

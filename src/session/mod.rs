@@ -14,7 +14,7 @@ mod secrets;
 pub mod staging;
 pub(crate) mod tunnel;
 
-pub use auth::DockerAuth;
+pub use crate::credentials::DockerAuth;
 pub use content::{local_store_id, ContentStores};
 pub use filesend::{ExportFiles, ExportTarget};
 pub use filesync::{LocalDir, LocalDirs};
@@ -121,7 +121,7 @@ impl Session {
 
     /// Serves registry credentials.
     pub fn auth(&mut self, auth: DockerAuth) -> &mut Self {
-        self.serve(auth.service(), auth::METHODS)
+        self.serve(auth::service(auth), auth::METHODS)
     }
 
     /// Serves secrets by id.

@@ -28,8 +28,9 @@ pub struct Overrides {
     pub platform: Option<Platform>,
     /// Secret ids and the files holding them, for `run` steps.
     pub secrets: BTreeMap<String, PathBuf>,
-    /// Plain http to every registry (loopback ones always are).
-    pub insecure_registry: bool,
+    /// Registry hosts (`host[:port]`) reached over plain http, which may also
+    /// get credentials over it; loopback registries are always plain http.
+    pub insecure_registries: Vec<String>,
     /// How many images are solved at once; none: [`DEFAULT_MAX_PARALLEL`].
     pub max_parallel: Option<std::num::NonZeroUsize>,
 }
@@ -57,7 +58,7 @@ pub struct BuildPlan {
     pub ca_cert: Option<PathBuf>,
     pub platform: Option<Platform>,
     pub secrets: BTreeMap<String, PathBuf>,
-    pub insecure_registry: bool,
+    pub insecure_registries: Vec<String>,
     /// How many jobs are solved at once.
     pub max_parallel: usize,
 }
@@ -65,7 +66,7 @@ pub struct BuildPlan {
 impl BuildPlan {
     /// Whether `reference`'s registry is reached over plain http.
     pub fn insecure(&self, reference: &ImageRef) -> bool {
-        self.insecure_registry || reference.is_loopback()
+        reference.is_loopback() || self.insecure_registries.contains(&reference.registry)
     }
 }
 
@@ -79,7 +80,7 @@ impl Spec {
             ca_cert: overrides.ca_cert.clone().or_else(|| self.ca_cert.clone()),
             platform: overrides.platform.clone(),
             secrets: overrides.secrets.clone(),
-            insecure_registry: overrides.insecure_registry,
+            insecure_registries: overrides.insecure_registries.clone(),
             max_parallel: overrides
                 .max_parallel
                 .map_or(DEFAULT_MAX_PARALLEL, std::num::NonZeroUsize::get),
