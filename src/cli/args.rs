@@ -68,11 +68,15 @@ pub struct SpecArgs {
     /// Target platform, e.g. linux/arm64 (default: the spec's, else this machine's).
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<strata::llb::Platform>,
+    /// Let the spec read files in DIR (overlay copies, ca_cert) besides its own
+    /// directory, which is all an untrusted spec may read by default (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub allow_path: Vec<PathBuf>,
 }
 
 impl SpecArgs {
     pub fn load(&self) -> Result<Spec> {
-        Ok(Spec::load(&self.file)?)
+        Ok(Spec::load_allowing(&self.file, &self.allow_path)?)
     }
 
     /// The overrides these flags make (the rest is the command's to fill in).

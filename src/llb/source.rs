@@ -95,6 +95,11 @@ pub fn local(name: &str, options: &LocalOptions) -> State {
 }
 
 /// A git checkout of `url` at `reference` (branch, tag or commit).
+/// The secret a git source's token comes from (sent as an http extra header).
+pub const GIT_AUTH_TOKEN: &str = "GIT_AUTH_TOKEN";
+/// The secret a git source's whole Authorization header comes from.
+pub const GIT_AUTH_HEADER: &str = "GIT_AUTH_HEADER";
+
 pub fn git(url: &str, reference: &str, name: Option<&str>) -> State {
     let remote = url
         .split_once("://")
@@ -106,7 +111,15 @@ pub fn git(url: &str, reference: &str, name: Option<&str>) -> State {
     if !reference.is_empty() {
         identifier = format!("{identifier}#{reference}");
     }
-    let mut attrs = BTreeMap::new();
+    // As BuildKit's Go client does by default: the daemon asks the session for
+    // these secrets (missing ones are fine), so credentials never sit in the URL.
+    let mut attrs = BTreeMap::from([
+        ("git.authtokensecret".to_owned(), GIT_AUTH_TOKEN.to_owned()),
+        (
+            "git.authheadersecret".to_owned(),
+            GIT_AUTH_HEADER.to_owned(),
+        ),
+    ]);
     let mut caps = vec!["source.git"];
     if url.contains("://") || url.starts_with("git@") {
         attrs.insert("git.fullurl".to_owned(), url.to_owned());

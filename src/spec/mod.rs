@@ -8,6 +8,7 @@
 mod locate;
 mod lower;
 mod model;
+mod paths;
 mod resolve;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +25,7 @@ use model::{
 };
 
 pub use lower::{LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
+pub use paths::PathPolicy;
 pub use resolve::{BuildPlan, Job, Overrides, DEFAULT_MAX_PARALLEL};
 
 /// A problem with the spec, located in the file. Displays as one line:
@@ -100,8 +102,10 @@ pub enum Base {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OverlayItem {
     Copy {
-        /// Absolute directory on this machine.
+        /// Absolute directory on this machine, inside the spec's [`PathPolicy`].
         from: PathBuf,
+        /// `from` relative to the spec, as step names and history show it.
+        shown: String,
         /// In the image; relative to the working directory if not absolute.
         to: String,
         /// `.dockerignore` patterns.
@@ -172,8 +176,15 @@ struct Positions {
 }
 
 impl Spec {
-    /// Reads and checks the spec at `path`.
+    /// Reads and checks the spec at `path`, which may read files only inside
+    /// its own directory.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        Spec::load_allowing(path, &[])
+    }
+
+    /// Reads and checks the spec at `path`, which may also read files in the
+    /// directories `allow` names (`--allow-path`).
+    pub fn load_allowing(path: &Path, allow: &[PathBuf]) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| SpecError {
             file: path.to_owned(),
             line: 0,
@@ -181,12 +192,17 @@ impl Spec {
             key: String::new(),
             message: format!("cannot read the spec: {e}"),
         })?;
-        Spec::parse(&text, path)
+        Spec::parse_allowing(&text, path, allow)
     }
 
     /// Parses and checks spec text. `path` names the file in errors, and its
     /// directory anchors relative paths (overlay dirs, `ca_cert`).
     pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
+        Spec::parse_allowing(text, path, &[])
+    }
+
+    /// [`Spec::parse`], with the directories `allow` readable besides the spec's own.
+    pub fn parse_allowing(text: &str, path: &Path, allow: &[PathBuf]) -> Result<Spec, SpecError> {
         let src = Source::new(path, text);
         let raw: RawSpec = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
         let dir = path
@@ -194,13 +210,18 @@ impl Spec {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_owned)
             .unwrap_or_else(|| PathBuf::from("."));
-        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        let policy = PathPolicy::new(&dir, allow);
+        let dir = policy.dir().to_owned();
 
         let ca_cert = match raw.ca_cert {
             Some(c) if c.get_ref().trim().is_empty() => {
                 return Err(src.error(c.span().start, "ca_cert", "must not be empty"))
             }
-            Some(c) => Some(dir.join(c.into_inner())),
+            Some(c) => Some(
+                policy
+                    .resolve(c.get_ref())
+                    .map_err(|e| src.error(c.span().start, "ca_cert", e))?,
+            ),
             None => None,
         };
 
@@ -239,7 +260,7 @@ impl Spec {
             let at = image.span().start;
             images.push(check_image(
                 &src,
-                &dir,
+                &policy,
                 &names,
                 name.into_inner(),
                 at,
@@ -403,7 +424,7 @@ impl Spec {
 /// Checks one image of the spec.
 fn check_image(
     src: &Source,
-    dir: &Path,
+    dir: &PathPolicy,
     names: &[String],
     name: String,
     at: usize,
@@ -511,7 +532,7 @@ fn check_base(
 /// The overlay: copies first, then git checkouts.
 fn check_overlay(
     src: &Source,
-    dir: &Path,
+    dir: &PathPolicy,
     raw: RawOverlay,
     key: &str,
 ) -> Result<Vec<OverlayItem>, SpecError> {
@@ -734,20 +755,23 @@ fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, S
 
 fn check_copy(
     src: &Source,
-    dir: &Path,
+    policy: &PathPolicy,
     copy: RawCopy,
     key: &str,
 ) -> Result<OverlayItem, SpecError> {
     let from = copy.from.get_ref();
-    let path = dir.join(from);
-    if from.trim().is_empty() || !path.is_dir() {
+    let at = copy.from.span().start;
+    if from.trim().is_empty() {
+        return Err(src.error(at, format!("{key}.from"), "must not be empty"));
+    }
+    let path = policy
+        .resolve(from)
+        .map_err(|e| src.error(at, format!("{key}.from"), e))?;
+    if !path.is_dir() {
         return Err(src.error(
-            copy.from.span().start,
+            at,
             format!("{key}.from"),
-            format!(
-                "{from:?} is not a directory (looked for {}; relative paths start at the spec's directory)",
-                path.display()
-            ),
+            format!("{from:?} is not a directory ({})", path.display()),
         ));
     }
     if copy.to.get_ref().trim().is_empty() {
@@ -758,7 +782,8 @@ fn check_copy(
         ));
     }
     Ok(OverlayItem::Copy {
-        from: std::fs::canonicalize(&path).unwrap_or(path),
+        shown: policy.shown(&path),
+        from: path,
         to: copy.to.into_inner(),
         exclude: copy.exclude,
     })
@@ -770,6 +795,15 @@ fn check_git(src: &Source, git: RawGit, key: &str) -> Result<OverlayItem, SpecEr
             git.url.span().start,
             format!("{key}.url"),
             "must not be empty",
+        ));
+    }
+    if url_has_credentials(git.url.get_ref()) {
+        return Err(src.error(
+            git.url.span().start,
+            format!("{key}.url"),
+            "the URL carries credentials, which would be kept in the image's history and \
+             the daemon's cache keys; give a token as a secret instead: \
+             --secret id=GIT_AUTH_TOKEN,src=FILE",
         ));
     }
     if git.to.get_ref().trim().is_empty() {
@@ -784,6 +818,14 @@ fn check_git(src: &Source, git: RawGit, key: &str) -> Result<OverlayItem, SpecEr
         reference: git.reference,
         to: git.to.into_inner(),
     })
+}
+
+/// `scheme://user[:token]@host/…`: credentials in the URL's authority (not
+/// `git@host:path`, the ssh form, whose user is no secret).
+fn url_has_credentials(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest))
+        .is_some_and(|authority| authority.contains('@'))
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ fn parses_images_in_file_order_with_their_steps() {
         matches!(&app.steps[1].kind, StepKind::Run { cache, .. } if cache == &["/root/.cargo/registry"])
     );
     assert!(
-        matches!(&app.overlay[0], OverlayItem::Copy { from, to, exclude }
+        matches!(&app.overlay[0], OverlayItem::Copy { from, to, exclude, .. }
         if from.is_absolute() && from.ends_with("overlay") && to == "/app" && exclude == &["*.pyc"])
     );
 }
@@ -396,16 +396,24 @@ fn overlay_dirs_and_names() {
         err(&image_a(
             "[images.a.overlay]\ncopy = { from = \"missing/\", to = \"/w\" }\n"
         )),
-        "DIR/strata.toml:4:17: images.a.overlay.copy.from: \"missing/\" is not a directory \
-         (looked for DIR/missing/; relative paths start at the spec's directory)"
+        "DIR/strata.toml:4:17: images.a.overlay.copy.from: \"missing/\": No such file or \
+         directory (os error 2) (looked for DIR/missing/)"
     );
     assert_eq!(
         err(&image_a(
             "[[images.a.overlay.copy]]\nfrom = \"overlay\"\nto = \"/w\"\n\
              [[images.a.overlay.copy]]\nfrom = \"nope\"\nto = \"/w\"\n"
         )),
-        "DIR/strata.toml:7:8: images.a.overlay.copy[2].from: \"nope\" is not a directory \
-         (looked for DIR/nope; relative paths start at the spec's directory)"
+        "DIR/strata.toml:7:8: images.a.overlay.copy[2].from: \"nope\": No such file or \
+         directory (os error 2) (looked for DIR/nope)"
+    );
+    assert_eq!(
+        err(&image_a(
+            "[images.a.overlay]\ngit = { url = \"https://ci:s3cret@git.example/r.git\", to = \"/w\" }\n"
+        )),
+        "DIR/strata.toml:4:15: images.a.overlay.git.url: the URL carries credentials, which \
+         would be kept in the image's history and the daemon's cache keys; give a token as a \
+         secret instead: --secret id=GIT_AUTH_TOKEN,src=FILE"
     );
     assert_eq!(
         err(&image_a(
@@ -916,11 +924,13 @@ fn the_documented_example_is_valid() {
     let text = &docs[start..start + docs[start..].find("```").unwrap()];
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    std::fs::write(dir.path().join("certs/corp-ca.pem"), "").unwrap();
     let spec = spec_in(dir.path(), text).unwrap();
     assert_eq!(spec.names(), ["python-base", "app"]);
     assert_eq!(
         spec.ca_cert(),
-        Some(Path::new("/etc/ssl/certs/ca-certificates.crt"))
+        Some(&*std::fs::canonicalize(dir.path().join("certs/corp-ca.pem")).unwrap())
     );
     let app = lower(&spec, "app");
     let kinds: Vec<&str> = app.steps.iter().map(|s| s.kind).collect();
@@ -1022,6 +1032,7 @@ fn resolving_merges_the_spec_and_the_overrides() {
          cache_to = [\"type=registry,ref=127.0.0.1:5000/c:a\"]\n\
          [images.b]\nfrom = \"a\"\n"
     );
+    std::fs::write(dir.path().join("ca.pem"), "").unwrap();
     let spec = spec_in(dir.path(), &text).unwrap();
     let plan = spec.resolve(&Overrides::default()).unwrap();
     // A library caller gets the spec's CA bundle without asking for it.
@@ -1087,4 +1098,61 @@ fn each_image_is_lowered_once_and_its_children_start_from_it() {
     // One history entry per layer, each recorded once (no base config here).
     let history = json(&app.config)["history"].as_array().unwrap().len();
     assert_eq!(history, app.steps.len());
+}
+
+/// An untrusted spec reads only beside itself: overlay copies and ca_cert
+/// outside its directory (directly, by `..` or through a symlink) are
+/// refused unless allowed; names and history show paths relative to the spec.
+#[test]
+fn a_spec_reads_only_inside_its_directory_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(tmp.path()).unwrap();
+    let project = root.join("project");
+    let private = root.join("private");
+    std::fs::create_dir_all(project.join("overlay")).unwrap();
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::write(private.join("ca.pem"), "").unwrap();
+    std::os::unix::fs::symlink(&private, project.join("innocent")).unwrap();
+    let path = project.join("strata.toml");
+    for (text, key) in [
+        (
+            image_a("[images.a.overlay]\ncopy = { from = \"../private\", to = \"/w\" }\n"),
+            "images.a.overlay.copy.from",
+        ),
+        (
+            image_a(&format!(
+                "[images.a.overlay]\ncopy = {{ from = \"{}\", to = \"/w\" }}\n",
+                private.display()
+            )),
+            "images.a.overlay.copy.from",
+        ),
+        (
+            image_a("[images.a.overlay]\ncopy = { from = \"innocent\", to = \"/w\" }\n"),
+            "images.a.overlay.copy.from",
+        ),
+        (
+            format!("ca_cert = \"innocent/ca.pem\"\n{}", image_a("")),
+            "ca_cert",
+        ),
+    ] {
+        std::fs::write(&path, &text).unwrap();
+        let e = Spec::load(&path).unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.message.contains("--allow-path"), "{e}");
+        let allowed = Spec::load_allowing(&path, &[private.clone()]).unwrap();
+        if let Some(OverlayItem::Copy { shown, .. }) = allowed.image("a").unwrap().overlay.first() {
+            assert_eq!(shown, "../private");
+        }
+    }
+    std::fs::write(
+        &path,
+        image_a("[images.a.overlay]\ncopy = { from = \"overlay\", to = \"/w\" }\n"),
+    )
+    .unwrap();
+    let spec = Spec::load(&path).unwrap();
+    let a = lower(&spec, "a");
+    let names: Vec<&str> = a.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["[a 1/1] overlay overlay -> /w"]);
+    let history = json(&a.config)["history"].to_string();
+    assert!(!history.contains(&*root.display().to_string()), "{history}");
 }

@@ -275,8 +275,13 @@ impl Spec {
         }
         for (i, item) in image.overlay.iter().enumerate() {
             let ((action, what), kind) = match item {
-                OverlayItem::Copy { from, to, exclude } => (
-                    overlay_copy::lower(&image.name, i, from, to, exclude, &mut at),
+                OverlayItem::Copy {
+                    from,
+                    shown,
+                    to,
+                    exclude,
+                } => (
+                    overlay_copy::lower(&image.name, i, (from, shown), to, exclude, &mut at),
                     "overlay",
                 ),
                 OverlayItem::Git { url, reference, to } => {

@@ -1,7 +1,8 @@
 //! `[[overlay.copy]]`: a local directory copied into the image. The source is
 //! named by the overlay's position, not its content, so the LLB stays the
 //! same whatever the directory holds: editing the overlay changes no
-//! toolchain op, only this copy's result.
+//! toolchain op, only this copy's result. Names show the directory relative
+//! to the spec: an image does not record where a runner keeps its checkouts.
 
 use std::path::Path;
 
@@ -10,12 +11,12 @@ use crate::llb::source::{self, LocalOptions};
 use crate::llb::{Copy, FileAction};
 use crate::session::LocalDir;
 
-/// The copy of `from` to `to`, and its default name; `from` is registered in
-/// `at` under the `local://` name the session serves it as.
+/// The copy of `from` (shown as `shown`) to `to`, and its default name;
+/// `from` is registered in `at` under the `local://` name the session serves it as.
 pub(super) fn lower(
     image: &str,
     index: usize,
-    from: &Path,
+    (from, shown): (&Path, &str),
     to: &str,
     exclude: &[String],
     at: &mut Lowering,
@@ -26,7 +27,7 @@ pub(super) fn lower(
         &LocalOptions {
             exclude: exclude.to_vec(),
             shared_key_hint: Some(from.display().to_string()),
-            name: Some(format!("local {}", from.display())),
+            name: Some(format!("local {shown}")),
             ..LocalOptions::default()
         },
     );
@@ -39,6 +40,6 @@ pub(super) fn lower(
     );
     (
         FileAction::copy(Copy::new(&local, "/", to)),
-        format!("overlay {} -> {to}", from.display()),
+        format!("overlay {shown} -> {to}"),
     )
 }

@@ -1,0 +1,101 @@
+//! The spec's trust boundary. A strata.toml may come from a pull request: by
+//! default it reads files only inside its own directory (after resolving
+//! symlinks, so a link cannot lead out); `--allow-path DIR` lets more in.
+//! Paths shown in step names and image history are relative to the spec, so
+//! an image never records where a runner keeps its checkouts.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Where a spec may read host files from.
+#[derive(Debug, Clone)]
+pub struct PathPolicy {
+    /// The spec's directory, canonical when it exists.
+    dir: PathBuf,
+    /// Extra roots the user allowed, canonical.
+    allowed: Vec<PathBuf>,
+}
+
+impl PathPolicy {
+    /// The policy of a spec in `dir`, with `allow` (`--allow-path`) added;
+    /// an allowed path that does not exist allows nothing.
+    pub fn new(dir: &Path, allow: &[PathBuf]) -> PathPolicy {
+        PathPolicy {
+            dir: std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned()),
+            allowed: allow
+                .iter()
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .collect(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `value` (relative to the spec's directory, or absolute) resolved, and
+    /// checked to lie inside the spec's directory or an allowed one.
+    pub fn resolve(&self, value: &str) -> Result<PathBuf, String> {
+        let joined = self.dir.join(value);
+        let real = std::fs::canonicalize(&joined)
+            .map_err(|e| format!("{value:?}: {e} (looked for {})", joined.display()))?;
+        if real.starts_with(&self.dir) || self.allowed.iter().any(|a| real.starts_with(a)) {
+            Ok(real)
+        } else {
+            Err(format!(
+                "{value:?} resolves to {}, outside the spec's directory {}; a spec reads only \
+                 files beside it unless you pass --allow-path {}",
+                real.display(),
+                self.dir.display(),
+                real.display()
+            ))
+        }
+    }
+
+    /// How `path` is shown in step names and history: relative to the spec's
+    /// directory (`.` for the directory itself, `../x` outside it).
+    pub fn shown(&self, path: &Path) -> String {
+        let base: Vec<Component> = self.dir.components().collect();
+        let target: Vec<Component> = path.components().collect();
+        let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
+        let mut rel = PathBuf::new();
+        for _ in common..base.len() {
+            rel.push("..");
+        }
+        for c in &target[common..] {
+            rel.push(c);
+        }
+        if rel.as_os_str().is_empty() {
+            ".".into()
+        } else {
+            rel.display().to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_unless_allowed_and_symlinks_do_not_lead_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let spec = root.join("project");
+        let secret = root.join("secret");
+        std::fs::create_dir_all(spec.join("src")).unwrap();
+        std::fs::create_dir_all(&secret).unwrap();
+        std::os::unix::fs::symlink(&secret, spec.join("link")).unwrap();
+        let policy = PathPolicy::new(&spec, &[]);
+        assert_eq!(policy.resolve("src").unwrap(), spec.join("src"));
+        assert_eq!(policy.resolve(".").unwrap(), spec);
+        for outside in ["../secret", "link", secret.to_str().unwrap(), "/"] {
+            let err = policy.resolve(outside).unwrap_err();
+            assert!(err.contains("--allow-path"), "{outside}: {err}");
+        }
+        let allowing = PathPolicy::new(&spec, &[secret.clone()]);
+        assert_eq!(allowing.resolve("link").unwrap(), secret);
+        assert_eq!(policy.shown(&spec.join("src")), "src");
+        assert_eq!(policy.shown(&spec), ".");
+        assert_eq!(policy.shown(&secret), "../secret");
+    }
+}
