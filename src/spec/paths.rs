@@ -92,7 +92,7 @@ mod tests {
             let err = policy.resolve(outside).unwrap_err();
             assert!(err.contains("--allow-path"), "{outside}: {err}");
         }
-        let allowing = PathPolicy::new(&spec, &[secret.clone()]);
+        let allowing = PathPolicy::new(&spec, std::slice::from_ref(&secret));
         assert_eq!(allowing.resolve("link").unwrap(), secret);
         assert_eq!(policy.shown(&spec.join("src")), "src");
         assert_eq!(policy.shown(&spec), ".");

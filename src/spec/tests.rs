@@ -1139,7 +1139,7 @@ fn a_spec_reads_only_inside_its_directory_unless_allowed() {
         let e = Spec::load(&path).unwrap_err();
         assert_eq!(e.key, key, "{e}");
         assert!(e.message.contains("--allow-path"), "{e}");
-        let allowed = Spec::load_allowing(&path, &[private.clone()]).unwrap();
+        let allowed = Spec::load_allowing(&path, std::slice::from_ref(&private)).unwrap();
         if let Some(OverlayItem::Copy { shown, .. }) = allowed.image("a").unwrap().overlay.first() {
             assert_eq!(shown, "../private");
         }
