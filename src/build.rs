@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
-use oci_spec::image::ImageConfiguration;
 
 use crate::client::Client;
 use crate::llb::Platform;
@@ -14,7 +13,9 @@ use crate::registry::{Registry, RegistryError, RegistryOptions};
 use crate::session::DockerAuth;
 use crate::solve::progress::{Progress, Step};
 use crate::solve::{self, CacheExport, CacheReport, SolveError, SolveOpt, Solved};
-use crate::spec::{Base, BuildPlan, Job, LowerOptions, LoweredImage, Overrides, Spec, SpecError};
+use crate::spec::{
+    Base, BaseImage, BuildPlan, Job, LowerOptions, LoweredImage, Overrides, Spec, SpecError,
+};
 
 /// The secret id under which the CA bundle reaches the toolchain steps.
 pub const CA_SECRET_ID: &str = "strata-ca-cert";
@@ -104,7 +105,7 @@ async fn base_configs(
     names: &[String],
     plan: &BuildPlan,
     registry: &Registry,
-) -> Result<BTreeMap<ImageRef, ImageConfiguration>, BuildError> {
+) -> Result<BTreeMap<ImageRef, BaseImage>, BuildError> {
     let mut bases = BTreeMap::new();
     for name in spec.closure(names)? {
         let image = spec.image(&name).expect("closure names images");
@@ -119,8 +120,10 @@ async fn base_configs(
             .clone()
             .or_else(|| image.platform.clone())
             .unwrap_or_else(Platform::host);
-        let (_, config) = registry.config(reference, &platform).await?;
-        bases.insert(reference.clone(), config);
+        let (resolved, config) = registry.config(reference, &platform).await?;
+        let digest = resolved.index_digest.unwrap_or(resolved.digest);
+        let pinned = reference.with_digest(&digest);
+        bases.insert(reference.clone(), BaseImage { pinned, config });
     }
     Ok(bases)
 }

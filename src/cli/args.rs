@@ -31,6 +31,13 @@ pub struct DaemonArgs {
     /// Directory with ca.pem, cert.pem and key.pem, for whichever is not given alone.
     #[arg(long, value_name = "DIR", global = true)]
     pub tlsdir: Option<PathBuf>,
+    /// How long to wait for the daemon to accept the connection and answer.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration, global = true)]
+    pub timeout: std::time::Duration,
+}
+
+fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    strata::units::parse_duration(value)
 }
 
 impl DaemonArgs {
@@ -46,7 +53,7 @@ impl DaemonArgs {
 
     pub async fn connect(&self) -> Result<Client> {
         let addr: Addr = self.addr.parse()?;
-        Ok(Client::connect(addr, &self.tls()).await?)
+        Ok(Client::connect_within(addr, &self.tls(), self.timeout).await?)
     }
 }
 

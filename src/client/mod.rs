@@ -62,17 +62,40 @@ pub struct Client {
 impl Client {
     /// Connects to the daemon at `addr` (see [`connect::connect`]).
     pub async fn connect(addr: Addr, tls: &TlsOptions) -> Result<Self, ClientError> {
-        let channel = connect::connect(&addr, tls).await?;
+        Self::connect_within(addr, tls, connect::CONNECT_TIMEOUT).await
+    }
+
+    /// Connects, and checks that the daemon answers, within `timeout`: a
+    /// daemon that accepts connections and never answers is an error here,
+    /// not a build that hangs.
+    pub async fn connect_within(
+        addr: Addr,
+        tls: &TlsOptions,
+        timeout: std::time::Duration,
+    ) -> Result<Self, ClientError> {
+        let channel = connect::connect_within(&addr, tls, timeout).await?;
         let control = ControlClient::new(channel.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        Ok(Self {
+        let client = Self {
             addr,
             tls: tls.enabled(),
             client_cert: tls.has_client_cert(),
             channel,
             control,
-        })
+        };
+        let mut control = client.control();
+        let probe =
+            control.list_workers(crate::wire::moby::buildkit::v1::ListWorkersRequest::default());
+        match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(_)) => Ok(client),
+            Ok(Err(status)) => Err(client.rpc_error("ListWorkers", status)),
+            Err(_) => Err(connect::ConnectError::NoAnswer {
+                addr: client.addr.to_string(),
+                after: timeout,
+            }
+            .into()),
+        }
     }
 
     /// The address this client is connected to.

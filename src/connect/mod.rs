@@ -44,6 +44,14 @@ pub enum ConnectError {
     DockerUpgrade { addr: String, reason: String },
     #[error("cannot reach {addr}: timed out after {}s", .after.as_secs())]
     Timeout { addr: String, after: Duration },
+    /// Something accepted the connection and then said nothing: a hung daemon,
+    /// or not a daemon at all.
+    #[error(
+        "the daemon at {addr} accepted the connection but did not answer in {}s \
+         (is it hung, or is something else listening there? --timeout sets the wait)",
+        .after.as_secs()
+    )]
+    NoAnswer { addr: String, after: Duration },
     #[error("cannot reach {addr}: the connection opened but gRPC did not start: {reason}")]
     Handshake { addr: String, reason: String },
     #[error("cannot reach {addr}: {source}")]
@@ -78,10 +86,22 @@ impl ConnectError {
 /// Opens a gRPC channel to the daemon at `addr`. The connection is made eagerly,
 /// so an unreachable daemon is reported here, with the address, not at the first call.
 pub async fn connect(addr: &Addr, tls: &TlsOptions) -> Result<Channel, ConnectError> {
+    connect_within(addr, tls, CONNECT_TIMEOUT).await
+}
+
+/// [`connect`], giving up after `timeout`.
+pub async fn connect_within(
+    addr: &Addr,
+    tls: &TlsOptions,
+    timeout: Duration,
+) -> Result<Channel, ConnectError> {
     // The URI only feeds the HTTP/2 `:authority`; the connector picks the real socket.
+    // Keep-alive pings with a deadline notice a daemon that vanished without
+    // closing the connection (a dead host, a partition) during a long build.
     let endpoint = Endpoint::from_static("http://buildkitd")
-        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(timeout)
         .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true)
         // The session tunnel arrives as many small messages; a large window
         // keeps h2's small-frame budget (half the window) from running out.
@@ -124,11 +144,11 @@ pub async fn connect(addr: &Addr, tls: &TlsOptions) -> Result<Channel, ConnectEr
         }
         .map_err(|e| classify(addr, tls.enabled(), e))
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Timeout {
             addr: addr.to_string(),
-            after: CONNECT_TIMEOUT,
+            after: timeout,
         }),
     }
 }

@@ -471,32 +471,36 @@ async fn send_dir(
 
 /// Sends one file as DATA packets, then an empty DATA. Runs on a blocking
 /// thread: one task per file reads it whole, rather than a task per read.
+/// A file that cannot be opened or read ends the transfer with ERR, as
+/// fsutil's sender does: never an empty or partial file in a build.
 fn send_file(id: u32, path: &Path, tx: &mpsc::Sender<Result<Packet, Status>>) {
     use std::io::Read;
-    if let Ok(mut file) = std::fs::File::open(path) {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let p = Packet {
-                        id,
-                        data: Bytes::copy_from_slice(&buf[..n]),
-                        ..packet(PacketType::PacketData)
-                    };
-                    if tx.blocking_send(Ok(p)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Ok(Packet {
-                        data: Bytes::from(format!("reading {}: {e}", path.display())),
-                        ..packet(PacketType::PacketErr)
-                    }));
+    let fail = |what: &str, e: std::io::Error| {
+        let _ = tx.blocking_send(Ok(Packet {
+            data: Bytes::from(format!("{what} {}: {e}", path.display())),
+            ..packet(PacketType::PacketErr)
+        }));
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) => return fail("opening", e),
+    };
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let p = Packet {
+                    id,
+                    data: Bytes::copy_from_slice(&buf[..n]),
+                    ..packet(PacketType::PacketData)
+                };
+                if tx.blocking_send(Ok(p)).is_err() {
                     return;
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return fail("reading", e),
         }
     }
     let _ = tx.blocking_send(Ok(Packet {
@@ -572,5 +576,16 @@ mod tests {
     fn metadata_unescapes_when_marked() {
         assert_eq!(percent_decode("a%20b%2Fc"), "a b/c");
         assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_an_error_not_an_empty_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        send_file(3, &tmp.path().join("vanished"), &tx);
+        let p = rx.try_recv().unwrap().unwrap();
+        assert_eq!(p.r#type, PacketType::PacketErr as i32);
+        assert!(String::from_utf8_lossy(&p.data).contains("vanished"));
+        assert!(rx.try_recv().is_err(), "no DATA after the error");
     }
 }

@@ -86,6 +86,10 @@ pub enum SolveError {
     /// The daemon refused or aborted the build outside any one step.
     #[error("build failed on {addr}: {message}")]
     Failed { addr: String, message: String },
+    /// The connection to the daemon broke during the build (the daemon died,
+    /// restarted, or the network between went away).
+    #[error("lost the connection to the daemon at {addr} during the build ({detail}); was buildkitd stopped or restarted?")]
+    ConnectionLost { addr: String, detail: String },
     /// A local cache directory could not be prepared or updated.
     #[error("local cache {}: {message}", dir.display())]
     LocalCache { dir: PathBuf, message: String },
@@ -283,6 +287,12 @@ async fn run_with_status(
 /// Why the build failed: the step that caused it, with its last output, or
 /// the daemon's own words.
 fn failure(client: &Client, tracker: &Tracker, status: &tonic::Status) -> SolveError {
+    if let Some(detail) = connection_lost(status) {
+        return SolveError::ConnectionLost {
+            addr: client.addr().to_string(),
+            detail,
+        };
+    }
     let daemon_says = || SolveError::Failed {
         addr: client.addr().to_string(),
         message: status.message().to_owned(),
@@ -305,4 +315,21 @@ fn failure(client: &Client, tracker: &Tracker, status: &tonic::Status) -> SolveE
         },
         None => daemon_says(),
     }
+}
+
+/// If `status` is our side's transport failing (not the daemon's answer: those
+/// carry no source error), the innermost cause.
+fn connection_lost(status: &tonic::Status) -> Option<String> {
+    use tonic::Code;
+    let mut cause = std::error::Error::source(status)?;
+    if !matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+    ) {
+        return None;
+    }
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    Some(cause.to_string())
 }

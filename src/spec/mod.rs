@@ -24,7 +24,7 @@ use model::{
     RawCopy, RawGit, RawImage, RawOverlay, RawSpec, RawStep, RawVars, SeqOrMap, STEP_KINDS,
 };
 
-pub use lower::{LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
+pub use lower::{BaseImage, LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
 pub use paths::PathPolicy;
 pub use resolve::{BuildPlan, Job, Overrides, DEFAULT_MAX_PARALLEL};
 

@@ -754,7 +754,7 @@ fn image_config_merges_the_base_config() {
         "rootfs": {"type": "layers", "diff_ids": []}
     }))
     .unwrap();
-    let bases = BTreeMap::from([(BASE.parse::<ImageRef>().unwrap(), base)]);
+    let bases = BTreeMap::from([(BASE.parse::<ImageRef>().unwrap(), pinned(base))]);
     let app = spec.lower("app", &bases, &LowerOptions::default()).unwrap();
     let app_config = json(&app.config);
     let c = &app_config["config"];
@@ -798,7 +798,7 @@ fn entrypoint_drops_the_inherited_cmd_and_labels_merge() {
         "entrypoint = [\"bash\", \"-lc\"]\nuser = \"root\"\nlabels = { b = \"2\", \"org.x\" = \"y\" }\n",
     ))
     .unwrap();
-    let bases = BTreeMap::from([(BASE.parse::<ImageRef>().unwrap(), base)]);
+    let bases = BTreeMap::from([(BASE.parse::<ImageRef>().unwrap(), pinned(base))]);
     let a = spec.lower("a", &bases, &LowerOptions::default()).unwrap();
     let a_config = json(&a.config);
     let c = &a_config["config"];
@@ -1155,4 +1155,36 @@ fn a_spec_reads_only_inside_its_directory_unless_allowed() {
     assert_eq!(names, ["[a 1/1] overlay overlay -> /w"]);
     let history = json(&a.config)["history"].to_string();
     assert!(!history.contains(&*root.display().to_string()), "{history}");
+}
+
+/// A base config as build resolves it, pinned to a made-up digest.
+fn pinned(config: oci_spec::image::ImageConfiguration) -> crate::spec::BaseImage {
+    let reference: ImageRef = BASE.parse().unwrap();
+    crate::spec::BaseImage {
+        pinned: reference.with_digest(&format!("sha256:{}", "d".repeat(64))),
+        config,
+    }
+}
+
+#[test]
+fn the_base_is_pulled_by_the_digest_its_config_came_from() {
+    let spec = parse(&image_a("")).unwrap();
+    let config = serde_json::from_value(serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": []}
+    }))
+    .unwrap();
+    let bases = BTreeMap::from([(BASE.parse::<ImageRef>().unwrap(), pinned(config))]);
+    let a = spec.lower("a", &bases, &LowerOptions::default()).unwrap();
+    let identifiers: Vec<String> = ops(&a)
+        .into_iter()
+        .filter_map(|(_, op)| match op.op {
+            Some(pb::op::Op::Source(s)) => Some(s.identifier),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        identifiers,
+        [format!("docker-image://{BASE}@sha256:{}", "d".repeat(64))]
+    );
 }

@@ -36,6 +36,16 @@ pub use ca::CA_MOUNT;
 #[cfg(test)]
 pub(crate) use shell::quote;
 
+/// A registry base image as resolved before lowering.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    /// The reference pinned to the digest that was resolved (the index's, for
+    /// a multi-platform image).
+    pub pinned: ImageRef,
+    /// Its config for the platform built (ENV PATH, WORKDIR, …).
+    pub config: ImageConfiguration,
+}
+
 /// Build-wide settings that shape the LLB.
 #[derive(Debug, Clone, Default)]
 pub struct LowerOptions {
@@ -185,7 +195,7 @@ impl Spec {
     pub fn lower(
         &self,
         name: &str,
-        bases: &BTreeMap<ImageRef, ImageConfiguration>,
+        bases: &BTreeMap<ImageRef, BaseImage>,
         options: &LowerOptions,
     ) -> Result<LoweredImage, SpecError> {
         let mut all = self.lower_all(&[name.to_owned()], bases, options)?;
@@ -197,7 +207,7 @@ impl Spec {
     pub fn lower_all(
         &self,
         names: &[String],
-        bases: &BTreeMap<ImageRef, ImageConfiguration>,
+        bases: &BTreeMap<ImageRef, BaseImage>,
         options: &LowerOptions,
     ) -> Result<Vec<LoweredImage>, SpecError> {
         let mut done: BTreeMap<String, Lowering> = BTreeMap::new();
@@ -208,8 +218,12 @@ impl Spec {
                 Base::Image(reference) => {
                     let platform = self.platform_of(image, options);
                     let label = format!("base {reference}");
-                    let state = source::image_for(reference, &platform, Some(&label));
-                    Lowering::starting_from(state, bases.get(reference), options)
+                    let base = bases.get(reference);
+                    // Pulled by the digest its config was read from: a tag
+                    // that moves cannot mix one image's config with another's layers.
+                    let pulled = base.map_or(reference, |b| &b.pinned);
+                    let state = source::image_for(pulled, &platform, Some(&label));
+                    Lowering::starting_from(state, base.map(|b| &b.config), options)
                 }
                 Base::Scratch => Lowering::starting_from(State::scratch(), None, options),
             };
