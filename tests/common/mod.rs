@@ -250,3 +250,106 @@ impl Stack {
         self.env.get(name).map(String::as_str)
     }
 }
+
+/// A buildkitd of the test's own — the stack's binary and config, its own
+/// root and unix socket — for tests that kill or restart a daemon without
+/// disturbing the shared one. Killed (and its root removed) when dropped.
+pub struct ScratchDaemon {
+    pub addr: String,
+    pub root: PathBuf,
+    dir: PathBuf,
+    process: Option<std::process::Child>,
+}
+
+impl ScratchDaemon {
+    pub fn start() -> ScratchDaemon {
+        let shared_sock = stack()
+            .buildkit_host
+            .strip_prefix("unix://")
+            .expect("the stack's buildkitd is on a unix socket");
+        let state = Path::new(shared_sock).parent().unwrap();
+        let dir = state.join(format!("scratch-{}", project::rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut daemon = ScratchDaemon {
+            addr: format!("unix://{}", dir.join("buildkitd.sock").display()),
+            root: dir.join("root"),
+            dir,
+            process: None,
+        };
+        daemon.restart();
+        daemon
+    }
+
+    /// Starts the daemon again on the same root (after [`ScratchDaemon::kill`]).
+    pub fn restart(&mut self) {
+        let shared_sock = stack().buildkit_host.strip_prefix("unix://").unwrap();
+        let config = Path::new(shared_sock).with_file_name("buildkitd.toml");
+        let buildkitd = stack().buildctl.with_file_name("buildkitd");
+        let sock = self.dir.join("buildkitd.sock");
+        let _ = std::fs::remove_file(&sock);
+        let log = std::fs::File::create(self.dir.join("buildkitd.log")).unwrap();
+        let process = Command::new(&buildkitd)
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--addr")
+            .arg(&self.addr)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", buildkitd.display()));
+        self.process = Some(process);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while buildctl(&self.addr, &["debug", "workers"], None).code != Some(0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scratch buildkitd did not start:\n{}",
+                std::fs::read_to_string(self.dir.join("buildkitd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    /// The ids of the runc containers (running steps) the daemon has.
+    pub fn containers(&self) -> Vec<String> {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.root.join("runc-overlayfs/executor"))
+            .args(["list", "-q"])
+            .output()
+            .expect("running runc");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for ScratchDaemon {
+    fn drop(&mut self) {
+        self.kill();
+        // A killed daemon may leave overlay mounts under its root.
+        let root = self.dir.display().to_string();
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&root))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = Command::new("umount").arg("-l").arg(p).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
