@@ -1,4 +1,5 @@
-//! Sizes and durations as users type them (`10GB`, `512MiB`, `48h`, `7d`) and read them.
+//! Sizes and durations as users type them (`10GB`, `512MiB`, `48h`, `7d`) and read them,
+//! and RFC 3339 times as Go programs (buildctl, registries) print them.
 
 use std::time::Duration;
 
@@ -107,6 +108,56 @@ pub fn human_duration(d: Duration) -> String {
     } else {
         format!("{}d{}h", secs / 86400, (secs % 86400) / 3600)
     }
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC-or-offset timestamp, as Go prints them.
+pub fn parse_rfc3339(s: &str) -> Option<f64> {
+    let (date, rest) = s.split_once(['T', 't'])?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let split = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
+    let (clock, zone) = rest.split_at(split);
+    let mut c = clock.split(':');
+    let h: i64 = c.next()?.parse().ok()?;
+    let mi: i64 = c.next()?.parse().ok()?;
+    let sec: f64 = c.next()?.parse().ok()?;
+    let offset = match zone.chars().next() {
+        Some(sign @ ('+' | '-')) => {
+            let (oh, om) = zone[1..].split_once(':')?;
+            let (oh, om) = (oh.parse::<i64>().ok()?, om.parse::<i64>().ok()?);
+            if !(0..24).contains(&oh) || !(0..60).contains(&om) {
+                return None;
+            }
+            let o = oh * 3600 + om * 60;
+            if sign == '+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => 0,
+    };
+    // Out-of-range fields come from whoever wrote the time: refuse them
+    // rather than overflow below.
+    let in_range = (0..=9999).contains(&y)
+        && (1..=12).contains(&mo)
+        && (1..=31).contains(&da)
+        && (0..24).contains(&h)
+        && (0..60).contains(&mi)
+        && (0.0..61.0).contains(&sec)
+        && offset.abs() < 86_400;
+    if !in_range {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = (mo + 9) % 12;
+    let doy = (153 * m + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some((days * 86400 + h * 3600 + mi * 60 - offset) as f64 + sec)
 }
 
 #[cfg(test)]

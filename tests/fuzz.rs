@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use strata::reference::ImageRef;
 use strata::solve::{CacheExport, CacheImport, Output};
 use strata::spec::Spec;
-use strata::units::{parse_duration, parse_size};
+use strata::units::{parse_duration, parse_rfc3339, parse_size};
 
 /// Pieces a spec is made of, to reach past the TOML parser into the checks.
 const SPEC_PIECES: &[&str] = &[
@@ -159,9 +159,38 @@ proptest! {
     }
 
     #[test]
+    fn times_never_panic(text in "[0-9]{1,20}-[0-9]{1,3}-[0-9]{1,3}[Tt][0-9]{1,3}:[0-9]{1,3}:[0-9.]{1,6}(Z|[+-][0-9]{1,20}:[0-9]{1,20}|)") {
+        let _ = parse_rfc3339(&text);
+    }
+
+    #[test]
     fn image_references_never_panic(text in "[a-z0-9:/@._-]{0,40}") {
         if let Ok(r) = text.parse::<ImageRef>() {
             prop_assert_eq!(r.to_string().parse::<ImageRef>().ok(), Some(r));
         }
+    }
+}
+
+/// Values too large for their type are a usage error (exit 2), not a panic.
+#[test]
+fn overflowing_flag_values_are_usage_errors() {
+    for args in [
+        &["prune", "--keep-duration", "99999999999999999999w"][..],
+        &["prune", "--keep-storage", "99999999999999999999TB"],
+        &["--timeout", "1e400s", "info"],
+        &["build", "--max-parallel", "0"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .env_remove("BUILDKIT_HOST")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: invalid value"),
+            "{args:?}: {stderr}"
+        );
     }
 }

@@ -80,7 +80,7 @@ fn from_rawjson(
     let mut times: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
     let parse_time = |v: &serde_json::Value| -> Option<f64> {
         let s = v.as_str()?;
-        let t = chrono_free_rfc3339(s)?;
+        let t = crate::units::parse_rfc3339(s)?;
         Some(t)
     };
     // rawjson is a stream of (pretty-printed) JSON objects, not one per line.
@@ -125,50 +125,22 @@ fn from_rawjson(
     }
 }
 
-/// Seconds since the epoch of an RFC 3339 UTC-or-offset timestamp, as Go prints them.
-fn chrono_free_rfc3339(s: &str) -> Option<f64> {
-    let (date, rest) = s.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let split = rest.find(['Z', '+', '-']).unwrap_or(rest.len());
-    let (clock, zone) = rest.split_at(split);
-    let mut c = clock.split(':');
-    let h: i64 = c.next()?.parse().ok()?;
-    let mi: i64 = c.next()?.parse().ok()?;
-    let sec: f64 = c.next()?.parse().ok()?;
-    let offset = match zone.chars().next() {
-        Some(sign @ ('+' | '-')) => {
-            let (oh, om) = zone[1..].split_once(':')?;
-            let o = oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60;
-            if sign == '+' {
-                o
-            } else {
-                -o
-            }
-        }
-        _ => 0,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = (mo + 9) % 12;
-    let doy = (153 * m + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some((days * 86400 + h * 3600 + mi * 60 - offset) as f64 + sec)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reads_go_timestamps() {
-        assert_eq!(chrono_free_rfc3339("1970-01-01T00:00:10Z"), Some(10.0));
-        let t = chrono_free_rfc3339("2026-11-23T02:05:25.5Z").unwrap();
+        assert_eq!(
+            crate::units::parse_rfc3339("1970-01-01T00:00:10Z"),
+            Some(10.0)
+        );
+        let t = crate::units::parse_rfc3339("2026-11-23T02:05:25.5Z").unwrap();
         assert_eq!(t, 1_795_399_525.5);
-        assert_eq!(chrono_free_rfc3339("2026-11-23T03:05:25.5+01:00"), Some(t));
+        assert_eq!(
+            crate::units::parse_rfc3339("2026-11-23T03:05:25.5+01:00"),
+            Some(t)
+        );
     }
 
     #[test]

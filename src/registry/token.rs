@@ -130,49 +130,14 @@ pub(crate) async fn fetch(
         .ok_or_else(|| format!("token service {realm} sent no token"))?;
     let issued_at = body["issued_at"]
         .as_str()
-        .and_then(parse_rfc3339_seconds)
+        .and_then(crate::units::parse_rfc3339)
+        .map(|t| t as i64)
         .unwrap_or(0);
     Ok(Token {
         token: token.to_owned(),
         expires_in: body["expires_in"].as_i64().unwrap_or(0).max(0),
         issued_at,
     })
-}
-
-/// Unix seconds of an RFC 3339 time (`2024-01-02T03:04:05Z`, fraction and
-/// offset allowed); none if it does not parse.
-fn parse_rfc3339_seconds(text: &str) -> Option<i64> {
-    let num = |s: &str| s.parse::<i64>().ok();
-    let (date, time) = text.split_once(['T', 't'])?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-    let (clock, offset) = match time.find(['Z', 'z', '+', '-']) {
-        Some(i) => time.split_at(i),
-        None => (time, "Z"),
-    };
-    let mut c = clock.split(':');
-    let (h, min) = (num(c.next()?)?, num(c.next()?)?);
-    let sec = num(c.next()?.split('.').next()?)?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let offset_secs = match offset {
-        "Z" | "z" => 0,
-        o => {
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = o[1..].split_once(':')?;
-            sign * (num(oh)? * 3600 + num(om)? * 60)
-        }
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + min * 60 + sec - offset_secs)
 }
 
 #[cfg(test)]
@@ -200,20 +165,6 @@ mod tests {
             "repository%3Aa%2Fb%3Apull"
         );
         assert_eq!(query_escape("registry.docker.io"), "registry.docker.io");
-    }
-
-    #[test]
-    fn reads_token_issue_times() {
-        assert_eq!(parse_rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_seconds("2024-01-02T03:04:05.123Z"),
-            Some(1_704_164_645)
-        );
-        assert_eq!(
-            parse_rfc3339_seconds("2024-01-02T04:04:05+01:00"),
-            Some(1_704_164_645)
-        );
-        assert_eq!(parse_rfc3339_seconds("yesterday"), None);
     }
 
     #[test]
