@@ -346,17 +346,9 @@ fn sigint_during_an_export_keeps_the_earlier_output_and_leaves_no_temp_files() {
     assert_eq!(leftovers(p.dir.path()), Vec::<PathBuf>::new());
 }
 
-/// A registry on a free port that accepts connections and never answers.
+/// A server on a free loopback port that accepts connections and never answers.
 fn silent_listener() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
-    addr
+    common::hostile_http(|_, _| std::thread::sleep(Duration::from_secs(600))).0
 }
 
 #[test]

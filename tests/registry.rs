@@ -293,34 +293,6 @@ async fn follows_an_index_to_the_platform_manifest() {
     assert!(!msg.contains("unknown/unknown"), "{msg}");
 }
 
-/// A hostile "registry" on a free loopback port: every connection's request
-/// head is recorded, then `answer` writes whatever it likes.
-fn hostile_registry(
-    answer: fn(&mut TcpStream, &str),
-) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let record = record.clone();
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                record.lock().unwrap().push(head.clone());
-                answer(&mut stream, &head);
-            });
-        }
-    });
-    (addr, seen)
-}
-
 fn quick(options: RegistryOptions) -> Registry {
     Registry::new(RegistryOptions {
         timeout: Some(std::time::Duration::from_secs(1)),
@@ -331,7 +303,7 @@ fn quick(options: RegistryOptions) -> Registry {
 #[tokio::test]
 async fn a_registry_that_never_answers_is_given_up_on_naming_it() {
     let (addr, _) =
-        hostile_registry(|_, _| std::thread::sleep(std::time::Duration::from_secs(600)));
+        common::hostile_http(|_, _| std::thread::sleep(std::time::Duration::from_secs(600)));
     let err = quick(RegistryOptions::default())
         .manifest(&image(&format!("{addr}/x:y")), &Platform::host())
         .await
@@ -349,7 +321,7 @@ async fn a_registry_that_never_answers_is_given_up_on_naming_it() {
 
 #[tokio::test]
 async fn an_endless_manifest_is_refused_not_buffered() {
-    let (addr, _) = hostile_registry(|stream, _| {
+    let (addr, _) = common::hostile_http(|stream, _| {
         let head =
             "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
                     Transfer-Encoding: chunked\r\n\r\n";
@@ -372,7 +344,7 @@ async fn an_endless_manifest_is_refused_not_buffered() {
 #[tokio::test]
 async fn credentials_go_over_plain_http_only_to_hosts_named_insecure() {
     for challenge in ["basic", "bearer"] {
-        let (addr, seen) = hostile_registry(|stream, head| {
+        let (addr, seen) = common::hostile_http(|stream, head| {
             let answer = if head.starts_with("GET /token") {
                 "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"token\":\"tok\"}".to_owned()
             } else if head.contains("authorization: Bearer tok") {

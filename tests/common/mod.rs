@@ -353,3 +353,43 @@ impl Drop for ScratchDaemon {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A hostile HTTP server (a "registry", a token realm) on a free loopback
+/// port: every connection's request head is recorded, then `answer` writes
+/// whatever it likes.
+pub fn hostile_http(
+    answer: fn(&mut std::net::TcpStream, &str),
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                // A TLS hello gets a plain HTTP answer, as a Go server gives
+                // it: clients that try https first then fall back to http.
+                if std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1 && byte[0] == 0x16
+                {
+                    let _ =
+                        std::io::Write::write_all(&mut stream, b"HTTP/1.0 400 Bad Request\r\n\r\n");
+                    return;
+                }
+                head.push(byte[0]);
+                while !head.ends_with(b"\r\n\r\n")
+                    && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
+                {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                record.lock().unwrap().push(head.clone());
+                answer(&mut stream, &head);
+            });
+        }
+    });
+    (addr, seen)
+}
