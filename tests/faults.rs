@@ -303,7 +303,7 @@ fn sigint_and_sigterm_during_a_step_cancel_it_on_the_daemon_and_exit_130_or_143(
 }
 
 #[test]
-fn sigint_during_an_export_keeps_the_earlier_output_and_leaves_no_temp_files() {
+fn sigint_and_sigterm_during_an_export_keep_the_earlier_output_and_leave_no_temp_files() {
     let s = stack();
     let extra = "[[images.x.toolchain]]\nrun = \"head -c 400000000 /dev/urandom > /big\"\n";
     let p = Project::new(&common::project::small_spec("x", extra));
@@ -321,29 +321,35 @@ fn sigint_during_an_export_keeps_the_earlier_output_and_leaves_no_temp_files() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    std::fs::write(p.path("overlay/hello.txt"), "second\n").unwrap();
     let before = snapshot(&out);
-    let (mut child, rx) = spawn_watched(build_command(&s.buildkit_host, &p, &ca, &flags));
-    // The export is under way once its staging directory appears.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !std::fs::read_dir(p.dir.path())
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with(".out.strata-"))
-    {
+    for (name, code) in [("INT", 130), ("TERM", 143)] {
+        // A changed overlay: a replaced tree would differ from `before`.
+        std::fs::write(p.path("overlay/hello.txt"), format!("{name}\n")).unwrap();
+        let (mut child, rx) = spawn_watched(build_command(&s.buildkit_host, &p, &ca, &flags));
+        // The export is under way once its staging directory appears.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !std::fs::read_dir(p.dir.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".out.strata-"))
+        {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "finished before the export was seen: {}",
+                rest(&rx)
+            );
+            assert!(Instant::now() < deadline, "no export seen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        signal(&child, name);
+        let status = wait_with_deadline(&mut child, Duration::from_secs(20));
+        assert_eq!(status.code(), Some(code), "SIG{name}: {}", rest(&rx));
         assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before the export was seen: {}",
-            rest(&rx)
+            snapshot(&out) == before,
+            "SIG{name}: the earlier output changed"
         );
-        assert!(Instant::now() < deadline, "no export seen");
-        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(leftovers(p.dir.path()), Vec::<PathBuf>::new(), "SIG{name}");
     }
-    signal(&child, "INT");
-    let status = wait_with_deadline(&mut child, Duration::from_secs(20));
-    assert_eq!(status.code(), Some(130), "{}", rest(&rx));
-    assert!(snapshot(&out) == before, "the earlier output changed");
-    assert_eq!(leftovers(p.dir.path()), Vec::<PathBuf>::new());
 }
 
 /// A server on a free loopback port that accepts connections and never answers.
@@ -352,22 +358,24 @@ fn silent_listener() -> String {
 }
 
 #[test]
-fn sigterm_during_base_resolution_exits_143_with_nothing_left() {
+fn sigint_and_sigterm_during_base_resolution_exit_130_or_143_with_nothing_left() {
     let registry = silent_listener();
     let text = format!("[images.b]\nbase = \"{registry}/hangs/forever:1\"\n");
     let p = Project::new(&text);
     let ca = ca_file(&p, false);
-    let (mut child, rx) = spawn_watched(build_command(&stack().buildkit_host, &p, &ca, &[]));
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "resolution should hang: {}",
-        rest(&rx)
-    );
-    signal(&child, "TERM");
-    let status = wait_with_deadline(&mut child, Duration::from_secs(10));
-    assert_eq!(status.code(), Some(143), "{}", rest(&rx));
-    assert_eq!(leftovers(p.dir.path()), Vec::<PathBuf>::new());
+    for (name, code) in [("INT", 130), ("TERM", 143)] {
+        let (mut child, rx) = spawn_watched(build_command(&stack().buildkit_host, &p, &ca, &[]));
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "resolution should hang: {}",
+            rest(&rx)
+        );
+        signal(&child, name);
+        let status = wait_with_deadline(&mut child, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(code), "SIG{name}: {}", rest(&rx));
+        assert_eq!(leftovers(p.dir.path()), Vec::<PathBuf>::new());
+    }
 }
 
 #[test]

@@ -115,12 +115,18 @@ async fn fetches_layer_blobs_and_checks_their_digest() {
         .unwrap_or_else(|e| panic!("{e}"));
     let layer = &resolved.manifest.layers()[0];
     let digest = layer.digest().to_string();
-    let blob = registry()
-        .blob(&base, &digest)
+    // Layers are streamed, digest-checked on the way.
+    let mut blob = Vec::new();
+    let size = registry()
+        .blob_to(&base, &digest, &mut blob)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sha256(&blob), digest);
+    assert_eq!(size, layer.size());
     assert_eq!(blob.len() as u64, layer.size());
+    // Read whole, a blob is capped (configs, not layers).
+    let err = registry().blob(&base, &digest).await.unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
 
     // A blob that is not there is named in the error.
     let missing = format!("sha256:{}", "0".repeat(64));

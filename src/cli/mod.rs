@@ -79,3 +79,13 @@ pub fn short_id(id: &str) -> &str {
         None => id,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_ids_cut_at_characters_not_bytes() {
+        assert_eq!(super::short_id("abc"), "abc");
+        let id = "é".repeat(30);
+        assert_eq!(super::short_id(&id), "é".repeat(25));
+    }
+}
