@@ -304,7 +304,7 @@ fn sigint_and_sigterm_during_a_step_cancel_it_on_the_daemon_and_exit_130_or_143(
 
 #[test]
 fn sigint_and_sigterm_during_an_export_keep_the_earlier_output_and_leave_no_temp_files() {
-    let s = stack();
+    let daemon = ScratchDaemon::start();
     let extra = "[[images.x.toolchain]]\nrun = \"head -c 400000000 /dev/urandom > /big\"\n";
     let p = Project::new(&common::project::small_spec("x", extra));
     let out = p.path("out");
@@ -313,7 +313,7 @@ fn sigint_and_sigterm_during_an_export_keep_the_earlier_output_and_leave_no_temp
         format!("type=local,dest={}", out.display()),
     ];
     let ca = ca_file(&p, false);
-    let first = build_command(&s.buildkit_host, &p, &ca, &flags)
+    let first = build_command(&daemon.addr, &p, &ca, &flags)
         .output()
         .unwrap();
     assert!(
@@ -325,7 +325,7 @@ fn sigint_and_sigterm_during_an_export_keep_the_earlier_output_and_leave_no_temp
     for (name, code) in [("INT", 130), ("TERM", 143)] {
         // A changed overlay: a replaced tree would differ from `before`.
         std::fs::write(p.path("overlay/hello.txt"), format!("{name}\n")).unwrap();
-        let (mut child, rx) = spawn_watched(build_command(&s.buildkit_host, &p, &ca, &flags));
+        let (mut child, rx) = spawn_watched(build_command(&daemon.addr, &p, &ca, &flags));
         // The export is under way once its staging directory appears.
         let deadline = Instant::now() + Duration::from_secs(300);
         while !std::fs::read_dir(p.dir.path())
@@ -349,6 +349,19 @@ fn sigint_and_sigterm_during_an_export_keep_the_earlier_output_and_leave_no_temp
             "SIG{name}: the earlier output changed"
         );
         assert_eq!(leftovers(p.dir.path()), Vec::<PathBuf>::new(), "SIG{name}");
+        // The daemon let go of the cancelled build: nothing stays in use.
+        let released = (0..40).any(|_| {
+            std::thread::sleep(Duration::from_millis(250));
+            let du = strata(["--addr", &daemon.addr, "du", "--json"]);
+            let usage: serde_json::Value = serde_json::from_str(du.ok()).unwrap();
+            usage["records"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|r| r["in_use"] == false))
+        });
+        assert!(
+            released,
+            "SIG{name}: records still in use after the interrupted export"
+        );
     }
 }
 
