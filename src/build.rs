@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 
 use crate::client::Client;
+use crate::keys::{content_key, ContentKey};
 use crate::llb::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryError, RegistryOptions};
@@ -61,6 +62,8 @@ pub enum BuildError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
     #[error("image {image}: {source}")]
     Solve {
         image: String,
@@ -82,21 +85,53 @@ fn registry(plan: &BuildPlan, auth: &DockerAuth) -> Registry {
 /// configs (raw LLB carries no image config: the base's ENV PATH, WORKDIR…
 /// come from the registry). Returns them in the order of `plan.jobs`.
 pub async fn lower(spec: &Spec, plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
-    lower_with(spec, plan, &registry(plan, &DockerAuth::from_env())).await
+    let registry = registry(plan, &DockerAuth::from_env());
+    lower_with(spec, plan, &registry, &plan_images(plan)).await
 }
 
+fn plan_images(plan: &BuildPlan) -> Vec<String> {
+    plan.jobs.iter().map(|j| j.image.clone()).collect()
+}
+
+/// Lowers images `names` (in that order) with their bases pinned.
 async fn lower_with(
     spec: &Spec,
     plan: &BuildPlan,
     registry: &Registry,
+    names: &[String],
 ) -> Result<Vec<LoweredImage>, BuildError> {
-    let names: Vec<String> = plan.jobs.iter().map(|j| j.image.clone()).collect();
-    let bases = base_configs(spec, &names, plan, registry).await?;
+    let bases = base_configs(spec, names, plan, registry).await?;
     let options = LowerOptions {
         ca_cert: plan.ca_cert.as_ref().map(|_| CA_SECRET_ID.to_owned()),
         platform: plan.platform.clone(),
     };
-    Ok(spec.lower_all(&names, &bases, &options)?)
+    Ok(spec.lower_all(names, &bases, &options)?)
+}
+
+/// The content key of each image the plan builds, in the plan's order. The
+/// images they are built `from` are keyed too, since a child's key holds
+/// its parent's. Reads the base images' manifests (to pin them), never solves.
+pub async fn keys(spec: &Spec, plan: &BuildPlan) -> Result<Vec<(String, ContentKey)>, BuildError> {
+    let registry = registry(plan, &DockerAuth::from_env());
+    let closure = spec.closure(&plan_images(plan))?;
+    let lowered = lower_with(spec, plan, &registry, &closure).await?;
+    let mut keys: BTreeMap<String, ContentKey> = BTreeMap::new();
+    // The closure lists parents before their children.
+    for image in &lowered {
+        let parent = match &spec.image(&image.name).expect("closure names images").base {
+            Base::From(parent) => keys.get(parent),
+            _ => None,
+        };
+        let key = content_key(image, parent)?;
+        keys.insert(image.name.clone(), key);
+    }
+    Ok(plan_images(plan)
+        .into_iter()
+        .map(|name| {
+            let key = keys[&name];
+            (name, key)
+        })
+        .collect())
 }
 
 /// The configs of the bases `names` stand on, each for the platform it builds for.
@@ -140,7 +175,7 @@ pub async fn build(
     // Credentials are read once and serve the registry client and every session.
     let auth = DockerAuth::from_env().with_insecure_hosts(&plan.insecure_registries);
     let registry = registry(&plan, &auth);
-    let images = lower_with(spec, &plan, &registry).await?;
+    let images = lower_with(spec, &plan, &registry, &plan_images(&plan)).await?;
     let several = images.len() > 1;
     let solves = plan.jobs.iter().zip(images).map(|(job, image)| {
         let label = several.then_some(job.image.as_str());

@@ -5,6 +5,7 @@
 //!   with a [`session`] through [`solve`];
 //! - [`bench`] measures cache modes side by side;
 //! - [`credentials`] finds registry credentials as docker does (helpers, config);
+//! - [`keys`] digests everything that decides an image ("is it built?" without solving);
 //! - [`client`] wraps BuildKit's Control API in typed calls (info, du, prune);
 //! - [`cleanup`] removes the temporary files strata made, also on a signal;
 //! - [`runtime`] is how a strata process runs (async runtime, allocator);
@@ -17,6 +18,7 @@ pub mod cleanup;
 pub mod client;
 pub mod connect;
 pub mod credentials;
+pub mod keys;
 pub mod llb;
 pub mod ocilayout;
 pub mod reference;

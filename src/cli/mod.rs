@@ -7,6 +7,7 @@ pub mod bench;
 pub mod build;
 pub mod du;
 pub mod info;
+pub mod key;
 pub mod llb;
 pub mod progress;
 pub mod prune;
@@ -46,6 +47,9 @@ pub enum Command {
     /// registry-max, local, inline): median and range per mode, steps run vs
     /// cached, per-step times; optionally the same work through buildctl.
     Bench(bench::BenchArgs),
+    /// Print each image's content key (a digest of its steps, pinned base, config,
+    /// overlay contents and parent) without solving; equal keys mean the same image.
+    Key(key::KeyArgs),
     /// Write an image's LLB (a pb.Definition) to stdout, e.g. to run the very
     /// same graph with `buildctl build` (see README).
     Llb(llb::LlbArgs),
@@ -61,6 +65,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Build(args) => build::run(cli, args).await,
             Command::Bench(args) => bench::run(cli, args).await,
             Command::Llb(args) => llb::run(args).await,
+            Command::Key(args) => key::run(args).await,
         }
     })
     .await

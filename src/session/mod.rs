@@ -17,6 +17,7 @@ pub(crate) mod tunnel;
 pub use crate::credentials::DockerAuth;
 pub use content::{local_store_id, ContentStores};
 pub use filesend::{ExportFiles, ExportTarget};
+pub(crate) use filesync::{walk, WalkFilter};
 pub use filesync::{LocalDir, LocalDirs};
 pub use patterns::PatternSet;
 pub use secrets::SecretFiles;

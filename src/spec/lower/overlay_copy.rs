@@ -26,7 +26,9 @@ pub(super) fn lower(
         &local_name,
         &LocalOptions {
             exclude: exclude.to_vec(),
-            shared_key_hint: Some(from.display().to_string()),
+            // Spec-relative, like every name in the LLB: the graph (and so
+            // the content key) does not depend on where the checkout is.
+            shared_key_hint: Some(shown.to_owned()),
             name: Some(format!("local {shown}")),
             ..LocalOptions::default()
         },

@@ -1,0 +1,50 @@
+//! `strata key [IMAGE…]`: each image's content key — a digest of everything
+//! that decides it (steps, pinned base, config, overlay contents, parent) —
+//! and the tag it is pushed under. Reads base manifests; never solves.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+
+use strata::units::human_duration;
+
+use super::args::SpecArgs;
+
+#[derive(Args)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Images to key (default: every image of the spec).
+    #[arg(value_name = "IMAGE")]
+    images: Vec<String>,
+    /// Print `{"IMAGE": {"key": …, "tag": …}}` instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: &KeyArgs) -> Result<()> {
+    let began = Instant::now();
+    let spec = args.spec.load()?;
+    let overrides = strata::spec::Overrides {
+        images: args.images.clone(),
+        ..args.spec.overrides()
+    };
+    let plan = spec.resolve(&overrides)?;
+    let keys = strata::build::keys(&spec, &plan).await?;
+    if args.json {
+        let map: serde_json::Map<String, serde_json::Value> = keys
+            .iter()
+            .map(|(name, key)| {
+                let entry = serde_json::json!({ "key": key.to_string(), "tag": key.tag() });
+                (name.clone(), entry)
+            })
+            .collect();
+        return super::print_json(&map);
+    }
+    for (name, key) in &keys {
+        println!("{name}  {key}  {}", key.tag());
+    }
+    tracing::debug!("keyed in {}", human_duration(began.elapsed()));
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Content keys: one digest of everything that decides an image, so "is this
+//! image built already?" is a lookup, not a solve.
+//!
+//! An image's key covers its LLB (which holds every step, the platform, and
+//! the base image pinned by digest — see `build::lower`), its image config,
+//! the contents of every local directory it copies in after excludes
+//! ([`tree`]), and its `from` parent's key. It does **not** cover the CA
+//! bundle or secret values: they are mounted, never part of a layer, and
+//! changing them must not make an image "new". Nor where the project is
+//! checked out: the LLB carries spec-relative names, so two runners with the
+//! same inputs compute the same key.
+
+mod statcache;
+mod tree;
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::spec::LoweredImage;
+
+/// The key of one image: `sha256:` + 64 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContentKey([u8; 32]);
+
+impl ContentKey {
+    fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The tag an image is also pushed under: `strata-` + 32 hex digits
+    /// (128 bits: collisions are not a concern, and tags stay readable).
+    pub fn tag(&self) -> String {
+        format!("strata-{}", &self.hex()[..32])
+    }
+}
+
+impl fmt::Display for ContentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+/// Why a key could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("image {image}: reading {}: {source}", dir.display())]
+    Tree {
+        image: String,
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image {image}: its config cannot be encoded: {reason}")]
+    Config { image: String, reason: String },
+}
+
+/// The key of `image`, lowered with its base pinned, built `from` `parent`.
+pub fn content_key(
+    image: &LoweredImage,
+    parent: Option<&ContentKey>,
+) -> Result<ContentKey, KeyError> {
+    let mut key = Sha256::new();
+    key.update(b"strata content key v1\0");
+    key.update(image.definition.to_bytes());
+    // Through `Value`, whose maps are sorted: labels are a HashMap.
+    let config = serde_json::to_value(&image.config)
+        .map(|v| v.to_string())
+        .map_err(|e| KeyError::Config {
+            image: image.name.clone(),
+            reason: e.to_string(),
+        })?;
+    key.update(config.as_bytes());
+    key.update([0]);
+    if let Some(parent) = parent {
+        key.update(parent.0);
+    }
+    for (name, dir) in &image.local_dirs {
+        let cache = statcache::cache_dir();
+        let digest = tree::tree_digest(dir, cache.as_deref()).map_err(|source| KeyError::Tree {
+            image: image.name.clone(),
+            dir: dir.path.clone(),
+            source,
+        })?;
+        key.update(name.as_bytes());
+        key.update([0]);
+        key.update(digest);
+    }
+    Ok(ContentKey(key.finalize().into()))
+}
