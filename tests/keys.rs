@@ -1,0 +1,91 @@
+//! Content keys against the real registry (bases are pinned by digest): a key
+//! changes with what decides the image — overlay bytes, a step, the platform,
+//! the base re-pushed under the same tag, the parent — and not with the CA
+//! bundle or where the project is checked out.
+
+mod common;
+
+use common::project::{copy_dir, rand_suffix, small_spec, Project};
+use common::{stack, strata};
+
+/// `strata key -f SPEC IMAGE ARGS… --json` → IMAGE's key.
+fn key(p: &Project, image: &str, args: &[&str]) -> String {
+    let spec = p.spec().display().to_string();
+    let mut all = vec!["key", "-f", &spec, image, "--json"];
+    all.extend_from_slice(args);
+    let run = strata(&all);
+    let keys: serde_json::Value = serde_json::from_str(run.ok()).expect("JSON keys");
+    let key = keys[image]["key"].as_str().expect("a key").to_owned();
+    assert!(key.starts_with("sha256:") && key.len() == 71, "{key}");
+    key
+}
+
+#[test]
+fn keys_follow_what_decides_the_image() {
+    let p = Project::new(&small_spec("k", ""));
+    let base = key(&p, "k", &[]);
+    assert_eq!(key(&p, "k", &[]), base, "stable");
+
+    // Elsewhere on disk, same content: same key.
+    let elsewhere = tempfile::tempdir().unwrap();
+    copy_dir(p.dir.path(), elsewhere.path());
+    let moved = Project { dir: elsewhere };
+    assert_eq!(key(&moved, "k", &[]), base, "not the checkout's location");
+
+    // One overlay byte.
+    std::fs::write(p.path("overlay/hello.txt"), "hellp\n").unwrap();
+    let edited = key(&p, "k", &[]);
+    assert_ne!(edited, base);
+    std::fs::write(p.path("overlay/hello.txt"), "hello\n").unwrap();
+    assert_eq!(
+        key(&p, "k", &[]),
+        base,
+        "back to the same bytes, back to the same key"
+    );
+
+    // The CA bundle is a mount, not an input.
+    let (ca1, ca2) = (p.path("ca1.pem"), p.path("ca2.pem"));
+    std::fs::write(&ca1, "one").unwrap();
+    std::fs::write(&ca2, "two").unwrap();
+    let with_ca = key(&p, "k", &["--ca-cert", ca1.to_str().unwrap()]);
+    assert_eq!(key(&p, "k", &["--ca-cert", ca2.to_str().unwrap()]), with_ca);
+
+    // The platform.
+    assert_ne!(key(&p, "k", &["--platform", "linux/arm64"]), base);
+
+    // One step.
+    let extra = "[[images.k.toolchain]]\nrun = \"echo one more\"\n";
+    std::fs::write(p.spec(), small_spec("k", extra)).unwrap();
+    assert_ne!(key(&p, "k", &[]), base);
+}
+
+#[test]
+fn a_base_re_pushed_under_the_same_tag_and_a_changed_parent_change_the_key() {
+    let s = stack();
+    let tag = format!("{}/strata/keys-base-{}:1", s.registry, rand_suffix());
+    let push = |p: &Project, image: &str| {
+        p.build(&s.buildkit_host, &[image, "--push", &tag]).ok();
+    };
+    let first = Project::new(&small_spec("b", ""));
+    push(&first, "b");
+    let child_spec = format!(
+        "[images.c]\nbase = \"{tag}\"\n[images.c.overlay]\ncopy = {{ from = \"overlay/\", to = \"/c\" }}\n\
+         [images.d]\nfrom = \"c\"\n[[images.d.toolchain]]\nrun = \"true\"\n"
+    );
+    let user = Project::new(&child_spec);
+    let (c, d) = (key(&user, "c", &[]), key(&user, "d", &[]));
+
+    // The same tag now names another image.
+    let second = Project::new(&small_spec(
+        "b",
+        "[[images.b.toolchain]]\nrun = \"echo v2\"\n",
+    ));
+    push(&second, "b");
+    assert_ne!(key(&user, "c", &[]), c, "the base is pinned by digest");
+
+    // A parent's overlay is part of its children's keys.
+    let d2 = key(&user, "d", &[]);
+    assert_ne!(d2, d);
+    std::fs::write(user.path("overlay/hello.txt"), "changed\n").unwrap();
+    assert_ne!(key(&user, "d", &[]), d2);
+}
