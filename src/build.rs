@@ -6,14 +6,16 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 
-use crate::client::Client;
-use crate::keys::{content_key, ContentKey};
+use std::time::Instant;
+
+use crate::client::Daemon;
+use crate::keys::{content_key, tags, ContentKey};
 use crate::llb::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryError, RegistryOptions};
 use crate::session::DockerAuth;
 use crate::solve::progress::{Progress, Step};
-use crate::solve::{self, CacheExport, CacheReport, SolveError, SolveOpt, Solved};
+use crate::solve::{self, CacheExport, CacheReport, Output, SolveError, SolveOpt, Solved};
 use crate::spec::{
     Base, BaseImage, BuildPlan, Job, LowerOptions, LoweredImage, Overrides, Spec, SpecError,
 };
@@ -21,12 +23,17 @@ use crate::spec::{
 /// The secret id under which the CA bundle reaches the toolchain steps.
 pub const CA_SECRET_ID: &str = "strata-ca-cert";
 
-/// One image that was built.
+/// One image that was built (or found built).
 #[derive(Debug, Clone)]
 pub struct Built {
     pub image: String,
     /// Where it was pushed, if it was.
     pub pushed: Option<ImageRef>,
+    /// Its content key ([`crate::keys`]).
+    pub key: ContentKey,
+    /// Found already built under its key tag: nothing was solved, and
+    /// `solved` holds only the digest and how long the check took.
+    pub up_to_date: bool,
     pub solved: Solved,
     /// The spec's steps in the image's graph, as lowered.
     pub lowered: Vec<crate::spec::StepInfo>,
@@ -108,29 +115,40 @@ async fn lower_with(
     Ok(spec.lower_all(names, &bases, &options)?)
 }
 
-/// The content key of each image the plan builds, in the plan's order. The
-/// images they are built `from` are keyed too, since a child's key holds
-/// its parent's. Reads the base images' manifests (to pin them), never solves.
+/// The content key of each image the plan builds, in the plan's order. Reads
+/// the base images' manifests (to pin them), never solves.
 pub async fn keys(spec: &Spec, plan: &BuildPlan) -> Result<Vec<(String, ContentKey)>, BuildError> {
     let registry = registry(plan, &DockerAuth::from_env());
+    let keyed = lower_keyed(spec, plan, &registry).await?;
+    Ok(keyed
+        .into_iter()
+        .map(|(image, key)| (image.name, key))
+        .collect())
+}
+
+/// The plan's images lowered, each with its content key, in the plan's
+/// order. The images they are built `from` are lowered and keyed too, since
+/// a child's key holds its parent's.
+async fn lower_keyed(
+    spec: &Spec,
+    plan: &BuildPlan,
+    registry: &Registry,
+) -> Result<Vec<(LoweredImage, ContentKey)>, BuildError> {
     let closure = spec.closure(&plan_images(plan))?;
-    let lowered = lower_with(spec, plan, &registry, &closure).await?;
-    let mut keys: BTreeMap<String, ContentKey> = BTreeMap::new();
+    let lowered = lower_with(spec, plan, registry, &closure).await?;
+    let mut keyed: BTreeMap<String, (LoweredImage, ContentKey)> = BTreeMap::new();
     // The closure lists parents before their children.
-    for image in &lowered {
+    for image in lowered {
         let parent = match &spec.image(&image.name).expect("closure names images").base {
-            Base::From(parent) => keys.get(parent),
+            Base::From(parent) => keyed.get(parent).map(|(_, key)| key),
             _ => None,
         };
-        let key = content_key(image, parent)?;
-        keys.insert(image.name.clone(), key);
+        let key = content_key(&image, parent)?;
+        keyed.insert(image.name.clone(), (image, key));
     }
     Ok(plan_images(plan)
-        .into_iter()
-        .map(|name| {
-            let key = keys[&name];
-            (name, key)
-        })
+        .iter()
+        .filter_map(|name| keyed.remove(name))
         .collect())
 }
 
@@ -164,9 +182,12 @@ async fn base_configs(
 }
 
 /// Builds the images `overrides` asks for (or every image of `spec`) on
-/// `client`'s daemon, showing each one's progress through `progress`.
+/// `daemon`, showing each one's progress through `progress`. An image pushed
+/// to a repository that already holds its key tag is not solved: the push
+/// target is pointed at it (unless `no_skip`); only when some image needs
+/// solving is the daemon connected to.
 pub async fn build(
-    client: &Client,
+    daemon: &Daemon,
     spec: &Spec,
     overrides: &Overrides,
     progress: &dyn Progress,
@@ -175,31 +196,20 @@ pub async fn build(
     // Credentials are read once and serve the registry client and every session.
     let auth = DockerAuth::from_env().with_insecure_hosts(&plan.insecure_registries);
     let registry = registry(&plan, &auth);
-    let images = lower_with(spec, &plan, &registry, &plan_images(&plan)).await?;
+    let images = lower_keyed(spec, &plan, &registry).await?;
     let several = images.len() > 1;
-    let solves = plan.jobs.iter().zip(images).map(|(job, image)| {
-        let label = several.then_some(job.image.as_str());
-        let mut renderer = progress.renderer(label);
-        let (plan, registry, auth) = (&plan, &registry, &auth);
-        async move {
-            let opt = solve_opt(job, &image, plan, auth);
-            let mut solved = solve::solve(client, &image.definition, &opt, renderer.as_mut())
-                .await
-                .map_err(|source| BuildError::Solve {
-                    image: job.image.clone(),
-                    source,
-                })?;
-            measure_registry_caches(&mut solved, &job.cache_exports, registry, job).await;
-            Ok(Built {
-                image: job.image.clone(),
-                pushed: job.push.clone(),
-                solved,
-                lowered: image.steps,
-            })
-        }
+    let run = Run {
+        daemon,
+        plan: &plan,
+        registry: &registry,
+        auth: &auth,
+    };
+    let jobs = plan.jobs.iter().zip(images).map(|(job, (image, key))| {
+        let renderer = progress.renderer(several.then_some(job.image.as_str()));
+        run.build_one(job, image, key, renderer)
     });
     // At most `max_parallel` at once, results in the plan's order.
-    futures::stream::iter(solves)
+    futures::stream::iter(jobs)
         .buffered(plan.max_parallel)
         .collect::<Vec<_>>()
         .await
@@ -207,14 +217,114 @@ pub async fn build(
         .collect()
 }
 
+/// `job` with every `{key}` tag (push target, image outputs) filled in.
+fn with_key(job: &Job, key: &ContentKey) -> Job {
+    let tag = key.tag();
+    let mut job = job.clone();
+    job.push = job.push.map(|p| p.with_key_tag(&tag));
+    for output in &mut job.outputs {
+        if let Output::Image { name, .. } = output {
+            *name = name.with_key_tag(&tag);
+        }
+    }
+    job
+}
+
+/// What every job of one build shares.
+struct Run<'a> {
+    daemon: &'a Daemon,
+    plan: &'a BuildPlan,
+    registry: &'a Registry,
+    auth: &'a DockerAuth,
+}
+
+impl Run<'_> {
+    /// One image: found under its key tag, or solved (and key-tagged).
+    async fn build_one(
+        &self,
+        job: &Job,
+        image: LoweredImage,
+        key: ContentKey,
+        mut renderer: Box<dyn crate::solve::progress::Renderer>,
+    ) -> Result<Built, BuildError> {
+        let job = &with_key(job, &key);
+        let built = |solved, up_to_date| Built {
+            image: job.image.clone(),
+            pushed: job.push.clone(),
+            key,
+            up_to_date,
+            solved,
+            lowered: image.steps.clone(),
+        };
+        if let Some(found) = self.up_to_date(job, &key).await? {
+            return Ok(built(found, true));
+        }
+        let failed = |source| BuildError::Solve {
+            image: job.image.clone(),
+            source,
+        };
+        let client = self
+            .daemon
+            .client()
+            .await
+            .map_err(|e| failed(SolveError::Client(e)))?;
+        let opt = solve_opt(job, &image, self.plan, self.auth, &key);
+        let mut solved = solve::solve(client, &image.definition, &opt, renderer.as_mut())
+            .await
+            .map_err(failed)?;
+        measure_registry_caches(&mut solved, &job.cache_exports, self.registry, job).await;
+        Ok(built(solved, false))
+    }
+
+    /// The job's image found under its key tag (and its push target pointed
+    /// at it): a `Solved` with its digest and how long the check took.
+    async fn up_to_date(&self, job: &Job, key: &ContentKey) -> Result<Option<Solved>, BuildError> {
+        let (Some(push), false) = (&job.push, self.plan.no_skip || !self.plan.key_tags) else {
+            return Ok(None);
+        };
+        let began = Instant::now();
+        let Some(digest) = tags::reuse(self.registry, push, key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Solved {
+            exporter_response: BTreeMap::from([
+                ("containerimage.digest".to_owned(), digest),
+                ("image.name".to_owned(), push.to_string()),
+            ]),
+            steps: Vec::new(),
+            duration: began.elapsed(),
+            time_to_first_step: None,
+            cache: Vec::new(),
+        }))
+    }
+}
+
 /// What the solve of `image` needs, from its job and the plan.
-fn solve_opt(job: &Job, image: &LoweredImage, plan: &BuildPlan, auth: &DockerAuth) -> SolveOpt {
+fn solve_opt(
+    job: &Job,
+    image: &LoweredImage,
+    plan: &BuildPlan,
+    auth: &DockerAuth,
+    key: &ContentKey,
+) -> SolveOpt {
     let mut secrets = plan.secrets.clone();
     if let Some(ca) = &plan.ca_cert {
         secrets.insert(CA_SECRET_ID.to_owned(), ca.clone());
     }
+    let mut exports = job.outputs.clone();
+    let key_ref = job.push.as_ref().map(|push| tags::key_ref(push, key));
+    if let (Some(push), Some(key_ref), true) = (&job.push, key_ref, plan.key_tags) {
+        // The push also goes out under the key tag (BuildKit takes a list).
+        for output in &mut exports {
+            if let Output::Image { name, attrs, .. } = output {
+                if name == push && *name != key_ref {
+                    attrs.insert("name".to_owned(), format!("{push},{key_ref}"));
+                }
+            }
+        }
+    }
     SolveOpt {
-        exports: job.outputs.clone(),
+        exports,
         cache_exports: job.cache_exports.clone(),
         cache_imports: job.cache_imports.clone(),
         local_dirs: image.local_dirs.clone(),

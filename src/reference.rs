@@ -69,6 +69,15 @@ impl ImageRef {
         }
     }
 
+    /// This reference with a `{key}` tag replaced by `tag` (others unchanged).
+    pub fn with_key_tag(&self, tag: &str) -> ImageRef {
+        if self.tag.as_deref() == Some(KEY_PLACEHOLDER) {
+            self.with_tag(tag)
+        } else {
+            self.clone()
+        }
+    }
+
     /// Whether the registry is on the loopback, where plain http is the norm
     /// (as BuildKit's own tests and CI use it).
     pub fn is_loopback(&self) -> bool {
@@ -121,11 +130,16 @@ fn is_host(host: &str) -> bool {
             .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()))
 }
 
+/// A tag that stands for the image's content key (`push = "reg/app:{key}"`),
+/// filled in by the build ([`ImageRef::with_key_tag`]).
+pub const KEY_PLACEHOLDER: &str = "{key}";
+
 fn is_tag(tag: &str) -> bool {
-    tag.len() <= 128
-        && tag.bytes().enumerate().all(|(i, c)| {
-            c.is_ascii_alphanumeric() || c == b'_' || (i > 0 && matches!(c, b'.' | b'-'))
-        })
+    tag == KEY_PLACEHOLDER
+        || tag.len() <= 128
+            && tag.bytes().enumerate().all(|(i, c)| {
+                c.is_ascii_alphanumeric() || c == b'_' || (i > 0 && matches!(c, b'.' | b'-'))
+            })
 }
 
 fn is_sha256_digest(d: &str) -> bool {

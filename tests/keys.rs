@@ -89,3 +89,72 @@ fn a_base_re_pushed_under_the_same_tag_and_a_changed_parent_change_the_key() {
     std::fs::write(user.path("overlay/hello.txt"), "changed\n").unwrap();
     assert_ne!(key(&user, "d", &[]), d2);
 }
+
+/// The second build of an unchanged spec opens no session and runs no solve:
+/// it passes with no daemon reachable at all, reporting the same digest.
+#[test]
+fn an_unchanged_image_is_found_by_its_key_tag_without_a_daemon() {
+    let s = stack();
+    let repo = format!("{}/strata/keyskip-{}", s.registry, rand_suffix());
+    let target = format!("{repo}:latest");
+    let p = Project::new(&small_spec("skip", ""));
+    let first = p.build(&s.buildkit_host, &["skip", "--push", &target]);
+    first.ok();
+    let digest = first.meta("skip", "containerimage.digest");
+    let key = key(&p, "skip", &[]);
+    let tag = first.metadata.as_ref().unwrap()["skip"]["strata.key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(tag, key, "the build and strata key agree");
+
+    let nowhere = "unix:///nonexistent/strata-no-daemon.sock";
+    let again = p.build(nowhere, &["skip", "--push", &target]);
+    let out = &again.ok().run.stdout;
+    assert!(out.contains("skip: up to date (strata-"), "{out}");
+    assert_eq!(again.meta("skip", "containerimage.digest"), digest);
+    assert_eq!(
+        again.metadata.as_ref().unwrap()["skip"]["strata.up_to_date"],
+        true
+    );
+
+    // A new tag in the same repository is a manifest PUT, still no daemon.
+    let other = format!("{repo}:v2");
+    let tagged = p.build(nowhere, &["skip", "--push", &other]);
+    tagged.ok();
+    assert_eq!(tagged.meta("skip", "containerimage.digest"), digest);
+
+    // --no-skip and a changed input both need the daemon.
+    assert_ne!(
+        p.build(nowhere, &["skip", "--push", &target, "--no-skip"])
+            .run
+            .code,
+        Some(0)
+    );
+    std::fs::write(p.path("overlay/hello.txt"), "changed\n").unwrap();
+    assert_ne!(
+        p.build(nowhere, &["skip", "--push", &target]).run.code,
+        Some(0)
+    );
+}
+
+/// `push = "REPO:{key}"` pushes under the key tag itself.
+#[test]
+fn a_key_placeholder_in_the_push_target_becomes_the_key_tag() {
+    let s = stack();
+    let repo = format!("{}/strata/keyed-{}", s.registry, rand_suffix());
+    let p = Project::new(&small_spec("keyed", ""));
+    let target = format!("{repo}:{{key}}");
+    let built = p.build(&s.buildkit_host, &["keyed", "--push", &target]);
+    built.ok();
+    let key = key(&p, "keyed", &[]);
+    let tag = format!("strata-{}", &key["sha256:".len()..][..32]);
+    let tags = common::project::registry_tags(&repo);
+    assert_eq!(tags, [tag.clone()], "only the key tag");
+    let again = p.build(
+        "unix:///nonexistent/strata-no-daemon.sock",
+        &["keyed", "--push", &target],
+    );
+    let out = &again.ok().run.stdout;
+    assert!(out.contains(&format!("up to date ({tag})")), "{out}");
+}

@@ -394,7 +394,7 @@ impl<'a> Runner<'a> {
             repo: options.cache_repo.clone(),
         };
         say("preparing: one build to warm the builder");
-        build::build(client, spec, &base, &Quiet).await?;
+        built_by_solving(client, spec, &base).await?;
         let exports = export_caches(client, spec, &base, &cache, &options.modes, say).await?;
         let llb_file = scratch.join("image.llb");
         let buildctl_image = match options.buildctl {
@@ -440,7 +440,7 @@ impl<'a> Runner<'a> {
                 ..self.base.clone()
             };
             let t = Instant::now();
-            let built = build::build(self.client, self.spec, &opts, &Quiet).await?;
+            let built = built_by_solving(self.client, self.spec, &opts).await?;
             return Ok(measured(mode, run, t.elapsed().as_secs_f64(), &built));
         };
         buildctl::run(
@@ -500,7 +500,7 @@ async fn export_caches(
             ..base.clone()
         };
         let t = Instant::now();
-        let built = build::build(client, spec, &with_export, &Quiet).await?;
+        let built = built_by_solving(client, spec, &with_export).await?;
         let report = built.first().and_then(|b| b.cache().first());
         exports.push(ExportResult {
             mode,
@@ -514,6 +514,21 @@ async fn export_caches(
 
 /// Brings the builder to the state `mode` starts from, whichever client runs
 /// next: as it is (warm), one overlay file changed (edit, marked `tag`), or
+/// A build that always solves (a benchmark measures solves, never a key-tag
+/// hit), quietly.
+async fn built_by_solving(
+    client: &Client,
+    spec: &Spec,
+    overrides: &Overrides,
+) -> Result<Vec<build::Built>, BenchError> {
+    let overrides = Overrides {
+        no_skip: true,
+        ..overrides.clone()
+    };
+    let daemon = crate::client::Daemon::from(client.clone());
+    Ok(build::build(&daemon, spec, &overrides, &Quiet).await?)
+}
+
 /// pruned (every mode that starts from an empty builder).
 async fn reset_for(
     client: &Client,

@@ -51,6 +51,12 @@ impl DaemonArgs {
         }
     }
 
+    /// The daemon, connected to only when first needed.
+    pub fn daemon(&self) -> Result<strata::client::Daemon> {
+        let addr: Addr = self.addr.parse()?;
+        Ok(strata::client::Daemon::new(addr, self.tls(), self.timeout))
+    }
+
     pub async fn connect(&self) -> Result<Client> {
         let addr: Addr = self.addr.parse()?;
         Ok(Client::connect_within(addr, &self.tls(), self.timeout).await?)

@@ -50,6 +50,12 @@ pub struct BuildArgs {
     /// Solve at most N images at once (default 4).
     #[arg(long, value_name = "N")]
     max_parallel: Option<std::num::NonZeroUsize>,
+    /// Solve even an image whose key tag (REPO:strata-KEY) says it is built.
+    #[arg(long)]
+    no_skip: bool,
+    /// Do not also push images under their key tag (nor look for it first).
+    #[arg(long)]
+    no_key_tag: bool,
     /// Write what the exporters returned (image digests, …) as JSON, by image.
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
@@ -82,10 +88,12 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         cache_to: args.cache_to.clone(),
         cache_from: args.cache_from.clone(),
         max_parallel: args.max_parallel,
+        no_skip: args.no_skip,
+        no_key_tag: args.no_key_tag,
         ..args.spec.overrides()
     };
-    let client = cli.daemon.connect().await?;
-    let built = strata::build::build(&client, &spec, &overrides, &args.progress)
+    let daemon = cli.daemon.daemon()?;
+    let built = strata::build::build(&daemon, &spec, &overrides, &args.progress)
         .await
         .inspect_err(print_failed_step_logs)?;
     for b in &built {
@@ -116,6 +124,15 @@ fn print_failed_step_logs(err: &BuildError) {
 
 /// `IMAGE  DIGEST  N steps: R run, C cached, TIME  [pushed REF]`, then the cache exports.
 fn print_built(b: &Built) {
+    if b.up_to_date {
+        println!(
+            "{}: up to date ({}) in {}",
+            b.image,
+            b.key.tag(),
+            human_duration(b.solved.duration)
+        );
+        return;
+    }
     let (run, cached) = b.step_counts();
     let digest = b.solved.image_digest().unwrap_or("(no image exported)");
     let mut line = format!(
@@ -158,6 +175,8 @@ fn write_metadata(path: &Path, built: &[Built]) -> Result<()> {
         let (run, cached) = b.step_counts();
         entry.insert("strata.steps".into(), (run + cached).into());
         entry.insert("strata.cached".into(), cached.into());
+        entry.insert("strata.key".into(), b.key.to_string().into());
+        entry.insert("strata.up_to_date".into(), b.up_to_date.into());
         entry.insert(
             "strata.duration_seconds".into(),
             b.solved.duration.as_secs_f64().into(),

@@ -138,3 +138,47 @@ impl Client {
         }
     }
 }
+
+/// A daemon connected to on first use: a build whose images are all known
+/// to be built already (their content keys are in the registry) never
+/// connects at all.
+pub struct Daemon {
+    addr: Addr,
+    tls: TlsOptions,
+    timeout: std::time::Duration,
+    client: tokio::sync::OnceCell<Client>,
+}
+
+impl Daemon {
+    pub fn new(addr: Addr, tls: TlsOptions, timeout: std::time::Duration) -> Self {
+        Daemon {
+            addr,
+            tls,
+            timeout,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The connected client, connecting (within the timeout) the first time.
+    pub async fn client(&self) -> Result<&Client, ClientError> {
+        self.client
+            .get_or_try_init(|| Client::connect_within(self.addr.clone(), &self.tls, self.timeout))
+            .await
+    }
+
+    /// Whether a connection was made.
+    pub fn connected(&self) -> bool {
+        self.client.initialized()
+    }
+}
+
+impl From<Client> for Daemon {
+    fn from(client: Client) -> Self {
+        Daemon {
+            addr: client.addr.clone(),
+            tls: TlsOptions::default(),
+            timeout: connect::CONNECT_TIMEOUT,
+            client: tokio::sync::OnceCell::new_with(Some(client)),
+        }
+    }
+}

@@ -11,6 +11,7 @@
 //! same inputs compute the same key.
 
 mod statcache;
+pub mod tags;
 mod tree;
 
 use std::fmt;

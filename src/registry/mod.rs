@@ -6,6 +6,9 @@
 mod artifact;
 pub(crate) mod token;
 mod transport;
+mod write;
+
+pub use write::RawManifest;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -98,6 +101,31 @@ pub struct Resolved {
     /// The media type the registry served the manifest as (Docker schema2 or
     /// OCI), before that mapping.
     pub media_type: String,
+}
+
+/// One request to a registry's API: what, and the token scopes it needs.
+#[derive(Debug, Clone)]
+struct Call {
+    method: Method,
+    /// Below `/v2/REPOSITORY/`.
+    path: String,
+    headers: Vec<(http::HeaderName, String)>,
+    body: Bytes,
+    /// Token scopes; empty: pull of the image's repository.
+    scopes: Vec<String>,
+}
+
+impl Call {
+    /// A read of the image's repository.
+    fn pull(method: Method, path: &str, headers: Vec<(http::HeaderName, String)>) -> Call {
+        Call {
+            method,
+            path: path.to_owned(),
+            headers,
+            body: Bytes::new(),
+            scopes: Vec::new(),
+        }
+    }
 }
 
 /// A registry client: tokens are cached per host and scope.
@@ -234,28 +262,45 @@ impl Registry {
         path: &str,
         accept: Option<&str>,
     ) -> Result<transport::Response, RegistryError> {
+        let headers = accept
+            .map(|a| vec![(header::ACCEPT, a.to_owned())])
+            .unwrap_or_default();
+        self.call(image, Call::pull(Method::GET, path, headers))
+            .await
+    }
+
+    /// Runs `call` on the image's registry, authenticating when challenged;
+    /// GET and HEAD follow redirects.
+    async fn call(
+        &self,
+        image: &ImageRef,
+        call: Call,
+    ) -> Result<transport::Response, RegistryError> {
         let host = image.api_host();
         let mut url = format!(
-            "{}://{host}/v2/{}/{path}",
+            "{}://{host}/v2/{}/{}",
             self.scheme(host),
-            image.repository
+            image.repository,
+            call.path
         );
-        let scope = format!("repository:{}:pull", image.repository);
-        let token_key = format!("{host} {scope}");
+        let scopes = if call.scopes.is_empty() {
+            vec![format!("repository:{}:pull", image.repository)]
+        } else {
+            call.scopes.clone()
+        };
+        let token_key = format!("{host} {}", scopes.join(" "));
         let unreachable = |reason: String| RegistryError::Unreachable {
             image: image.to_string(),
             reason,
         };
+        let follows = matches!(call.method, Method::GET | Method::HEAD);
         let mut authed = false;
         let auth = self.auth();
         for _ in 0..6 {
             let uri: Uri = url
                 .parse()
                 .map_err(|e| unreachable(format!("bad URL {url}: {e}")))?;
-            let mut headers = Vec::new();
-            if let Some(accept) = accept {
-                headers.push((header::ACCEPT, accept.to_owned()));
-            }
+            let mut headers = call.headers.clone();
             // Credentials go only to the registry itself, never to a redirect
             // target, and over plain http only to a host named insecure.
             let same_host = uri.authority().map(|a| a.as_str()) == Some(host)
@@ -265,11 +310,17 @@ impl Registry {
                     headers.push((header::AUTHORIZATION, auth.clone()));
                 }
             }
-            let response = transport::send(Method::GET, &uri, &headers, self.timeout())
-                .await
-                .map_err(unreachable)?;
+            let response = transport::send(
+                call.method.clone(),
+                &uri,
+                &headers,
+                call.body.clone(),
+                self.timeout(),
+            )
+            .await
+            .map_err(unreachable)?;
             match response.status {
-                s if s.is_redirection() => {
+                s if s.is_redirection() && follows => {
                     let location = response
                         .headers
                         .get(header::LOCATION)
@@ -292,7 +343,7 @@ impl Registry {
                         .get(header::WWW_AUTHENTICATE)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    let auth = self.authorize(image, challenge, &scope).await?;
+                    let auth = self.authorize(image, challenge, &scopes).await?;
                     self.tokens.lock().await.insert(token_key.clone(), auth);
                 }
                 _ => return Ok(response),
@@ -307,7 +358,7 @@ impl Registry {
         &self,
         image: &ImageRef,
         challenge: &str,
-        scope: &str,
+        scopes: &[String],
     ) -> Result<String, RegistryError> {
         let unauthorized = || RegistryError::Unauthorized {
             image: image.to_string(),
@@ -321,11 +372,10 @@ impl Registry {
             "bearer" => {
                 let realm = params.get("realm").ok_or_else(unauthorized)?;
                 let service = params.get("service").map(String::as_str);
-                let scopes = [scope.to_owned()];
                 let token = token::fetch(
                     realm,
                     service,
-                    &scopes,
+                    scopes,
                     credential.as_ref(),
                     &auth,
                     self.timeout(),

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, Method, Uri};
 
 use super::transport;
@@ -110,7 +111,7 @@ pub(crate) async fn fetch(
     if let Some(c) = credential.filter(|_| may_send_credentials(&uri, auth)) {
         headers.push((header::AUTHORIZATION, c.basic()));
     }
-    let response = transport::send(Method::GET, &uri, &headers, timeout)
+    let response = transport::send(Method::GET, &uri, &headers, Bytes::new(), timeout)
         .await
         .map_err(|e| format!("token service {realm}: {e}"))?;
     let status = response.status;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -105,12 +105,13 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
         .clone()
 }
 
-/// Sends a GET (or HEAD) for `uri` with `headers`; `Err` is a transport
-/// failure or a deadline (`timeout`) passed.
+/// Sends `method` for `uri` with `headers` and `body` (empty for GET and
+/// HEAD); `Err` is a transport failure or a deadline (`timeout`) passed.
 pub(super) async fn send(
     method: http::Method,
     uri: &Uri,
     headers: &[(http::HeaderName, String)],
+    body: Bytes,
     timeout: Duration,
 ) -> Result<Response, String> {
     let https = uri.scheme_str() == Some("https");
@@ -142,7 +143,7 @@ pub(super) async fn send(
         request = request.header(name, value);
     }
     let request = request
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(body))
         .map_err(|e| format!("bad request: {e}"))?;
 
     if https {
@@ -161,7 +162,7 @@ pub(super) async fn send(
 
 async fn exchange<IO>(
     io: IO,
-    request: Request<Empty<Bytes>>,
+    request: Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<Response, String>
 where

@@ -33,6 +33,11 @@ pub struct Overrides {
     pub insecure_registries: Vec<String>,
     /// How many images are solved at once; none: [`DEFAULT_MAX_PARALLEL`].
     pub max_parallel: Option<std::num::NonZeroUsize>,
+    /// Solve even an image whose key tag says it is built (`--no-skip`).
+    pub no_skip: bool,
+    /// Do not push images under their key tag (`--no-key-tag`); nothing is
+    /// then skipped either.
+    pub no_key_tag: bool,
 }
 
 /// Images solved at once by default: enough to overlap independent images,
@@ -61,6 +66,10 @@ pub struct BuildPlan {
     pub insecure_registries: Vec<String>,
     /// How many jobs are solved at once.
     pub max_parallel: usize,
+    /// Solve even images found under their key tag.
+    pub no_skip: bool,
+    /// Push images under their key tag too (and look for it before solving).
+    pub key_tags: bool,
 }
 
 impl BuildPlan {
@@ -84,6 +93,8 @@ impl Spec {
             max_parallel: overrides
                 .max_parallel
                 .map_or(DEFAULT_MAX_PARALLEL, std::num::NonZeroUsize::get),
+            no_skip: overrides.no_skip,
+            key_tags: !overrides.no_key_tag,
         };
         for name in names {
             let image = self.named(&name)?;

@@ -257,3 +257,27 @@ copy = {{ from = "overlay/", to = "/work" }}
         base = s.base_image
     )
 }
+
+/// The tags of `repo` (`HOST:PORT/NAME`) in a loopback registry, sorted.
+pub fn registry_tags(repo: &str) -> Vec<String> {
+    use std::io::{Read, Write};
+    let (host, name) = repo.split_once('/').expect("HOST:PORT/NAME");
+    let mut stream = std::net::TcpStream::connect(host).expect("the registry");
+    write!(
+        stream,
+        "GET /v2/{name}/tags/list HTTP/1.0\r\nHost: {host}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json: Value = serde_json::from_str(body).unwrap_or_default();
+    let mut tags: Vec<String> = json["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    tags.sort();
+    tags
+}
