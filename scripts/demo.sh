@@ -29,8 +29,11 @@ echo "== 1. build and push $image (cache mounts for apt, pip, npm; cache exporte
 "$strata" build -f "$spec" codex --push "$image" --progress plain \
   --cache-to "type=local,dest=$cache" --metadata-file "$work/metadata.json"
 
-echo "== 2. rebuild, nothing changed: every step comes from the cache" >&2
+echo "== 2. rebuild, nothing changed: its content key is already in the registry, nothing is solved" >&2
 "$strata" build -f "$spec" codex --push "$image" --progress plain
+
+echo "== 2b. solved anyway (--no-skip): every step comes from the cache" >&2
+"$strata" build -f "$spec" codex --push "$image" --progress plain --no-skip
 
 echo "== 3. edit one overlay file: only the overlay step runs" >&2
 echo "# edited at $(date -u +%FT%TZ)" >>"$work/codex/overlay/AGENTS.md"

@@ -78,8 +78,13 @@ async fn codex_example_builds_pushes_and_rebuilds_from_cache() {
         "the overlay is in the image"
     );
 
-    // Unchanged: every step cached, same digest.
-    let again = p.build(&s.buildkit_host, &["codex", "--push", &image]);
+    // Unchanged: found by its key tag, nothing solved, same digest.
+    let found = p.build(&s.buildkit_host, &["codex", "--push", &image]);
+    assert!(found.ok().run.stdout.contains("codex: up to date ("));
+    assert_eq!(found.meta("codex", "containerimage.digest"), digest);
+
+    // Solved anyway: every step cached, same digest.
+    let again = p.build(&s.buildkit_host, &["codex", "--push", &image, "--no-skip"]);
     again.ok();
     assert_eq!(again.ran(), Vec::<String>::new(), "nothing re-runs");
     assert_eq!(again.summary("codex"), (spec_steps, spec_steps));

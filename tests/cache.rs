@@ -121,7 +121,7 @@ fn every_cache_mode_restores_a_pruned_builder() {
         }
         let again = p.build(
             &s.buildkit_host,
-            &["codex", "--push", &image, "--cache-from", &from],
+            &["codex", "--push", &image, "--cache-from", &from, "--no-skip"],
         );
         assert_all_cached(&again, how);
         assert_eq!(digest(&again), want, "{how}: the same image");
@@ -142,7 +142,7 @@ fn every_cache_mode_restores_a_pruned_builder() {
     prune_all();
     let from_inline = format!("type=registry,ref={inline_image}");
     let mut args = inline.to_vec();
-    args.extend(["--cache-from", &from_inline]);
+    args.extend(["--cache-from", &from_inline, "--no-skip"]);
     let again = p.build(&s.buildkit_host, &args);
     assert_all_cached(&again, "inline");
     assert_eq!(digest(&again), digest(&carrier), "inline: the same image");

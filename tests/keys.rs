@@ -150,7 +150,7 @@ fn a_key_placeholder_in_the_push_target_becomes_the_key_tag() {
     let key = key(&p, "keyed", &[]);
     let tag = format!("strata-{}", &key["sha256:".len()..][..32]);
     let tags = common::project::registry_tags(&repo);
-    assert_eq!(tags, [tag.clone()], "only the key tag");
+    assert_eq!(tags, std::slice::from_ref(&tag), "only the key tag");
     let again = p.build(
         "unix:///nonexistent/strata-no-daemon.sock",
         &["keyed", "--push", &target],
