@@ -277,11 +277,21 @@ impl Run<'_> {
     }
 
     /// The job's image found under its key tag (and its push target pointed
-    /// at it): a `Solved` with its digest and how long the check took.
+    /// at it): a `Solved` with its digest and how long the check took. Only
+    /// when the push is all the job asks for: cache exports and other
+    /// outputs are made by a solve.
     async fn up_to_date(&self, job: &Job, key: &ContentKey) -> Result<Option<Solved>, BuildError> {
         let (Some(push), false) = (&job.push, self.plan.no_skip || !self.plan.key_tags) else {
             return Ok(None);
         };
+        let only_the_push = job.cache_exports.is_empty()
+            && job
+                .outputs
+                .iter()
+                .all(|o| matches!(o, Output::Image { name, .. } if name == push));
+        if !only_the_push {
+            return Ok(None);
+        }
         let began = Instant::now();
         let Some(digest) = tags::reuse(self.registry, push, key).await? else {
             return Ok(None);

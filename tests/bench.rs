@@ -48,7 +48,7 @@ fn measures_modes_and_writes_json_and_svg() {
         p.spec().to_str().unwrap(),
         "benchy",
         "--modes",
-        "cold,warm,edit,local,registry-max",
+        "cold,warm,edit,local,registry-max,hit",
         "--runs",
         "2",
         "--allow-prune",
@@ -71,14 +71,14 @@ fn measures_modes_and_writes_json_and_svg() {
         "progress per run: {}",
         run.stderr
     );
-    for mode in ["cold", "warm", "edit", "local", "registry-max"] {
+    for mode in ["cold", "warm", "edit", "local", "registry-max", "hit"] {
         assert!(table.contains(mode), "{mode} in the table:\n{table}");
     }
     assert!(table.contains("RATIO"), "{table}");
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let modes = report["modes"].as_array().unwrap();
-    assert_eq!(modes.len(), 5);
+    assert_eq!(modes.len(), 6);
     let by = |name: &str| modes.iter().find(|m| m["mode"] == name).unwrap().clone();
     let warm = by("warm");
     assert_eq!(warm["runs"], 2);
@@ -88,6 +88,12 @@ fn measures_modes_and_writes_json_and_svg() {
     assert!(cold["steps_run"].as_u64().unwrap() >= 2, "{cold}");
     let local = by("local");
     assert!(local["hit_rate"].as_f64().unwrap() > 0.5, "{local}");
+    let hit = by("hit");
+    assert_eq!(hit["steps_run"], 0, "a key-tag hit solves nothing: {hit}");
+    assert_eq!(
+        hit["steps_cached"], 0,
+        "a key-tag hit solves nothing: {hit}"
+    );
     let edit = by("edit");
     assert!(edit["steps_run"].as_u64().unwrap() >= 1, "{edit}");
     assert_eq!(
@@ -97,7 +103,7 @@ fn measures_modes_and_writes_json_and_svg() {
     );
     assert_eq!(
         report["runs"].as_array().unwrap().len(),
-        5 * 2 * 2,
+        6 * 2 * 2,
         "modes x runs x (strata, buildctl)"
     );
     let svg = std::fs::read_to_string(&svg).unwrap();

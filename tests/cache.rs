@@ -121,7 +121,14 @@ fn every_cache_mode_restores_a_pruned_builder() {
         }
         let again = p.build(
             &s.buildkit_host,
-            &["codex", "--push", &image, "--cache-from", &from, "--no-skip"],
+            &[
+                "codex",
+                "--push",
+                &image,
+                "--cache-from",
+                &from,
+                "--no-skip",
+            ],
         );
         assert_all_cached(&again, how);
         assert_eq!(digest(&again), want, "{how}: the same image");

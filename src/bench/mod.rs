@@ -43,10 +43,13 @@ pub enum Mode {
     RegistryMax,
     Local,
     Inline,
+    /// The image is found by its content key tag: nothing solved (buildctl,
+    /// which has no such lookup, does its warm no-op solve).
+    Hit,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 7] = [
+    pub const ALL: [Mode; 8] = [
         Mode::Cold,
         Mode::Warm,
         Mode::Edit,
@@ -54,6 +57,7 @@ impl Mode {
         Mode::RegistryMax,
         Mode::Local,
         Mode::Inline,
+        Mode::Hit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,12 +69,13 @@ impl Mode {
             Mode::RegistryMax => "registry-max",
             Mode::Local => "local",
             Mode::Inline => "inline",
+            Mode::Hit => "hit",
         }
     }
 
     /// Whether the mode starts from an empty builder.
     pub fn prunes(self) -> bool {
-        !matches!(self, Mode::Warm | Mode::Edit)
+        !matches!(self, Mode::Warm | Mode::Edit | Mode::Hit)
     }
 }
 
@@ -297,6 +302,11 @@ impl CachePlan {
         })
     }
 
+    /// The image the hit mode finds by its key tag.
+    fn hit_image(&self) -> ImageRef {
+        self.repo.with_tag("hit")
+    }
+
     /// The image pushed with inline cache (the inline mode imports from it).
     fn inline_image(&self) -> ImageRef {
         self.repo.with_tag("inline")
@@ -396,6 +406,14 @@ impl<'a> Runner<'a> {
         say("preparing: one build to warm the builder");
         built_by_solving(client, spec, &base).await?;
         let exports = export_caches(client, spec, &base, &cache, &options.modes, say).await?;
+        if options.modes.contains(&Mode::Hit) {
+            say("preparing: pushing the image under its key tag");
+            let push = Overrides {
+                push: Some(cache.hit_image()),
+                ..base.clone()
+            };
+            built_by_solving(client, spec, &push).await?;
+        }
         let llb_file = scratch.join("image.llb");
         let buildctl_image = match options.buildctl {
             Some(_) => {
@@ -435,12 +453,21 @@ impl<'a> Runner<'a> {
         let (Some(buildctl), Some(image), "buildctl") =
             (&self.options.buildctl, &self.buildctl_image, tool)
         else {
-            let opts = Overrides {
-                cache_from: import.into_iter().collect(),
-                ..self.base.clone()
-            };
             let t = Instant::now();
-            let built = built_by_solving(self.client, self.spec, &opts).await?;
+            let built = if mode == Mode::Hit {
+                let opts = Overrides {
+                    push: Some(self.cache.hit_image()),
+                    ..self.base.clone()
+                };
+                let daemon = crate::client::Daemon::from(self.client.clone());
+                build::build(&daemon, self.spec, &opts, &Quiet).await?
+            } else {
+                let opts = Overrides {
+                    cache_from: import.into_iter().collect(),
+                    ..self.base.clone()
+                };
+                built_by_solving(self.client, self.spec, &opts).await?
+            };
             return Ok(measured(mode, run, t.elapsed().as_secs_f64(), &built));
         };
         buildctl::run(
@@ -536,21 +563,17 @@ async fn reset_for(
     edit: Option<&(PathBuf, Vec<u8>)>,
     tag: &str,
 ) -> Result<(), BenchError> {
-    match mode {
-        Mode::Warm => {}
-        Mode::Edit => {
-            let (file, original) = edit.expect("read when edit is asked");
-            let mut changed = original.clone();
-            changed.extend(format!("\n# strata bench edit {tag}\n").bytes());
-            write_file(file, &changed)?;
-        }
-        _ => {
-            let all = PruneOptions {
-                all: true,
-                ..PruneOptions::default()
-            };
-            client.prune(&all, |_| {}).await?;
-        }
+    if mode == Mode::Edit {
+        let (file, original) = edit.expect("read when edit is asked");
+        let mut changed = original.clone();
+        changed.extend(format!("\n# strata bench edit {tag}\n").bytes());
+        write_file(file, &changed)?;
+    } else if mode.prunes() {
+        let all = PruneOptions {
+            all: true,
+            ..PruneOptions::default()
+        };
+        client.prune(&all, |_| {}).await?;
     }
     Ok(())
 }
@@ -610,7 +633,7 @@ mod tests {
             .unwrap_err()
             .contains("modes: cold, warm"));
         assert!(Mode::Cold.prunes() && Mode::Local.prunes());
-        assert!(!Mode::Warm.prunes() && !Mode::Edit.prunes());
+        assert!(!Mode::Warm.prunes() && !Mode::Edit.prunes() && !Mode::Hit.prunes());
     }
 
     #[test]

@@ -19,11 +19,12 @@ pub struct BenchArgs {
     /// The image to benchmark.
     #[arg(value_name = "IMAGE")]
     image: String,
-    /// Modes to run, comma-separated.
+    /// Modes to run, comma-separated (hit: the image found by its content key
+    /// tag, nothing solved).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "cold,warm,edit,registry-min,registry-max,local,inline"
+        default_value = "cold,warm,edit,registry-min,registry-max,local,inline,hit"
     )]
     modes: Vec<strata::bench::Mode>,
     /// Runs per mode.
