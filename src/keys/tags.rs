@@ -28,8 +28,8 @@ pub async fn reuse(
         return Ok(None);
     };
     if push.tag != tagged.tag || push.repository != tagged.repository {
-        let current = registry.raw_manifest(push).await?;
-        if current.is_none_or(|c| c.digest != found.digest) {
+        let current = registry.manifest_digest(push).await?;
+        if current.as_deref() != Some(found.digest.as_str()) {
             registry.tag(&tagged, push).await?;
         }
     }

@@ -43,6 +43,25 @@ impl Registry {
         }))
     }
 
+    /// The digest of the manifest `image` names, from a HEAD request (the
+    /// registry's `Docker-Content-Digest`); none if absent or not said.
+    pub async fn manifest_digest(&self, image: &ImageRef) -> Result<Option<String>, RegistryError> {
+        let path = format!("manifests/{}", image.reference());
+        let headers = vec![(header::ACCEPT, MANIFEST_TYPES.to_owned())];
+        let response = self
+            .call(image, Call::pull(Method::HEAD, &path, headers))
+            .await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = self.check(image, "manifest", response).await?;
+        Ok(response
+            .headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
+    }
+
     /// Makes `target` name the manifest `source` names (same registry);
     /// returns its digest.
     pub async fn tag(&self, source: &ImageRef, target: &ImageRef) -> Result<String, RegistryError> {
