@@ -20,6 +20,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(cli::run(&cli));
     // Writer threads of a cancelled build stop once their channels close.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    // A failed build can end while an export is still arriving: whatever
+    // temporary path is still registered now is garbage.
+    strata::cleanup::remove_all();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
