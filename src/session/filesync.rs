@@ -364,43 +364,16 @@ enum Asked {
     Fin,
 }
 
-/// Runs the sender side of the protocol for one listing.
-async fn send_dir(
-    entries: Vec<Entry>,
+/// Reads the daemon's requests as they come and queues them, a few bytes
+/// each: left unread, they would wait in the HTTP/2 receive buffer at a few
+/// hundred bytes each (the daemon asks for every file at once). The queue is
+/// bounded by the listing of `listed` entries: each id is queued once, an
+/// unknown id ends it.
+fn read_requests(
     mut inbound: Streaming<Packet>,
-    tx: mpsc::Sender<Result<Packet, Status>>,
-) {
-    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(FILES_IN_FLIGHT));
-    let (sent_tx, mut sent_rx) = mpsc::channel::<Result<(), String>>(1);
-    // One listing, shared: the STATs are sent from it, and a file's id is its
-    // index in it.
-    let mut entries = entries;
-    entries.shrink_to_fit();
-    let entries = Arc::new(entries);
-    let lister = {
-        let tx = tx.clone();
-        let entries = entries.clone();
-        tokio::spawn(async move {
-            for entry in entries.iter() {
-                let p = Packet {
-                    stat: Some(entry.stat.clone()),
-                    ..packet(PacketType::PacketStat)
-                };
-                if tx.send(Ok(p)).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Ok(packet(PacketType::PacketStat))).await;
-            let _ = sent_tx.send(Ok(())).await;
-        })
-    };
-
-    // Requests are read as they come and queued here, a few bytes each: left
-    // unread, they would wait in the HTTP/2 receive buffer at a few hundred
-    // bytes each (the daemon asks for every file at once). The queue is
-    // bounded by the listing: each id is queued once, an unknown id ends it.
-    let (req_tx, mut requests) = mpsc::unbounded_channel::<Asked>();
-    let listed = entries.len();
+    listed: usize,
+) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedReceiver<Asked>) {
+    let (req_tx, requests) = mpsc::unbounded_channel::<Asked>();
     let reader = tokio::spawn(async move {
         let mut asked = vec![false; listed];
         while let Some(Ok(p)) = inbound.next().await {
@@ -431,6 +404,41 @@ async fn send_dir(
             }
         }
     });
+    (reader, requests)
+}
+
+/// Runs the sender side of the protocol for one listing.
+async fn send_dir(
+    entries: Vec<Entry>,
+    inbound: Streaming<Packet>,
+    tx: mpsc::Sender<Result<Packet, Status>>,
+) {
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(FILES_IN_FLIGHT));
+    let (sent_tx, mut sent_rx) = mpsc::channel::<Result<(), String>>(1);
+    // One listing, shared: the STATs are sent from it, and a file's id is its
+    // index in it.
+    let mut entries = entries;
+    entries.shrink_to_fit();
+    let entries = Arc::new(entries);
+    let lister = {
+        let tx = tx.clone();
+        let entries = entries.clone();
+        tokio::spawn(async move {
+            for entry in entries.iter() {
+                let p = Packet {
+                    stat: Some(entry.stat.clone()),
+                    ..packet(PacketType::PacketStat)
+                };
+                if tx.send(Ok(p)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(packet(PacketType::PacketStat))).await;
+            let _ = sent_tx.send(Ok(())).await;
+        })
+    };
+
+    let (reader, mut requests) = read_requests(inbound, entries.len());
     while let Some(request) = requests.recv().await {
         match request {
             Asked::File(id) => {
