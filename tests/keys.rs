@@ -158,3 +158,73 @@ fn a_key_placeholder_in_the_push_target_becomes_the_key_tag() {
     let out = &again.ok().run.stdout;
     assert!(out.contains(&format!("up to date ({tag})")), "{out}");
 }
+
+/// `--keep-going`: the images that can be built are; a failed image's
+/// metadata entry names the nearest built ancestor (its key tag) and the
+/// steps it lacks, or the pinned base when no ancestor built.
+#[test]
+fn keep_going_builds_the_others_and_names_a_fallback() {
+    let s = stack();
+    let repo = format!("{}/strata/keepgoing-{}", s.registry, rand_suffix());
+    let extra = format!(
+        "[images.good]\nfrom = \"kg\"\npush = \"{repo}-good:latest\"\n\
+         [[images.good.toolchain]]\nrun = \"echo good > /good\"\n\
+         [images.bad]\nfrom = \"kg\"\npush = \"{repo}-bad:latest\"\n\
+         [[images.bad.toolchain]]\nrun = \"echo half > /half\"\n\
+         [[images.bad.toolchain]]\nrun = \"echo broken; exit 3\"\n\
+         [images.alone]\nbase = \"{}\"\n\
+         [[images.alone.toolchain]]\nrun = \"exit 4\"\n",
+        s.base_image
+    );
+    let spec = small_spec("kg", &format!("{extra}\n")).replace(
+        "[images.kg]\n",
+        &format!("[images.kg]\npush = \"{repo}:latest\"\n"),
+    );
+    let p = Project::new(&spec);
+
+    let stopped = p.build(&s.buildkit_host, &[]);
+    assert_ne!(
+        stopped.run.code,
+        Some(0),
+        "without --keep-going a failure fails the build"
+    );
+
+    let b = p.build(&s.buildkit_host, &["--keep-going"]);
+    assert_eq!(b.run.code, Some(1), "{}", b.run.stderr);
+    assert!(
+        b.run.stderr.contains("2 of 4 images failed: "),
+        "{}",
+        b.run.stderr
+    );
+    let meta = b
+        .metadata
+        .as_ref()
+        .expect("metadata written even though images failed");
+    for built in ["kg", "good"] {
+        assert!(meta[built]["containerimage.digest"].is_string(), "{meta:#}");
+    }
+    let kg_key = meta["kg"]["strata.key"].as_str().unwrap();
+    let kg_tag = format!("strata-{}", &kg_key["sha256:".len()..][..32]);
+
+    let bad = &meta["bad"]["strata.fallback"];
+    assert_eq!(bad["image"], "kg", "{meta:#}");
+    assert_eq!(bad["reference"], format!("{repo}:{kg_tag}"));
+    let steps = bad["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "the two steps of bad: {bad:#}");
+    assert_eq!(steps[1]["command"][2], "echo broken; exit 3");
+    assert!(meta["bad"]["strata.error"]
+        .as_str()
+        .unwrap()
+        .contains("exit code: 3"));
+
+    let alone = &meta["alone"]["strata.fallback"];
+    assert!(alone["image"].is_null());
+    let base_pinned = alone["reference"].as_str().unwrap();
+    assert!(
+        base_pinned.starts_with(&format!("{}@sha256:", s.base_image)),
+        "{alone:#}"
+    );
+    assert_eq!(alone["steps"].as_array().unwrap().len(), 1);
+    // The fallback image is really there.
+    assert!(common::project::registry_tags(&repo).contains(&kg_tag));
+}

@@ -152,6 +152,7 @@ mod tests {
             name: name.into(),
             kind: "run",
             digest: digest.into(),
+            command: Vec::new(),
         };
         let image = LoweredImage {
             name: "i".into(),

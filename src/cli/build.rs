@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use strata::build::{BuildError, Built};
+use strata::build::{BuildError, Built, Failed, Outcome};
 use strata::reference::ImageRef;
 use strata::solve::{CacheExport, CacheImport, Output, SolveError};
 use strata::units::{human_bytes, human_duration};
@@ -56,6 +56,11 @@ pub struct BuildArgs {
     /// Do not also push images under their key tag (nor look for it first).
     #[arg(long)]
     no_key_tag: bool,
+    /// Build every image that can be built even when one fails; a failed
+    /// image's --metadata-file entry names the nearest built ancestor to fall
+    /// back to and the steps it lacks. Exits non-zero if any image failed.
+    #[arg(long)]
+    keep_going: bool,
     /// Write what the exporters returned (image digests, …) as JSON, by image.
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
@@ -90,19 +95,54 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         max_parallel: args.max_parallel,
         no_skip: args.no_skip,
         no_key_tag: args.no_key_tag,
+        keep_going: args.keep_going,
         ..args.spec.overrides()
     };
     let daemon = cli.daemon.daemon()?;
-    let built = strata::build::build(&daemon, &spec, &overrides, &args.progress)
+    let outcome = strata::build::build_all(&daemon, &spec, &overrides, &args.progress)
         .await
         .inspect_err(print_failed_step_logs)?;
-    for b in &built {
+    for b in &outcome.built {
         print_built(b);
     }
-    if let Some(path) = &args.metadata_file {
-        write_metadata(path, &built)?;
+    for f in &outcome.failed {
+        print_failed(f);
     }
-    Ok(())
+    if let Some(path) = &args.metadata_file {
+        write_metadata(path, &outcome)?;
+    }
+    match outcome.failed.as_slice() {
+        [] => Ok(()),
+        failed => {
+            let names: Vec<&str> = failed.iter().map(|f| f.image.as_str()).collect();
+            let tried = outcome.built.len() + failed.len();
+            anyhow::bail!(
+                "{} of {tried} images failed: {}",
+                failed.len(),
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// `IMAGE: failed: ERROR`, then where a runner can start instead.
+fn print_failed(f: &Failed) {
+    print_failed_step_logs(&f.error);
+    match &f.error {
+        BuildError::Solve { source, .. } => eprintln!("{}: failed: {source}", f.image),
+        other => eprintln!("{}: failed: {other}", f.image),
+    }
+    let from = match (&f.fallback.reference, &f.fallback.image) {
+        (Some(reference), Some(image)) => format!("{reference} (image {image})"),
+        (Some(reference), None) => format!("{reference} (the base image)"),
+        (None, _) => "scratch".to_owned(),
+    };
+    let steps: Vec<&str> = f.fallback.steps.iter().map(|s| s.name.as_str()).collect();
+    eprintln!(
+        "  fallback: start from {from} and run {} steps: {}",
+        steps.len(),
+        steps.join("; ")
+    );
 }
 
 /// The tail of a failed step's output, above the one-line error.
@@ -163,11 +203,19 @@ fn print_built(b: &Built) {
 
 /// `--metadata-file`: per image, the exporters' response as the daemon gave it
 /// (`containerimage.digest`, `containerimage.config.digest`, `image.name`, …)
-/// plus strata's own counts — the same the summary line prints. Written whole
-/// or not at all.
-fn write_metadata(path: &Path, built: &[Built]) -> Result<()> {
+/// plus strata's own counts — the same the summary line prints; per failed
+/// image (`--keep-going`), its error and fallback. Written whole or not at all.
+fn write_metadata(path: &Path, outcome: &Outcome) -> Result<()> {
     let mut all = serde_json::Map::new();
-    for b in built {
+    for f in &outcome.failed {
+        let entry = serde_json::json!({
+            "strata.key": f.key.to_string(),
+            "strata.error": f.error.to_string(),
+            "strata.fallback": f.fallback,
+        });
+        all.insert(f.image.clone(), entry);
+    }
+    for b in &outcome.built {
         let mut entry = serde_json::Map::new();
         for (k, v) in &b.solved.exporter_response {
             entry.insert(k.clone(), v.clone().into());

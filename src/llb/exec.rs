@@ -163,6 +163,11 @@ impl Run {
         Run::args(["/bin/sh", "-c", script])
     }
 
+    /// What it runs, as an argument vector.
+    pub fn command(&self) -> &[String] {
+        &self.args
+    }
+
     /// A command as an argument vector (no shell).
     pub fn args<I, S>(args: I) -> Run
     where

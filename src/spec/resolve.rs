@@ -38,6 +38,8 @@ pub struct Overrides {
     /// Do not push images under their key tag (`--no-key-tag`); nothing is
     /// then skipped either.
     pub no_key_tag: bool,
+    /// Build every image that can be built even when one fails.
+    pub keep_going: bool,
 }
 
 /// Images solved at once by default: enough to overlap independent images,
@@ -70,6 +72,8 @@ pub struct BuildPlan {
     pub no_skip: bool,
     /// Push images under their key tag too (and look for it before solving).
     pub key_tags: bool,
+    /// Try every image even when one fails.
+    pub keep_going: bool,
 }
 
 impl BuildPlan {
@@ -95,6 +99,7 @@ impl Spec {
                 .map_or(DEFAULT_MAX_PARALLEL, std::num::NonZeroUsize::get),
             no_skip: overrides.no_skip,
             key_tags: !overrides.no_key_tag,
+            keep_going: overrides.keep_going,
         };
         for name in names {
             let image = self.named(&name)?;

@@ -56,7 +56,7 @@ pub struct LowerOptions {
 }
 
 /// One step of the spec that adds a layer, as lowered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StepInfo {
     /// The name progress shows, e.g. `[codex 2/6] apt install git curl`.
     pub name: String,
@@ -64,6 +64,10 @@ pub struct StepInfo {
     pub kind: &'static str,
     /// The digest of its op: the vertex the daemon reports it as.
     pub digest: String,
+    /// What it runs (`/bin/sh -c …`), for a toolchain step: a runner falling
+    /// back to an ancestor image (`--keep-going`) runs these itself. Empty
+    /// for overlay copies and checkouts.
+    pub command: Vec<String>,
 }
 
 /// An image of the spec as LLB, with what its solve needs.
@@ -129,12 +133,13 @@ impl Lowering {
     }
 
     /// Records a layer: `state` becomes current, with its history entry and step.
-    fn layer(&mut self, state: State, name: String, kind: &'static str) {
+    fn layer(&mut self, state: State, name: String, kind: &'static str, command: Vec<String>) {
         self.history.push(config::step_history(&name));
         self.steps.push(StepInfo {
             digest: state.digest().unwrap_or_default(),
             name,
             kind,
+            command,
         });
         self.state = state;
     }
@@ -145,8 +150,9 @@ impl Lowering {
         if let Some(id) = &self.ca_secret {
             run = ca::trust(run, id);
         }
+        let command = run.command().to_vec();
         let state = self.state.run(run);
-        self.layer(state, name, kind);
+        self.layer(state, name, kind, command);
     }
 }
 
@@ -304,7 +310,7 @@ impl Spec {
             };
             let name = labels.next(&what, None);
             let state = at.state.file(vec![action], Some(&name));
-            at.layer(state, name, kind);
+            at.layer(state, name, kind, Vec::new());
         }
         at
     }

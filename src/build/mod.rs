@@ -4,21 +4,25 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
-
 use std::time::Instant;
 
+use futures::StreamExt;
+
 use crate::client::Daemon;
-use crate::keys::{content_key, tags, ContentKey};
-use crate::llb::Platform;
+use crate::keys::{tags, ContentKey};
 use crate::reference::ImageRef;
-use crate::registry::{Registry, RegistryError, RegistryOptions};
+use crate::registry::{Registry, RegistryError};
 use crate::session::DockerAuth;
 use crate::solve::progress::{Progress, Step};
 use crate::solve::{self, CacheExport, CacheReport, Output, SolveError, SolveOpt, Solved};
-use crate::spec::{
-    Base, BaseImage, BuildPlan, Job, LowerOptions, LoweredImage, Overrides, Spec, SpecError,
-};
+use crate::spec::{BuildPlan, Job, LoweredImage, Overrides, Spec, SpecError};
+
+mod fallback;
+mod prepare;
+
+pub use fallback::{Failed, Fallback};
+use prepare::Prepared;
+pub use prepare::{keys, lower};
 
 /// The secret id under which the CA bundle reaches the toolchain steps.
 pub const CA_SECRET_ID: &str = "strata-ca-cert";
@@ -79,142 +83,78 @@ pub enum BuildError {
     },
 }
 
-/// The registry client a build reads base images and cache sizes with.
-fn registry(plan: &BuildPlan, auth: &DockerAuth) -> Registry {
-    Registry::new(RegistryOptions {
-        insecure: plan.insecure_registries.clone(),
-        auth: Some(auth.clone()),
-        timeout: None,
-    })
-}
-
-/// Lowers the plan's images to LLB, after fetching their base images'
-/// configs (raw LLB carries no image config: the base's ENV PATH, WORKDIR…
-/// come from the registry). Returns them in the order of `plan.jobs`.
-pub async fn lower(spec: &Spec, plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
-    let registry = registry(plan, &DockerAuth::from_env());
-    lower_with(spec, plan, &registry, &plan_images(plan)).await
-}
-
-fn plan_images(plan: &BuildPlan) -> Vec<String> {
-    plan.jobs.iter().map(|j| j.image.clone()).collect()
-}
-
-/// Lowers images `names` (in that order) with their bases pinned.
-async fn lower_with(
-    spec: &Spec,
-    plan: &BuildPlan,
-    registry: &Registry,
-    names: &[String],
-) -> Result<Vec<LoweredImage>, BuildError> {
-    let bases = base_configs(spec, names, plan, registry).await?;
-    let options = LowerOptions {
-        ca_cert: plan.ca_cert.as_ref().map(|_| CA_SECRET_ID.to_owned()),
-        platform: plan.platform.clone(),
-    };
-    Ok(spec.lower_all(names, &bases, &options)?)
-}
-
-/// The content key of each image the plan builds, in the plan's order. Reads
-/// the base images' manifests (to pin them), never solves.
-pub async fn keys(spec: &Spec, plan: &BuildPlan) -> Result<Vec<(String, ContentKey)>, BuildError> {
-    let registry = registry(plan, &DockerAuth::from_env());
-    let keyed = lower_keyed(spec, plan, &registry).await?;
-    Ok(keyed
-        .into_iter()
-        .map(|(image, key)| (image.name, key))
-        .collect())
-}
-
-/// The plan's images lowered, each with its content key, in the plan's
-/// order. The images they are built `from` are lowered and keyed too, since
-/// a child's key holds its parent's.
-async fn lower_keyed(
-    spec: &Spec,
-    plan: &BuildPlan,
-    registry: &Registry,
-) -> Result<Vec<(LoweredImage, ContentKey)>, BuildError> {
-    let closure = spec.closure(&plan_images(plan))?;
-    let lowered = lower_with(spec, plan, registry, &closure).await?;
-    let mut keyed: BTreeMap<String, (LoweredImage, ContentKey)> = BTreeMap::new();
-    // The closure lists parents before their children.
-    for image in lowered {
-        let parent = match &spec.image(&image.name).expect("closure names images").base {
-            Base::From(parent) => keyed.get(parent).map(|(_, key)| key),
-            _ => None,
-        };
-        let key = content_key(&image, parent)?;
-        keyed.insert(image.name.clone(), (image, key));
-    }
-    Ok(plan_images(plan)
-        .iter()
-        .filter_map(|name| keyed.remove(name))
-        .collect())
-}
-
-/// The configs of the bases `names` stand on, each for the platform it builds for.
-async fn base_configs(
-    spec: &Spec,
-    names: &[String],
-    plan: &BuildPlan,
-    registry: &Registry,
-) -> Result<BTreeMap<ImageRef, BaseImage>, BuildError> {
-    let mut bases = BTreeMap::new();
-    for name in spec.closure(names)? {
-        let image = spec.image(&name).expect("closure names images");
-        let Base::Image(reference) = &image.base else {
-            continue;
-        };
-        if bases.contains_key(reference) {
-            continue;
-        }
-        let platform = plan
-            .platform
-            .clone()
-            .or_else(|| image.platform.clone())
-            .unwrap_or_else(Platform::host);
-        let (resolved, config) = registry.config(reference, &platform).await?;
-        let digest = resolved.index_digest.unwrap_or(resolved.digest);
-        let pinned = reference.with_digest(&digest);
-        bases.insert(reference.clone(), BaseImage { pinned, config });
-    }
-    Ok(bases)
-}
-
 /// Builds the images `overrides` asks for (or every image of `spec`) on
 /// `daemon`, showing each one's progress through `progress`. An image pushed
 /// to a repository that already holds its key tag is not solved: the push
 /// target is pointed at it (unless `no_skip`); only when some image needs
-/// solving is the daemon connected to.
+/// solving is the daemon connected to. The first image that fails is the error.
 pub async fn build(
     daemon: &Daemon,
     spec: &Spec,
     overrides: &Overrides,
     progress: &dyn Progress,
 ) -> Result<Vec<Built>, BuildError> {
+    let outcome = build_all(daemon, spec, overrides, progress).await?;
+    match outcome.failed.into_iter().next() {
+        Some(failed) => Err(failed.error),
+        None => Ok(outcome.built),
+    }
+}
+
+/// Every image a build tried, in the plan's order: built (or found built), or failed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub built: Vec<Built>,
+    pub failed: Vec<Failed>,
+}
+
+/// [`build`], reporting each image. With `overrides.keep_going` every image
+/// is tried and each failure comes back with its [`Fallback`]; without it
+/// the first failure cancels the images still solving and is the error.
+pub async fn build_all(
+    daemon: &Daemon,
+    spec: &Spec,
+    overrides: &Overrides,
+    progress: &dyn Progress,
+) -> Result<Outcome, BuildError> {
     let plan = spec.resolve(overrides)?;
     // Credentials are read once and serve the registry client and every session.
     let auth = DockerAuth::from_env().with_insecure_hosts(&plan.insecure_registries);
-    let registry = registry(&plan, &auth);
-    let images = lower_keyed(spec, &plan, &registry).await?;
-    let several = images.len() > 1;
+    let registry = prepare::registry(&plan, &auth);
+    let prepared = prepare::prepare(spec, &plan, &registry).await?;
     let run = Run {
         daemon,
         plan: &plan,
         registry: &registry,
         auth: &auth,
     };
-    let jobs = plan.jobs.iter().zip(images).map(|(job, (image, key))| {
-        let renderer = progress.renderer(several.then_some(job.image.as_str()));
-        run.build_one(job, image, key, renderer)
-    });
-    // At most `max_parallel` at once, results in the plan's order.
-    futures::stream::iter(jobs)
-        .buffered(plan.max_parallel)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect()
+    let results = run.every_job(&prepared, progress).await?;
+    let (mut built, mut errors) = (Vec::new(), Vec::new());
+    for (job, result) in plan.jobs.iter().zip(results) {
+        match result {
+            Ok(b) => built.push(b),
+            Err(e) => errors.push((job.image.clone(), e)),
+        }
+    }
+    let failed_names: Vec<String> = errors.iter().map(|(name, _)| name.clone()).collect();
+    let known = fallback::Known {
+        spec,
+        registry: &registry,
+        prepared: &prepared,
+        built: built.iter().map(|b| (b.image.as_str(), b)).collect(),
+        failed: failed_names.iter().map(String::as_str).collect(),
+        key_tags: plan.key_tags,
+    };
+    let mut failed = Vec::new();
+    for (image, error) in errors {
+        failed.push(Failed {
+            fallback: known.fallback(&image).await,
+            key: prepared.images[&image].1,
+            image,
+            error,
+        });
+    }
+    Ok(Outcome { built, failed })
 }
 
 /// `job` with every `{key}` tag (push target, image outputs) filled in.
@@ -239,6 +179,32 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Every job of the plan, at most `max_parallel` at once; results in the
+    /// plan's order. Without `keep_going` the first failure is returned at
+    /// once, and dropping the others cancels their solves.
+    async fn every_job(
+        &self,
+        prepared: &Prepared,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Result<Built, BuildError>>, BuildError> {
+        let several = self.plan.jobs.len() > 1;
+        let jobs = self.plan.jobs.iter().enumerate().map(|(i, job)| {
+            let (image, key) = prepared.images[&job.image].clone();
+            let renderer = progress.renderer(several.then_some(job.image.as_str()));
+            async move { (i, self.build_one(job, image, key, renderer).await) }
+        });
+        let mut done = futures::stream::iter(jobs).buffer_unordered(self.plan.max_parallel);
+        let mut results: Vec<Option<Result<Built, BuildError>>> =
+            self.plan.jobs.iter().map(|_| None).collect();
+        while let Some((i, result)) = done.next().await {
+            match result {
+                Err(e) if !self.plan.keep_going => return Err(e),
+                result => results[i] = Some(result),
+            }
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
     /// One image: found under its key tag, or solved (and key-tagged).
     async fn build_one(
         &self,

@@ -1,0 +1,126 @@
+//! Before anything is solved: the images lowered to LLB with their base
+//! images pinned by digest, and each one's content key.
+
+use std::collections::BTreeMap;
+
+use super::{BuildError, CA_SECRET_ID};
+use crate::keys::{content_key, ContentKey};
+use crate::llb::Platform;
+use crate::reference::ImageRef;
+use crate::registry::{Registry, RegistryOptions};
+use crate::session::DockerAuth;
+use crate::spec::{Base, BaseImage, BuildPlan, LowerOptions, LoweredImage, Spec};
+
+/// An image lowered, with its content key.
+pub(super) type KeyedImage = (LoweredImage, ContentKey);
+
+/// What a build knows before it solves anything.
+pub(super) struct Prepared {
+    /// The plan's images and every image they are built `from`, by name.
+    pub images: BTreeMap<String, KeyedImage>,
+    /// The registry base images they stand on, pinned.
+    pub bases: BTreeMap<ImageRef, BaseImage>,
+}
+
+/// The registry client a build reads base images and cache sizes with.
+pub(super) fn registry(plan: &BuildPlan, auth: &DockerAuth) -> Registry {
+    Registry::new(RegistryOptions {
+        insecure: plan.insecure_registries.clone(),
+        auth: Some(auth.clone()),
+        timeout: None,
+    })
+}
+
+/// Lowers the plan's images to LLB, after fetching their base images'
+/// configs (raw LLB carries no image config: the base's ENV PATH, WORKDIR…
+/// come from the registry). Returns them in the order of `plan.jobs`.
+pub async fn lower(spec: &Spec, plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
+    let registry = registry(plan, &DockerAuth::from_env());
+    let (lowered, _) = lower_with(spec, plan, &registry, &plan_images(plan)).await?;
+    Ok(lowered)
+}
+
+pub(super) fn plan_images(plan: &BuildPlan) -> Vec<String> {
+    plan.jobs.iter().map(|j| j.image.clone()).collect()
+}
+
+/// Lowers images `names` (in that order) with their bases pinned; returns
+/// the pinned bases too.
+async fn lower_with(
+    spec: &Spec,
+    plan: &BuildPlan,
+    registry: &Registry,
+    names: &[String],
+) -> Result<(Vec<LoweredImage>, BTreeMap<ImageRef, BaseImage>), BuildError> {
+    let bases = base_configs(spec, names, plan, registry).await?;
+    let options = LowerOptions {
+        ca_cert: plan.ca_cert.as_ref().map(|_| CA_SECRET_ID.to_owned()),
+        platform: plan.platform.clone(),
+    };
+    Ok((spec.lower_all(names, &bases, &options)?, bases))
+}
+
+/// The content key of each image the plan builds, in the plan's order. Reads
+/// the base images' manifests (to pin them), never solves.
+pub async fn keys(spec: &Spec, plan: &BuildPlan) -> Result<Vec<(String, ContentKey)>, BuildError> {
+    let registry = registry(plan, &DockerAuth::from_env());
+    let mut prepared = prepare(spec, plan, &registry).await?;
+    Ok(plan_images(plan)
+        .into_iter()
+        .filter_map(|name| prepared.images.remove(&name).map(|(_, key)| (name, key)))
+        .collect())
+}
+
+/// The plan's images and every image they are built `from` (a child's key
+/// holds its parent's), lowered and keyed.
+pub(super) async fn prepare(
+    spec: &Spec,
+    plan: &BuildPlan,
+    registry: &Registry,
+) -> Result<Prepared, BuildError> {
+    let closure = spec.closure(&plan_images(plan))?;
+    let (lowered, bases) = lower_with(spec, plan, registry, &closure).await?;
+    let mut keyed: BTreeMap<String, KeyedImage> = BTreeMap::new();
+    // The closure lists parents before their children.
+    for image in lowered {
+        let parent = match &spec.image(&image.name).expect("closure names images").base {
+            Base::From(parent) => keyed.get(parent).map(|(_, key)| key),
+            _ => None,
+        };
+        let key = content_key(&image, parent)?;
+        keyed.insert(image.name.clone(), (image, key));
+    }
+    Ok(Prepared {
+        images: keyed,
+        bases,
+    })
+}
+
+/// The configs of the bases `names` stand on, each for the platform it builds for.
+async fn base_configs(
+    spec: &Spec,
+    names: &[String],
+    plan: &BuildPlan,
+    registry: &Registry,
+) -> Result<BTreeMap<ImageRef, BaseImage>, BuildError> {
+    let mut bases = BTreeMap::new();
+    for name in spec.closure(names)? {
+        let image = spec.image(&name).expect("closure names images");
+        let Base::Image(reference) = &image.base else {
+            continue;
+        };
+        if bases.contains_key(reference) {
+            continue;
+        }
+        let platform = plan
+            .platform
+            .clone()
+            .or_else(|| image.platform.clone())
+            .unwrap_or_else(Platform::host);
+        let (resolved, config) = registry.config(reference, &platform).await?;
+        let digest = resolved.index_digest.unwrap_or(resolved.digest);
+        let pinned = reference.with_digest(&digest);
+        bases.insert(reference.clone(), BaseImage { pinned, config });
+    }
+    Ok(bases)
+}
