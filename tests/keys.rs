@@ -228,3 +228,67 @@ fn keep_going_builds_the_others_and_names_a_fallback() {
     // The fallback image is really there.
     assert!(common::project::registry_tags(&repo).contains(&kg_tag));
 }
+
+/// `strata images` lists the key tags, current first; `images prune --keep 1`
+/// deletes the stale ones but a manifest another tag still names.
+#[test]
+fn images_prune_keeps_the_current_key_tag_and_shared_manifests() {
+    let s = stack();
+    let repo = format!("{}/strata/prune-{}", s.registry, rand_suffix());
+    let spec = small_spec("pr", "").replace(
+        "[images.pr]\n",
+        &format!("[images.pr]\npush = \"{repo}:latest\"\n"),
+    );
+    let p = Project::new(&spec);
+    // As `Project::build` passes it: a CA bundle changes the LLB (a mount).
+    let ca: Vec<&str> = match s.var("STRATA_CA_CERT") {
+        Some(ca) => vec!["--ca-cert", ca],
+        None => Vec::new(),
+    };
+    let mut keys = Vec::new();
+    for version in ["one", "two", "three"] {
+        std::fs::write(p.path("overlay/hello.txt"), version).unwrap();
+        p.build(&s.buildkit_host, &[]).ok();
+        keys.push(key(&p, "pr", &ca));
+        if version == "one" {
+            // A release tag names the first image too.
+            p.build(&s.buildkit_host, &["--push", &format!("{repo}:v1")])
+                .ok();
+        }
+    }
+    let tag = |key: &str| format!("strata-{}", &key["sha256:".len()..][..32]);
+    let spec_path = p.spec().display().to_string();
+    let listed = strata(&[&["images", "-f", &spec_path, "--json"], &ca[..]].concat());
+    let listed: serde_json::Value = serde_json::from_str(listed.ok()).unwrap();
+    let tags: Vec<&str> = listed["pr"]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["reference"].as_str().unwrap().rsplit(':').next().unwrap())
+        .collect();
+    let newest_first: Vec<String> = keys.iter().rev().map(|k| tag(k)).collect();
+    assert_eq!(tags, newest_first, "current first, then newest first");
+    assert_eq!(listed["pr"]["tags"][0]["current"], true);
+
+    let pruned = strata(
+        &[
+            &["images", "prune", "--keep", "1", "-f", &spec_path],
+            &ca[..],
+        ]
+        .concat(),
+    );
+    let out = pruned.ok();
+    assert!(
+        out.contains(&format!("removed {repo}:{}", tag(&keys[1]))),
+        "{out}"
+    );
+    assert!(out.contains("its manifest is also tagged v1"), "{out}");
+    let mut want = vec![
+        "latest".to_owned(),
+        "v1".to_owned(),
+        tag(&keys[2]),
+        tag(&keys[0]),
+    ];
+    want.sort();
+    assert_eq!(common::project::registry_tags(&repo), want);
+}

@@ -22,7 +22,7 @@ mod prepare;
 
 pub use fallback::{Failed, Fallback};
 use prepare::Prepared;
-pub use prepare::{keys, lower};
+pub use prepare::{keys, lower, registry_from_env};
 
 /// The secret id under which the CA bundle reaches the toolchain steps.
 pub const CA_SECRET_ID: &str = "strata-ca-cert";

@@ -31,11 +31,17 @@ pub(super) fn registry(plan: &BuildPlan, auth: &DockerAuth) -> Registry {
     })
 }
 
+/// [`registry`] with the user's docker credentials.
+pub fn registry_from_env(plan: &BuildPlan) -> Registry {
+    let auth = DockerAuth::from_env().with_insecure_hosts(&plan.insecure_registries);
+    registry(plan, &auth)
+}
+
 /// Lowers the plan's images to LLB, after fetching their base images'
 /// configs (raw LLB carries no image config: the base's ENV PATH, WORKDIR…
 /// come from the registry). Returns them in the order of `plan.jobs`.
 pub async fn lower(spec: &Spec, plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
-    let registry = registry(plan, &DockerAuth::from_env());
+    let registry = registry_from_env(plan);
     let (lowered, _) = lower_with(spec, plan, &registry, &plan_images(plan)).await?;
     Ok(lowered)
 }
@@ -63,7 +69,7 @@ async fn lower_with(
 /// The content key of each image the plan builds, in the plan's order. Reads
 /// the base images' manifests (to pin them), never solves.
 pub async fn keys(spec: &Spec, plan: &BuildPlan) -> Result<Vec<(String, ContentKey)>, BuildError> {
-    let registry = registry(plan, &DockerAuth::from_env());
+    let registry = registry_from_env(plan);
     let mut prepared = prepare(spec, plan, &registry).await?;
     Ok(plan_images(plan)
         .into_iter()

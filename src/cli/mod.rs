@@ -6,6 +6,7 @@ pub mod args;
 pub mod bench;
 pub mod build;
 pub mod du;
+pub mod images;
 pub mod info;
 pub mod key;
 pub mod llb;
@@ -50,6 +51,9 @@ pub enum Command {
     /// Print each image's content key (a digest of its steps, pinned base, config,
     /// overlay contents and parent) without solving; equal keys mean the same image.
     Key(key::KeyArgs),
+    /// List each image's key tags (REPO:strata-KEY) in its registry, the current
+    /// one marked; `images prune --keep N` deletes stale ones.
+    Images(images::ImagesArgs),
     /// Write an image's LLB (a pb.Definition) to stdout, e.g. to run the very
     /// same graph with `buildctl build` (see README).
     Llb(llb::LlbArgs),
@@ -66,6 +70,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Bench(args) => bench::run(cli, args).await,
             Command::Llb(args) => llb::run(args).await,
             Command::Key(args) => key::run(args).await,
+            Command::Images(args) => images::run(args).await,
         }
     })
     .await

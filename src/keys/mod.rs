@@ -10,6 +10,7 @@
 //! checked out: the LLB carries spec-relative names, so two runners with the
 //! same inputs compute the same key.
 
+pub mod listing;
 mod statcache;
 pub mod tags;
 mod tree;

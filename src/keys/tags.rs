@@ -9,11 +9,7 @@ use crate::registry::{Registry, RegistryError};
 
 /// `push`'s repository, tagged with `key`.
 pub fn key_ref(push: &ImageRef, key: &ContentKey) -> ImageRef {
-    ImageRef {
-        tag: Some(key.tag()),
-        digest: None,
-        ..push.clone()
-    }
+    push.with_tag(&key.tag())
 }
 
 /// If the image of `key` is in `push`'s repository, makes `push` name it too

@@ -4,6 +4,7 @@
 //! read pushed images back through it.
 
 mod artifact;
+mod catalog;
 pub(crate) mod token;
 mod transport;
 mod write;
