@@ -258,7 +258,7 @@ fn images_prune_keeps_the_current_key_tag_and_shared_manifests() {
     }
     let tag = |key: &str| format!("strata-{}", &key["sha256:".len()..][..32]);
     let spec_path = p.spec().display().to_string();
-    let listed = strata(&[&["images", "-f", &spec_path, "--json"], &ca[..]].concat());
+    let listed = strata([&["images", "-f", &spec_path, "--json"], &ca[..]].concat());
     let listed: serde_json::Value = serde_json::from_str(listed.ok()).unwrap();
     let tags: Vec<&str> = listed["pr"]["tags"]
         .as_array()
@@ -271,7 +271,7 @@ fn images_prune_keeps_the_current_key_tag_and_shared_manifests() {
     assert_eq!(listed["pr"]["tags"][0]["current"], true);
 
     let pruned = strata(
-        &[
+        [
             &["images", "prune", "--keep", "1", "-f", &spec_path],
             &ca[..],
         ]
