@@ -18,6 +18,7 @@ pub mod cleanup;
 pub mod client;
 pub mod connect;
 pub mod credentials;
+pub mod docker;
 pub mod keys;
 pub mod llb;
 pub mod ocilayout;

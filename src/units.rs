@@ -110,6 +110,26 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// Seconds since the epoch as an RFC 3339 UTC time (`2026-11-30T10:00:00Z`).
+pub fn format_rfc3339(secs: i64) -> String {
+    // Days to a civil date: Howard Hinnant's `civil_from_days`.
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Seconds since the epoch of an RFC 3339 UTC-or-offset timestamp, as Go prints them.
 pub fn parse_rfc3339(s: &str) -> Option<f64> {
     let (date, rest) = s.split_once(['T', 't'])?;
@@ -163,6 +183,20 @@ pub fn parse_rfc3339(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epoch_seconds_format_as_rfc3339_and_back() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339(1_796_032_800), "2026-11-30T10:00:00Z");
+        for secs in [-86_400 * 365, 0, 68_169_600, 1_796_032_801, 253_402_300_799] {
+            assert_eq!(
+                parse_rfc3339(&format_rfc3339(secs)),
+                Some(secs as f64),
+                "{secs}"
+            );
+        }
+    }
 
     #[test]
     fn sizes_round_trip_through_units() {

@@ -18,9 +18,12 @@ use crate::solve::{self, CacheExport, CacheReport, Output, SolveError, SolveOpt,
 use crate::spec::{BuildPlan, Job, LoweredImage, Overrides, Spec, SpecError};
 
 mod fallback;
+mod load;
 mod prepare;
 
+use crate::docker::Docker;
 pub use fallback::{Failed, Fallback};
+pub use load::{names as load_names, LoadPath, Loaded};
 use prepare::Prepared;
 pub use prepare::{keys, lower, registry_from_env};
 
@@ -41,6 +44,8 @@ pub struct Built {
     pub solved: Solved,
     /// The spec's steps in the image's graph, as lowered.
     pub lowered: Vec<crate::spec::StepInfo>,
+    /// How it got into the docker daemon `--load` named.
+    pub loaded: Option<Loaded>,
 }
 
 impl Built {
@@ -75,6 +80,8 @@ pub enum BuildError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
     #[error("image {image}: {source}")]
     Solve {
         image: String,
@@ -214,17 +221,61 @@ impl Run<'_> {
         mut renderer: Box<dyn crate::solve::progress::Renderer>,
     ) -> Result<Built, BuildError> {
         let job = &with_key(job, &key);
-        let built = |solved, up_to_date| Built {
+        let docker = self.docker();
+        let names = load::names(job, &key, self.plan.key_tags);
+        let present = match (&docker, self.plan.no_skip) {
+            (Some(d), false) => self.present(d, &names).await?,
+            _ => None,
+        };
+        let built = |solved, up_to_date, loaded| Built {
             image: job.image.clone(),
             pushed: job.push.clone(),
             key,
             up_to_date,
             solved,
             lowered: image.steps.clone(),
+            loaded,
         };
-        if let Some(found) = self.up_to_date(job, &key).await? {
-            return Ok(built(found, true));
+        if let Some(found) = self.up_to_date(job, &key, present.as_ref()).await? {
+            let loaded = match (present, &docker) {
+                (Some(present), _) => Some(present),
+                (None, Some(d)) => Some(
+                    self.pull_or_stream(d, job, &image, &key, &names, &mut renderer)
+                        .await?,
+                ),
+                (None, None) => None,
+            };
+            return Ok(built(found, true, loaded));
         }
+        let load = match (&docker, &present) {
+            (Some(d), None) => self.solve_load(d, job, &names),
+            _ => None,
+        };
+        let extra = load.as_ref().map(|l| l.output.clone());
+        let solved = self
+            .solve(job, &image, &key, extra, renderer.as_mut())
+            .await?;
+        let loaded = match (present, &docker, load) {
+            (Some(present), ..) => Some(present),
+            (None, Some(d), Some(load)) => Some(load.finish(d, &names).await?),
+            (None, Some(d), None) => Some(
+                self.pull_or_stream(d, job, &image, &key, &names, &mut renderer)
+                    .await?,
+            ),
+            (None, None, _) => None,
+        };
+        Ok(built(solved, false, loaded))
+    }
+
+    /// Solves `job`'s image with `extra` output besides the job's own.
+    async fn solve(
+        &self,
+        job: &Job,
+        image: &LoweredImage,
+        key: &ContentKey,
+        extra: Option<Output>,
+        renderer: &mut dyn crate::solve::progress::Renderer,
+    ) -> Result<Solved, BuildError> {
         let failed = |source| BuildError::Solve {
             image: job.image.clone(),
             source,
@@ -234,21 +285,68 @@ impl Run<'_> {
             .client()
             .await
             .map_err(|e| failed(SolveError::Client(e)))?;
-        let opt = solve_opt(job, &image, self.plan, self.auth, &key);
-        let mut solved = solve::solve(client, &image.definition, &opt, renderer.as_mut())
-            .await
-            .map_err(failed)?;
+        let mut opt = solve_opt(job, image, self.plan, self.auth, key);
+        opt.exports.extend(extra);
+        let solved = solve::solve(client, &image.definition, &opt, renderer).await;
+        // A tarball stream that was never sent ends with the options holding it.
+        drop(opt);
+        let mut solved = solved.map_err(failed)?;
         measure_registry_caches(&mut solved, &job.cache_exports, self.registry, job).await;
-        Ok(built(solved, false))
+        Ok(solved)
+    }
+
+    /// Loads a pushed image: the docker daemon pulls it; if it cannot reach
+    /// the registry, the image (all cached now) is solved again into a
+    /// tarball streamed to it.
+    async fn pull_or_stream(
+        &self,
+        docker: &Docker,
+        job: &Job,
+        image: &LoweredImage,
+        key: &ContentKey,
+        names: &[ImageRef],
+        renderer: &mut Box<dyn crate::solve::progress::Renderer>,
+    ) -> Result<Loaded, BuildError> {
+        match self.pull(docker, job, key, names).await {
+            Ok(loaded) => return Ok(loaded),
+            Err(e) => tracing::warn!(
+                "{}: the docker daemon could not pull it ({e}); streaming a tarball instead",
+                job.image
+            ),
+        }
+        let load = load::tarball(docker, names);
+        let only_the_load = Job {
+            outputs: Vec::new(),
+            push: None,
+            cache_exports: Vec::new(),
+            ..job.clone()
+        };
+        self.solve(
+            &only_the_load,
+            image,
+            key,
+            Some(load.output.clone()),
+            renderer.as_mut(),
+        )
+        .await?;
+        Ok(load.finish(docker, names).await?)
     }
 
     /// The job's image found under its key tag (and its push target pointed
     /// at it): a `Solved` with its digest and how long the check took. Only
     /// when the push is all the job asks for: cache exports and other
     /// outputs are made by a solve.
-    async fn up_to_date(&self, job: &Job, key: &ContentKey) -> Result<Option<Solved>, BuildError> {
-        let (Some(push), false) = (&job.push, self.plan.no_skip || !self.plan.key_tags) else {
+    async fn up_to_date(
+        &self,
+        job: &Job,
+        key: &ContentKey,
+        loaded: Option<&Loaded>,
+    ) -> Result<Option<Solved>, BuildError> {
+        if self.plan.no_skip || !self.plan.key_tags {
             return Ok(None);
+        }
+        let Some(push) = &job.push else {
+            return Ok(loaded.and_then(|loaded| only_loaded(job, loaded)));
         };
         let only_the_push = job.cache_exports.is_empty()
             && job
@@ -273,6 +371,21 @@ impl Run<'_> {
             cache: Vec::new(),
         }))
     }
+}
+
+/// A job that asks only for `--load`, found loaded: its `Solved`.
+fn only_loaded(job: &Job, loaded: &Loaded) -> Option<Solved> {
+    if !job.outputs.is_empty() || !job.cache_exports.is_empty() {
+        return None;
+    }
+    let id = loaded.image_id.clone()?;
+    Some(Solved {
+        exporter_response: BTreeMap::from([("containerimage.digest".to_owned(), id)]),
+        steps: Vec::new(),
+        duration: loaded.duration,
+        time_to_first_step: None,
+        cache: Vec::new(),
+    })
 }
 
 /// What the solve of `image` needs, from its job and the plan.

@@ -101,3 +101,23 @@ impl SpecArgs {
         }
     }
 }
+
+/// The docker API socket `--load VALUE` names: `docker://PATH` or
+/// `unix://PATH`; empty: the builder's when it is a docker daemon, else
+/// `DOCKER_HOST`'s, else the default socket.
+pub fn load_socket(value: &str, builder: &str) -> Result<PathBuf> {
+    let candidates = [
+        Some(value.to_owned()).filter(|v| !v.is_empty()),
+        Some(builder.to_owned()).filter(|b| b.starts_with("docker://")),
+        std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| h.starts_with("unix://")),
+    ];
+    let Some(chosen) = candidates.into_iter().flatten().next() else {
+        return Ok(PathBuf::from(strata::connect::DEFAULT_DOCKER_SOCKET));
+    };
+    match chosen.parse::<strata::Addr>() {
+        Ok(strata::Addr::Docker(path) | strata::Addr::Unix(path)) => Ok(path),
+        _ => anyhow::bail!("--load {chosen}: expected docker://SOCKET or unix://SOCKET"),
+    }
+}

@@ -56,6 +56,12 @@ pub struct BuildArgs {
     /// Do not also push images under their key tag (nor look for it first).
     #[arg(long)]
     no_key_tag: bool,
+    /// Load each image into a docker daemon (default: the builder when --addr is
+    /// docker://, else DOCKER_HOST, else /var/run/docker.sock): skipped when it has
+    /// the image already, exported by the builder when that daemon builds, pulled
+    /// when the image was pushed, else a docker tarball streamed into it.
+    #[arg(long, value_name = "docker://SOCKET", num_args = 0..=1, default_missing_value = "")]
+    load: Option<String>,
     /// Build every image that can be built even when one fails; a failed
     /// image's --metadata-file entry names the nearest built ancestor to fall
     /// back to and the steps it lacks. Exits non-zero if any image failed.
@@ -96,6 +102,11 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         no_skip: args.no_skip,
         no_key_tag: args.no_key_tag,
         keep_going: args.keep_going,
+        load: args
+            .load
+            .as_deref()
+            .map(|value| super::args::load_socket(value, &cli.daemon.addr))
+            .transpose()?,
         ..args.spec.overrides()
     };
     let daemon = cli.daemon.daemon()?;
@@ -162,6 +173,19 @@ fn print_failed_step_logs(err: &BuildError) {
     }
 }
 
+/// `IMAGE: loaded into docker as NAME (how) in TIME`.
+fn print_loaded(b: &Built) {
+    if let Some(loaded) = &b.loaded {
+        println!(
+            "{}: loaded into docker as {} ({}) in {}",
+            b.image,
+            loaded.names[0],
+            loaded.path.describe(),
+            human_duration(loaded.duration)
+        );
+    }
+}
+
 /// `IMAGE  DIGEST  N steps: R run, C cached, TIME  [pushed REF]`, then the cache exports.
 fn print_built(b: &Built) {
     if b.up_to_date {
@@ -171,6 +195,7 @@ fn print_built(b: &Built) {
             b.key.tag(),
             human_duration(b.solved.duration)
         );
+        print_loaded(b);
         return;
     }
     let (run, cached) = b.step_counts();
@@ -185,6 +210,7 @@ fn print_built(b: &Built) {
         line.push_str(&format!("  pushed {pushed}"));
     }
     println!("{line}");
+    print_loaded(b);
     for c in b.cache() {
         let size = match (c.bytes, c.blobs) {
             (Some(bytes), Some(blobs)) => format!("{} in {blobs} blobs", human_bytes(bytes)),
@@ -229,6 +255,15 @@ fn write_metadata(path: &Path, outcome: &Outcome) -> Result<()> {
             "strata.duration_seconds".into(),
             b.solved.duration.as_secs_f64().into(),
         );
+        if let Some(loaded) = &b.loaded {
+            let load = serde_json::json!({
+                "path": loaded.path,
+                "names": loaded.names,
+                "image_id": loaded.image_id,
+                "seconds": loaded.duration.as_secs_f64(),
+            });
+            entry.insert("strata.load".into(), load);
+        }
         entry.insert(
             "strata.cache_exports".into(),
             serde_json::to_value(b.cache())?,

@@ -5,13 +5,14 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use strata::docker::Docker;
 use strata::keys::listing::{self, KeyTag, Pruned};
 use strata::keys::ContentKey;
 use strata::llb::Platform;
 use strata::reference::ImageRef;
 use strata::registry::Registry;
 
-use super::args::SpecArgs;
+use super::args::{load_socket, SpecArgs};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -49,21 +50,33 @@ struct Target {
     /// Reach this registry (HOST[:PORT]) over plain http (repeatable).
     #[arg(long, value_name = "HOST")]
     insecure_registry: Vec<String>,
+    /// Also the key tags loaded into a docker daemon (as `build --load`; default
+    /// socket: DOCKER_HOST's, else /var/run/docker.sock).
+    #[arg(long, value_name = "docker://SOCKET", num_args = 0..=1, default_missing_value = "")]
+    load: Option<String>,
     /// Print JSON instead of lines.
     #[arg(long)]
     json: bool,
 }
 
-/// An image of the spec with its push target and current key.
+/// An image of the spec with its push target, its name in docker, and current key.
 struct Keyed {
     image: String,
-    push: ImageRef,
+    push: Option<ImageRef>,
+    loaded_as: ImageRef,
     key: ContentKey,
 }
 
+/// Where key tags are looked for.
+struct Stores {
+    registry: Registry,
+    platform: Platform,
+    docker: Option<Docker>,
+}
+
 impl Target {
-    /// The images asked for that have a push target, keyed; and a registry client.
-    async fn resolve(&self) -> Result<(Vec<Keyed>, Registry, Platform)> {
+    /// The images asked for, keyed, and where their key tags are.
+    async fn resolve(&self) -> Result<(Vec<Keyed>, Stores)> {
         let spec = self.spec.load()?;
         let overrides = strata::spec::Overrides {
             images: self.images.clone(),
@@ -76,13 +89,23 @@ impl Target {
             .jobs
             .iter()
             .zip(keys)
-            .filter_map(|(job, (image, key))| {
-                let push = job.push.clone()?;
-                Some(Keyed { image, push, key })
+            .map(|(job, (image, key))| Keyed {
+                image,
+                push: job.push.clone(),
+                loaded_as: strata::build::load_names(job, &key, true).remove(0),
+                key,
             })
             .collect();
-        let platform = plan.platform.clone().unwrap_or_else(Platform::host);
-        Ok((keyed, strata::build::registry_from_env(&plan), platform))
+        let docker = match &self.load {
+            Some(value) => Some(Docker::new(load_socket(value, "")?)),
+            None => None,
+        };
+        let stores = Stores {
+            registry: strata::build::registry_from_env(&plan),
+            platform: plan.platform.clone().unwrap_or_else(Platform::host),
+            docker,
+        };
+        Ok((keyed, stores))
     }
 }
 
@@ -94,20 +117,18 @@ pub async fn run(args: &ImagesArgs) -> Result<()> {
 }
 
 async fn list(target: &Target) -> Result<()> {
-    let (keyed, registry, platform) = target.resolve().await?;
+    let (keyed, stores) = target.resolve().await?;
     let mut json = serde_json::Map::new();
     for k in &keyed {
-        let tags = listing::list(&registry, &k.push, &k.key, &platform).await?;
+        let (registry, docker) = stores.list(k).await?;
         if target.json {
-            json.insert(k.image.clone(), entry(k, &tags));
+            json.insert(k.image.clone(), entry(k, &registry, docker.as_deref()));
             continue;
         }
-        println!("{}  {}  current {}", k.image, k.push.name(), k.key.tag());
-        if !tags.iter().any(|t| t.current) {
-            println!("  (the current key is not built yet)");
-        }
-        for t in &tags {
-            println!("  {}", tag_line(t));
+        println!("{}  current {}", k.image, k.key.tag());
+        print_tags(&k.push.as_ref().map(ImageRef::name), &registry);
+        if let Some(docker) = &docker {
+            print_tags(&Some(format!("docker {}", k.loaded_as.name())), docker);
         }
     }
     if target.json {
@@ -116,11 +137,43 @@ async fn list(target: &Target) -> Result<()> {
     Ok(())
 }
 
-fn entry(k: &Keyed, tags: &[KeyTag]) -> serde_json::Value {
+impl Stores {
+    /// `k`'s key tags in its registry (none without a push target) and in docker.
+    async fn list(&self, k: &Keyed) -> Result<(Vec<KeyTag>, Option<Vec<KeyTag>>)> {
+        let registry = match &k.push {
+            Some(push) => listing::list(&self.registry, push, &k.key, &self.platform).await?,
+            None => Vec::new(),
+        };
+        let docker = match &self.docker {
+            Some(d) => Some(listing::list_docker(d, &k.loaded_as, &k.key).await?),
+            None => None,
+        };
+        Ok((registry, docker))
+    }
+}
+
+/// `  REPOSITORY`, then a line per key tag.
+fn print_tags(place: &Option<String>, tags: &[KeyTag]) {
+    let Some(place) = place else {
+        return;
+    };
+    let current = if tags.iter().any(|t| t.current) {
+        ""
+    } else {
+        "  (the current key is not there)"
+    };
+    println!("  {place}{current}");
+    for t in tags {
+        println!("    {}", tag_line(t));
+    }
+}
+
+fn entry(k: &Keyed, registry: &[KeyTag], docker: Option<&[KeyTag]>) -> serde_json::Value {
     serde_json::json!({
-        "repository": k.push.name(),
+        "repository": k.push.as_ref().map(ImageRef::name),
         "current": k.key.tag(),
-        "tags": tags,
+        "tags": registry,
+        "docker": docker,
     })
 }
 
@@ -136,16 +189,22 @@ fn tag_line(t: &KeyTag) -> String {
 }
 
 async fn prune_all(args: &PruneArgs) -> Result<()> {
-    let (keyed, registry, platform) = args.target.resolve().await?;
+    let (keyed, stores) = args.target.resolve().await?;
     let mut json = serde_json::Map::new();
     for k in &keyed {
-        let tags = listing::list(&registry, &k.push, &k.key, &platform).await?;
-        let pruned = listing::prune(&registry, &k.push, tags, args.keep).await?;
-        if args.target.json {
-            json.insert(k.image.clone(), serde_json::to_value(&pruned)?);
-        } else {
-            print_pruned(&k.image, &pruned);
+        let (registry, docker) = stores.list(k).await?;
+        let mut done = serde_json::Map::new();
+        if let Some(push) = &k.push {
+            let pruned = listing::prune(&stores.registry, push, registry, args.keep).await?;
+            print_pruned(&k.image, "", &pruned, args.target.json);
+            done.insert("registry".into(), serde_json::to_value(&pruned)?);
         }
+        if let (Some(d), Some(listed)) = (&stores.docker, docker) {
+            let pruned = listing::prune_docker(d, listed, args.keep).await?;
+            print_pruned(&k.image, " (docker)", &pruned, args.target.json);
+            done.insert("docker".into(), serde_json::to_value(&pruned)?);
+        }
+        json.insert(k.image.clone(), done.into());
     }
     if args.target.json {
         super::print_json(&json)?;
@@ -153,7 +212,11 @@ async fn prune_all(args: &PruneArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_pruned(image: &str, pruned: &Pruned) {
+fn print_pruned(image: &str, place: &str, pruned: &Pruned, json: bool) {
+    if json {
+        return;
+    }
+    let image = format!("{image}{place}");
     for t in &pruned.removed {
         println!("{image}: removed {} ({})", t.reference, t.digest);
     }

@@ -166,6 +166,11 @@ impl Daemon {
             .await
     }
 
+    /// Where the daemon is.
+    pub fn addr(&self) -> &Addr {
+        &self.addr
+    }
+
     /// Whether a connection was made.
     pub fn connected(&self) -> bool {
         self.client.initialized()

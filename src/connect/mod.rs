@@ -16,7 +16,7 @@ use http::Uri;
 use tonic::transport::{Channel, Endpoint};
 use tower::service_fn;
 
-pub use addr::{Addr, DEFAULT_ADDR};
+pub use addr::{Addr, DEFAULT_ADDR, DEFAULT_DOCKER_SOCKET};
 pub use tls::TlsOptions;
 
 /// How long to wait for a daemon to accept a connection and speak HTTP/2.

@@ -1,15 +1,19 @@
-//! The key tags of a repository (`REPO:strata-<key>`): which images built
-//! for earlier inputs are still there, and pruning all but the newest few.
-//! The current key's tag is always kept.
+//! The key tags of a repository (`REPO:strata-<key>`), in a registry or a
+//! docker daemon's store (`--load`): which images built for earlier inputs
+//! are still there, and pruning all but the newest few. The current key's
+//! tag is always kept.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use super::ContentKey;
+use crate::docker::{Docker, DockerError};
 use crate::llb::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryError};
+use crate::units::{format_rfc3339, parse_rfc3339};
 
 /// The prefix every key tag has.
 pub const KEY_TAG_PREFIX: &str = "strata-";
@@ -58,15 +62,90 @@ pub async fn list(
             current: tag == current_tag,
         });
     }
-    // RFC 3339 times in UTC sort as text; unknown ages last.
+    Ok(in_order(listed))
+}
+
+/// The current tag first, then newest first, unknown ages last.
+fn in_order(mut listed: Vec<KeyTag>) -> Vec<KeyTag> {
+    let age = |t: &KeyTag| t.created.as_deref().and_then(parse_rfc3339);
     listed.sort_by(|a, b| {
-        (b.current, b.created.is_some(), &b.created).cmp(&(
-            a.current,
-            a.created.is_some(),
-            &a.created,
-        ))
+        let rank = |t: &KeyTag| (t.current, age(t).is_some());
+        rank(b)
+            .cmp(&rank(a))
+            .then(age(b).partial_cmp(&age(a)).unwrap_or(Ordering::Equal))
     });
-    Ok(listed)
+    listed
+}
+
+/// `listed` (as ordered) split into the first `keep` and the current one,
+/// and the rest.
+fn split(listed: Vec<KeyTag>, keep: usize) -> (Vec<KeyTag>, Vec<KeyTag>) {
+    let (kept, stale): (Vec<_>, Vec<_>) = listed
+        .into_iter()
+        .enumerate()
+        .partition(|(i, t)| *i < keep || t.current);
+    let strip = |v: Vec<(usize, KeyTag)>| v.into_iter().map(|(_, t)| t).collect();
+    (strip(kept), strip(stale))
+}
+
+/// The key tags of `name`'s repository in `docker`, ordered as [`list`].
+pub async fn list_docker(
+    docker: &Docker,
+    name: &ImageRef,
+    current: &ContentKey,
+) -> Result<Vec<KeyTag>, DockerError> {
+    let repository = familiar(name);
+    let prefix = format!("{repository}:{KEY_TAG_PREFIX}");
+    let current_tag = current.tag();
+    let mut listed = Vec::new();
+    for image in docker.images(&format!("{prefix}*")).await? {
+        for tag in image.tags.iter().filter(|t| t.starts_with(&prefix)) {
+            let Ok(reference) = tag.parse::<ImageRef>() else {
+                continue;
+            };
+            listed.push(KeyTag {
+                current: reference.tag.as_deref() == Some(current_tag.as_str()),
+                reference,
+                digest: image.id.clone(),
+                created: Some(format_rfc3339(image.created)),
+            });
+        }
+    }
+    Ok(in_order(listed))
+}
+
+/// Removes the key tags of `listed` (ordered as [`list_docker`]) past the
+/// first `keep`, never the current one. An image goes with its last tag.
+pub async fn prune_docker(
+    docker: &Docker,
+    listed: Vec<KeyTag>,
+    keep: usize,
+) -> Result<Pruned, DockerError> {
+    let (kept, stale) = split(listed, keep);
+    for t in &stale {
+        docker.remove(&familiar_tagged(&t.reference)).await?;
+    }
+    Ok(Pruned {
+        removed: stale,
+        kept,
+        shared: Vec::new(),
+    })
+}
+
+/// `name`'s repository as docker lists it: `docker.io/library/x` is `x`.
+fn familiar(name: &ImageRef) -> String {
+    match name.registry.as_str() {
+        "docker.io" => name
+            .repository
+            .strip_prefix("library/")
+            .unwrap_or(&name.repository)
+            .to_owned(),
+        _ => name.name(),
+    }
+}
+
+fn familiar_tagged(reference: &ImageRef) -> String {
+    format!("{}:{}", familiar(reference), tag_of(reference))
 }
 
 /// What [`prune`] did.
@@ -95,17 +174,16 @@ pub async fn prune(
     listed: Vec<KeyTag>,
     keep: usize,
 ) -> Result<Pruned, RegistryError> {
-    let mut pruned = Pruned::default();
-    let (kept, stale): (Vec<_>, Vec<_>) = listed
-        .into_iter()
-        .enumerate()
-        .partition(|(i, t)| *i < keep || t.current);
-    pruned.kept = kept.into_iter().map(|(_, t)| t).collect();
+    let (kept, stale) = split(listed, keep);
+    let mut pruned = Pruned {
+        kept,
+        ..Pruned::default()
+    };
     let mut protected = other_tags(registry, push).await?;
     for t in &pruned.kept {
         protected.insert(t.digest.clone(), tag_of(&t.reference));
     }
-    for (_, stale) in stale {
+    for stale in stale {
         if let Some(by) = protected.get(&stale.digest) {
             pruned.shared.push(Shared {
                 tag: stale,

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
@@ -45,7 +45,48 @@ pub enum ExportTarget {
     /// A directory tree (`local` exporter); see [`LocalDest`] for what may
     /// be replaced.
     Dir(LocalDest),
+    /// A tarball handed on as it arrives (to a docker daemon's image load).
+    Stream(TarStream),
 }
+
+/// The sending end of a tarball that is not written here but passed on
+/// chunk by chunk: [`TarStream::channel`]'s other end reads it. A transfer
+/// cut short ends the reading side with an error, never a clean end.
+#[derive(Clone)]
+pub struct TarStream(Arc<Mutex<Option<TarSender>>>);
+
+/// Chunks of a tarball, or why it was cut off.
+type TarSender = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+impl TarStream {
+    /// A stream target and what reads it.
+    pub fn channel() -> (TarStream, ReceiverStream<Result<Bytes, std::io::Error>>) {
+        let (tx, rx) = mpsc::channel(16);
+        (
+            TarStream(Arc::new(Mutex::new(Some(tx)))),
+            ReceiverStream::new(rx),
+        )
+    }
+
+    /// The sender, for the one transfer that may use it.
+    fn take(&self) -> Option<TarSender> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for TarStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TarStream")
+    }
+}
+
+impl PartialEq for TarStream {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for TarStream {}
 
 /// Where each exporter's output goes, by exporter index, for one build.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +99,7 @@ pub struct ExportFiles {
 enum Target {
     File(PathBuf, StagedExports),
     Tree(TreeTarget),
+    Stream(TarStream),
 }
 
 impl ExportFiles {
@@ -69,6 +111,7 @@ impl ExportFiles {
                 let target = match target {
                     ExportTarget::File(path) => Target::File(path, staged.clone()),
                     ExportTarget::Dir(dest) => Target::Tree(TreeTarget::new(dest, staged.clone())),
+                    ExportTarget::Stream(stream) => Target::Stream(stream),
                 };
                 (id, target)
             })
@@ -193,6 +236,7 @@ impl ExportFiles {
                 let tmp = receive_file(&dest, inbound).await?;
                 staged.file(tmp, dest);
             }
+            Target::Stream(stream) => forward_tar(&stream, inbound).await?,
             Target::Tree(tree) => {
                 tokio::spawn(async move {
                     let errors = tx.clone();
@@ -204,6 +248,31 @@ impl ExportFiles {
         }
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// Passes a tarball on to `stream`'s reader as it arrives; a broken
+/// transfer reaches the reader as an error.
+async fn forward_tar(stream: &TarStream, mut inbound: Streaming<Bytes>) -> Result<(), Status> {
+    let tx = stream
+        .take()
+        .ok_or_else(|| Status::already_exists("this export stream was already sent"))?;
+    let stopped = || Status::aborted("the reader of the exported tarball stopped");
+    while let Some(message) = inbound.next().await {
+        let data = match message.and_then(|m| {
+            BytesMessage::decode(m)
+                .map_err(|e| Status::invalid_argument(format!("bad export message: {e}")))
+        }) {
+            Ok(message) => message.data,
+            Err(status) => {
+                let _ = tx
+                    .send(Err(std::io::Error::other(status.message().to_owned())))
+                    .await;
+                return Err(status);
+            }
+        };
+        tx.send(Ok(data)).await.map_err(|_| stopped())?;
+    }
+    Ok(())
 }
 
 /// Receives a tarball into a temporary file beside `dest`.

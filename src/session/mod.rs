@@ -16,7 +16,7 @@ pub(crate) mod tunnel;
 
 pub use crate::credentials::DockerAuth;
 pub use content::{local_store_id, ContentStores};
-pub use filesend::{ExportFiles, ExportTarget};
+pub use filesend::{ExportFiles, ExportTarget, TarStream};
 pub(crate) use filesync::{walk, WalkFilter};
 pub use filesync::{LocalDir, LocalDirs};
 pub use patterns::PatternSet;

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use super::attrs::{Attrs, OptionError};
 use crate::reference::ImageRef;
-use crate::session::{ExportTarget, LocalDest};
+use crate::session::{ExportTarget, LocalDest, TarStream};
 
 /// Where a build's result goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,24 @@ pub enum Output {
     /// The result's files in a directory on this machine, replacing it whole;
     /// a directory strata did not export is replaced only with `replace`.
     Local { dest: PathBuf, replace: bool },
+    /// Into the image store of the docker daemon whose embedded BuildKit
+    /// builds (its `moby` exporter), under `names`.
+    Moby { names: Vec<ImageRef> },
+    /// A docker tarball naming `names`, handed to `stream`'s reader as it
+    /// arrives (a docker daemon's image load).
+    DockerStream {
+        stream: TarStream,
+        names: Vec<ImageRef>,
+    },
+}
+
+/// `a,b` as the image exporters take a list of names.
+fn name_list(names: &[ImageRef]) -> String {
+    names
+        .iter()
+        .map(ImageRef::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 const KINDS: &str = "image, registry, oci, docker or local";
@@ -116,6 +134,14 @@ impl Output {
                 attrs.remove("containerimage.config");
                 "local"
             }
+            Output::Moby { names } => {
+                attrs.insert("name".into(), name_list(names));
+                "moby"
+            }
+            Output::DockerStream { names, .. } => {
+                attrs.insert("name".into(), name_list(names));
+                "docker"
+            }
         };
         (kind.to_owned(), attrs)
     }
@@ -130,7 +156,8 @@ impl Output {
                 dir: dest.clone(),
                 replace: *replace,
             })),
-            Output::Image { .. } => None,
+            Output::DockerStream { stream, .. } => Some(ExportTarget::Stream(stream.clone())),
+            Output::Image { .. } | Output::Moby { .. } => None,
         }
     }
 }

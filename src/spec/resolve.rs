@@ -40,6 +40,8 @@ pub struct Overrides {
     pub no_key_tag: bool,
     /// Build every image that can be built even when one fails.
     pub keep_going: bool,
+    /// Load every image into the docker daemon of this API socket (`--load`).
+    pub load: Option<PathBuf>,
 }
 
 /// Images solved at once by default: enough to overlap independent images,
@@ -74,6 +76,8 @@ pub struct BuildPlan {
     pub key_tags: bool,
     /// Try every image even when one fails.
     pub keep_going: bool,
+    /// Load every image into the docker daemon of this API socket.
+    pub load: Option<PathBuf>,
 }
 
 impl BuildPlan {
@@ -100,6 +104,7 @@ impl Spec {
             no_skip: overrides.no_skip,
             key_tags: !overrides.no_key_tag,
             keep_going: overrides.keep_going,
+            load: overrides.load.clone(),
         };
         for name in names {
             let image = self.named(&name)?;
