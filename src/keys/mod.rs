@@ -15,6 +15,8 @@ mod statcache;
 pub mod tags;
 mod tree;
 
+pub use tree::tree_digest;
+
 use std::fmt;
 
 use sha2::{Digest, Sha256};

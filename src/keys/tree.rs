@@ -18,8 +18,9 @@ use crate::session::{walk, LocalDir, PatternSet, WalkFilter};
 /// A file to read: its index among the entries, where it is, its stamp.
 type Miss = (usize, PathBuf, Stamp);
 
-/// The digest of `dir` after its excludes, with stat caches in `cache_dir`.
-pub(crate) fn tree_digest(dir: &LocalDir, cache_dir: Option<&Path>) -> io::Result<[u8; 32]> {
+/// The digest of `dir` after its excludes, with stat caches in `cache_dir`
+/// (none: every file is read).
+pub fn tree_digest(dir: &LocalDir, cache_dir: Option<&Path>) -> io::Result<[u8; 32]> {
     let filter = WalkFilter {
         include: PatternSet::default(),
         exclude: PatternSet::new(&dir.excludes),
@@ -29,10 +30,10 @@ pub(crate) fn tree_digest(dir: &LocalDir, cache_dir: Option<&Path>) -> io::Resul
     let mut digests: Vec<Option<[u8; 32]>> = vec![None; entries.len()];
     let mut misses: Vec<Miss> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let Some(source) = &entry.source else {
+        let (Some(source), Some(meta)) = (&entry.source, &entry.meta) else {
             continue;
         };
-        let stamp = Stamp::of(&std::fs::symlink_metadata(source)?);
+        let stamp = Stamp::of(meta);
         match cache.get(&entry.stat.path, &stamp) {
             Some(digest) => digests[i] = Some(digest),
             None => misses.push((i, source.clone(), stamp)),

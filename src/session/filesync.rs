@@ -67,6 +67,8 @@ impl LocalDirs {
 pub(crate) struct Entry {
     pub stat: Stat,
     pub source: Option<PathBuf>,
+    /// The source file's metadata as walked (content keys stamp files with it).
+    pub meta: Option<std::fs::Metadata>,
 }
 
 /// Go's `os.FileMode` type bits, which fsutil puts on the wire instead of POSIX `st_mode`.
@@ -180,6 +182,7 @@ fn walk_dir(
                 out.push(Entry {
                     stat: stat_of(&path, &meta, String::new()),
                     source: None,
+                    meta: None,
                 });
             }
             let before = out.len();
@@ -192,6 +195,7 @@ fn walk_dir(
                     Entry {
                         stat: stat_of(&path, &meta, String::new()),
                         source: None,
+                        meta: None,
                     },
                 );
             }
@@ -220,7 +224,8 @@ fn walk_dir(
         if source.is_none() && meta.is_file() {
             stat.size = 0; // a hardlink carries no data of its own
         }
-        out.push(Entry { stat, source });
+        let meta = source.is_some().then_some(meta);
+        out.push(Entry { stat, source, meta });
     }
     Ok(())
 }
