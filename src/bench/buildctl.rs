@@ -161,6 +161,7 @@ mod tests {
             config: Default::default(),
             local_dirs: Default::default(),
             steps: vec![step("a", "[i 1/2] x"), step("b", "[i 2/2] y")],
+            frontend: None,
         };
         let r = from_rawjson(lines, &image, Mode::Warm, 1, 4.0);
         assert_eq!(

@@ -75,7 +75,7 @@ impl Known<'_> {
                     .get(reference)
                     .map_or_else(|| reference.clone(), |base| base.pinned.clone()),
             ),
-            Base::From(_) | Base::Scratch => None,
+            Base::From(_) | Base::Scratch | Base::Dockerfile(_) => None,
         };
         Fallback {
             image: None,

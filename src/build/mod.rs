@@ -46,6 +46,8 @@ pub struct Built {
     pub lowered: Vec<crate::spec::StepInfo>,
     /// How it got into the docker daemon `--load` named.
     pub loaded: Option<Loaded>,
+    /// It was made by a frontend (a Dockerfile image).
+    pub frontend: bool,
 }
 
 impl Built {
@@ -53,10 +55,13 @@ impl Built {
     /// `--metadata-file` and `strata bench` count (not resolving the base,
     /// sending local files or exporting, which every build does).
     pub fn spec_steps(&self) -> impl Iterator<Item = &Step> {
-        self.solved
-            .steps
-            .iter()
-            .filter(|s| self.lowered.iter().any(|l| l.digest == s.digest))
+        let frontend = self.frontend;
+        self.solved.steps.iter().filter(move |s| {
+            if frontend {
+                return is_dockerfile_step(&s.name);
+            }
+            self.lowered.iter().any(|l| l.digest == s.digest)
+        })
     }
 
     /// (run, cached) among [`Built::spec_steps`].
@@ -69,6 +74,15 @@ impl Built {
     pub fn cache(&self) -> &[CacheReport] {
         &self.solved.cache
     }
+}
+
+/// A Dockerfile's own steps as the frontend names them (`[stage 2/5] RUN …`),
+/// not its context loading, `FROM` resolution or named contexts.
+fn is_dockerfile_step(name: &str) -> bool {
+    name.starts_with('[')
+        && !name.starts_with("[internal]")
+        && !name.starts_with("[context ")
+        && !name.contains("] FROM ")
 }
 
 /// Why a build could not run or failed.
@@ -235,6 +249,7 @@ impl Run<'_> {
             solved,
             lowered: image.steps.clone(),
             loaded,
+            frontend: image.frontend.is_some(),
         };
         if let Some(found) = self.up_to_date(job, &key, present.as_ref()).await? {
             let loaded = match (present, &docker) {
@@ -287,7 +302,10 @@ impl Run<'_> {
             .map_err(|e| failed(SolveError::Client(e)))?;
         let mut opt = solve_opt(job, image, self.plan, self.auth, key);
         opt.exports.extend(extra);
-        let solved = solve::solve(client, &image.definition, &opt, renderer).await;
+        let solved = match &image.frontend {
+            Some(frontend) => solve::solve(client, frontend, &opt, renderer).await,
+            None => solve::solve(client, &image.definition, &opt, renderer).await,
+        };
         // A tarball stream that was never sent ends with the options holding it.
         drop(opt);
         let mut solved = solved.map_err(failed)?;
@@ -419,7 +437,8 @@ fn solve_opt(
         local_dirs: image.local_dirs.clone(),
         secrets,
         auth: Some(auth.clone()),
-        image_config: Some(image.config.clone()),
+        // A frontend writes its own image config.
+        image_config: image.frontend.is_none().then(|| image.config.clone()),
         shared_key: format!("strata:{}", image.name),
     }
 }

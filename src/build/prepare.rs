@@ -112,21 +112,25 @@ async fn base_configs(
     let mut bases = BTreeMap::new();
     for name in spec.closure(names)? {
         let image = spec.image(&name).expect("closure names images");
-        let Base::Image(reference) = &image.base else {
-            continue;
+        let references = match &image.base {
+            Base::Image(reference) => vec![reference.clone()],
+            Base::Dockerfile(d) => d.froms.iter().map(|(_, r)| r.clone()).collect(),
+            Base::From(_) | Base::Scratch => continue,
         };
-        if bases.contains_key(reference) {
-            continue;
-        }
         let platform = plan
             .platform
             .clone()
             .or_else(|| image.platform.clone())
             .unwrap_or_else(Platform::host);
-        let (resolved, config) = registry.config(reference, &platform).await?;
-        let digest = resolved.index_digest.unwrap_or(resolved.digest);
-        let pinned = reference.with_digest(&digest);
-        bases.insert(reference.clone(), BaseImage { pinned, config });
+        for reference in references {
+            if bases.contains_key(&reference) {
+                continue;
+            }
+            let (resolved, config) = registry.config(&reference, &platform).await?;
+            let digest = resolved.index_digest.unwrap_or(resolved.digest);
+            let pinned = reference.with_digest(&digest);
+            bases.insert(reference, BaseImage { pinned, config });
+        }
     }
     Ok(bases)
 }

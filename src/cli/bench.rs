@@ -86,7 +86,7 @@ fn default_cache_repo(spec: &Spec, image: &str) -> Result<ImageRef> {
         .image(image)
         .and_then(|i| match &i.base {
             Base::Image(r) => Some(r.clone()),
-            Base::From(_) | Base::Scratch => None,
+            Base::From(_) | Base::Scratch | Base::Dockerfile(_) => None,
         })
         .or_else(|| spec.base_refs().into_iter().next())
         .context("--cache-repo is needed: the image has no registry base to derive it from")?;

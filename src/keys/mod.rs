@@ -8,7 +8,9 @@
 //! bundle or secret values: they are mounted, never part of a layer, and
 //! changing them must not make an image "new". Nor where the project is
 //! checked out: the LLB carries spec-relative names, so two runners with the
-//! same inputs compute the same key.
+//! same inputs compute the same key. A Dockerfile image's key covers the
+//! frontend's options instead of LLB (its `FROM` images pinned among them),
+//! the Dockerfile and the context after `.dockerignore`.
 
 pub mod listing;
 mod statcache;
@@ -76,6 +78,22 @@ pub fn content_key(
         })?;
     key.update(config.as_bytes());
     key.update([0]);
+    // A frontend's options (a Dockerfile image: file name, target, build
+    // args, labels, platform, its FROM images pinned) and inputs.
+    if let Some(frontend) = &image.frontend {
+        key.update(frontend.name.as_bytes());
+        for (k, v) in &frontend.attrs {
+            key.update([0]);
+            key.update(k.as_bytes());
+            key.update([0]);
+            key.update(v.as_bytes());
+        }
+        for (name, input) in &frontend.inputs {
+            key.update(name.as_bytes());
+            key.update(input.to_bytes());
+        }
+        key.update([0]);
+    }
     if let Some(parent) = parent {
         key.update(parent.0);
     }

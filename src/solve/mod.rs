@@ -51,6 +51,36 @@ pub struct SolveOpt {
     pub shared_key: String,
 }
 
+/// What a solve builds: an LLB graph strata wrote, or a frontend the daemon
+/// runs (as `buildctl build --frontend`), which makes the graph itself.
+#[derive(Debug, Clone, Copy)]
+pub enum Graph<'a> {
+    Llb(&'a Definition),
+    Frontend(&'a Frontend),
+}
+
+impl<'a> From<&'a Definition> for Graph<'a> {
+    fn from(definition: &'a Definition) -> Self {
+        Graph::Llb(definition)
+    }
+}
+
+impl<'a> From<&'a Frontend> for Graph<'a> {
+    fn from(frontend: &'a Frontend) -> Self {
+        Graph::Frontend(frontend)
+    }
+}
+
+/// A frontend the daemon runs, e.g. `dockerfile.v0` with its options
+/// (`filename`, `target`, `build-arg:K`, `label:K`, `context:NAME`…) and
+/// the LLB inputs its `context:NAME=input:NAME` options name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Frontend {
+    pub name: String,
+    pub attrs: BTreeMap<String, String>,
+    pub inputs: BTreeMap<String, Definition>,
+}
+
 /// A finished build.
 #[derive(Debug, Clone)]
 pub struct Solved {
@@ -146,7 +176,7 @@ impl SolveOpt {
     /// The Solve call for `definition` in session `session_id`.
     fn request(
         &self,
-        definition: &Definition,
+        graph: Graph<'_>,
         session_id: &str,
         build_ref: &str,
         imports: &[CacheImport],
@@ -174,7 +204,6 @@ impl SolveOpt {
             .collect();
         let mut request = control::SolveRequest {
             r#ref: build_ref.to_owned(),
-            definition: Some(definition.to_pb()),
             session: session_id.to_owned(),
             cache: Some(control::CacheOptions {
                 exports: self
@@ -187,6 +216,10 @@ impl SolveOpt {
             }),
             ..Default::default()
         };
+        match graph {
+            Graph::Llb(definition) => request.definition = Some(definition.to_pb()),
+            Graph::Frontend(frontend) => frontend_request(&mut request, frontend, imports),
+        }
         // Daemons before v0.13 read only the single, deprecated exporter fields.
         if let [first] = exporters.as_slice() {
             request.exporter_deprecated = first.r#type.clone();
@@ -197,24 +230,52 @@ impl SolveOpt {
     }
 }
 
-/// Runs `definition` on the daemon with what `opt` asks, serving its session
+/// A frontend's part of the request. The frontend resolves cache imports
+/// itself, so it is told them too (as BuildKit's Go client does).
+fn frontend_request(
+    request: &mut control::SolveRequest,
+    frontend: &Frontend,
+    imports: &[CacheImport],
+) {
+    request.frontend = frontend.name.clone();
+    request.frontend_attrs = frontend.attrs.clone();
+    if !imports.is_empty() {
+        let entries: Vec<serde_json::Value> = imports
+            .iter()
+            .map(|i| {
+                let wire = i.to_wire();
+                serde_json::json!({ "Type": wire.r#type, "Attrs": wire.attrs })
+            })
+            .collect();
+        let json = serde_json::Value::from(entries).to_string();
+        request.frontend_attrs.insert("cache-imports".into(), json);
+    }
+    request.frontend_inputs = frontend
+        .inputs
+        .iter()
+        .map(|(name, definition)| (name.clone(), definition.to_pb()))
+        .collect();
+}
+
+/// Runs `graph` on the daemon with what `opt` asks, serving its session
 /// while it runs and feeding progress to `renderer`. Outputs on this machine
 /// and local caches' tags are put in place only after the build succeeded;
 /// until then they are staged beside their destinations. Dropping the
 /// returned future cancels the build on the daemon (the Solve call is
 /// cancelled with it) and removes what was staged.
-pub async fn solve(
+pub async fn solve<'a>(
     client: &Client,
-    definition: &Definition,
+    graph: impl Into<Graph<'a>>,
     opt: &SolveOpt,
     renderer: &mut dyn Renderer,
 ) -> Result<Solved, SolveError> {
+    let graph = graph.into();
     let began = Instant::now();
     let staged = StagedExports::default();
     let (session, imports) = opt.session(&staged)?;
     let running = session.start(client).await?;
     let build_ref = random_id();
-    let request = opt.request(definition, running.id(), &build_ref, &imports)?;
+    let request = opt.request(graph, running.id(), &build_ref, &imports)?;
     let mut tracker = Tracker::new();
     let result = run_with_status(client, request, build_ref, &mut tracker, renderer).await;
     running.close().await;

@@ -5,6 +5,7 @@
 //! [`Spec::load`] parses and checks the file, naming file, line, column and key
 //! in every error; [`Spec::lower`] turns an image into LLB (see `lower.rs`).
 
+mod dockerfile;
 mod locate;
 mod lower;
 mod model;
@@ -24,7 +25,8 @@ use model::{
     RawCopy, RawGit, RawImage, RawOverlay, RawSpec, RawStep, RawVars, SeqOrMap, STEP_KINDS,
 };
 
-pub use lower::{BaseImage, LowerOptions, LoweredImage, StepInfo, CA_MOUNT};
+pub use dockerfile::Dockerfile;
+pub use lower::{BaseImage, LowerOptions, LoweredImage, StepInfo, CA_MOUNT, DOCKERFILE_FRONTEND};
 pub use paths::PathPolicy;
 pub use resolve::{BuildPlan, Job, Overrides, DEFAULT_MAX_PARALLEL};
 
@@ -96,6 +98,8 @@ pub enum Base {
     /// `base = "scratch"`: nothing, as Dockerfile's `FROM scratch` (for an
     /// image made from a root filesystem copied in by the overlay).
     Scratch,
+    /// `dockerfile = {…}`: the whole image is the Dockerfile's.
+    Dockerfile(Dockerfile),
 }
 
 /// Part of the overlay, applied after the toolchain.
@@ -275,6 +279,7 @@ impl Spec {
         };
         spec.check_cycles(&src, &positions)?;
         spec.check_platforms(&src, &positions)?;
+        spec.check_dockerfile_parents(&src, &positions)?;
         Ok(spec)
     }
 
@@ -285,7 +290,7 @@ impl Spec {
     pub fn from_chain<'a>(&'a self, image: &'a Image) -> impl Iterator<Item = &'a Image> + 'a {
         std::iter::successors(Some(image), move |current| match &current.base {
             Base::From(parent) => self.image(parent),
-            Base::Image(_) | Base::Scratch => None,
+            Base::Image(_) | Base::Scratch | Base::Dockerfile(_) => None,
         })
         .take(self.images.len() + 1)
     }
@@ -307,6 +312,28 @@ impl Spec {
                 join("images", cycle[0]),
                 format!("cycle {} -> {}", cycle.join(" -> "), cycle[0]),
             ));
+        }
+        Ok(())
+    }
+
+    /// A Dockerfile image's graph is made by the frontend on the daemon, so no
+    /// image can be built `from` it (yet).
+    fn check_dockerfile_parents(
+        &self,
+        src: &Source,
+        positions: &[Positions],
+    ) -> Result<(), SpecError> {
+        for (i, image) in self.images.iter().enumerate() {
+            let Base::From(parent) = &image.base else {
+                continue;
+            };
+            if let Some(Base::Dockerfile(_)) = self.image(parent).map(|p| &p.base) {
+                return Err(src.error(
+                    positions[i].image,
+                    format!("{}.from", join("images", &image.name)),
+                    format!("{parent:?} is a dockerfile image; an image cannot be built from one yet (push it and use it as a base)"),
+                ));
+            }
         }
         Ok(())
     }
@@ -378,7 +405,7 @@ impl Spec {
             .iter()
             .filter_map(|i| match &i.base {
                 Base::Image(r) => Some(r.clone()),
-                Base::From(_) | Base::Scratch => None,
+                Base::From(_) | Base::Scratch | Base::Dockerfile(_) => None,
             })
             .collect();
         refs.into_iter().collect()
@@ -428,11 +455,18 @@ fn check_image(
     names: &[String],
     name: String,
     at: usize,
-    raw: RawImage,
+    mut raw: RawImage,
 ) -> Result<Image, SpecError> {
     let prefix = join("images", &name);
     let key = |k: &str| format!("{prefix}.{k}");
-    let base = check_base(src, names, &prefix, at, raw.base, raw.from)?;
+    let base = match raw.dockerfile.take() {
+        Some(dockerfile) => {
+            only_dockerfile(src, &raw, dockerfile.span().start, &prefix)?;
+            let checked = dockerfile::check(src, dir, dockerfile, &key("dockerfile"))?;
+            Base::Dockerfile(checked)
+        }
+        None => check_base(src, names, &prefix, at, raw.base, raw.from)?,
+    };
     let platform = raw
         .platform
         .map(|p| parse_at::<Platform>(src, p, &key("platform")))
@@ -473,6 +507,30 @@ fn check_image(
         cache_to,
         cache_from,
     })
+}
+
+/// A Dockerfile image takes its base, steps and config from the Dockerfile:
+/// an image key that would also set them is an error naming it.
+fn only_dockerfile(src: &Source, raw: &RawImage, at: usize, prefix: &str) -> Result<(), SpecError> {
+    let conflicting = [
+        ("base", raw.base.is_some()),
+        ("from", raw.from.is_some()),
+        ("toolchain", !raw.toolchain.is_empty()),
+        ("overlay", raw.overlay.is_some()),
+        ("env", !raw.env.is_empty()),
+        ("workdir", raw.workdir.is_some()),
+        ("user", raw.user.is_some()),
+        ("entrypoint", raw.entrypoint.is_some()),
+        ("cmd", raw.cmd.is_some()),
+    ];
+    match conflicting.iter().find(|(_, set)| *set) {
+        Some((key, _)) => Err(src.error(
+            at,
+            format!("{prefix}.dockerfile"),
+            format!("a dockerfile image takes its base, steps and config from the Dockerfile; remove {key}"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A value parsed where it stands; an error names its place and key.

@@ -44,6 +44,18 @@ pub(super) struct RawImage {
     #[serde(default)]
     pub toolchain: Vec<Spanned<RawStep>>,
     pub overlay: Option<Spanned<RawOverlay>>,
+    pub dockerfile: Option<Spanned<RawDockerfile>>,
+}
+
+/// `dockerfile = { file, context, target, args }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDockerfile {
+    pub file: Option<Spanned<String>>,
+    pub context: Option<Spanned<String>>,
+    pub target: Option<String>,
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
 }
 
 /// One `[[images.NAME.toolchain]]` table. Every kind is optional here; the

@@ -13,6 +13,7 @@
 mod apt;
 mod ca;
 mod config;
+mod dockerfile;
 mod npm;
 mod overlay_copy;
 mod overlay_git;
@@ -33,6 +34,7 @@ use crate::reference::ImageRef;
 use crate::session::LocalDir;
 
 pub use ca::CA_MOUNT;
+pub use dockerfile::DOCKERFILE_FRONTEND;
 #[cfg(test)]
 pub(crate) use shell::quote;
 
@@ -82,6 +84,9 @@ pub struct LoweredImage {
     pub local_dirs: BTreeMap<String, LocalDir>,
     /// Every step of the image's graph, its `from` images' first.
     pub steps: Vec<StepInfo>,
+    /// A frontend that makes the graph instead (a Dockerfile image):
+    /// `definition` is then empty and `config` unused.
+    pub frontend: Option<crate::solve::Frontend>,
 }
 
 /// An image's state so far, with what images built `from` it inherit.
@@ -231,7 +236,9 @@ impl Spec {
                     let state = source::image_for(pulled, &platform, Some(&label));
                     Lowering::starting_from(state, base.map(|b| &b.config), options)
                 }
-                Base::Scratch => Lowering::starting_from(State::scratch(), None, options),
+                Base::Scratch | Base::Dockerfile(_) => {
+                    Lowering::starting_from(State::scratch(), None, options)
+                }
             };
             let lowered = self.lower_image(image, start, options);
             done.insert(name, lowered);
@@ -241,6 +248,10 @@ impl Spec {
             .map(|name| {
                 let at = &done[name];
                 let image = self.image(name).expect("closure checked the names");
+                if let Base::Dockerfile(d) = &image.base {
+                    let platform = self.platform_of(image, options);
+                    return dockerfile::lower(image, d, &platform, bases);
+                }
                 LoweredImage {
                     name: name.clone(),
                     definition: at.state.marshal(),
@@ -248,6 +259,7 @@ impl Spec {
                     config: config::finish(at, &image.settings),
                     local_dirs: at.local_dirs.clone(),
                     steps: at.steps.clone(),
+                    frontend: None,
                 }
             })
             .collect())

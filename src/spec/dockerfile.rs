@@ -1,0 +1,230 @@
+//! `dockerfile = { file, context, target, args }`: an image that BuildKit's
+//! own Dockerfile frontend (`dockerfile.v0`) builds, with strata's session,
+//! cache, outputs, keys and progress around it. Read once here: the paths
+//! (inside the spec's directory unless allowed), and the registry images its
+//! `FROM` lines name, which the build pins by digest as it does every base.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::locate::Source;
+use super::model::RawDockerfile;
+use super::paths::PathPolicy;
+use super::SpecError;
+use crate::reference::ImageRef;
+
+/// A Dockerfile image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dockerfile {
+    /// The Dockerfile itself.
+    pub file: PathBuf,
+    /// The build context.
+    pub context: PathBuf,
+    pub target: Option<String>,
+    /// `--build-arg`s.
+    pub args: BTreeMap<String, String>,
+    /// The registry images its `FROM` lines name (with build args and `ARG`
+    /// defaults substituted), as written and parsed.
+    pub froms: Vec<(String, ImageRef)>,
+}
+
+impl Dockerfile {
+    /// The directory the Dockerfile is served from, and its name there.
+    pub fn dir_and_name(&self) -> (&Path, String) {
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        let name = self
+            .file
+            .file_name()
+            .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned());
+        (dir, name)
+    }
+
+    /// A Dockerfile image from the command line (`--dockerfile`).
+    pub fn new(
+        file: PathBuf,
+        context: PathBuf,
+        target: Option<String>,
+        args: BTreeMap<String, String>,
+    ) -> Result<Dockerfile, String> {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        if !context.is_dir() {
+            return Err(format!("{} is not a directory", context.display()));
+        }
+        let froms = from_images(&text, &args);
+        Ok(Dockerfile {
+            file,
+            context,
+            target,
+            args,
+            froms,
+        })
+    }
+}
+
+/// Checks a spec's `dockerfile` table: `file` (default `Dockerfile` in the
+/// context) and `context` (default the spec's directory) must be readable
+/// under the spec's path policy.
+pub(super) fn check(
+    src: &Source,
+    policy: &PathPolicy,
+    raw: Spanned<RawDockerfile>,
+    key: &str,
+) -> Result<Dockerfile, SpecError> {
+    let at = raw.span().start;
+    let raw = raw.into_inner();
+    let resolve = |value: &Option<Spanned<String>>, default: &str, name: &str| {
+        let (text, at) = match value {
+            Some(v) => (v.get_ref().as_str(), v.span().start),
+            None => (default, at),
+        };
+        policy
+            .resolve(text)
+            .map_err(|e| src.error(at, format!("{key}.{name}"), e))
+    };
+    let context = resolve(&raw.context, ".", "context")?;
+    let default_file = context.join("Dockerfile").to_string_lossy().into_owned();
+    let file = match &raw.file {
+        Some(_) => resolve(&raw.file, "", "file")?,
+        None => resolve(&None, &default_file, "file")?,
+    };
+    Dockerfile::new(file, context, raw.target, raw.args)
+        .map_err(|reason| src.error(at, key.to_owned(), reason))
+}
+
+/// The registry images `FROM` lines name: not `scratch`, not an earlier
+/// stage, not already pinned by digest, and only where build args and `ARG`
+/// defaults leave no `$` unresolved.
+pub fn from_images(text: &str, args: &BTreeMap<String, String>) -> Vec<(String, ImageRef)> {
+    let mut defaults: BTreeMap<String, String> = BTreeMap::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut froms = Vec::new();
+    for line in logical_lines(text) {
+        let mut words = line.split_whitespace();
+        let Some(instruction) = words.next() else {
+            continue;
+        };
+        if instruction.eq_ignore_ascii_case("ARG") && stages.is_empty() {
+            for decl in words {
+                let (name, value) = decl.split_once('=').unwrap_or((decl, ""));
+                defaults.insert(name.to_owned(), value.trim_matches('"').to_owned());
+            }
+            continue;
+        }
+        if !instruction.eq_ignore_ascii_case("FROM") {
+            continue;
+        }
+        let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
+        let Some(written) = rest.first() else {
+            continue;
+        };
+        let image = substitute(written, args, &defaults);
+        if let [_, as_kw, name] = rest.as_slice() {
+            if as_kw.eq_ignore_ascii_case("AS") {
+                stages.push(name.to_ascii_lowercase());
+            }
+        } else {
+            stages.push(String::new());
+        }
+        let earlier_stage = stages[..stages.len() - 1].contains(&image.to_ascii_lowercase());
+        if image == "scratch" || earlier_stage || image.contains('$') || image.contains('@') {
+            continue;
+        }
+        if let Ok(reference) = image.parse::<ImageRef>() {
+            froms.push((image, reference));
+        }
+    }
+    froms
+}
+
+/// Lines with `\` continuations joined; comments and blank lines dropped.
+fn logical_lines(text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.starts_with('#') || trimmed.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                lines.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    if !current.is_empty() {
+        lines.push(current);
+    }
+    lines
+}
+
+/// `$NAME` and `${NAME}` replaced by the build arg, else the `ARG` default.
+fn substitute(
+    word: &str,
+    args: &BTreeMap<String, String>,
+    defaults: &BTreeMap<String, String>,
+) -> String {
+    let lookup = |name: &str| args.get(name).or_else(|| defaults.get(name)).cloned();
+    let mut out = String::new();
+    let mut rest = word;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, tail) = match after.strip_prefix('{') {
+            Some(braced) => match braced.find('}') {
+                Some(end) => (&braced[..end], &braced[end + 1..]),
+                None => return format!("{out}${after}"),
+            },
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        match lookup(name) {
+            Some(value) => out.push_str(&value),
+            None => {
+                out.push('$');
+                out.push_str(name);
+            }
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_lines_name_registry_images_but_not_stages_or_scratch() {
+        let text = "# syntax comment\nARG BASE=debian:bookworm\nARG TAG\n\
+                    FROM --platform=$BUILDPLATFORM ${BASE} AS build\nRUN make \\\n  all\n\
+                    FROM build AS test\nFROM scratch\nFROM reg:5000/x/y:$TAG\n\
+                    from alpine@sha256:abc\nFROM $NOPE\n";
+        let args = BTreeMap::from([("TAG".to_owned(), "v2".to_owned())]);
+        let froms: Vec<String> = from_images(text, &args)
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect();
+        assert_eq!(froms, ["debian:bookworm", "reg:5000/x/y:v2"]);
+    }
+
+    #[test]
+    fn substitution_leaves_unknown_names() {
+        let none = BTreeMap::new();
+        assert_eq!(substitute("a${X}b$Y", &none, &none), "a$Xb$Y");
+        let x = BTreeMap::from([("X".to_owned(), "1".to_owned())]);
+        assert_eq!(substitute("a${X}b$X-c", &x, &none), "a1b1-c");
+    }
+}

@@ -1,0 +1,130 @@
+//! A Dockerfile image: no LLB of ours, but the `dockerfile.v0` frontend's
+//! options, the `context` and `dockerfile` directories it reads through the
+//! session, and each registry `FROM` pinned to the digest the build resolved
+//! (a named context, `context:NAME=docker-image://REF@DIGEST`, which the
+//! frontend prefers to resolving the tag itself), so the content key and the
+//! build see the same base.
+
+use std::collections::BTreeMap;
+
+use super::{BaseImage, LoweredImage};
+use crate::llb::{Platform, State};
+use crate::reference::ImageRef;
+use crate::session::LocalDir;
+use crate::solve::Frontend;
+use crate::spec::{Dockerfile, Image};
+
+/// The frontend BuildKit ships in the daemon.
+pub const DOCKERFILE_FRONTEND: &str = "dockerfile.v0";
+
+pub(super) fn lower(
+    image: &Image,
+    dockerfile: &Dockerfile,
+    platform: &Platform,
+    bases: &BTreeMap<ImageRef, BaseImage>,
+) -> LoweredImage {
+    let (dir, filename) = dockerfile.dir_and_name();
+    let mut attrs = BTreeMap::from([
+        ("filename".to_owned(), filename.clone()),
+        ("platform".to_owned(), platform.to_string()),
+    ]);
+    if let Some(target) = &dockerfile.target {
+        attrs.insert("target".into(), target.clone());
+    }
+    for (k, v) in &dockerfile.args {
+        attrs.insert(format!("build-arg:{k}"), v.clone());
+    }
+    for (k, v) in &image.settings.labels {
+        attrs.insert(format!("label:{k}"), v.clone());
+    }
+    for (_, reference) in &dockerfile.froms {
+        if let Some(base) = bases.get(reference) {
+            attrs.insert(
+                format!("context:{}", familiar(reference)),
+                format!("docker-image://{}", base.pinned),
+            );
+        }
+    }
+    let local_dirs = BTreeMap::from([
+        (
+            "context".to_owned(),
+            LocalDir {
+                path: dockerfile.context.clone(),
+                excludes: dockerignore(&dockerfile.context),
+            },
+        ),
+        (
+            "dockerfile".to_owned(),
+            LocalDir {
+                path: dir.to_owned(),
+                // The frontend asks for the file alone; so does the key.
+                excludes: vec![
+                    "*".to_owned(),
+                    format!("!{filename}"),
+                    format!("!{filename}.dockerignore"),
+                ],
+            },
+        ),
+    ]);
+    LoweredImage {
+        name: image.name.clone(),
+        state: State::scratch(),
+        definition: State::scratch().marshal(),
+        config: Default::default(),
+        local_dirs,
+        steps: Vec::new(),
+        frontend: Some(Frontend {
+            name: DOCKERFILE_FRONTEND.to_owned(),
+            attrs,
+            inputs: BTreeMap::new(),
+        }),
+    }
+}
+
+/// The name the frontend looks a `FROM` image up by (`context:NAME`):
+/// docker's familiar form, without `:latest`.
+fn familiar(reference: &ImageRef) -> String {
+    let repository = match reference.registry.as_str() {
+        "docker.io" => reference
+            .repository
+            .strip_prefix("library/")
+            .unwrap_or(&reference.repository)
+            .to_owned(),
+        _ => reference.name(),
+    };
+    match reference.tag.as_deref() {
+        None | Some("latest") => repository,
+        Some(tag) => format!("{repository}:{tag}"),
+    }
+}
+
+/// The context's `.dockerignore` patterns (the frontend applies them too;
+/// here they keep ignored files out of the content key).
+fn dockerignore(context: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(context.join(".dockerignore"))
+        .map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn familiar_names_as_the_frontend_looks_them_up() {
+        let f = |r: &str| familiar(&r.parse().unwrap());
+        assert_eq!(f("debian"), "debian");
+        assert_eq!(f("docker.io/library/debian:bookworm"), "debian:bookworm");
+        assert_eq!(f("org/app:latest"), "org/app");
+        assert_eq!(
+            f("127.0.0.1:5000/strata/debian:bookworm"),
+            "127.0.0.1:5000/strata/debian:bookworm"
+        );
+    }
+}
