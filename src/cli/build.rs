@@ -56,8 +56,8 @@ pub struct BuildArgs {
     /// Do not also push images under their key tag (nor look for it first).
     #[arg(long)]
     no_key_tag: bool,
-    /// Load each image into a docker daemon (default: the builder when --addr is
-    /// docker://, else DOCKER_HOST, else /var/run/docker.sock): skipped when it has
+    /// Load each image into a docker daemon (default: the builder when it is a
+    /// docker:// daemon, else DOCKER_HOST, else /var/run/docker.sock): skipped if it has
     /// the image already, exported by the builder when that daemon builds, pulled
     /// when the image was pushed, else a docker tarball streamed into it.
     #[arg(long, value_name = "docker://SOCKET", num_args = 0..=1, default_missing_value = "")]
