@@ -23,6 +23,8 @@ pub struct BuildArgs {
     /// Images to build (default: every image of the spec).
     #[arg(value_name = "IMAGE")]
     images: Vec<String>,
+    #[command(flatten)]
+    dockerfile: DockerfileArgs,
     /// Push the image to this reference (one image only).
     #[arg(long, value_name = "REF")]
     push: Option<ImageRef>,
@@ -72,6 +74,62 @@ pub struct BuildArgs {
     metadata_file: Option<PathBuf>,
 }
 
+/// `--dockerfile`: one Dockerfile instead of a spec.
+#[derive(Args)]
+#[command(next_help_heading = "Dockerfile (instead of a spec)")]
+struct DockerfileArgs {
+    /// Build this Dockerfile with BuildKit's Dockerfile frontend (dockerfile.v0)
+    /// instead of the spec's images; every other option applies.
+    #[arg(long, value_name = "FILE", conflicts_with = "images")]
+    dockerfile: Option<PathBuf>,
+    /// Its build context (default: the Dockerfile's directory).
+    #[arg(long, value_name = "DIR", requires = "dockerfile")]
+    context: Option<PathBuf>,
+    /// The stage to build (default: the last).
+    #[arg(long, value_name = "STAGE", requires = "dockerfile")]
+    target: Option<String>,
+    /// A build argument (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = parse_pair, requires = "dockerfile")]
+    build_args: Vec<(String, String)>,
+    /// A label on the image (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_pair, requires = "dockerfile")]
+    labels: Vec<(String, String)>,
+}
+
+impl DockerfileArgs {
+    /// The one-image spec `--dockerfile` asks for, if it does.
+    fn spec(&self) -> Result<Option<strata::spec::Spec>> {
+        let Some(file) = &self.dockerfile else {
+            return Ok(None);
+        };
+        let context = match &self.context {
+            Some(dir) => dir.clone(),
+            None => file.parent().map_or_else(|| ".".into(), Path::to_path_buf),
+        };
+        let context = if context.as_os_str().is_empty() {
+            ".".into()
+        } else {
+            context
+        };
+        let dockerfile = strata::spec::Dockerfile::new(
+            file.clone(),
+            context,
+            self.target.clone(),
+            self.build_args.iter().cloned().collect(),
+        )
+        .map_err(|e| anyhow::anyhow!("--dockerfile: {e}"))?;
+        let labels = self.labels.iter().cloned().collect();
+        Ok(Some(strata::spec::Spec::of_dockerfile(dockerfile, labels)))
+    }
+}
+
+fn parse_pair(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{value:?}: expected KEY=VALUE")),
+    }
+}
+
 fn parse_secret(value: &str) -> Result<(String, PathBuf), String> {
     let (mut id, mut src) = (None, None);
     for part in value.split(',') {
@@ -89,7 +147,10 @@ fn parse_secret(value: &str) -> Result<(String, PathBuf), String> {
 }
 
 pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
-    let spec = args.spec.load()?;
+    let spec = match args.dockerfile.spec()? {
+        Some(spec) => spec,
+        None => args.spec.load()?,
+    };
     let overrides = strata::spec::Overrides {
         images: args.images.clone(),
         push: args.push.clone(),

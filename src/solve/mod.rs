@@ -6,6 +6,7 @@ pub mod cache;
 mod local_cache;
 pub mod output;
 pub mod progress;
+mod source;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -354,9 +355,14 @@ fn failure(client: &Client, tracker: &Tracker, status: &tonic::Status) -> SolveE
             detail,
         };
     }
+    // A frontend's error may say where in its source it comes from.
+    let at = |message: &str| match source::location(status) {
+        Some(location) => format!("{location}: {message}"),
+        None => message.to_owned(),
+    };
     let daemon_says = || SolveError::Failed {
         addr: client.addr().to_string(),
-        message: status.message().to_owned(),
+        message: at(status.message()),
     };
     match tracker.failed_step() {
         // Only cancelled steps seen, but the daemon says why: use that.
@@ -368,10 +374,7 @@ fn failure(client: &Client, tracker: &Tracker, status: &tonic::Status) -> SolveE
         }
         Some(step) => SolveError::StepFailed {
             name: step.name.clone(),
-            error: step
-                .error
-                .clone()
-                .unwrap_or_else(|| status.message().to_owned()),
+            error: at(step.error.as_deref().unwrap_or(status.message())),
             logs: step.logs.iter().cloned().collect(),
         },
         None => daemon_says(),

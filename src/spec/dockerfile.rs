@@ -50,6 +50,9 @@ impl Dockerfile {
     ) -> Result<Dockerfile, String> {
         let text = std::fs::read_to_string(&file)
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        // Absolute: the file's directory is served as a local of its own.
+        let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        let (file, context) = (absolute(file), absolute(context));
         if !context.is_dir() {
             return Err(format!("{} is not a directory", context.display()));
         }

@@ -171,6 +171,32 @@ fn valid_image_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
 }
 
+/// An image name from a context directory's name: lowercased, other
+/// characters as `-`; `image` when nothing is left.
+fn dockerfile_image_name(context: &Path) -> String {
+    let base = context
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_lowercase()))
+        .unwrap_or_default();
+    let name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name.trim_start_matches(['.', '_', '-']).to_owned();
+    if valid_image_name(&name) {
+        name
+    } else {
+        "image".to_owned()
+    }
+}
+
 /// Where an image's checks point.
 struct Positions {
     /// The image's table.
@@ -184,6 +210,32 @@ impl Spec {
     /// its own directory.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
         Spec::load_allowing(path, &[])
+    }
+
+    /// A spec of one Dockerfile image (`strata build --dockerfile`), named
+    /// after its context directory; `labels` go on the image.
+    pub fn of_dockerfile(dockerfile: Dockerfile, labels: BTreeMap<String, String>) -> Spec {
+        let name = dockerfile_image_name(&dockerfile.context);
+        let image = Image {
+            name,
+            base: Base::Dockerfile(dockerfile.clone()),
+            platform: None,
+            settings: ImageSettings {
+                labels,
+                ..ImageSettings::default()
+            },
+            steps: Vec::new(),
+            overlay: Vec::new(),
+            push: None,
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
+        };
+        Spec {
+            path: dockerfile.file.clone(),
+            dir: dockerfile.context.clone(),
+            ca_cert: None,
+            images: vec![image],
+        }
     }
 
     /// Reads and checks the spec at `path`, which may also read files in the
