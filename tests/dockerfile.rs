@@ -1,0 +1,153 @@
+//! Dockerfile images through BuildKit's own frontend, with strata's session,
+//! cache and outputs around them: examples/codex/Dockerfile (the codex image
+//! with apt/pip/npm cache mounts) builds and pushes, restores from registry
+//! and local cache after a prune, and gives the digest buildctl's Dockerfile
+//! frontend gives for the same inputs and output; a broken Dockerfile's error
+//! names its file and line.
+
+mod common;
+
+use common::project::{rand_suffix, Build, Project};
+use common::{buildctl, stack, strata};
+
+fn dockerfile_build(p: &Project, args: &[&str]) -> Build {
+    let mut all = vec!["--dockerfile", "Dockerfile", "--context", "."];
+    all.extend_from_slice(args);
+    let dockerfile = p.path("Dockerfile").display().to_string();
+    let context = p.dir.path().display().to_string();
+    all[1] = &dockerfile;
+    all[3] = &context;
+    p.build(&stack().buildkit_host, &all)
+}
+
+/// The image's digest (a `--dockerfile` image is named after its context
+/// directory: here a temporary one).
+fn image_digest(b: &Build) -> String {
+    let meta = b.metadata.as_ref().expect("metadata written");
+    let (_, entry) = meta.as_object().unwrap().iter().next().expect("one image");
+    entry["containerimage.digest"].as_str().unwrap().to_owned()
+}
+
+/// The error line (progress is JSON lines before it).
+fn error_line(b: &Build) -> &str {
+    assert_eq!(b.run.code, Some(1), "{}", b.run.stderr);
+    let last = b.run.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{last}");
+    last
+}
+
+/// Every RUN and COPY of the Dockerfile was found in the cache.
+fn assert_all_cached(b: &Build, how: &str) {
+    let steps: Vec<_> = b
+        .steps()
+        .into_iter()
+        .filter(|s| s.name.contains("] RUN ") || s.name.contains("] COPY "))
+        .collect();
+    assert!(steps.len() >= 6, "{how}: {steps:?}");
+    let ran: Vec<_> = steps
+        .iter()
+        .filter(|s| !s.cached)
+        .map(|s| &s.name)
+        .collect();
+    assert!(ran.is_empty(), "{how}: these ran again: {ran:?}");
+}
+
+#[test]
+fn codex_as_a_dockerfile_pushes_restores_after_a_prune_and_matches_buildctl() {
+    let s = stack();
+    let p = Project::codex();
+    let repo = format!("{}/strata/codex-df-{}", s.registry, rand_suffix());
+    let target = format!("{repo}:latest");
+    let registry_cache = format!("type=registry,ref={repo}:cache");
+    let local = p.path("cache-local");
+    let local_to = format!("type=local,dest={}", local.display());
+    let local_from = format!("type=local,src={}", local.display());
+
+    let first = dockerfile_build(
+        &p,
+        &[
+            "--push",
+            &target,
+            "--cache-to",
+            &registry_cache,
+            "--cache-to",
+            &local_to,
+        ],
+    );
+    first.ok();
+    let digest = image_digest(&first);
+
+    for (from, how) in [
+        (registry_cache.as_str(), "registry"),
+        (local_from.as_str(), "local"),
+    ] {
+        strata(["--addr", &s.buildkit_host, "prune", "--all"]).ok();
+        let restored =
+            dockerfile_build(&p, &["--push", &target, "--no-skip", "--cache-from", from]);
+        restored.ok();
+        assert_all_cached(&restored, how);
+        assert_eq!(image_digest(&restored), digest, "{how}");
+    }
+
+    // buildctl's Dockerfile frontend, same inputs and output: the same image.
+    let dir = p.dir.path();
+    let ctx = format!("context={}", dir.display());
+    let df = format!("dockerfile={}", dir.display());
+    let out = format!("type=image,name={repo}:buildctl,push=true");
+    let meta = p.path("buildctl-meta.json");
+    let meta_arg = meta.display().to_string();
+    let mut args = vec![
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        &ctx,
+        "--local",
+        &df,
+        "--output",
+        &out,
+        "--metadata-file",
+        &meta_arg,
+    ];
+    let secret;
+    if let Some(ca) = s.var("STRATA_CA_CERT") {
+        secret = format!("id=strata-ca-cert,src={ca}");
+        args.extend(["--secret", &secret]);
+    }
+    buildctl(&s.buildkit_host, &args, None).ok();
+    let theirs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert_eq!(theirs["containerimage.digest"], digest.as_str());
+}
+
+#[test]
+fn a_broken_dockerfile_names_its_file_and_line() {
+    let s = stack();
+    let p = Project::new("");
+    std::fs::write(
+        p.path("Dockerfile"),
+        format!("FROM {}\nRUN true\nBOGUS instruction\n", s.base_image),
+    )
+    .unwrap();
+    let failed = dockerfile_build(&p, &[]);
+    let line = error_line(&failed);
+    assert!(
+        line.contains("Dockerfile:3:") && line.contains("unknown instruction"),
+        "{line}"
+    );
+
+    std::fs::write(
+        p.path("Dockerfile"),
+        format!(
+            "FROM {}\nRUN true\nRUN echo failing; exit 3\n",
+            s.base_image
+        ),
+    )
+    .unwrap();
+    let failed = dockerfile_build(&p, &[]);
+    let line = error_line(&failed);
+    assert!(
+        line.contains("Dockerfile:3:") && line.contains("exit code: 3"),
+        "{line}"
+    );
+}
