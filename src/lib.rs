@@ -16,6 +16,7 @@ pub mod bench;
 pub mod build;
 pub mod cleanup;
 pub mod client;
+pub mod compose;
 pub mod connect;
 pub mod credentials;
 pub mod docker;

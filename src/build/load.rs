@@ -61,11 +61,11 @@ pub struct Loaded {
     pub duration: Duration,
 }
 
-/// The names an image is loaded under: the push target or image output's
-/// name, else the spec's image name; and that repository's key tag.
+/// The names an image is loaded under: its name (push target) or image
+/// output's name, else the spec's image name; and that repository's key tag.
 /// Without key tags (`--no-key-tag`), only the name.
 pub fn names(job: &Job, key: &ContentKey, key_tags: bool) -> Vec<ImageRef> {
-    let named = job.push.clone().or_else(|| {
+    let named = job.name.clone().or_else(|| {
         job.outputs.iter().find_map(|o| match o {
             Output::Image { name, .. } => Some(name.clone()),
             _ => None,

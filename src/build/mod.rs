@@ -183,6 +183,7 @@ fn with_key(job: &Job, key: &ContentKey) -> Job {
     let tag = key.tag();
     let mut job = job.clone();
     job.push = job.push.map(|p| p.with_key_tag(&tag));
+    job.name = job.name.map(|n| n.with_key_tag(&tag));
     for output in &mut job.outputs {
         if let Output::Image { name, .. } = output {
             *name = name.with_key_tag(&tag);
@@ -439,7 +440,22 @@ fn solve_opt(
         auth: Some(auth.clone()),
         // A frontend writes its own image config.
         image_config: image.frontend.is_none().then(|| image.config.clone()),
-        shared_key: format!("strata:{}", image.name),
+        shared_key: shared_key(image),
+    }
+}
+
+/// What lets the daemon reuse earlier uploads of this image's local dirs:
+/// the image's name; for a Dockerfile image, its context directory, so
+/// images built from one context upload it once between them.
+fn shared_key(image: &LoweredImage) -> String {
+    match (&image.frontend, image.local_dirs.get("context")) {
+        (Some(_), Some(context)) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(context.path.as_os_str().as_encoded_bytes());
+            let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+            format!("strata:context:{hex}")
+        }
+        _ => format!("strata:{}", image.name),
     }
 }
 

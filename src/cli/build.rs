@@ -170,8 +170,27 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
             .transpose()?,
         ..args.spec.overrides()
     };
+    build_and_report(
+        cli,
+        &spec,
+        &overrides,
+        &args.progress,
+        args.metadata_file.as_deref(),
+    )
+    .await
+}
+
+/// Builds `spec` as `overrides` say, prints a line per image (and per
+/// failure), writes `--metadata-file`; an error when any image failed.
+pub async fn build_and_report(
+    cli: &Cli,
+    spec: &strata::spec::Spec,
+    overrides: &strata::spec::Overrides,
+    progress: &ProgressMode,
+    metadata_file: Option<&Path>,
+) -> Result<()> {
     let daemon = cli.daemon.daemon()?;
-    let outcome = strata::build::build_all(&daemon, &spec, &overrides, &args.progress)
+    let outcome = strata::build::build_all(&daemon, spec, overrides, progress)
         .await
         .inspect_err(print_failed_step_logs)?;
     for b in &outcome.built {
@@ -180,7 +199,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     for f in &outcome.failed {
         print_failed(f);
     }
-    if let Some(path) = &args.metadata_file {
+    if let Some(path) = metadata_file {
         write_metadata(path, &outcome)?;
     }
     match outcome.failed.as_slice() {

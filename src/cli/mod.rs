@@ -5,6 +5,7 @@
 pub mod args;
 pub mod bench;
 pub mod build;
+pub mod compose;
 pub mod du;
 pub mod images;
 pub mod info;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Build the images of a strata.toml (all, or the ones named) on the daemon:
     /// base, toolchain steps with cache mounts, overlay; push or export the result.
     Build(build::BuildArgs),
+    /// Build a compose file's services that have a build section, in one run
+    /// (`compose build [SERVICE…] [--push] [--load]`).
+    Compose(compose::ComposeArgs),
     /// Benchmark cache modes side by side (cold, warm, edit, registry-min,
     /// registry-max, local, inline): median and range per mode, steps run vs
     /// cached, per-step times; optionally the same work through buildctl.
@@ -67,6 +71,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Du(args) => du::run(cli, args).await,
             Command::Prune(args) => prune::run(cli, args).await,
             Command::Build(args) => build::run(cli, args).await,
+            Command::Compose(args) => compose::run(cli, args).await,
             Command::Bench(args) => bench::run(cli, args).await,
             Command::Llb(args) => llb::run(args).await,
             Command::Key(args) => key::run(args).await,

@@ -163,7 +163,7 @@ pub struct Spec {
 }
 
 /// Image names: `[a-z0-9][a-z0-9._-]*`.
-fn valid_image_name(name: &str) -> bool {
+pub fn valid_image_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
@@ -230,11 +230,17 @@ impl Spec {
             cache_to: Vec::new(),
             cache_from: Vec::new(),
         };
+        Spec::of_images(&dockerfile.file, &dockerfile.context, vec![image])
+    }
+
+    /// A spec made in code (`--dockerfile`, compose files): `path` is what
+    /// errors name, `dir` where relative paths were taken from.
+    pub fn of_images(path: &Path, dir: &Path, images: Vec<Image>) -> Spec {
         Spec {
-            path: dockerfile.file.clone(),
-            dir: dockerfile.context.clone(),
+            path: path.to_owned(),
+            dir: dir.to_owned(),
             ca_cert: None,
-            images: vec![image],
+            images,
         }
     }
 

@@ -42,6 +42,9 @@ pub struct Overrides {
     pub keep_going: bool,
     /// Load every image into the docker daemon of this API socket (`--load`).
     pub load: Option<PathBuf>,
+    /// The spec's push targets only name the images; nothing is pushed
+    /// unless `push` says so (`strata compose build` without `--push`).
+    pub no_push: bool,
 }
 
 /// Images solved at once by default: enough to overlap independent images,
@@ -56,6 +59,9 @@ pub struct Job {
     pub outputs: Vec<Output>,
     /// The image's push target (`--push`, else the spec's), also in `outputs`.
     pub push: Option<ImageRef>,
+    /// What the image is called: its push target, also when `no_push` keeps
+    /// it from being pushed (the name `--load` gives it).
+    pub name: Option<ImageRef>,
     pub cache_exports: Vec<CacheExport>,
     pub cache_imports: Vec<CacheImport>,
 }
@@ -108,11 +114,15 @@ impl Spec {
         };
         for name in names {
             let image = self.named(&name)?;
-            let push = overrides.push.clone().or_else(|| image.push.clone());
+            let named = overrides.push.clone().or_else(|| image.push.clone());
+            let push = named
+                .clone()
+                .filter(|_| overrides.push.is_some() || !overrides.no_push);
             let mut job = Job {
                 image: name,
                 outputs: overrides.outputs.clone(),
                 push: push.clone(),
+                name: named,
                 cache_exports: overrides.cache_to.clone(),
                 cache_imports: overrides.cache_from.clone(),
             };

@@ -1,0 +1,95 @@
+//! `strata compose build`: three services built from one shared Dockerfile
+//! (a base stage they share), each with its own context, in one command; a
+//! second run finds all three by their key tags; an edit rebuilds one. A
+//! broken compose file's error names the file and line.
+
+mod common;
+
+use common::project::rand_suffix;
+use common::{stack, strata, Run};
+
+fn compose(dir: &std::path::Path, args: &[&str]) -> Run {
+    let file = dir.join("compose.yaml").display().to_string();
+    let mut all = vec![
+        "--addr",
+        &stack().buildkit_host,
+        "compose",
+        "build",
+        "-f",
+        &file,
+        "--progress",
+        "plain",
+    ];
+    all.extend_from_slice(args);
+    strata(all)
+}
+
+#[test]
+fn three_services_build_together_skip_when_unchanged_and_rebuild_one_on_an_edit() {
+    let s = stack();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("Dockerfile"),
+        format!(
+            "FROM {} AS base\nRUN echo shared > /shared\nFROM base\nCOPY . /app/\n",
+            s.base_image
+        ),
+    )
+    .unwrap();
+    let repo = format!("{}/strata/compose-{}", s.registry, rand_suffix());
+    let mut yaml =
+        String::from("x-note: extensions are ignored\nservices:\n  db:\n    image: postgres:16\n");
+    for name in ["one", "two", "three"] {
+        std::fs::create_dir(root.join(name)).unwrap();
+        std::fs::write(root.join(name).join("file.txt"), name).unwrap();
+        yaml.push_str(&format!(
+            "  {name}:\n    build:\n      context: ./{name}\n      dockerfile: ../Dockerfile\n    image: {repo}-{name}:latest\n    ports: [\"80\"]\n"
+        ));
+    }
+    std::fs::write(root.join("compose.yaml"), yaml).unwrap();
+
+    let first = compose(root, &["--push"]);
+    let out = first.ok();
+    for name in ["one", "two", "three"] {
+        assert!(
+            out.contains(&format!("pushed {repo}-{name}:latest")),
+            "{out}"
+        );
+    }
+    assert!(
+        !out.lines().any(|l| l.starts_with("db")),
+        "a service without build is left out: {out}"
+    );
+
+    let again = compose(root, &["--push"]);
+    let out = again.ok();
+    for name in ["one", "two", "three"] {
+        assert!(
+            out.contains(&format!("{name}: up to date (strata-")),
+            "{out}"
+        );
+    }
+
+    std::fs::write(root.join("two/file.txt"), "edited").unwrap();
+    let edited = compose(root, &["--push"]);
+    let out = edited.ok();
+    assert!(
+        out.contains("one: up to date") && out.contains("three: up to date"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("pushed {repo}-two:latest")), "{out}");
+}
+
+#[test]
+fn a_broken_compose_file_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        "services:\n  web:\n    build:\n      context: [not, a, string\n",
+    )
+    .unwrap();
+    let run = compose(dir.path(), &[]);
+    let line = run.clean_error();
+    assert!(line.contains("compose.yaml:"), "{line}");
+}
