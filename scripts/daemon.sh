@@ -70,10 +70,12 @@ DOCKER_SOCK=$DOCKER_DIR/docker.sock
 # which come from trixie through an apt pin (bookworm's docker.io is 20.10, whose
 # BuildKit is too old for what strata tests).
 HOST_PACKAGES=(ca-certificates curl openssl debootstrap runc docker-registry)
-TRIXIE_PACKAGES=(docker.io containerd)
+TRIXIE_PACKAGES=(docker.io containerd docker-buildx)
+# buildx, for `strata bench --compare buildx` (standalone: no docker CLI needed).
+BUILDX_EXE=/usr/libexec/docker/cli-plugins/docker-buildx
 MIN_DOCKER_VERSION=26
 # Packages that trixie's docker.io/containerd may legitimately replace on the host.
-TRIXIE_ALLOWED=(docker.io containerd runc tini)
+TRIXIE_ALLOWED=(docker.io containerd runc tini docker-buildx)
 
 # Built inside the trixie chroot (the Go toolchain and BuildKit's GOPATH deps).
 CHROOT_PACKAGES=(
@@ -848,6 +850,9 @@ print_env() {
   emit STRATA_REGISTRY "$REGISTRY_ADDR"
   emit STRATA_BASE_IMAGE "$BASE_IMAGE"
   emit STRATA_BUILDCTL "$BIN_DIR/buildctl"
+  if [[ -x $BUILDX_EXE ]]; then
+    emit STRATA_BUILDX "$BUILDX_EXE"
+  fi
   if [[ -s /etc/ssl/certs/ca-certificates.crt ]]; then
     emit STRATA_CA_CERT /etc/ssl/certs/ca-certificates.crt
   fi
@@ -888,6 +893,7 @@ Exports printed by 'up' and 'env':
   STRATA_REGISTRY     $REGISTRY_ADDR
   STRATA_BASE_IMAGE   $BASE_IMAGE
   STRATA_BUILDCTL     $BIN_CACHE/<version>/buildctl (its directory is also put on PATH)
+  STRATA_BUILDX       $BUILDX_EXE (trixie's docker-buildx, run standalone)
   STRATA_CA_CERT      /etc/ssl/certs/ca-certificates.crt (the host's CA bundle, if present)
 
 Environment: STRATA_STATE_DIR (default /var/lib/strata-dev) and

@@ -1,5 +1,5 @@
 //! `--svg`: the modes as bars (median wall time) with min–max whiskers, and
-//! buildctl's median beside each when compared. Drawn with plotters.
+//! the first compared client's median beside each. Drawn with plotters.
 
 use std::path::Path;
 
@@ -14,7 +14,10 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
     }
     let top = modes
         .iter()
-        .map(|m| m.max_seconds.max(m.buildctl_median_seconds.unwrap_or(0.0)))
+        .map(|m| {
+            m.max_seconds
+                .max(other(m).map_or(0.0, |c| c.median_seconds))
+        })
         .fold(0.0f64, f64::max)
         * 1.15
         + 0.1;
@@ -53,7 +56,12 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
         .draw()
         .map_err(|e| fail(&e))?;
 
-    let compared = modes.iter().any(|m| m.buildctl_median_seconds.is_some());
+    let compared = modes.iter().any(|m| other(m).is_some());
+    let other_name = modes
+        .iter()
+        .find_map(other)
+        .map(|c| c.tool.clone())
+        .unwrap_or_default();
     let strata_color = RGBColor(52, 101, 164);
     let buildctl_color = RGBColor(204, 121, 38);
     chart
@@ -80,11 +88,10 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
     if compared {
         chart
             .draw_series(modes.iter().enumerate().filter_map(|(i, m)| {
-                m.buildctl_median_seconds
-                    .map(|b| bar(i, 0.0, 0.4, b, buildctl_color))
+                other(m).map(|c| bar(i, 0.0, 0.4, c.median_seconds, buildctl_color))
             }))
             .map_err(|e| fail(&e))?
-            .label("buildctl")
+            .label(other_name)
             .legend(move |(x, y)| {
                 Rectangle::new([(x, y - 5), (x + 10, y + 5)], buildctl_color.filled())
             });
@@ -96,6 +103,11 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
         .draw()
         .map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))
+}
+
+/// The first client compared, if any.
+fn other(m: &super::report::ModeSummary) -> Option<&super::report::Compared> {
+    m.compared.first()
 }
 
 /// A bar over mode `i`, from `left` to `right` around its label.

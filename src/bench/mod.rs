@@ -9,11 +9,15 @@
 //!   import from that cache (exported once beforehand, timed and measured).
 //!
 //! The spec's directory is copied to a scratch directory first, so `edit`
-//! never touches the user's files. With `--compare buildctl`, every run is
-//! followed by the same work through BuildKit's own client (see [`buildctl`]).
+//! never touches the user's files. Every run of every client pushes the
+//! image (to its own tag of the bench repository), so each does the same
+//! work with the same output. With `--compare buildctl,buildx`, every run is
+//! followed by the same work through those clients (see [`external`]); each
+//! is warmed up once before the modes that do not prune are timed.
 
-pub mod buildctl;
 pub mod chart;
+pub mod external;
+mod rawjson;
 pub mod report;
 
 use std::fmt;
@@ -110,10 +114,8 @@ pub struct BenchOptions {
     /// Repository for registry and inline cache, e.g. `127.0.0.1:5000/strata/bench`
     /// (each mode uses a tag of its own).
     pub cache_repo: ImageRef,
-    /// BuildKit's own client, to run the same work through (`--compare buildctl`).
-    pub buildctl: Option<PathBuf>,
-    /// Daemon address and TLS flags, as buildctl takes them.
-    pub buildctl_daemon_args: Vec<String>,
+    /// Other clients to run the same work through (`--compare`).
+    pub compare: Vec<external::External>,
     /// Build-wide settings (CA bundle, platform, insecure registries).
     pub build: Overrides,
 }
@@ -122,17 +124,81 @@ pub struct BenchOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
     pub mode: Mode,
-    /// `strata` or `buildctl`.
+    /// `strata`, `buildctl` or `buildx`.
     pub tool: String,
     pub run: usize,
     pub wall_seconds: f64,
     pub first_step_seconds: Option<f64>,
     pub steps_run: usize,
     pub steps_cached: usize,
+    /// Time by phase, summed over the vertices of each.
+    pub phases: Phases,
     pub steps: Vec<StepTime>,
 }
 
+/// Where a build's time went, from its vertices' names and durations
+/// (vertices of one phase may overlap; each is summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Phases {
+    /// Resolving base images (`load metadata`, `resolve …`).
+    pub resolve: f64,
+    /// Sending local files: the context, the Dockerfile, overlay dirs.
+    pub upload: f64,
+    /// The image's own steps.
+    pub steps: f64,
+    /// Exporting and pushing (or loading) the image, and cache exports.
+    pub export: f64,
+}
+
+impl Phases {
+    fn of(steps: &[StepTime]) -> Phases {
+        let mut p = Phases::default();
+        for s in steps {
+            let Some(secs) = s.seconds else { continue };
+            let name = s.name.as_str();
+            let phase = if s.spec_step {
+                &mut p.steps
+            } else if name.starts_with("export") || name.contains("exporting") {
+                &mut p.export
+            } else if name.starts_with("local ")
+                || name.contains("load build context")
+                || name.contains("load build definition")
+                || name.contains("load .dockerignore")
+            {
+                &mut p.upload
+            } else if name.contains("load metadata") || name.starts_with("resolve") {
+                &mut p.resolve
+            } else {
+                continue;
+            };
+            *phase += secs;
+        }
+        p
+    }
+}
+
 impl RunResult {
+    pub fn new(
+        tool: &str,
+        mode: Mode,
+        run: usize,
+        wall: f64,
+        first_step: Option<f64>,
+        steps: Vec<StepTime>,
+    ) -> RunResult {
+        RunResult {
+            mode,
+            tool: tool.to_owned(),
+            run,
+            wall_seconds: wall,
+            first_step_seconds: first_step,
+            steps_run: count(&steps, false),
+            steps_cached: count(&steps, true),
+            phases: Phases::of(&steps),
+            steps,
+        }
+    }
+
     pub fn hit_rate(&self) -> f64 {
         let total = self.steps_run + self.steps_cached;
         if total == 0 {
@@ -212,8 +278,24 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The file the edit mode changes: the first file of the image's overlay.
-fn overlay_file(spec: &Spec, image: &str) -> Result<PathBuf, BenchError> {
+/// The file the edit mode changes: the first file of the image's overlay;
+/// of a Dockerfile image, the first file in the first directory of its
+/// context (what a COPY usually takes), else the context's first file.
+fn edit_file(spec: &Spec, image: &str) -> Result<PathBuf, BenchError> {
+    if let Some(crate::spec::Base::Dockerfile(d)) = spec.image(image).map(|i| &i.base) {
+        let first_dir = sorted_entries(&d.context)
+            .into_iter()
+            .find(|p| p.is_dir() && !is_hidden(p));
+        return first_dir
+            .and_then(|dir| first_file(&dir))
+            .or_else(|| first_file(&d.context))
+            .ok_or_else(|| {
+                BenchError::Setup(format!(
+                    "the edit mode needs a file in {}",
+                    d.context.display()
+                ))
+            });
+    }
     let dir = spec
         .image(image)
         .and_then(|i| {
@@ -237,13 +319,21 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
         .map_err(|e| BenchError::Setup(format!("editing {}: {e}", path.display())))
 }
 
-fn first_file(dir: &Path) -> Option<PathBuf> {
+fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     entries.sort();
+    entries
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+fn first_file(dir: &Path) -> Option<PathBuf> {
+    let entries = sorted_entries(dir);
     entries.iter().find(|p| p.is_file()).cloned().or_else(|| {
         entries
             .iter()
@@ -302,6 +392,11 @@ impl CachePlan {
         })
     }
 
+    /// Where `tool`'s runs push the image.
+    fn output(&self, tool: &str) -> ImageRef {
+        self.repo.with_tag(&format!("out-{tool}"))
+    }
+
     /// The image the hit mode finds by its key tag.
     fn hit_image(&self) -> ImageRef {
         self.repo.with_tag("hit")
@@ -343,12 +438,19 @@ pub async fn run(
     let began = Instant::now();
     let mut runs = Vec::new();
     for &mode in &options.modes {
-        // The edit mode changes one overlay file per run and puts it back
-        // after, so the modes after it still match the caches exported.
+        // The edit mode changes one file per run and puts it back after, so
+        // the modes after it still match the caches exported.
         let edit = match mode {
-            Mode::Edit => Some(read_overlay_file(&spec, &options.image)?),
+            Mode::Edit => Some(read_edit_file(&spec, &options.image)?),
             _ => None,
         };
+        if !mode.prunes() {
+            // Every client starts the mode from its own warm state.
+            for tool in runner.tools() {
+                say(&format!("{mode}: warming up {tool} (not timed)"));
+                runner.measure(tool, Mode::Warm, 0).await?;
+            }
+        }
         for run in 1..=options.runs {
             for tool in runner.tools() {
                 say(&format!(
@@ -368,8 +470,8 @@ pub async fn run(
 }
 
 /// What every measured run shares: the spec's copy, the build settings, the
-/// caches exported beforehand and, with `--compare buildctl`, the graph
-/// buildctl is given.
+/// caches exported beforehand and, for a comparison, the work the other
+/// clients are given.
 struct Runner<'a> {
     client: &'a Client,
     spec: &'a Spec,
@@ -377,16 +479,16 @@ struct Runner<'a> {
     base: Overrides,
     cache: CachePlan,
     exports: Vec<ExportResult>,
-    /// The very graph strata builds, lowered once and written to `llb_file`.
-    buildctl_image: Option<crate::spec::LoweredImage>,
+    /// The very graph strata builds, lowered once (its LLB in `llb_file`).
+    image: crate::spec::LoweredImage,
     llb_file: PathBuf,
     /// The CA bundle the builds trust: --ca-cert, else the spec's.
     ca_cert: Option<PathBuf>,
 }
 
 impl<'a> Runner<'a> {
-    /// Warms the builder, exports the caches the import modes need and, for
-    /// a comparison, writes buildctl's graph.
+    /// Warms the builder, exports the caches the import modes need and
+    /// writes the graph the other clients are given.
     async fn prepare(
         client: &'a Client,
         spec: &'a Spec,
@@ -394,15 +496,19 @@ impl<'a> Runner<'a> {
         scratch: &Path,
         say: &mut dyn FnMut(&str),
     ) -> Result<Runner<'a>, BenchError> {
-        let base = Overrides {
-            images: vec![options.image.clone()],
-            ..options.build.clone()
-        };
-        let plan = spec.resolve(&base)?;
         let cache = CachePlan {
             local_dir: scratch.join("local-cache"),
             repo: options.cache_repo.clone(),
         };
+        // Every strata run pushes, as every other client does; one push (no
+        // key tag) per run, as they make.
+        let base = Overrides {
+            images: vec![options.image.clone()],
+            push: Some(cache.output("strata")),
+            no_key_tag: true,
+            ..options.build.clone()
+        };
+        let plan = spec.resolve(&base)?;
         say("preparing: one build to warm the builder");
         built_by_solving(client, spec, &base).await?;
         let exports = export_caches(client, spec, &base, &cache, &options.modes, say).await?;
@@ -410,21 +516,15 @@ impl<'a> Runner<'a> {
             say("preparing: pushing the image under its key tag");
             let push = Overrides {
                 push: Some(cache.hit_image()),
+                no_key_tag: false,
                 ..base.clone()
             };
             built_by_solving(client, spec, &push).await?;
         }
         let llb_file = scratch.join("image.llb");
-        let buildctl_image = match options.buildctl {
-            Some(_) => {
-                let image = build::lower(spec, &plan).await?.remove(0);
-                std::fs::write(&llb_file, image.definition.to_bytes()).map_err(|e| {
-                    BenchError::Setup(format!("writing {}: {e}", llb_file.display()))
-                })?;
-                Some(image)
-            }
-            None => None,
-        };
+        let image = build::lower(spec, &plan).await?.remove(0);
+        std::fs::write(&llb_file, image.definition.to_bytes())
+            .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
         Ok(Runner {
             client,
             spec,
@@ -432,62 +532,71 @@ impl<'a> Runner<'a> {
             base,
             cache,
             exports,
-            buildctl_image,
+            image,
             llb_file,
             ca_cert: plan.ca_cert,
         })
     }
 
-    /// `strata`, and `buildctl` when compared.
+    /// `strata`, then the clients compared.
     fn tools(&self) -> Vec<&'static str> {
         let mut tools = vec!["strata"];
-        if self.buildctl_image.is_some() {
-            tools.push("buildctl");
-        }
+        tools.extend(self.options.compare.iter().map(|e| e.tool.name()));
         tools
     }
 
     /// One timed build of the image by `tool`, importing `mode`'s cache.
     async fn measure(&self, tool: &str, mode: Mode, run: usize) -> Result<RunResult, BenchError> {
         let import = self.cache.import(mode);
-        let (Some(buildctl), Some(image), "buildctl") =
-            (&self.options.buildctl, &self.buildctl_image, tool)
-        else {
-            let t = Instant::now();
-            let built = if mode == Mode::Hit {
-                let opts = Overrides {
-                    push: Some(self.cache.hit_image()),
-                    ..self.base.clone()
-                };
-                let daemon = crate::client::Daemon::from(self.client.clone());
-                build::build(&daemon, self.spec, &opts, &Quiet).await?
-            } else {
-                let opts = Overrides {
-                    cache_from: import.into_iter().collect(),
-                    ..self.base.clone()
-                };
-                built_by_solving(self.client, self.spec, &opts).await?
-            };
-            return Ok(measured(mode, run, t.elapsed().as_secs_f64(), &built));
+        let Some(external) = self.options.compare.iter().find(|e| e.tool.name() == tool) else {
+            return self.measure_strata(mode, run, import).await;
         };
-        buildctl::run(
-            buildctl,
-            &self.options.buildctl_daemon_args,
-            &self.llb_file,
-            image,
-            self.ca_cert.as_deref(),
-            buildctl_import(import).as_ref(),
-            mode,
-            run,
-        )
-        .await
-        .map_err(BenchError::Setup)
+        let dockerfile = match &self.spec.image(&self.options.image).map(|i| &i.base) {
+            Some(crate::spec::Base::Dockerfile(d)) => Some(d),
+            _ => None,
+        };
+        let work = external::Work {
+            image: &self.image,
+            dockerfile,
+            llb_file: &self.llb_file,
+            ca_cert: self.ca_cert.as_deref(),
+            output: self.cache.output(tool),
+        };
+        external
+            .run(&work, external_import(import).as_ref(), mode, run)
+            .await
+            .map_err(BenchError::Setup)
+    }
+
+    async fn measure_strata(
+        &self,
+        mode: Mode,
+        run: usize,
+        import: Option<CacheImport>,
+    ) -> Result<RunResult, BenchError> {
+        let t = Instant::now();
+        let built = if mode == Mode::Hit {
+            let opts = Overrides {
+                push: Some(self.cache.hit_image()),
+                no_key_tag: false,
+                ..self.base.clone()
+            };
+            let daemon = crate::client::Daemon::from(self.client.clone());
+            build::build(&daemon, self.spec, &opts, &Quiet).await?
+        } else {
+            let opts = Overrides {
+                cache_from: import.into_iter().collect(),
+                ..self.base.clone()
+            };
+            built_by_solving(self.client, self.spec, &opts).await?
+        };
+        Ok(measured(mode, run, t.elapsed().as_secs_f64(), &built))
     }
 }
 
-/// An import as buildctl needs it said: strata marks loopback registries
-/// insecure itself, buildctl needs it in the flag.
-fn buildctl_import(import: Option<CacheImport>) -> Option<CacheImport> {
+/// An import as other clients need it said: strata marks loopback
+/// registries insecure itself, they need it in the flag.
+fn external_import(import: Option<CacheImport>) -> Option<CacheImport> {
     match import {
         Some(CacheImport::Registry { reference, .. }) => Some(CacheImport::Registry {
             insecure: reference.is_loopback(),
@@ -498,8 +607,8 @@ fn buildctl_import(import: Option<CacheImport>) -> Option<CacheImport> {
 }
 
 /// The file the edit mode changes, and what it holds before.
-fn read_overlay_file(spec: &Spec, image: &str) -> Result<(PathBuf, Vec<u8>), BenchError> {
-    let file = overlay_file(spec, image)?;
+fn read_edit_file(spec: &Spec, image: &str) -> Result<(PathBuf, Vec<u8>), BenchError> {
+    let file = edit_file(spec, image)?;
     let original = std::fs::read(&file)
         .map_err(|e| BenchError::Setup(format!("reading {}: {e}", file.display())))?;
     Ok((file, original))
@@ -581,27 +690,21 @@ async fn reset_for(
 fn measured(mode: Mode, run: usize, wall: f64, built: &[Built]) -> RunResult {
     let steps: Vec<StepTime> = built
         .iter()
-        .flat_map(|b| b.solved.steps.iter().map(move |s| (b, s)))
-        .map(|(b, s)| StepTime {
-            spec_step: b.lowered.iter().any(|l| l.digest == s.digest),
-            name: s.name.clone(),
-            cached: s.cached,
-            seconds: s.duration().map(|d| d.as_secs_f64()),
+        .flat_map(|b| {
+            let ours: Vec<&str> = b.spec_steps().map(|s| s.digest.as_str()).collect();
+            b.solved.steps.iter().map(move |s| StepTime {
+                spec_step: ours.contains(&s.digest.as_str()),
+                name: s.name.clone(),
+                cached: s.cached,
+                seconds: s.duration().map(|d| d.as_secs_f64()),
+            })
         })
         .collect();
-    RunResult {
-        mode,
-        tool: "strata".into(),
-        run,
-        wall_seconds: wall,
-        first_step_seconds: built
-            .first()
-            .and_then(|b| b.solved.time_to_first_step)
-            .map(|d| d.as_secs_f64()),
-        steps_run: count(&steps, false),
-        steps_cached: count(&steps, true),
-        steps,
-    }
+    let first_step = built
+        .first()
+        .and_then(|b| b.solved.time_to_first_step)
+        .map(|d| d.as_secs_f64());
+    RunResult::new("strata", mode, run, wall, first_step, steps)
 }
 
 /// Steps of the spec that ran, or came from the cache. Resolving the base,

@@ -3,9 +3,10 @@
 
 use serde::Serialize;
 
-use super::{ExportResult, Mode, RunResult};
+use super::{ExportResult, Mode, Phases, RunResult};
 
-/// Median and range of one mode's runs through one client.
+/// Median and range of one mode's runs through strata, and the same mode
+/// through each client compared.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModeSummary {
     pub mode: Mode,
@@ -17,10 +18,27 @@ pub struct ModeSummary {
     pub steps_run: usize,
     pub steps_cached: usize,
     pub hit_rate: f64,
-    /// buildctl's median for the same mode, when compared.
-    pub buildctl_median_seconds: Option<f64>,
-    /// strata / buildctl median wall time.
+    /// For a cache-import mode: whether any step came from the cache.
+    pub imported: Option<bool>,
+    /// Median time per phase.
+    pub phases: Phases,
+    /// The clients compared, in `--compare` order.
+    pub compared: Vec<Compared>,
+}
+
+/// One compared client's runs of a mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compared {
+    pub tool: String,
+    pub median_seconds: f64,
+    /// strata / this client, median wall time.
     pub ratio: Option<f64>,
+    pub steps_run: usize,
+    pub steps_cached: usize,
+    /// For a cache-import mode: whether any of its steps came from the cache
+    /// (if not, its runs did a cold build and the ratio is not comparable).
+    pub imported: Option<bool>,
+    pub phases: Phases,
 }
 
 /// Everything `strata bench` measured.
@@ -45,65 +63,112 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// Whether `mode` imports a cache, and if so whether `runs` found any of it.
+fn imported(mode: Mode, runs: &[&RunResult]) -> Option<bool> {
+    let imports = mode.prunes() && mode != Mode::Cold;
+    imports.then(|| runs.iter().any(|r| r.steps_cached > 0))
+}
+
+/// The median of each phase over `runs`.
+fn median_phases(runs: &[&RunResult]) -> Phases {
+    let of =
+        |f: fn(&Phases) -> f64| median(&mut runs.iter().map(|r| f(&r.phases)).collect::<Vec<_>>());
+    Phases {
+        resolve: of(|p| p.resolve),
+        upload: of(|p| p.upload),
+        steps: of(|p| p.steps),
+        export: of(|p| p.export),
+    }
+}
+
+fn wall_median(runs: &[&RunResult]) -> f64 {
+    median(&mut runs.iter().map(|r| r.wall_seconds).collect::<Vec<_>>())
+}
+
+impl ModeSummary {
+    fn of(mode: Mode, runs: &[RunResult]) -> ModeSummary {
+        let of = |tool: &str| -> Vec<&RunResult> {
+            runs.iter()
+                .filter(|r| r.mode == mode && r.tool == tool)
+                .collect()
+        };
+        let ours = of("strata");
+        let walls: Vec<f64> = ours.iter().map(|r| r.wall_seconds).collect();
+        let min = walls.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = walls.iter().copied().fold(0.0, f64::max);
+        let mut firsts: Vec<f64> = ours.iter().filter_map(|r| r.first_step_seconds).collect();
+        let last = ours.last();
+        let median_ours = wall_median(&ours);
+        let mut tools: Vec<&str> = runs
+            .iter()
+            .map(|r| r.tool.as_str())
+            .filter(|t| *t != "strata")
+            .collect();
+        tools.dedup();
+        let compared = tools
+            .into_iter()
+            .map(|tool| {
+                let theirs = of(tool);
+                let median_theirs = wall_median(&theirs);
+                Compared {
+                    tool: tool.to_owned(),
+                    median_seconds: median_theirs,
+                    ratio: (median_theirs > 0.0).then(|| median_ours / median_theirs),
+                    steps_run: theirs.last().map_or(0, |r| r.steps_run),
+                    steps_cached: theirs.last().map_or(0, |r| r.steps_cached),
+                    imported: imported(mode, &theirs),
+                    phases: median_phases(&theirs),
+                }
+            })
+            .collect();
+        ModeSummary {
+            mode,
+            runs: ours.len(),
+            median_seconds: median_ours,
+            min_seconds: if min.is_finite() { min } else { 0.0 },
+            max_seconds: max,
+            median_first_step_seconds: (!firsts.is_empty()).then(|| median(&mut firsts)),
+            steps_run: last.map(|r| r.steps_run).unwrap_or(0),
+            steps_cached: last.map(|r| r.steps_cached).unwrap_or(0),
+            hit_rate: last.map(|r| r.hit_rate()).unwrap_or(0.0),
+            imported: imported(mode, &ours),
+            phases: median_phases(&ours),
+            compared,
+        }
+    }
+}
+
 impl Report {
     pub fn new(image: &str, runs: Vec<RunResult>, exports: Vec<ExportResult>) -> Report {
         let mut modes: Vec<Mode> = runs.iter().map(|r| r.mode).collect();
         modes.dedup();
-        let summaries = modes
-            .into_iter()
-            .map(|mode| {
-                let of = |tool: &str| -> Vec<&RunResult> {
-                    runs.iter()
-                        .filter(|r| r.mode == mode && r.tool == tool)
-                        .collect()
-                };
-                let ours = of("strata");
-                let mut walls: Vec<f64> = ours.iter().map(|r| r.wall_seconds).collect();
-                let min = walls.iter().copied().fold(f64::INFINITY, f64::min);
-                let max = walls.iter().copied().fold(0.0, f64::max);
-                let mut firsts: Vec<f64> =
-                    ours.iter().filter_map(|r| r.first_step_seconds).collect();
-                let last = ours.last();
-                let mut theirs: Vec<f64> = of("buildctl").iter().map(|r| r.wall_seconds).collect();
-                let median_ours = median(&mut walls);
-                let buildctl = (!theirs.is_empty()).then(|| median(&mut theirs));
-                ModeSummary {
-                    mode,
-                    runs: ours.len(),
-                    median_seconds: median_ours,
-                    min_seconds: if min.is_finite() { min } else { 0.0 },
-                    max_seconds: max,
-                    median_first_step_seconds: (!firsts.is_empty()).then(|| median(&mut firsts)),
-                    steps_run: last.map(|r| r.steps_run).unwrap_or(0),
-                    steps_cached: last.map(|r| r.steps_cached).unwrap_or(0),
-                    hit_rate: last.map(|r| r.hit_rate()).unwrap_or(0.0),
-                    buildctl_median_seconds: buildctl,
-                    ratio: buildctl.filter(|b| *b > 0.0).map(|b| median_ours / b),
-                }
-            })
-            .collect();
         Report {
             image: image.to_owned(),
-            modes: summaries,
+            modes: modes
+                .into_iter()
+                .map(|m| ModeSummary::of(m, &runs))
+                .collect(),
             exports,
             runs,
         }
     }
 
-    /// The terminal table: one line per mode, then the exports, then the
-    /// slowest steps of the cold build (the per-phase view).
+    /// The terminal table: one line per mode (with each compared client's
+    /// median and ratio, or "did not import"), the time per phase, then the
+    /// exports and the slowest steps of the cold build.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let compare = self
+        let tools: Vec<&str> = self
             .modes
-            .iter()
-            .any(|m| m.buildctl_median_seconds.is_some());
+            .first()
+            .map(|m| m.compared.iter().map(|c| c.tool.as_str()).collect())
+            .unwrap_or_default();
         out.push_str(&format!(
             "{:<13} {:>4} {:>9} {:>17} {:>11} {:>10} {:>8}",
             "MODE", "RUNS", "MEDIAN", "MIN-MAX", "1ST STEP", "RUN/CACHED", "HIT"
         ));
-        if compare {
-            out.push_str(&format!(" {:>9} {:>7}", "BUILDCTL", "RATIO"));
+        for tool in &tools {
+            out.push_str(&format!(" {:>9} {:>15}", tool.to_uppercase(), "RATIO"));
         }
         out.push('\n');
         for m in &self.modes {
@@ -120,19 +185,17 @@ impl Report {
                 format!("{}/{}", m.steps_run, m.steps_cached),
                 m.hit_rate * 100.0
             ));
-            if compare {
-                out.push_str(&format!(
-                    " {:>8} {:>7}",
-                    m.buildctl_median_seconds
-                        .map(|s| format!("{s:.2}s"))
-                        .unwrap_or_else(|| "-".into()),
-                    m.ratio
-                        .map(|r| format!("{r:.2}"))
-                        .unwrap_or_else(|| "-".into())
-                ));
+            for c in &m.compared {
+                let ratio = match (c.imported, c.ratio) {
+                    (Some(false), _) => "did not import".to_owned(),
+                    (_, Some(r)) => format!("{r:.2}"),
+                    (_, None) => "-".to_owned(),
+                };
+                out.push_str(&format!(" {:>8.2}s {:>15}", c.median_seconds, ratio));
             }
             out.push('\n');
         }
+        out.push_str(&self.phase_table());
         if !self.exports.is_empty() {
             out.push_str("\nCACHE EXPORT    TIME       SIZE  BLOBS\n");
             for e in &self.exports {
@@ -167,6 +230,32 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Median seconds per phase, per mode and client.
+    fn phase_table(&self) -> String {
+        let mut out = format!(
+            "\nPHASES (median){:<3} {:<9} {:>8} {:>8} {:>8} {:>8}\n",
+            "", "CLIENT", "RESOLVE", "UPLOAD", "STEPS", "EXPORT"
+        );
+        for m in &self.modes {
+            let rows = std::iter::once(("strata", &m.phases))
+                .chain(m.compared.iter().map(|c| (c.tool.as_str(), &c.phases)));
+            for (tool, p) in rows {
+                out.push_str(&format!(
+                    "{:<17} {:<9} {:>7.2}s {:>7.2}s {:>7.2}s {:>7.2}s\n",
+                    m.mode.name(),
+                    tool,
+                    p.resolve,
+                    p.upload,
+                    p.steps,
+                    p.export
+                ));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +269,7 @@ mod tests {
             first_step_seconds: Some(0.1),
             steps_run: 1,
             steps_cached: 3,
+            phases: Phases::default(),
             steps: vec![],
         }
     }
@@ -197,10 +287,24 @@ mod tests {
         let m = &r.modes[0];
         assert_eq!(m.median_seconds, 2.0);
         assert_eq!((m.min_seconds, m.max_seconds), (1.0, 3.0));
-        assert_eq!(m.buildctl_median_seconds, Some(2.0));
-        assert_eq!(m.ratio, Some(1.0));
+        assert_eq!(m.compared[0].median_seconds, 2.0);
+        assert_eq!(m.compared[0].ratio, Some(1.0));
         assert_eq!(m.hit_rate, 0.75);
         assert!(r.table().contains("RATIO"));
+    }
+
+    #[test]
+    fn an_import_mode_run_with_nothing_cached_did_not_import() {
+        let mut cold_theirs = run(Mode::Local, "buildctl", 9.0);
+        cold_theirs.steps_cached = 0;
+        let r = Report::new(
+            "x",
+            vec![run(Mode::Local, "strata", 1.0), cold_theirs],
+            vec![],
+        );
+        assert_eq!(r.modes[0].imported, Some(true));
+        assert_eq!(r.modes[0].compared[0].imported, Some(false));
+        assert!(r.table().contains("did not import"));
     }
 
     #[test]

@@ -78,7 +78,7 @@ impl Built {
 
 /// A Dockerfile's own steps as the frontend names them (`[stage 2/5] RUN …`),
 /// not its context loading, `FROM` resolution or named contexts.
-fn is_dockerfile_step(name: &str) -> bool {
+pub(crate) fn is_dockerfile_step(name: &str) -> bool {
     name.starts_with('[')
         && !name.starts_with("[internal]")
         && !name.starts_with("[context ")

@@ -1,11 +1,12 @@
 //! `strata bench`: cache modes side by side (table, JSON, SVG), optionally
 //! against buildctl doing the same work.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
 
+use strata::bench::external::{External, Tool};
 use strata::reference::ImageRef;
 use strata::spec::{Base, Spec};
 
@@ -36,9 +37,10 @@ pub struct BenchArgs {
     /// Repository for registry and inline cache (default: strata-bench/IMAGE on the base image's registry).
     #[arg(long, value_name = "REPO")]
     cache_repo: Option<ImageRef>,
-    /// Also run every mode through BuildKit's own client, alternating, and add a ratio column.
-    #[arg(long, value_name = "CLIENT", value_parser = ["buildctl"])]
-    compare: Option<String>,
+    /// Also run every mode through these clients (buildctl; buildx for a Dockerfile
+    /// image), alternating, each pushing the same image, and add ratio columns.
+    #[arg(long, value_name = "CLIENT,…", value_delimiter = ',')]
+    compare: Vec<Tool>,
     /// Write the full results (per mode, per run, per step) as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -49,10 +51,12 @@ pub struct BenchArgs {
 
 pub async fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
     let spec = args.spec.load()?;
-    let buildctl = match &args.compare {
-        Some(_) => Some(find_buildctl()?),
-        None => None,
-    };
+    // buildx keeps its builder in a config directory of the bench's own.
+    let buildx_config = tempfile::tempdir()?;
+    let mut compare = Vec::new();
+    for &tool in &args.compare {
+        compare.push(external(cli, tool, buildx_config.path()).await?);
+    }
     let options = strata::bench::BenchOptions {
         image: args.image.clone(),
         modes: args.modes.clone(),
@@ -62,8 +66,7 @@ pub async fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
             Some(r) => r.clone(),
             None => default_cache_repo(&spec, &args.image)?,
         },
-        buildctl,
-        buildctl_daemon_args: buildctl_daemon_args(cli),
+        compare,
         build: args.spec.overrides(),
     };
     let client = cli.daemon.connect().await?;
@@ -86,28 +89,51 @@ fn default_cache_repo(spec: &Spec, image: &str) -> Result<ImageRef> {
         .image(image)
         .and_then(|i| match &i.base {
             Base::Image(r) => Some(r.clone()),
-            Base::From(_) | Base::Scratch | Base::Dockerfile(_) => None,
+            Base::Dockerfile(d) => d.froms.first().map(|(_, r)| r.clone()),
+            Base::From(_) | Base::Scratch => None,
         })
         .or_else(|| spec.base_refs().into_iter().next())
         .context("--cache-repo is needed: the image has no registry base to derive it from")?;
     Ok(format!("{}/strata-bench/{image}", base.registry).parse()?)
 }
 
-fn find_buildctl() -> Result<PathBuf> {
-    let on_path = || {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("buildctl"))
-                .find(|p| p.is_file())
-        })
+/// A client to compare with, found and (buildx) given its builder.
+async fn external(cli: &Cli, tool: Tool, buildx_config: &Path) -> Result<External> {
+    let (variable, names) = match tool {
+        Tool::Buildctl => ("STRATA_BUILDCTL", &["buildctl"][..]),
+        Tool::Buildx => ("STRATA_BUILDX", &["docker-buildx", "buildx"][..]),
     };
-    std::env::var_os("STRATA_BUILDCTL")
+    let exe = find_exe(variable, names).with_context(|| {
+        format!(
+            "--compare {}: not in {variable} nor on PATH (scripts/daemon.sh up exports it)",
+            tool.name()
+        )
+    })?;
+    if tool == Tool::Buildx {
+        External::prepare_buildx(&exe, &cli.daemon.addr, buildx_config)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(External {
+        tool,
+        exe,
+        daemon_args: buildctl_daemon_args(cli),
+        buildx_config: Some(buildx_config.to_owned()),
+    })
+}
+
+/// `variable`'s file, else the first of `names` on PATH.
+fn find_exe(variable: &str, names: &[&str]) -> Option<PathBuf> {
+    let on_path = || {
+        let paths = std::env::var_os("PATH")?;
+        std::env::split_paths(&paths)
+            .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+            .find(|p| p.is_file())
+    };
+    std::env::var_os(variable)
         .map(PathBuf::from)
         .filter(|p| p.is_file())
         .or_else(on_path)
-        .context(
-            "--compare buildctl: buildctl is neither in STRATA_BUILDCTL nor on PATH (scripts/daemon.sh up exports both)",
-        )
 }
 
 /// The daemon address and TLS flags, as buildctl takes them.

@@ -1,0 +1,88 @@
+//! BuildKit's `--progress rawjson` stream (buildctl's and buildx's) folded
+//! into a run: each vertex once, cached or with its duration.
+
+use std::collections::BTreeMap;
+
+use super::{Mode, RunResult, StepTime};
+
+/// The run `progress` describes; `spec_step` says which vertices are the
+/// image's own steps (counted as run or cached), by digest and name.
+pub fn fold(
+    progress: &str,
+    spec_step: &dyn Fn(&str, &str) -> bool,
+    tool: &str,
+    mode: Mode,
+    run: usize,
+    wall: f64,
+) -> RunResult {
+    let mut steps: BTreeMap<String, StepTime> = BTreeMap::new();
+    let mut times: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
+    let parse_time = |v: &serde_json::Value| crate::units::parse_rfc3339(v.as_str()?);
+    // rawjson is a stream of (pretty-printed) JSON objects, not one per line.
+    let stream = serde_json::Deserializer::from_str(progress).into_iter::<serde_json::Value>();
+    for v in stream.map_while(Result::ok) {
+        for vx in v["vertexes"].as_array().into_iter().flatten() {
+            let digest = vx["digest"].as_str().unwrap_or_default().to_owned();
+            let entry = steps.entry(digest.clone()).or_insert_with(|| StepTime {
+                spec_step: false,
+                name: String::new(),
+                cached: false,
+                seconds: None,
+            });
+            if let Some(n) = vx["name"].as_str() {
+                entry.name = n.to_owned();
+            }
+            entry.spec_step = spec_step(&digest, &entry.name);
+            entry.cached |= vx["cached"].as_bool().unwrap_or(false);
+            let t = times.entry(digest).or_default();
+            if let Some(s) = parse_time(&vx["started"]) {
+                t.0 = Some(s);
+            }
+            if let Some(c) = parse_time(&vx["completed"]) {
+                t.1 = Some(c);
+            }
+        }
+    }
+    for (digest, (start, end)) in times {
+        if let (Some(s), Some(e), Some(step)) = (start, end, steps.get_mut(&digest)) {
+            step.seconds = Some((e - s).max(0.0));
+        }
+    }
+    RunResult::new(tool, mode, run, wall, None, steps.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_go_timestamps() {
+        assert_eq!(
+            crate::units::parse_rfc3339("1970-01-01T00:00:10Z"),
+            Some(10.0)
+        );
+        let t = crate::units::parse_rfc3339("2026-11-23T02:05:25.5Z").unwrap();
+        assert_eq!(t, 1_795_399_525.5);
+        assert_eq!(
+            crate::units::parse_rfc3339("2026-11-23T03:05:25.5+01:00"),
+            Some(t)
+        );
+    }
+
+    #[test]
+    fn folds_rawjson_into_a_run() {
+        let lines = r#"{"vertexes":[{"digest":"a","name":"[i 1/2] x",
+  "started":"1970-01-01T00:00:01Z"}]}
+{"vertexes":[{"digest":"a","name":"[i 1/2] x","started":"1970-01-01T00:00:01Z","completed":"1970-01-01T00:00:03Z"},{"digest":"b","name":"[i 2/2] y","cached":true},{"digest":"c","name":"local x","started":"1970-01-01T00:00:01Z","completed":"1970-01-01T00:00:02Z"}]}"#;
+        let ours = |digest: &str, _: &str| digest == "a" || digest == "b";
+        let r = fold(lines, &ours, "buildctl", Mode::Warm, 1, 4.0);
+        assert_eq!(
+            (r.steps_run, r.steps_cached),
+            (1, 1),
+            "a local transfer is not a spec step"
+        );
+        let x = r.steps.iter().find(|s| s.name == "[i 1/2] x").unwrap();
+        assert_eq!(x.seconds, Some(2.0));
+        assert_eq!(r.phases.upload, 1.0);
+    }
+}
