@@ -1,10 +1,11 @@
 //! Temporary files and directories strata creates (staged exports, ingest
 //! files, index and metadata temp files), removed when their guard drops —
 //! and all at once by [`remove_all`] when a signal ends the process before the
-//! guards can run. A guard that is [`TempPath::keep`]-ed was moved into place
-//! and is forgotten.
+//! guards can run, or at exit for files that reappeared after their guard
+//! dropped. A guard that is [`TempPath::keep`]-ed was moved into place and is
+//! forgotten.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -14,6 +15,22 @@ fn registry() -> MutexGuard<'static, HashSet<PathBuf>> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Paths removed on drop that may come back: a task cancelled while a
+/// blocking `open` of its path was in flight (tokio runs file operations on
+/// other threads) drops its guard first, and the file appears after.
+/// [`remove_all`] removes these again once those threads are done.
+fn dropped() -> MutexGuard<'static, VecDeque<PathBuf>> {
+    static DROPPED: OnceLock<Mutex<VecDeque<PathBuf>>> = OnceLock::new();
+    DROPPED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How many dropped paths are remembered (a long-lived library process
+/// never calls `remove_all`; this bounds what it keeps).
+const DROPPED_REMEMBERED: usize = 1024;
 
 /// A path strata is about to create, removed (file or whole tree) on drop
 /// unless kept.
@@ -57,15 +74,24 @@ impl Drop for TempPath {
         if !self.kept {
             remove(&self.path);
             registry().remove(&self.path);
+            let mut dropped = dropped();
+            if dropped.len() == DROPPED_REMEMBERED {
+                dropped.pop_front();
+            }
+            dropped.push_back(self.path.clone());
         }
     }
 }
 
-/// Removes every temporary path still registered; for a process about to
-/// exit on a signal. Returns how many there were.
+/// Removes every temporary path still registered, and any dropped one that
+/// came back; for a process about to exit (after its runtime has shut down).
+/// Returns how many were still registered.
 pub fn remove_all() -> usize {
     let paths: Vec<PathBuf> = registry().drain().collect();
-    for path in &paths {
+    for path in paths
+        .iter()
+        .chain(dropped().drain(..).collect::<Vec<_>>().iter())
+    {
         remove(path);
     }
     paths.len()
@@ -120,6 +146,8 @@ mod tests {
         drop(dropped);
         assert!(!path.exists());
         assert!(kept_path.exists());
+        // A cancelled blocking open can make it come back: remembered for remove_all.
+        assert!(super::dropped().contains(&path));
 
         let leaked = TempPath::beside(&tmp.path().join("c"));
         std::fs::write(leaked.path(), "l").unwrap();

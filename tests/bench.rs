@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::project::{small_spec, Project};
+use common::project::{rand_suffix, small_spec, Project};
 use common::{stack, strata};
 use serde_json::Value;
 
@@ -83,7 +83,12 @@ fn measures_modes_and_writes_json_and_svg() {
     let warm = by("warm");
     assert_eq!(warm["runs"], 2);
     assert_eq!(warm["steps_run"], 0, "a no-op rebuild runs nothing: {warm}");
-    assert!(warm["ratio"].as_f64().unwrap() > 0.0);
+    assert!(warm["compared"][0]["ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(warm["compared"][0]["tool"], "buildctl");
+    assert!(
+        warm["phases"]["export"].as_f64().unwrap() > 0.0,
+        "every run pushes: {warm}"
+    );
     let cold = by("cold");
     assert!(cold["steps_run"].as_u64().unwrap() >= 2, "{cold}");
     let local = by("local");
@@ -106,6 +111,15 @@ fn measures_modes_and_writes_json_and_svg() {
         6 * 2 * 2,
         "modes x runs x (strata, buildctl)"
     );
+    // Both clients pushed the same image.
+    let repo = format!("{}/strata/bench-test", s.registry);
+    let digest = |tag: &str| common::project::manifest_digest(&format!("{repo}:{tag}"));
+    assert!(digest("out-strata").is_some());
+    assert_eq!(
+        digest("out-strata"),
+        digest("out-buildctl"),
+        "the same output"
+    );
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg") || svg.contains("<svg"), "an SVG");
     assert!(svg.contains("registry-max"), "mode labels drawn");
@@ -115,4 +129,68 @@ fn measures_modes_and_writes_json_and_svg() {
         std::fs::read_to_string(p.path("overlay/hello.txt")).unwrap(),
         "hello\n"
     );
+}
+
+/// A Dockerfile image against buildctl and buildx: all three push the same
+/// image, and each import mode says whether each client imported.
+#[test]
+fn a_dockerfile_image_against_buildctl_and_buildx() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stack();
+    std::env::set_var("STRATA_BUILDCTL", &s.buildctl);
+    if let Some(buildx) = s.var("STRATA_BUILDX") {
+        std::env::set_var("STRATA_BUILDX", buildx);
+    }
+    let p = Project::new("[images.dfbench]\ndockerfile = { file = \"Dockerfile\" }\n");
+    std::fs::write(
+        p.path("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo toolchain > /toolchain.txt\nCOPY overlay/ /work/\n",
+            s.base_image
+        ),
+    )
+    .unwrap();
+    let json = p.path("bench.json");
+    let repo = format!("{}/strata/bench-df-{}", s.registry, rand_suffix());
+    let run = strata([
+        "--addr",
+        &s.buildkit_host,
+        "bench",
+        "-f",
+        p.spec().to_str().unwrap(),
+        "dfbench",
+        "--modes",
+        "warm,edit,registry-max",
+        "--runs",
+        "1",
+        "--allow-prune",
+        "--cache-repo",
+        &repo,
+        "--compare",
+        "buildctl,buildx",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let table = run.ok().to_owned();
+    assert!(
+        table.contains("BUILDX") && table.contains("BUILDCTL"),
+        "{table}"
+    );
+    assert!(table.contains("PHASES"), "{table}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let modes = report["modes"].as_array().unwrap();
+    let by = |name: &str| modes.iter().find(|m| m["mode"] == name).unwrap().clone();
+    let registry = by("registry-max");
+    assert_eq!(registry["imported"], true, "{registry}");
+    for c in registry["compared"].as_array().unwrap() {
+        assert!(c["imported"].is_boolean(), "{c}");
+    }
+    assert_eq!(by("warm")["steps_run"], 0);
+    assert!(by("edit")["steps_run"].as_u64().unwrap() >= 1);
+    // The same work, the same output.
+    let digest = |tag: &str| common::project::manifest_digest(&format!("{repo}:{tag}"));
+    let ours = digest("out-strata");
+    assert!(ours.is_some());
+    assert_eq!(digest("out-buildctl"), ours);
+    assert_eq!(digest("out-buildx"), ours);
 }

@@ -151,3 +151,42 @@ fn a_broken_dockerfile_names_its_file_and_line() {
         "{line}"
     );
 }
+
+/// A Dockerfile `FROM` naming an image of the same spec builds on that
+/// image (a named context fed its LLB), solved together; the Dockerfile
+/// image's key follows the spec image's.
+#[test]
+fn a_dockerfile_builds_from_an_image_of_the_same_spec() {
+    let s = stack();
+    let spec = format!(
+        "[images.tools]\nbase = \"{}\"\n[[images.tools.toolchain]]\nrun = \"echo from-spec > /tools.txt\"\n\
+         [images.tools.overlay]\ncopy = {{ from = \"overlay/\", to = \"/overlay\" }}\n\
+         [images.app]\ndockerfile = {{ file = \"Dockerfile\" }}\n",
+        s.base_image
+    );
+    let p = Project::new(&spec);
+    std::fs::write(
+        p.path("Dockerfile"),
+        "FROM tools\nRUN grep from-spec /tools.txt && test -f /overlay/hello.txt && echo ok > /app.txt\n",
+    )
+    .unwrap();
+    let built = p.build(&s.buildkit_host, &["app"]);
+    built.ok();
+    assert!(built
+        .meta("app", "containerimage.digest")
+        .starts_with("sha256:"));
+
+    let key = |p: &Project| {
+        let spec = p.spec().display().to_string();
+        let out = strata(["key", "-f", &spec, "app", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+        v["app"]["key"].as_str().unwrap().to_owned()
+    };
+    let before = key(&p);
+    std::fs::write(p.path("overlay/hello.txt"), "changed\n").unwrap();
+    assert_ne!(
+        key(&p),
+        before,
+        "the spec image's overlay is part of the app's key"
+    );
+}

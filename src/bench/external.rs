@@ -240,8 +240,15 @@ fn common_flags(
     } else {
         ""
     };
-    cmd.arg("--output").arg(format!(
-        "type=image,name={},push=true{insecure}",
-        work.output
-    ));
+    let mut output = format!("type=image,name={},push=true{insecure}", work.output);
+    if work.image.frontend.is_none() {
+        // Raw LLB carries no image config: the exporter gets the one strata
+        // sends (as a CSV field, quoted), so the pushed images are the same.
+        let config = serde_json::to_value(&work.image.config)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let field = format!("containerimage.config={config}").replace('"', "\"\"");
+        output.push_str(&format!(",\"{field}\""));
+    }
+    cmd.arg("--output").arg(output);
 }

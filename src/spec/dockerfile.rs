@@ -28,6 +28,9 @@ pub struct Dockerfile {
     /// The registry images its `FROM` lines name (with build args and `ARG`
     /// defaults substituted), as written and parsed.
     pub froms: Vec<(String, ImageRef)>,
+    /// The images of the same spec its `FROM` lines name: they are built
+    /// with it and handed to the frontend as named contexts.
+    pub spec_froms: Vec<String>,
 }
 
 impl Dockerfile {
@@ -63,7 +66,23 @@ impl Dockerfile {
             target,
             args,
             froms,
+            spec_froms: Vec::new(),
         })
+    }
+
+    /// Moves the `FROM`s that name images of the spec (`names`) from the
+    /// registry images to `spec_froms`.
+    fn with_spec_images(mut self, names: &[String]) -> Dockerfile {
+        let (ours, registry): (Vec<_>, Vec<_>) =
+            self.froms.into_iter().partition(|(written, _)| {
+                names.contains(&written.trim_end_matches(":latest").to_owned())
+            });
+        self.spec_froms = ours
+            .into_iter()
+            .map(|(w, _)| w.trim_end_matches(":latest").to_owned())
+            .collect();
+        self.froms = registry;
+        self
     }
 }
 
@@ -73,6 +92,7 @@ impl Dockerfile {
 pub(super) fn check(
     src: &Source,
     policy: &PathPolicy,
+    names: &[String],
     raw: Spanned<RawDockerfile>,
     key: &str,
 ) -> Result<Dockerfile, SpecError> {
@@ -94,6 +114,7 @@ pub(super) fn check(
         None => resolve(&None, &default_file, "file")?,
     };
     Dockerfile::new(file, context, raw.target, raw.args)
+        .map(|d| d.with_spec_images(names))
         .map_err(|reason| src.error(at, key.to_owned(), reason))
 }
 

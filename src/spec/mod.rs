@@ -495,14 +495,26 @@ impl Spec {
     pub fn closure(&self, wanted: &[String]) -> Result<Vec<String>, SpecError> {
         let mut order: Vec<String> = Vec::new();
         for name in wanted {
-            let chain: Vec<&Image> = self.from_chain(self.named(name)?).collect();
-            for image in chain.into_iter().rev() {
-                if !order.contains(&image.name) {
-                    order.push(image.name.clone());
-                }
-            }
+            self.visit(self.named(name)?, &mut order, 0);
         }
         Ok(order)
+    }
+
+    /// Adds `image` to `order` after what it stands on: its `from` parent,
+    /// or the spec images its Dockerfile's `FROM`s name.
+    fn visit(&self, image: &Image, order: &mut Vec<String>, depth: usize) {
+        if order.contains(&image.name) || depth > self.images.len() {
+            return; // done, or a loop (which parse rejects)
+        }
+        let parents: Vec<&str> = match &image.base {
+            Base::From(parent) => vec![parent.as_str()],
+            Base::Dockerfile(d) => d.spec_froms.iter().map(String::as_str).collect(),
+            Base::Image(_) | Base::Scratch => Vec::new(),
+        };
+        for parent in parents.into_iter().filter_map(|p| self.image(p)) {
+            self.visit(parent, order, depth + 1);
+        }
+        order.push(image.name.clone());
     }
 }
 
@@ -520,7 +532,7 @@ fn check_image(
     let base = match raw.dockerfile.take() {
         Some(dockerfile) => {
             only_dockerfile(src, &raw, dockerfile.span().start, &prefix)?;
-            let checked = dockerfile::check(src, dir, dockerfile, &key("dockerfile"))?;
+            let checked = dockerfile::check(src, dir, names, dockerfile, &key("dockerfile"))?;
             Base::Dockerfile(checked)
         }
         None => check_base(src, names, &prefix, at, raw.base, raw.from)?,

@@ -212,7 +212,7 @@ fn unknown_keys() {
         err("[images.a]\nbse = \"x\"\n"),
         "DIR/strata.toml:2:1: images.a: unknown key \"bse\" (expected one of base, from, \
          platform, env, workdir, user, entrypoint, cmd, labels, push, cache_to, cache_from, \
-         toolchain, overlay)"
+         toolchain, overlay, dockerfile)"
     );
     assert_eq!(
         err("image = 1\n"),
@@ -1184,5 +1184,47 @@ fn the_base_is_pulled_by_the_digest_its_config_came_from() {
     assert_eq!(
         identifiers,
         [format!("docker-image://{BASE}@sha256:{}", "d".repeat(64))]
+    );
+}
+
+#[test]
+fn dockerfile_images_check_their_keys_and_order_after_the_spec_images_they_use() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("ARG V=1\nFROM tools AS t\nFROM {BASE} AS other\nFROM t\nRUN true\n"),
+    )
+    .unwrap();
+    let text = format!(
+        "[images.app]\ndockerfile = {{ file = \"Dockerfile\", args = {{ V = \"2\" }} }}\n\
+         [images.tools]\nbase = \"{BASE}\"\n"
+    );
+    let spec = spec_in(dir.path(), &text).unwrap();
+    let Base::Dockerfile(d) = &spec.image("app").unwrap().base else {
+        panic!("a dockerfile image");
+    };
+    assert_eq!(d.spec_froms, ["tools"]);
+    assert_eq!(d.froms.len(), 1, "{:?}", d.froms);
+    assert_eq!(d.args["V"], "2");
+    assert_eq!(spec.closure(&["app".into()]).unwrap(), ["tools", "app"]);
+
+    let both =
+        format!("[images.app]\nbase = \"{BASE}\"\ndockerfile = {{ file = \"Dockerfile\" }}\n");
+    let e = spec_in(dir.path(), &both).unwrap_err().to_string();
+    assert!(
+        e.contains("images.app.dockerfile") && e.contains("remove base"),
+        "{e}"
+    );
+    let from_it = format!("{text}[images.child]\nfrom = \"app\"\n");
+    let e = spec_in(dir.path(), &from_it).unwrap_err().to_string();
+    assert!(
+        e.contains("images.child.from") && e.contains("dockerfile image"),
+        "{e}"
+    );
+    let missing = "[images.app]\ndockerfile = { file = \"Nope\" }\n";
+    let e = spec_in(dir.path(), missing).unwrap_err().to_string();
+    assert!(
+        e.contains("images.app.dockerfile.file") && e.contains("Nope"),
+        "{e}"
     );
 }

@@ -233,6 +233,14 @@ pub fn registry() -> Registry {
     Registry::new(RegistryOptions::default())
 }
 
+/// The digest of the manifest `reference` names in its (loopback) registry.
+pub fn manifest_digest(reference: &str) -> Option<String> {
+    let image: strata::reference::ImageRef = reference.parse().expect("a reference");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(registry().manifest_digest(&image))
+        .expect("the registry answers")
+}
+
 pub fn small_spec(image: &str, extra: &str) -> String {
     let s = stack();
     format!(

@@ -3,12 +3,17 @@
 //! session, and each registry `FROM` pinned to the digest the build resolved
 //! (a named context, `context:NAME=docker-image://REF@DIGEST`, which the
 //! frontend prefers to resolving the tag itself), so the content key and the
-//! build see the same base.
+//! build see the same base. A `FROM` naming an image of the same spec gets
+//! that image's LLB as a frontend input (`context:NAME=input:NAME`, its
+//! config as `input-metadata:NAME`), and its local dirs are served too: the
+//! two are solved together.
 
 use std::collections::BTreeMap;
 
 use super::{BaseImage, LoweredImage};
-use crate::llb::{Platform, State};
+use oci_spec::image::ImageConfiguration;
+
+use crate::llb::{Definition, Platform, State};
 use crate::reference::ImageRef;
 use crate::session::LocalDir;
 use crate::solve::Frontend;
@@ -17,11 +22,20 @@ use crate::spec::{Dockerfile, Image};
 /// The frontend BuildKit ships in the daemon.
 pub const DOCKERFILE_FRONTEND: &str = "dockerfile.v0";
 
+/// An image of the spec a Dockerfile builds `FROM`.
+pub(super) struct Input {
+    pub name: String,
+    pub definition: Definition,
+    pub config: ImageConfiguration,
+    pub local_dirs: BTreeMap<String, LocalDir>,
+}
+
 pub(super) fn lower(
     image: &Image,
     dockerfile: &Dockerfile,
     platform: &Platform,
     bases: &BTreeMap<ImageRef, BaseImage>,
+    inputs: Vec<Input>,
 ) -> LoweredImage {
     let (dir, filename) = dockerfile.dir_and_name();
     let mut attrs = BTreeMap::from([
@@ -45,7 +59,7 @@ pub(super) fn lower(
             );
         }
     }
-    let local_dirs = BTreeMap::from([
+    let mut local_dirs = BTreeMap::from([
         (
             "context".to_owned(),
             LocalDir {
@@ -66,6 +80,19 @@ pub(super) fn lower(
             },
         ),
     ]);
+    let mut frontend_inputs = BTreeMap::new();
+    for input in inputs {
+        attrs.insert(
+            format!("context:{}", input.name),
+            format!("input:{}", input.name),
+        );
+        attrs.insert(
+            format!("input-metadata:{}", input.name),
+            input_metadata(&input.config),
+        );
+        local_dirs.extend(input.local_dirs);
+        frontend_inputs.insert(input.name, input.definition);
+    }
     LoweredImage {
         name: image.name.clone(),
         state: State::scratch(),
@@ -76,9 +103,21 @@ pub(super) fn lower(
         frontend: Some(Frontend {
             name: DOCKERFILE_FRONTEND.to_owned(),
             attrs,
-            inputs: BTreeMap::new(),
+            inputs: frontend_inputs,
         }),
     }
+}
+
+/// `{"containerimage.config": <config JSON, base64>}`: what the frontend
+/// reads an input's image config from (Go's `map[string][]byte`).
+fn input_metadata(config: &ImageConfiguration) -> String {
+    use base64::Engine;
+    // Through `Value`, whose maps are sorted, so the same config gives the same key.
+    let json = serde_json::to_value(config)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+    serde_json::json!({ "containerimage.config": encoded }).to_string()
 }
 
 /// The name the frontend looks a `FROM` image up by (`context:NAME`):

@@ -250,7 +250,18 @@ impl Spec {
                 let image = self.image(name).expect("closure checked the names");
                 if let Base::Dockerfile(d) = &image.base {
                     let platform = self.platform_of(image, options);
-                    return dockerfile::lower(image, d, &platform, bases);
+                    let inputs = d
+                        .spec_froms
+                        .iter()
+                        .filter_map(|p| Some((p, done.get(p)?, self.image(p)?)))
+                        .map(|(p, at, parent)| dockerfile::Input {
+                            name: p.clone(),
+                            definition: at.state.marshal(),
+                            config: config::finish(at, &parent.settings),
+                            local_dirs: at.local_dirs.clone(),
+                        })
+                        .collect();
+                    return dockerfile::lower(image, d, &platform, bases, inputs);
                 }
                 LoweredImage {
                     name: name.clone(),
