@@ -18,9 +18,7 @@ pub fn fold(
     let mut steps: BTreeMap<String, StepTime> = BTreeMap::new();
     let mut times: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
     let parse_time = |v: &serde_json::Value| crate::units::parse_rfc3339(v.as_str()?);
-    // rawjson is a stream of (pretty-printed) JSON objects, not one per line.
-    let stream = serde_json::Deserializer::from_str(progress).into_iter::<serde_json::Value>();
-    for v in stream.map_while(Result::ok) {
+    for v in objects(progress) {
         for vx in v["vertexes"].as_array().into_iter().flatten() {
             let digest = vx["digest"].as_str().unwrap_or_default().to_owned();
             let entry = steps.entry(digest.clone()).or_insert_with(|| StepTime {
@@ -51,6 +49,27 @@ pub fn fold(
     RunResult::new(tool, mode, run, wall, None, steps.into_values().collect())
 }
 
+/// The JSON objects of a rawjson stream: pretty-printed objects one after
+/// another, with whatever else a client prints between them (buildx's
+/// `WARNING:` lines) skipped.
+fn objects(text: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        rest = &rest[start..];
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
+        match stream.next() {
+            Some(Ok(v)) => {
+                out.push(v);
+                rest = &rest[stream.byte_offset()..];
+            }
+            // Not an object here: go on after this line.
+            _ => rest = rest.find('\n').map_or("", |end| &rest[end..]),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +86,14 @@ mod tests {
             crate::units::parse_rfc3339("2026-11-23T03:05:25.5+01:00"),
             Some(t)
         );
+    }
+
+    #[test]
+    fn text_between_objects_is_skipped() {
+        let text = "WARNING: local cache import at /x not found {oops\n{\"a\": 1}\nnote\n{\n  \"b\": 2\n}\n";
+        let got = objects(text);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[1]["b"], 2);
     }
 
     #[test]

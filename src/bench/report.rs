@@ -99,12 +99,12 @@ impl ModeSummary {
         let mut firsts: Vec<f64> = ours.iter().filter_map(|r| r.first_step_seconds).collect();
         let last = ours.last();
         let median_ours = wall_median(&ours);
-        let mut tools: Vec<&str> = runs
-            .iter()
-            .map(|r| r.tool.as_str())
-            .filter(|t| *t != "strata")
-            .collect();
-        tools.dedup();
+        let mut tools: Vec<&str> = Vec::new();
+        for r in runs.iter().filter(|r| r.tool != "strata") {
+            if !tools.contains(&r.tool.as_str()) {
+                tools.push(&r.tool);
+            }
+        }
         let compared = tools
             .into_iter()
             .map(|tool| {
