@@ -51,6 +51,11 @@ fn three_services_build_together_skip_when_unchanged_and_rebuild_one_on_an_edit(
 
     let first = compose(root, &["--push"]);
     let out = first.ok();
+    assert!(
+        first.stderr.contains("extension x-note is ignored"),
+        "{}",
+        first.stderr
+    );
     for name in ["one", "two", "three"] {
         assert!(
             out.contains(&format!("pushed {repo}-{name}:latest")),

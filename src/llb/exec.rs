@@ -221,28 +221,94 @@ impl Run {
     }
 }
 
+/// The index of `state`'s output among `inputs`, added if new; -1 for scratch.
+fn input_index(state: &State, inputs: &mut Vec<Output>) -> i64 {
+    let Some(out) = &state.output else {
+        return -1;
+    };
+    let same = |o: &Output| std::sync::Arc::ptr_eq(&o.node, &out.node) && o.index == out.index;
+    if let Some(i) = inputs.iter().position(same) {
+        return i as i64;
+    }
+    inputs.push(out.clone());
+    (inputs.len() - 1) as i64
+}
+
+impl Mount {
+    /// The wire mount, noting the capabilities it needs in `caps` and its
+    /// source among `inputs`.
+    fn to_pb(&self, caps: &mut BTreeSet<&'static str>, inputs: &mut Vec<Output>) -> pb::Mount {
+        let blank = |target: &str, kind: pb::MountType| pb::Mount {
+            input: -1,
+            dest: target.to_owned(),
+            output: -1,
+            mount_type: kind as i32,
+            ..Default::default()
+        };
+        match self {
+            Mount::Cache {
+                target,
+                id,
+                sharing,
+            } => {
+                caps.extend(["exec.mount.cache", "exec.mount.cache.sharing"]);
+                pb::Mount {
+                    cache_opt: Some(pb::CacheOpt {
+                        id: id.clone(),
+                        sharing: sharing.to_pb() as i32,
+                    }),
+                    ..blank(target, pb::MountType::Cache)
+                }
+            }
+            Mount::Secret {
+                target,
+                id,
+                mode,
+                optional,
+            } => {
+                caps.insert("exec.mount.secret");
+                pb::Mount {
+                    secret_opt: Some(pb::SecretOpt {
+                        id: id.clone(),
+                        uid: 0,
+                        gid: 0,
+                        mode: *mode,
+                        optional: *optional,
+                    }),
+                    ..blank(target, pb::MountType::Secret)
+                }
+            }
+            Mount::Tmpfs { target } => {
+                caps.insert("exec.mount.tmpfs");
+                blank(target, pb::MountType::Tmpfs)
+            }
+            Mount::ReadOnly {
+                target,
+                source,
+                selector,
+            } => {
+                caps.insert("exec.mount.bind");
+                if !selector.is_empty() {
+                    caps.insert("exec.mount.selector");
+                }
+                pb::Mount {
+                    input: input_index(source, inputs),
+                    selector: selector.clone(),
+                    readonly: true,
+                    ..blank(target, pb::MountType::Bind)
+                }
+            }
+        }
+    }
+}
+
 impl State {
     /// Runs a command on this state's filesystem; the result is the changed root.
     pub fn run(&self, run: Run) -> State {
         let mut inputs: Vec<Output> = Vec::new();
         let mut caps: BTreeSet<&'static str> = ["exec.meta.base"].into_iter().collect();
-        let input_of = |state: &State, inputs: &mut Vec<Output>| -> i64 {
-            match &state.output {
-                None => -1,
-                Some(out) => {
-                    if let Some(i) = inputs.iter().position(|o| {
-                        std::sync::Arc::ptr_eq(&o.node, &out.node) && o.index == out.index
-                    }) {
-                        return i as i64;
-                    }
-                    inputs.push(out.clone());
-                    (inputs.len() - 1) as i64
-                }
-            }
-        };
-
         let mut mounts = vec![pb::Mount {
-            input: input_of(self, &mut inputs),
+            input: input_index(self, &mut inputs),
             dest: "/".into(),
             output: 0,
             ..Default::default()
@@ -250,77 +316,7 @@ impl State {
         let mut extra: Vec<&Mount> = run.mounts.iter().collect();
         extra.sort_by(|a, b| a.target().cmp(b.target()));
         for m in extra {
-            let mount = match m {
-                Mount::Cache {
-                    target,
-                    id,
-                    sharing,
-                } => {
-                    caps.extend(["exec.mount.cache", "exec.mount.cache.sharing"]);
-                    pb::Mount {
-                        input: -1,
-                        dest: target.clone(),
-                        output: -1,
-                        mount_type: pb::MountType::Cache as i32,
-                        cache_opt: Some(pb::CacheOpt {
-                            id: id.clone(),
-                            sharing: sharing.to_pb() as i32,
-                        }),
-                        ..Default::default()
-                    }
-                }
-                Mount::Secret {
-                    target,
-                    id,
-                    mode,
-                    optional,
-                } => {
-                    caps.insert("exec.mount.secret");
-                    pb::Mount {
-                        input: -1,
-                        dest: target.clone(),
-                        output: -1,
-                        mount_type: pb::MountType::Secret as i32,
-                        secret_opt: Some(pb::SecretOpt {
-                            id: id.clone(),
-                            uid: 0,
-                            gid: 0,
-                            mode: *mode,
-                            optional: *optional,
-                        }),
-                        ..Default::default()
-                    }
-                }
-                Mount::Tmpfs { target } => {
-                    caps.insert("exec.mount.tmpfs");
-                    pb::Mount {
-                        input: -1,
-                        dest: target.clone(),
-                        output: -1,
-                        mount_type: pb::MountType::Tmpfs as i32,
-                        ..Default::default()
-                    }
-                }
-                Mount::ReadOnly {
-                    target,
-                    source,
-                    selector,
-                } => {
-                    caps.insert("exec.mount.bind");
-                    if !selector.is_empty() {
-                        caps.insert("exec.mount.selector");
-                    }
-                    pb::Mount {
-                        input: input_of(source, &mut inputs),
-                        selector: selector.clone(),
-                        dest: target.clone(),
-                        output: -1,
-                        readonly: true,
-                        ..Default::default()
-                    }
-                }
-            };
-            mounts.push(mount);
+            mounts.push(m.to_pb(&mut caps, &mut inputs));
         }
 
         let mut env: Vec<(String, String)> = self.meta.env.clone();
