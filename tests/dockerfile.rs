@@ -190,3 +190,67 @@ fn a_dockerfile_builds_from_an_image_of_the_same_spec() {
         "the spec image's overlay is part of the app's key"
     );
 }
+
+/// An image of the spec built `from` a Dockerfile image: the Dockerfile
+/// image is built (and pushed) first, then the child on top of it by
+/// digest; unchanged, both are found by their key tags.
+#[test]
+fn a_spec_image_builds_from_a_dockerfile_image() {
+    let s = stack();
+    let repo = format!("{}/strata/df-parent-{}", s.registry, rand_suffix());
+    let spec = format!(
+        "[images.parent]\ndockerfile = {{ file = \"Dockerfile\" }}\npush = \"{repo}:latest\"\n\
+         [images.child]\nfrom = \"parent\"\npush = \"{repo}-child:latest\"\n\
+         [[images.child.toolchain]]\nrun = \"grep from-dockerfile /parent.txt > /child.txt\"\n"
+    );
+    let p = Project::new(&spec);
+    std::fs::write(
+        p.path("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo from-dockerfile > /parent.txt\n",
+            s.base_image
+        ),
+    )
+    .unwrap();
+    let first = p.build(&s.buildkit_host, &["child"]);
+    first.ok();
+    let out = &first.run.stdout;
+    assert!(
+        out.contains(&format!("pushed {repo}:latest")),
+        "the parent first: {out}"
+    );
+    assert!(
+        out.contains(&format!("pushed {repo}-child:latest")),
+        "{out}"
+    );
+
+    let again = p.build(&s.buildkit_host, &["child"]);
+    let out = &again.ok().run.stdout;
+    assert!(
+        out.contains("parent: up to date") && out.contains("child: up to date"),
+        "{out}"
+    );
+
+    // Its key follows the Dockerfile's: a changed Dockerfile is not built yet.
+    let spec_path = p.spec().display().to_string();
+    let mut key_args = vec!["key", "-f", &spec_path, "child"];
+    let ca;
+    if let Some(c) = s.var("STRATA_CA_CERT") {
+        ca = c.to_owned();
+        key_args.extend(["--ca-cert", &ca]);
+    }
+    strata(&key_args).ok();
+    std::fs::write(
+        p.path("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo from-dockerfile v2 > /parent.txt\n",
+            s.base_image
+        ),
+    )
+    .unwrap();
+    let line = strata(&key_args).clean_error().to_owned();
+    assert!(
+        line.contains("dockerfile image parent") && line.contains("build it first"),
+        "{line}"
+    );
+}

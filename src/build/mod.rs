@@ -96,6 +96,8 @@ pub enum BuildError {
     Key(#[from] crate::keys::KeyError),
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
+    #[error("dockerfile image {parent}, which others are built from, is not built for these inputs yet ({reference} not found): build it first")]
+    ParentNotBuilt { parent: String, reference: String },
     #[error("image {image}: {source}")]
     Solve {
         image: String,
@@ -139,6 +141,72 @@ pub async fn build_all(
     progress: &dyn Progress,
 ) -> Result<Outcome, BuildError> {
     let plan = spec.resolve(overrides)?;
+    let parents = spec.dockerfile_parents(&prepare::plan_images(&plan))?;
+    if parents.is_empty() {
+        return build_plan(daemon, spec, &plan, progress).await;
+    }
+    // First the Dockerfile images others are built from (their graphs are
+    // the frontend's), then the rest on top of them as pushed.
+    let first = Overrides {
+        images: parents.clone(),
+        push: None,
+        outputs: Vec::new(),
+        ..overrides.clone()
+    };
+    let mut outcome = build_plan(daemon, spec, &spec.resolve(&first)?, progress).await?;
+    if !outcome.failed.is_empty() && !overrides.keep_going {
+        return Ok(outcome);
+    }
+    // Images built from a Dockerfile image that failed are not attempted.
+    let failed: Vec<String> = outcome.failed.iter().map(|f| f.image.clone()).collect();
+    let stands_on_failed = |name: &String| {
+        spec.closure(std::slice::from_ref(name))
+            .map(|c| c.iter().any(|n| failed.contains(n)))
+            .unwrap_or(true)
+    };
+    let pushed: BTreeMap<String, ImageRef> = outcome
+        .built
+        .iter()
+        .filter_map(|b| Some((b.image.clone(), pinned_push(b, !overrides.no_key_tag)?)))
+        .collect();
+    let rebased = spec.rebased(&pushed);
+    let rest = Overrides {
+        images: prepare::plan_images(&plan)
+            .into_iter()
+            .filter(|name| !parents.contains(name) && !stands_on_failed(name))
+            .collect(),
+        ..overrides.clone()
+    };
+    if rest.images.is_empty() {
+        return Ok(outcome);
+    }
+    let then = build_plan(daemon, &rebased, &rebased.resolve(&rest)?, progress).await?;
+    outcome.built.extend(then.built);
+    outcome.failed.extend(then.failed);
+    Ok(outcome)
+}
+
+/// Where a built image can be pulled from by digest: its key tag (as
+/// `strata key` finds it) or push target, pinned to what was pushed.
+fn pinned_push(built: &Built, key_tags: bool) -> Option<ImageRef> {
+    let digest = built.solved.image_digest()?;
+    let pushed = built.pushed.as_ref()?;
+    let named = if key_tags {
+        tags::key_ref(pushed, &built.key)
+    } else {
+        pushed.clone()
+    };
+    Some(named.with_digest(digest))
+}
+
+/// Builds the jobs of `plan` (see [`build_all`]).
+async fn build_plan(
+    daemon: &Daemon,
+    spec: &Spec,
+    plan: &BuildPlan,
+    progress: &dyn Progress,
+) -> Result<Outcome, BuildError> {
+    let plan = plan.clone();
     // Credentials are read once and serve the registry client and every session.
     let auth = DockerAuth::from_env().with_insecure_hosts(&plan.insecure_registries);
     let registry = prepare::registry(&plan, &auth);

@@ -42,8 +42,50 @@ pub fn registry_from_env(plan: &BuildPlan) -> Registry {
 /// come from the registry). Returns them in the order of `plan.jobs`.
 pub async fn lower(spec: &Spec, plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
     let registry = registry_from_env(plan);
-    let (lowered, _) = lower_with(spec, plan, &registry, &plan_images(plan)).await?;
+    let spec = on_built_parents(spec, plan, &registry).await?;
+    let (lowered, _) = lower_with(&spec, plan, &registry, &plan_images(plan)).await?;
     Ok(lowered)
+}
+
+/// `spec` with the images built `from` Dockerfile images starting from
+/// those as their key tags say they were pushed (for keys and LLB without
+/// a build, which would push them first).
+async fn on_built_parents<'s>(
+    spec: &'s Spec,
+    plan: &BuildPlan,
+    registry: &Registry,
+) -> Result<std::borrow::Cow<'s, Spec>, BuildError> {
+    let parents = spec.dockerfile_parents(&plan_images(plan))?;
+    if parents.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(spec));
+    }
+    let only = crate::spec::Overrides {
+        images: parents.clone(),
+        ..Default::default()
+    };
+    let parent_plan = BuildPlan {
+        jobs: spec.resolve(&only)?.jobs,
+        ..plan.clone()
+    };
+    let keyed = prepare(spec, &parent_plan, registry).await?;
+    let mut pushed = BTreeMap::new();
+    for parent in parents {
+        let push = spec.image(&parent).and_then(|i| i.push.clone());
+        let (Some(push), Some((_, key))) = (push, keyed.images.get(&parent)) else {
+            continue;
+        };
+        let tagged = crate::keys::tags::key_ref(&push, key);
+        match registry.manifest_digest(&tagged).await? {
+            Some(digest) => pushed.insert(parent, tagged.with_digest(&digest)),
+            None => {
+                return Err(BuildError::ParentNotBuilt {
+                    parent,
+                    reference: tagged.to_string(),
+                })
+            }
+        };
+    }
+    Ok(std::borrow::Cow::Owned(spec.rebased(&pushed)))
 }
 
 pub(super) fn plan_images(plan: &BuildPlan) -> Vec<String> {
@@ -70,7 +112,8 @@ async fn lower_with(
 /// the base images' manifests (to pin them), never solves.
 pub async fn keys(spec: &Spec, plan: &BuildPlan) -> Result<Vec<(String, ContentKey)>, BuildError> {
     let registry = registry_from_env(plan);
-    let mut prepared = prepare(spec, plan, &registry).await?;
+    let spec = on_built_parents(spec, plan, &registry).await?;
+    let mut prepared = prepare(&spec, plan, &registry).await?;
     Ok(plan_images(plan)
         .into_iter()
         .filter_map(|name| prepared.images.remove(&name).map(|(_, key)| (name, key)))

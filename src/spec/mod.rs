@@ -374,8 +374,9 @@ impl Spec {
         Ok(())
     }
 
-    /// A Dockerfile image's graph is made by the frontend on the daemon, so no
-    /// image can be built `from` it (yet).
+    /// A Dockerfile image's graph is made by the frontend on the daemon, so
+    /// an image built `from` one starts from its pushed image: it needs a
+    /// push target.
     fn check_dockerfile_parents(
         &self,
         src: &Source,
@@ -385,15 +386,51 @@ impl Spec {
             let Base::From(parent) = &image.base else {
                 continue;
             };
-            if let Some(Base::Dockerfile(_)) = self.image(parent).map(|p| &p.base) {
+            let Some(p) = self.image(parent) else {
+                continue;
+            };
+            if matches!(p.base, Base::Dockerfile(_)) && p.push.is_none() {
                 return Err(src.error(
                     positions[i].image,
                     format!("{}.from", join("images", &image.name)),
-                    format!("{parent:?} is a dockerfile image; an image cannot be built from one yet (push it and use it as a base)"),
+                    format!("{parent:?} is a dockerfile image without push: an image built from it starts from the pushed image, so give {parent} a push target"),
                 ));
             }
         }
         Ok(())
+    }
+
+    /// The Dockerfile images that images of `names`' closure are built `from`
+    /// (built first, then used by digest).
+    pub fn dockerfile_parents(&self, names: &[String]) -> Result<Vec<String>, SpecError> {
+        let mut parents = Vec::new();
+        for name in self.closure(names)? {
+            let Some(Base::From(parent)) = self.image(&name).map(|i| &i.base) else {
+                continue;
+            };
+            let is_dockerfile = matches!(
+                self.image(parent).map(|p| &p.base),
+                Some(Base::Dockerfile(_))
+            );
+            if is_dockerfile && !parents.contains(parent) {
+                parents.push(parent.clone());
+            }
+        }
+        Ok(parents)
+    }
+
+    /// This spec with every image built `from` one of `built` starting from
+    /// that image as pushed (a registry reference pinned by digest) instead.
+    pub fn rebased(&self, built: &BTreeMap<String, ImageRef>) -> Spec {
+        let mut spec = self.clone();
+        for image in &mut spec.images {
+            if let Base::From(parent) = &image.base {
+                if let Some(reference) = built.get(parent) {
+                    image.base = Base::Image(reference.clone());
+                }
+            }
+        }
+        spec
     }
 
     /// An image built `from` another runs on its platform: the two may not differ.
