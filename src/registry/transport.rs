@@ -1,6 +1,7 @@
 //! One HTTP/1.1 request to a registry, over plain TCP (loopback and insecure
-//! registries) or TLS with the system's CA bundle. A connection per request
-//! keeps it simple: strata makes a handful of registry calls per build.
+//! registries) or TLS with the system's CA bundle. Connections are kept and
+//! reused (a few idle ones per host): a key-tag check is a handful of small
+//! requests, and a new TCP (and TLS) connection each was most of their time.
 //!
 //! A registry is not trusted to behave: connecting, the TLS handshake, the
 //! answer's headers and every chunk of its body each have a deadline, and a
@@ -105,6 +106,42 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
         .clone()
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle connections per `scheme://host:port`, at most this many each.
+const IDLE_PER_HOST: usize = 4;
+
+fn idle() -> std::sync::MutexGuard<'static, std::collections::HashMap<String, Vec<Sender>>> {
+    static IDLE: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Vec<Sender>>>> =
+        OnceLock::new();
+    IDLE.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An idle connection to `key` that can take a request now, if any.
+fn reuse(key: &str) -> Option<Sender> {
+    let mut idle = idle();
+    let senders = idle.get_mut(key)?;
+    while let Some(sender) = senders.pop() {
+        if sender.is_ready() {
+            return Some(sender);
+        }
+        // Closed, or still reading an earlier answer: leave it.
+    }
+    None
+}
+
+/// Keeps `sender` for the next request to `key` (it becomes ready once the
+/// answer just received has been read).
+fn give_back(key: String, sender: Sender) {
+    let mut idle = idle();
+    let senders = idle.entry(key).or_default();
+    if senders.len() < IDLE_PER_HOST {
+        senders.push(sender);
+    }
+}
+
 /// Sends `method` for `uri` with `headers` and `body` (empty for GET and
 /// HEAD); `Err` is a transport failure or a deadline (`timeout`) passed.
 pub(super) async fn send(
@@ -117,16 +154,7 @@ pub(super) async fn send(
     let https = uri.scheme_str() == Some("https");
     let host = uri.host().ok_or("no host in URL")?.to_owned();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let connect = TcpStream::connect((host.trim_matches(['[', ']']), port));
-    let tcp = tokio::time::timeout(timeout, connect)
-        .await
-        .map_err(|_| {
-            format!(
-                "cannot connect to {host}:{port}: no answer in {}s",
-                timeout.as_secs()
-            )
-        })?
-        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let key = format!("{}://{host}:{port}", if https { "https" } else { "http" });
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut request = Request::builder()
         .method(method)
@@ -145,45 +173,108 @@ pub(super) async fn send(
     let request = request
         .body(Full::new(body))
         .map_err(|e| format!("bad request: {e}"))?;
-
-    if https {
-        let config = tls_config()?;
-        let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
-        let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
-        let tls = tokio::time::timeout(timeout, handshake)
-            .await
-            .map_err(|_| format!("TLS with {host}: no handshake in {}s", timeout.as_secs()))?
-            .map_err(|e| format!("TLS with {host}: {e}"))?;
-        exchange(TokioIo::new(tls), request, timeout).await
-    } else {
-        exchange(TokioIo::new(tcp), request, timeout).await
+    if let Some(sender) = reuse(&key) {
+        // A kept connection the registry closed meanwhile never sent the
+        // request: then a new connection sends it.
+        match exchange(sender, clone_request(&request), timeout).await {
+            Ok((response, sender)) => {
+                give_back(key, sender);
+                return Ok(response);
+            }
+            Err(Exchange::NotSent) => {}
+            Err(Exchange::Failed(e)) => return Err(e),
+        }
+    }
+    let sender = connect(https, &host, port, timeout).await?;
+    match exchange(sender, request, timeout).await {
+        Ok((response, sender)) => {
+            give_back(key, sender);
+            Ok(response)
+        }
+        Err(Exchange::NotSent) => Err(format!("{host}:{port} closed the connection")),
+        Err(Exchange::Failed(e)) => Err(e),
     }
 }
 
-async fn exchange<IO>(
-    io: IO,
-    request: Request<Full<Bytes>>,
-    timeout: Duration,
-) -> Result<Response, String>
+fn clone_request(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// A new connection (TCP, then TLS for https), with its HTTP/1.1 driver running.
+async fn connect(https: bool, host: &str, port: u16, timeout: Duration) -> Result<Sender, String> {
+    let connect = TcpStream::connect((host.trim_matches(['[', ']']), port));
+    let tcp = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| {
+            format!(
+                "cannot connect to {host}:{port}: no answer in {}s",
+                timeout.as_secs()
+            )
+        })?
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    if !https {
+        return handshake(TokioIo::new(tcp)).await;
+    }
+    let config = tls_config()?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    let tls = tokio::time::timeout(timeout, tls)
+        .await
+        .map_err(|_| format!("TLS with {host}: no handshake in {}s", timeout.as_secs()))?
+        .map_err(|e| format!("TLS with {host}: {e}"))?;
+    handshake(TokioIo::new(tls)).await
+}
+
+async fn handshake<IO>(io: IO) -> Result<Sender, String>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| format!("HTTP handshake: {e}"))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    Ok(sender)
+}
+
+/// Why an exchange did not give an answer.
+enum Exchange {
+    /// The connection was closed before the request went out.
+    NotSent,
+    Failed(String),
+}
+
+async fn exchange(
+    mut sender: Sender,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(Response, Sender), Exchange> {
+    let post = request.method() == http::Method::POST;
     let response = tokio::time::timeout(timeout, sender.send_request(request))
         .await
-        .map_err(|_| format!("no answer in {}s", timeout.as_secs()))?
-        .map_err(|e| format!("no answer: {e}"))?;
+        .map_err(|_| Exchange::Failed(format!("no answer in {}s", timeout.as_secs())))?
+        .map_err(|e| {
+            // Cancelled: it never left. Cut off mid-way: the server closed a
+            // kept connection; sending again is safe unless it was a POST.
+            let again = e.is_canceled() || (e.is_incomplete_message() && !post);
+            if again {
+                Exchange::NotSent
+            } else {
+                Exchange::Failed(format!("no answer: {e}"))
+            }
+        })?;
     let status = response.status();
     let headers = response.headers().clone();
-    Ok(Response {
+    let response = Response {
         status,
         headers,
         body: response.into_body(),
         timeout,
-    })
+    };
+    Ok((response, sender))
 }
