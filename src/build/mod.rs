@@ -514,7 +514,8 @@ fn solve_opt(
 
 /// What lets the daemon reuse earlier uploads of this image's local dirs:
 /// the image's name; for a Dockerfile image, its context directory, so
-/// images built from one context upload it once between them.
+/// images built from one context share the daemon's record of it (a later
+/// upload sends only what changed; two at the same moment may each send it).
 fn shared_key(image: &LoweredImage) -> String {
     match (&image.frontend, image.local_dirs.get("context")) {
         (Some(_), Some(context)) => {
