@@ -98,3 +98,55 @@ fn a_broken_compose_file_names_its_line() {
     let line = run.clean_error();
     assert!(line.contains("compose.yaml:"), "{line}");
 }
+
+/// Services of one context directory upload it once: the first solve sends
+/// it, the others start after and send nothing new.
+#[test]
+fn services_sharing_a_context_upload_it_once() {
+    let s = stack();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Unique content: the daemon has never seen it.
+    let mut big = rand_suffix().into_bytes();
+    big.extend((0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    std::fs::write(
+        root.join("Dockerfile"),
+        format!(
+            "FROM {} AS base\nCOPY big.bin /big.bin\nFROM base AS one\nRUN echo one > /one\nFROM base AS two\nRUN echo two > /two\n",
+            s.base_image
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("compose.yaml"),
+        "services:\n  one:\n    build: { context: ., target: one }\n  two:\n    build: { context: ., target: two }\n",
+    )
+    .unwrap();
+    let file = root.join("compose.yaml").display().to_string();
+    let run = strata([
+        "--addr",
+        &s.buildkit_host,
+        "compose",
+        "build",
+        "-f",
+        &file,
+        "--progress",
+        "json",
+    ]);
+    run.ok();
+    // The largest amount each "transferring context" reached.
+    let mut sent: Vec<u64> = Vec::new();
+    for line in run.stderr.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for st in v["statuses"].as_array().into_iter().flatten() {
+            if st["id"] == "transferring context:" && !st["completed"].is_null() {
+                sent.push(st["current"].as_u64().unwrap_or(0));
+            }
+        }
+    }
+    let full = sent.iter().filter(|&&n| n >= big.len() as u64).count();
+    assert_eq!(full, 1, "the context is sent in full once: {sent:?}");
+}

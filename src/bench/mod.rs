@@ -678,11 +678,31 @@ async fn reset_for(
         changed.extend(format!("\n# strata bench edit {tag}\n").bytes());
         write_file(file, &changed)?;
     } else if mode.prunes() {
-        let all = PruneOptions {
-            all: true,
-            ..PruneOptions::default()
-        };
+        empty_builder(client).await?;
+    }
+    Ok(())
+}
+
+/// Prunes the whole build cache. Records of a build that just ended may
+/// still be in use for a moment (and survive a prune), so it prunes again
+/// until none is left in use, for up to 10 s.
+async fn empty_builder(client: &Client) -> Result<(), BenchError> {
+    let all = PruneOptions {
+        all: true,
+        ..PruneOptions::default()
+    };
+    for _ in 0..40 {
         client.prune(&all, |_| {}).await?;
+        if client
+            .disk_usage(&[])
+            .await?
+            .records
+            .iter()
+            .all(|r| !r.in_use)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     Ok(())
 }

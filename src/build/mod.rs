@@ -17,6 +17,7 @@ use crate::solve::progress::{Progress, Step};
 use crate::solve::{self, CacheExport, CacheReport, Output, SolveError, SolveOpt, Solved};
 use crate::spec::{BuildPlan, Job, LoweredImage, Overrides, Spec, SpecError};
 
+mod context;
 mod fallback;
 mod load;
 mod prepare;
@@ -278,10 +279,18 @@ impl Run<'_> {
         progress: &dyn Progress,
     ) -> Result<Vec<Result<Built, BuildError>>, BuildError> {
         let several = self.plan.jobs.len() > 1;
-        let jobs = self.plan.jobs.iter().enumerate().map(|(i, job)| {
+        let gates = context::gates(self.plan.jobs.iter().map(|j| &prepared.images[&j.image].0));
+        let jobs = self.plan.jobs.iter().zip(gates).enumerate();
+        let jobs = jobs.map(|(i, (job, mut gate))| {
             let (image, key) = prepared.images[&job.image].clone();
             let renderer = progress.renderer(several.then_some(job.image.as_str()));
-            async move { (i, self.build_one(job, image, key, renderer).await) }
+            async move {
+                // Images of one context directory go in turn (see `context`).
+                gate.pass().await;
+                let built = self.build_one(job, image, key, renderer).await;
+                drop(gate);
+                (i, built)
+            }
         });
         let mut done = futures::stream::iter(jobs).buffer_unordered(self.plan.max_parallel);
         let mut results: Vec<Option<Result<Built, BuildError>>> =
@@ -515,7 +524,7 @@ fn solve_opt(
 /// What lets the daemon reuse earlier uploads of this image's local dirs:
 /// the image's name; for a Dockerfile image, its context directory, so
 /// images built from one context share the daemon's record of it (a later
-/// upload sends only what changed; two at the same moment may each send it).
+/// upload sends only what changed; see [`context`] for images of one build).
 fn shared_key(image: &LoweredImage) -> String {
     match (&image.frontend, image.local_dirs.get("context")) {
         (Some(_), Some(context)) => {

@@ -333,8 +333,12 @@ impl FileSync for LocalDirs {
         })?;
         let mut excludes = metadata_values(md, "exclude-patterns");
         excludes.extend(dir.excludes.iter().cloned());
+        // fsutil's followpaths (the Dockerfile frontend loads .dockerignore
+        // and the Dockerfile with them) include those paths, as patterns do.
+        let mut includes = metadata_values(md, "include-patterns");
+        includes.extend(metadata_values(md, "followpaths"));
         let filter = WalkFilter {
-            include: PatternSet::new(&metadata_values(md, "include-patterns")),
+            include: PatternSet::new(&includes),
             exclude: PatternSet::new(&excludes),
         };
         let root = dir.path.clone();
