@@ -150,3 +150,40 @@ fn services_sharing_a_context_upload_it_once() {
     let full = sent.iter().filter(|&&n| n >= big.len() as u64).count();
     assert_eq!(full, 1, "the context is sent in full once: {sent:?}");
 }
+
+/// `--secret` reaches the Dockerfiles' secret mounts.
+#[test]
+fn secrets_reach_the_services() {
+    let s = stack();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("token.txt"), "s3cret").unwrap();
+    std::fs::write(
+        root.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN --mount=type=secret,id=tok grep s3cret /run/secrets/tok && echo {} > /ok\n",
+            s.base_image,
+            rand_suffix()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("compose.yaml"),
+        "services:\n  sec:\n    build: .\n",
+    )
+    .unwrap();
+    let secret = format!("id=tok,src={}", root.join("token.txt").display());
+    compose(root, &["--secret", &secret]).ok();
+    // A new RUN (not in the cache) fails without the secret.
+    std::fs::write(
+        root.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN --mount=type=secret,id=tok grep s3cret /run/secrets/tok && echo {} > /ok\n",
+            s.base_image,
+            rand_suffix()
+        ),
+    )
+    .unwrap();
+    let without = compose(root, &[]);
+    assert_ne!(without.code, Some(0), "without the secret the RUN fails");
+}

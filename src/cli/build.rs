@@ -130,7 +130,7 @@ fn parse_pair(value: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_secret(value: &str) -> Result<(String, PathBuf), String> {
+pub(super) fn parse_secret(value: &str) -> Result<(String, PathBuf), String> {
     let (mut id, mut src) = (None, None);
     for part in value.split(',') {
         match part.split_once('=') {

@@ -49,6 +49,22 @@ struct ComposeBuildArgs {
     /// Solve even services whose key tag says they are built.
     #[arg(long)]
     no_skip: bool,
+    /// Do not also push services under their key tag (nor look for it first).
+    #[arg(long)]
+    no_key_tag: bool,
+    /// A secret the Dockerfiles mount (`RUN --mount=type=secret,id=ID`):
+    /// id=ID,src=FILE (repeatable).
+    #[arg(long, value_name = "id=ID,src=FILE", value_parser = super::build::parse_secret)]
+    secret: Vec<(String, PathBuf)>,
+    /// A CA bundle, served as the secret strata-ca-cert (see examples/codex/Dockerfile).
+    #[arg(long, value_name = "FILE", env = "STRATA_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Reach this registry (HOST[:PORT]) over plain http (repeatable).
+    #[arg(long, value_name = "HOST")]
+    insecure_registry: Vec<String>,
+    /// Solve at most N services at once (default 4).
+    #[arg(long, value_name = "N")]
+    max_parallel: Option<std::num::NonZeroUsize>,
     /// Build every service that can be built even when one fails.
     #[arg(long)]
     keep_going: bool,
@@ -84,6 +100,11 @@ pub async fn run(cli: &Cli, args: &ComposeArgs) -> Result<()> {
         cache_to: args.cache_to.clone(),
         cache_from: args.cache_from.clone(),
         no_skip: args.no_skip,
+        no_key_tag: args.no_key_tag,
+        secrets: args.secret.iter().cloned().collect(),
+        ca_cert: args.ca_cert.clone(),
+        insecure_registries: args.insecure_registry.clone(),
+        max_parallel: args.max_parallel,
         keep_going: args.keep_going,
         load: args
             .load
