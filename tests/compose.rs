@@ -158,15 +158,19 @@ fn secrets_reach_the_services() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::write(root.join("token.txt"), "s3cret").unwrap();
-    std::fs::write(
-        root.join("Dockerfile"),
-        format!(
-            "FROM {}\nRUN --mount=type=secret,id=tok grep s3cret /run/secrets/tok && echo {} > /ok\n",
-            s.base_image,
-            rand_suffix()
-        ),
-    )
-    .unwrap();
+    // A RUN of its own each time (never found in the cache).
+    let new_dockerfile = || {
+        std::fs::write(
+            root.join("Dockerfile"),
+            format!(
+                "FROM {}\nRUN --mount=type=secret,id=tok grep s3cret /run/secrets/tok && echo {} > /ok\n",
+                s.base_image,
+                rand_suffix()
+            ),
+        )
+        .unwrap()
+    };
+    new_dockerfile();
     std::fs::write(
         root.join("compose.yaml"),
         "services:\n  sec:\n    build: .\n",
@@ -175,15 +179,7 @@ fn secrets_reach_the_services() {
     let secret = format!("id=tok,src={}", root.join("token.txt").display());
     compose(root, &["--secret", &secret]).ok();
     // A new RUN (not in the cache) fails without the secret.
-    std::fs::write(
-        root.join("Dockerfile"),
-        format!(
-            "FROM {}\nRUN --mount=type=secret,id=tok grep s3cret /run/secrets/tok && echo {} > /ok\n",
-            s.base_image,
-            rand_suffix()
-        ),
-    )
-    .unwrap();
+    new_dockerfile();
     let without = compose(root, &[]);
     assert_ne!(without.code, Some(0), "without the secret the RUN fails");
 }

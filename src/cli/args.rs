@@ -105,6 +105,13 @@ impl SpecArgs {
 /// The docker API socket `--load VALUE` names: `docker://PATH` or
 /// `unix://PATH`; empty: the builder's when it is a docker daemon, else
 /// `DOCKER_HOST`'s, else the default socket.
+/// `--load [VALUE]` as given (none: not asked for), resolved to a socket.
+pub fn load_flag(value: Option<&str>, cli: &super::Cli) -> Result<Option<PathBuf>> {
+    value
+        .map(|value| load_socket(value, &cli.daemon.addr))
+        .transpose()
+}
+
 pub fn load_socket(value: &str, builder: &str) -> Result<PathBuf> {
     let candidates = [
         Some(value.to_owned()).filter(|v| !v.is_empty()),

@@ -163,11 +163,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         no_skip: args.no_skip,
         no_key_tag: args.no_key_tag,
         keep_going: args.keep_going,
-        load: args
-            .load
-            .as_deref()
-            .map(|value| super::args::load_socket(value, &cli.daemon.addr))
-            .transpose()?,
+        load: super::args::load_flag(args.load.as_deref(), cli)?,
         ..args.spec.overrides()
     };
     build_and_report(

@@ -106,11 +106,7 @@ pub async fn run(cli: &Cli, args: &ComposeArgs) -> Result<()> {
         insecure_registries: args.insecure_registry.clone(),
         max_parallel: args.max_parallel,
         keep_going: args.keep_going,
-        load: args
-            .load
-            .as_deref()
-            .map(|value| super::args::load_socket(value, &cli.daemon.addr))
-            .transpose()?,
+        load: super::args::load_flag(args.load.as_deref(), cli)?,
         ..strata::spec::Overrides::default()
     };
     super::build::build_and_report(
