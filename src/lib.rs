@@ -22,6 +22,7 @@ pub mod credentials;
 pub mod docker;
 pub mod keys;
 pub mod llb;
+pub mod mounts;
 pub mod ocilayout;
 pub mod reference;
 pub mod registry;

@@ -357,6 +357,7 @@ impl CachePlan {
                 ..LayerOptions::default()
             },
             insecure: false,
+            mounts: None,
         }
     }
 
@@ -368,6 +369,7 @@ impl CachePlan {
                 dest: self.local_dir.clone(),
                 tag: "latest".into(),
                 options: LayerOptions::default(),
+                mounts: None,
             },
             Mode::Inline => CacheExport::Inline { mode: None },
             _ => return None,
@@ -378,6 +380,7 @@ impl CachePlan {
         let registry = |tag: &str| CacheImport::Registry {
             reference: self.repo.with_tag(tag),
             insecure: false,
+            mounts: None,
         };
         Some(match mode {
             Mode::RegistryMin => registry("min"),
@@ -386,6 +389,7 @@ impl CachePlan {
                 src: self.local_dir.clone(),
                 tag: "latest".into(),
                 digest: None,
+                mounts: None,
             },
             Mode::Inline => registry("inline"),
             _ => return None,
@@ -598,9 +602,12 @@ impl<'a> Runner<'a> {
 /// registries insecure itself, they need it in the flag.
 fn external_import(import: Option<CacheImport>) -> Option<CacheImport> {
     match import {
-        Some(CacheImport::Registry { reference, .. }) => Some(CacheImport::Registry {
+        Some(CacheImport::Registry {
+            reference, mounts, ..
+        }) => Some(CacheImport::Registry {
             insecure: reference.is_loopback(),
             reference,
+            mounts,
         }),
         other => other,
     }

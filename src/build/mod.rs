@@ -20,6 +20,7 @@ use crate::spec::{BuildPlan, Job, LoweredImage, Overrides, Spec, SpecError};
 mod context;
 mod fallback;
 mod load;
+mod mounts;
 mod prepare;
 
 use crate::docker::Docker;
@@ -49,6 +50,8 @@ pub struct Built {
     pub loaded: Option<Loaded>,
     /// It was made by a frontend (a Dockerfile image).
     pub frontend: bool,
+    /// Its cache mounts seeded before the build and exported after (`mounts=`).
+    pub mounts: Vec<crate::mounts::MountReport>,
 }
 
 impl Built {
@@ -218,6 +221,8 @@ async fn build_plan(
         registry: &registry,
         auth: &auth,
     };
+    let seeds = mounts::seeds(&plan, &prepared);
+    let seeded = run.mounts(true, &seeds, progress).await;
     let results = run.every_job(&prepared, progress).await?;
     let (mut built, mut errors) = (Vec::new(), Vec::new());
     for (job, result) in plan.jobs.iter().zip(results) {
@@ -226,6 +231,10 @@ async fn build_plan(
             Err(e) => errors.push((job.image.clone(), e)),
         }
     }
+    let exports = mounts::exports(&plan, &prepared, &built);
+    let exported = run.mounts(false, &exports, progress).await;
+    mounts::attach(&mut built, &seeds, seeded);
+    mounts::attach(&mut built, &exports, exported);
     let failed_names: Vec<String> = errors.iter().map(|(name, _)| name.clone()).collect();
     let known = fallback::Known {
         spec,
@@ -328,6 +337,7 @@ impl Run<'_> {
             lowered: image.steps.clone(),
             loaded,
             frontend: image.frontend.is_some(),
+            mounts: Vec::new(),
         };
         if let Some(found) = self.up_to_date(job, &key, present.as_ref()).await? {
             let loaded = match (present, &docker) {
@@ -518,6 +528,7 @@ fn solve_opt(
         // A frontend writes its own image config.
         image_config: image.frontend.is_none().then(|| image.config.clone()),
         shared_key: shared_key(image),
+        oci_layouts: BTreeMap::new(),
     }
 }
 

@@ -272,6 +272,7 @@ fn print_built(b: &Built) {
             human_duration(b.solved.duration)
         );
         print_loaded(b);
+        print_mounts(b);
         return;
     }
     let (run, cached) = b.step_counts();
@@ -301,6 +302,18 @@ fn print_built(b: &Built) {
             c.kind, c.location
         );
     }
+    print_mounts(b);
+}
+
+/// A line per cache mount seeded or exported; what went wrong is a warning.
+fn print_mounts(b: &Built) {
+    for m in &b.mounts {
+        if m.is_warning() {
+            eprintln!("  warning: {m}");
+        } else {
+            println!("  {m}");
+        }
+    }
 }
 
 /// `--metadata-file`: per image, the exporters' response as the daemon gave it
@@ -327,6 +340,9 @@ fn write_metadata(path: &Path, outcome: &Outcome) -> Result<()> {
         entry.insert("strata.cached".into(), cached.into());
         entry.insert("strata.key".into(), b.key.to_string().into());
         entry.insert("strata.up_to_date".into(), b.up_to_date.into());
+        if !b.mounts.is_empty() {
+            entry.insert("strata.mounts".into(), serde_json::to_value(&b.mounts)?);
+        }
         entry.insert(
             "strata.duration_seconds".into(),
             b.solved.duration.as_secs_f64().into(),

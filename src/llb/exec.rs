@@ -39,6 +39,8 @@ pub enum Mount {
         target: String,
         id: String,
         sharing: CacheSharing,
+        /// Mounted read-only (a reader of the cache, e.g. its export).
+        readonly: bool,
     },
     /// A secret from the session's Secrets service, as a file (never in a layer).
     Secret {
@@ -49,6 +51,9 @@ pub enum Mount {
     },
     /// A scratch in-memory filesystem.
     Tmpfs { target: String },
+    /// An empty writable directory whose contents become an output of the
+    /// step of its own ([`Exec::mount`]), apart from the root filesystem.
+    Output { target: String },
     /// Another state's filesystem (or its `selector` subpath), read-only.
     ReadOnly {
         target: String,
@@ -64,6 +69,32 @@ impl Mount {
             target: clean_path(target),
             id: id.to_owned(),
             sharing,
+            readonly: false,
+        }
+    }
+
+    /// The same mount, read-only (a cache mount; others are returned as they are).
+    pub fn read_only(self) -> Mount {
+        match self {
+            Mount::Cache {
+                target,
+                id,
+                sharing,
+                ..
+            } => Mount::Cache {
+                target,
+                id,
+                sharing,
+                readonly: true,
+            },
+            other => other,
+        }
+    }
+
+    /// An empty directory at `target` that becomes an output of the step.
+    pub fn output(target: &str) -> Mount {
+        Mount::Output {
+            target: clean_path(target),
         }
     }
 
@@ -82,6 +113,7 @@ impl Mount {
             Mount::Cache { target, .. }
             | Mount::Secret { target, .. }
             | Mount::Tmpfs { target }
+            | Mount::Output { target }
             | Mount::ReadOnly { target, .. } => target,
         }
     }
@@ -190,6 +222,11 @@ impl Run {
         self
     }
 
+    /// Its mounts besides the root filesystem, as added.
+    pub fn get_mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
     /// An environment variable for this step only (not inherited by later steps).
     pub fn env(mut self, key: &str, value: &str) -> Run {
         self.env.retain(|(k, _)| k != key);
@@ -236,8 +273,13 @@ fn input_index(state: &State, inputs: &mut Vec<Output>) -> i64 {
 
 impl Mount {
     /// The wire mount, noting the capabilities it needs in `caps` and its
-    /// source among `inputs`.
-    fn to_pb(&self, caps: &mut BTreeSet<&'static str>, inputs: &mut Vec<Output>) -> pb::Mount {
+    /// source among `inputs`; an output mount takes the next of `outputs`.
+    fn to_pb(
+        &self,
+        caps: &mut BTreeSet<&'static str>,
+        inputs: &mut Vec<Output>,
+        outputs: &mut i64,
+    ) -> pb::Mount {
         let blank = |target: &str, kind: pb::MountType| pb::Mount {
             input: -1,
             dest: target.to_owned(),
@@ -250,6 +292,7 @@ impl Mount {
                 target,
                 id,
                 sharing,
+                readonly,
             } => {
                 caps.extend(["exec.mount.cache", "exec.mount.cache.sharing"]);
                 pb::Mount {
@@ -257,7 +300,16 @@ impl Mount {
                         id: id.clone(),
                         sharing: sharing.to_pb() as i32,
                     }),
+                    readonly: *readonly,
                     ..blank(target, pb::MountType::Cache)
+                }
+            }
+            Mount::Output { target } => {
+                caps.insert("exec.mount.bind");
+                *outputs += 1;
+                pb::Mount {
+                    output: *outputs,
+                    ..blank(target, pb::MountType::Bind)
                 }
             }
             Mount::Secret {
@@ -302,9 +354,37 @@ impl Mount {
     }
 }
 
+/// A command's results: its root filesystem and its output mounts.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    root: State,
+    mounts: Vec<(String, State)>,
+}
+
+impl Exec {
+    /// The changed root filesystem.
+    pub fn root(&self) -> State {
+        self.root.clone()
+    }
+
+    /// What the command left in the output mount at `target` ([`Mount::output`]).
+    pub fn mount(&self, target: &str) -> Option<State> {
+        let target = clean_path(target);
+        self.mounts
+            .iter()
+            .find(|(t, _)| *t == target)
+            .map(|(_, s)| s.clone())
+    }
+}
+
 impl State {
     /// Runs a command on this state's filesystem; the result is the changed root.
     pub fn run(&self, run: Run) -> State {
+        self.exec(run).root()
+    }
+
+    /// Runs a command on this state's filesystem: its root and output mounts.
+    pub fn exec(&self, run: Run) -> Exec {
         let mut inputs: Vec<Output> = Vec::new();
         let mut caps: BTreeSet<&'static str> = ["exec.meta.base"].into_iter().collect();
         let mut mounts = vec![pb::Mount {
@@ -315,8 +395,14 @@ impl State {
         }];
         let mut extra: Vec<&Mount> = run.mounts.iter().collect();
         extra.sort_by(|a, b| a.target().cmp(b.target()));
+        let mut outputs = 0;
+        let mut output_targets = Vec::new();
         for m in extra {
-            mounts.push(m.to_pb(&mut caps, &mut inputs));
+            let wire = m.to_pb(&mut caps, &mut inputs, &mut outputs);
+            if wire.output > 0 {
+                output_targets.push((m.target().to_owned(), wire.output));
+            }
+            mounts.push(wire);
         }
 
         let mut env: Vec<(String, String)> = self.meta.env.clone();
@@ -370,16 +456,21 @@ impl State {
         if run.ignore_cache {
             caps.insert("meta.ignorecache");
         }
-        self.with_output(
-            Node {
-                op: pb::op::Op::Exec(exec),
-                inputs,
-                platform: self.meta.platform.clone(),
-                description,
-                caps,
-                ignore_cache: run.ignore_cache,
-            },
-            0,
-        )
+        let node = std::sync::Arc::new(Node {
+            op: pb::op::Op::Exec(exec),
+            inputs,
+            platform: self.meta.platform.clone(),
+            description,
+            caps,
+            ignore_cache: run.ignore_cache,
+        });
+        let at = |index| self.at_output(node.clone(), index);
+        Exec {
+            root: at(0),
+            mounts: output_targets
+                .into_iter()
+                .map(|(target, index)| (target, at(index)))
+                .collect(),
+        }
     }
 }

@@ -14,8 +14,9 @@ pub mod platform;
 pub mod source;
 mod state;
 
-pub use exec::{CacheSharing, Mount, Run};
+pub use exec::{CacheSharing, Exec, Mount, Run};
 pub use file::{Copy, FileAction};
 pub use marshal::Definition;
 pub use platform::Platform;
+pub(crate) use state::clean_path;
 pub use state::State;

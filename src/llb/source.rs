@@ -51,6 +51,19 @@ pub fn image_for(reference: &ImageRef, platform: &super::Platform, name: Option<
     )
 }
 
+/// An image in an OCI layout on the client machine, read through the
+/// session's content store `oci:STORE` (the daemon finds the session from
+/// the build's). `manifest` is its digest: layouts are read by digest only.
+pub fn oci_layout(store: &str, manifest: &str, platform: &super::Platform) -> State {
+    source(
+        &State::scratch().platform(platform.clone()),
+        format!("oci-layout://strata/mounts@{manifest}"),
+        BTreeMap::from([("oci.store".to_owned(), store.to_owned())]),
+        &["source.ocilayout"],
+        None,
+    )
+}
+
 /// Options of a local directory source.
 #[derive(Debug, Clone, Default)]
 pub struct LocalOptions {

@@ -129,11 +129,13 @@ impl State {
 
     /// A state with `node`'s output `index` as its filesystem and this state's metadata.
     pub(crate) fn with_output(&self, node: Node, index: i64) -> State {
+        self.at_output(Arc::new(node), index)
+    }
+
+    /// A state with output `index` of a shared `node` and this state's metadata.
+    pub(crate) fn at_output(&self, node: Arc<Node>, index: i64) -> State {
         State {
-            output: Some(Output {
-                node: Arc::new(node),
-                index,
-            }),
+            output: Some(Output { node, index }),
             meta: self.meta.clone(),
         }
     }

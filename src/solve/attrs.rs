@@ -23,6 +23,9 @@ impl OptionError {
     }
 }
 
+/// Attributes whose value is a comma-separated list (`mounts=apt,pip`).
+const LISTS: &[&str] = &["mounts"];
+
 /// `KEY=VALUE,…` with `type` taken out, checked against the attributes the type knows.
 pub(crate) struct Attrs {
     flag: &'static str,
@@ -42,11 +45,21 @@ impl Attrs {
             kind: String::new(),
             map: BTreeMap::new(),
         };
+        let mut last = String::new();
         for part in value.split(',').filter(|p| !p.trim().is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| attrs.error(format!("{part:?} is not KEY=VALUE")))?;
-            attrs.map.insert(k.trim().to_owned(), v.trim().to_owned());
+            let Some((k, v)) = part.split_once('=') else {
+                // `mounts=apt,pip`: a list goes on until the next KEY=VALUE.
+                match attrs.map.get_mut(&last).filter(|_| LISTS.contains(&&*last)) {
+                    Some(list) => {
+                        list.push(',');
+                        list.push_str(part.trim());
+                        continue;
+                    }
+                    None => return Err(attrs.error(format!("{part:?} is not KEY=VALUE"))),
+                }
+            };
+            last = k.trim().to_owned();
+            attrs.map.insert(last.clone(), v.trim().to_owned());
         }
         attrs.kind = attrs
             .map

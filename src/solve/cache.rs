@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::attrs::{Attrs, OptionError};
+use crate::mounts::MountOptions;
 use crate::reference::ImageRef;
 use crate::wire::moby::buildkit::v1::CacheOptionsEntry;
 
@@ -66,6 +67,8 @@ pub enum CacheExport {
         options: LayerOptions,
         /// Plain http to the registry (set for loopback and `--insecure-registry`).
         insecure: bool,
+        /// Cache mounts exported beside the cache (strata's, never sent to BuildKit).
+        mounts: Option<MountOptions>,
     },
     /// An OCI layout directory on this machine, written through the session.
     Local {
@@ -73,6 +76,7 @@ pub enum CacheExport {
         /// The tag in the layout's `index.json`.
         tag: String,
         options: LayerOptions,
+        mounts: Option<MountOptions>,
     },
     /// Cache metadata inside the exported image's config.
     Inline { mode: Option<CacheMode> },
@@ -84,6 +88,8 @@ pub enum CacheImport {
     Registry {
         reference: ImageRef,
         insecure: bool,
+        /// Cache mounts seeded from beside the cache before the build.
+        mounts: Option<MountOptions>,
     },
     /// An OCI layout directory on this machine, read through the session.
     Local {
@@ -91,8 +97,12 @@ pub enum CacheImport {
         tag: String,
         /// The cache manifest's digest; found from `tag` when not given.
         digest: Option<String>,
+        mounts: Option<MountOptions>,
     },
 }
+
+/// strata's own: which cache mounts travel with the cache (see [`crate::mounts`]).
+const MOUNT_ATTRS: &[&str] = &["mounts", "mounts-max-size"];
 
 const LAYER_ATTRS: &[&str] = &[
     "mode",
@@ -152,6 +162,17 @@ impl Attrs {
     fn insecure(&mut self) -> Result<bool, OptionError> {
         Ok(self.flag("registry.insecure")?.unwrap_or(false))
     }
+
+    fn mounts(&mut self) -> Result<Option<MountOptions>, OptionError> {
+        let max = self.take("mounts-max-size");
+        match self.take("mounts") {
+            None if max.is_some() => Err(self.error("mounts-max-size needs mounts=")),
+            None => Ok(None),
+            Some(list) => MountOptions::parse(&list, max.as_deref())
+                .map(Some)
+                .map_err(|e| self.error(e)),
+        }
+    }
 }
 
 impl FromStr for CacheExport {
@@ -161,19 +182,21 @@ impl FromStr for CacheExport {
         let mut a = Attrs::parse("--cache-to", value, "registry, local or inline")?;
         match a.kind.as_str() {
             "registry" => {
-                a.allow(&[&["ref", "registry.insecure"], LAYER_ATTRS])?;
+                a.allow(&[&["ref", "registry.insecure"], LAYER_ATTRS, MOUNT_ATTRS])?;
                 Ok(CacheExport::Registry {
                     reference: a.reference()?,
                     insecure: a.insecure()?,
                     options: a.layer_options()?,
+                    mounts: a.mounts()?,
                 })
             }
             "local" => {
-                a.allow(&[&["dest", "tag"], LAYER_ATTRS])?;
+                a.allow(&[&["dest", "tag"], LAYER_ATTRS, MOUNT_ATTRS])?;
                 Ok(CacheExport::Local {
                     dest: a.need("dest")?.into(),
                     tag: a.take("tag").unwrap_or_else(|| "latest".into()),
                     options: a.layer_options()?,
+                    mounts: a.mounts()?,
                 })
             }
             "inline" => {
@@ -198,23 +221,26 @@ impl FromStr for CacheImport {
                     .parse()
                     .map_err(|e| OptionError::new("--cache-from", value, format!("{e}")))?,
                 insecure: false,
+                mounts: None,
             });
         }
         let mut a = Attrs::parse("--cache-from", value, "registry or local")?;
         match a.kind.as_str() {
             "registry" => {
-                a.allow(&[&["ref", "registry.insecure"]])?;
+                a.allow(&[&["ref", "registry.insecure"], MOUNT_ATTRS])?;
                 Ok(CacheImport::Registry {
                     reference: a.reference()?,
                     insecure: a.insecure()?,
+                    mounts: a.mounts()?,
                 })
             }
             "local" => {
-                a.allow(&[&["src", "tag", "digest"]])?;
+                a.allow(&[&["src", "tag", "digest"], MOUNT_ATTRS])?;
                 Ok(CacheImport::Local {
                     src: a.need("src")?.into(),
                     tag: a.take("tag").unwrap_or_else(|| "latest".into()),
                     digest: a.take("digest"),
+                    mounts: a.mounts()?,
                 })
             }
             other => Err(a.error(format!("unknown type {other:?} (use registry, local)"))),
@@ -289,6 +315,7 @@ impl CacheExport {
                 reference,
                 options,
                 insecure,
+                ..
             } => {
                 let mut out = vec![("ref", reference.to_string())];
                 out.extend(options.attrs());
@@ -297,7 +324,9 @@ impl CacheExport {
                 }
                 out
             }
-            CacheExport::Local { dest, tag, options } => {
+            CacheExport::Local {
+                dest, tag, options, ..
+            } => {
                 let mut out = vec![("dest", dest.display().to_string())];
                 if tag != "latest" {
                     out.push(("tag", tag.clone()));
@@ -331,6 +360,7 @@ impl CacheImport {
             CacheImport::Registry {
                 reference,
                 insecure,
+                ..
             } => {
                 let mut out = vec![("ref", reference.to_string())];
                 if *insecure {
@@ -338,7 +368,9 @@ impl CacheImport {
                 }
                 out
             }
-            CacheImport::Local { src, tag, digest } => {
+            CacheImport::Local {
+                src, tag, digest, ..
+            } => {
                 let mut out = vec![("src", src.display().to_string())];
                 if tag != "latest" {
                     out.push(("tag", tag.clone()));
@@ -376,15 +408,47 @@ fn write_attrs(
     Ok(())
 }
 
+impl CacheExport {
+    /// The cache mounts exported beside this cache (`mounts=`), if any.
+    pub fn mounts(&self) -> Option<&MountOptions> {
+        match self {
+            CacheExport::Registry { mounts, .. } | CacheExport::Local { mounts, .. } => {
+                mounts.as_ref()
+            }
+            CacheExport::Inline { .. } => None,
+        }
+    }
+}
+
+impl CacheImport {
+    /// The cache mounts seeded from beside this cache (`mounts=`), if any.
+    pub fn mounts(&self) -> Option<&MountOptions> {
+        match self {
+            CacheImport::Registry { mounts, .. } | CacheImport::Local { mounts, .. } => {
+                mounts.as_ref()
+            }
+        }
+    }
+}
+
+/// BuildKit's attributes, then strata's own `mounts=` ones.
+fn with_mounts(
+    mut attrs: Vec<(&'static str, String)>,
+    mounts: Option<&MountOptions>,
+) -> Vec<(&'static str, String)> {
+    attrs.extend(mounts.into_iter().flat_map(MountOptions::attrs));
+    attrs
+}
+
 impl fmt::Display for CacheExport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_attrs(f, self.kind(), self.attrs())
+        write_attrs(f, self.kind(), with_mounts(self.attrs(), self.mounts()))
     }
 }
 
 impl fmt::Display for CacheImport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_attrs(f, self.kind(), self.attrs())
+        write_attrs(f, self.kind(), with_mounts(self.attrs(), self.mounts()))
     }
 }
 
@@ -498,5 +562,26 @@ mod tests {
         assert!(export("ref").contains("not KEY=VALUE"));
         assert!(export("type=local,dest=d,ignore-error=yes").contains("true or false"));
         assert!(export("type=registry").starts_with("--cache-to \"type=registry\": "));
+        assert!(export("type=local,dest=d,mounts-max-size=1GB").contains("needs mounts="));
+        assert!(export("type=inline,mounts=all").contains("unknown attribute \"mounts\""));
+    }
+
+    #[test]
+    fn mounts_are_strata_s_own_and_read_as_a_list() {
+        let e: CacheExport = "type=registry,ref=r.io/x:c,mounts=apt,pip,mounts-max-size=1GB"
+            .parse()
+            .unwrap();
+        assert_eq!(e.mounts().unwrap().max_size, Some(1_000_000_000));
+        let wire = e.to_wire();
+        assert!(!wire.attrs.contains_key("mounts"), "BuildKit never sees it");
+        let text = e.to_string();
+        assert!(
+            text.ends_with(",mounts=apt,pip,mounts-max-size=1000000000B"),
+            "{text}"
+        );
+        assert_eq!(text.parse::<CacheExport>().unwrap(), e);
+        let i: CacheImport = "type=local,src=/c,mounts=all".parse().unwrap();
+        assert!(i.mounts().is_some());
+        assert!(!i.to_wire().attrs.contains_key("mounts"));
     }
 }

@@ -52,12 +52,18 @@ impl LocalCaches {
         let mut sent = Vec::new();
         for import in imports {
             match import {
-                CacheImport::Local { src, tag, digest } => {
+                CacheImport::Local {
+                    src,
+                    tag,
+                    digest,
+                    mounts,
+                } => {
                     if let Some(pinned) = self.resolve(src, tag, digest.as_deref()) {
                         sent.push(CacheImport::Local {
                             src: src.clone(),
                             tag: tag.clone(),
                             digest: Some(pinned),
+                            mounts: mounts.clone(),
                         });
                     }
                 }

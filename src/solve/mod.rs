@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientError};
 use crate::llb::Definition;
+use crate::ocilayout::OciLayout;
 use crate::session::{
     random_id, ContentStores, DockerAuth, ExportError, ExportFiles, ExportTarget, LocalDir,
     LocalDirs, SecretFiles, Session, StagedExports,
@@ -50,6 +51,9 @@ pub struct SolveOpt {
     /// Lets the daemon reuse what earlier sessions with the same key uploaded
     /// (e.g. `strata:IMAGE`); empty: a key of its own.
     pub shared_key: String,
+    /// OCI layouts on this machine that `oci-layout://` sources of the graph
+    /// read, by the store id they name (`oci.store`).
+    pub oci_layouts: BTreeMap<String, PathBuf>,
 }
 
 /// What a solve builds: an LLB graph strata wrote, or a frontend the daemon
@@ -153,6 +157,17 @@ impl SolveOpt {
         }
         let mut caches = local_cache::LocalCaches::default();
         let imports = caches.attach(&self.cache_exports, &self.cache_imports)?;
+        for (id, dir) in &self.oci_layouts {
+            caches
+                .stores
+                .insert(format!("oci:{id}"), OciLayout::new(dir));
+        }
+        for output in &self.exports {
+            if let Output::OciDir { dir, .. } = output {
+                // BuildKit's oci exporter writes into the store named `export`.
+                caches.stores.insert("export".into(), OciLayout::new(dir));
+            }
+        }
         if !caches.stores.is_empty() {
             session.content_stores(ContentStores::new(caches.stores));
         }

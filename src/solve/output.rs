@@ -35,6 +35,16 @@ pub enum Output {
         stream: TarStream,
         names: Vec<ImageRef>,
     },
+    /// The result's files as a tar stream handed to `stream`'s reader.
+    Tar { stream: TarStream },
+    /// Into an OCI layout directory on this machine (BuildKit's `oci`
+    /// exporter with `tar=false`, through the session's content store
+    /// `export`); pointing a tag of its `index.json` at the result is the
+    /// caller's. `attrs` go to the exporter as given.
+    OciDir {
+        dir: PathBuf,
+        attrs: BTreeMap<String, String>,
+    },
 }
 
 /// `a,b` as the image exporters take a list of names.
@@ -142,6 +152,15 @@ impl Output {
                 attrs.insert("name".into(), name_list(names));
                 "docker"
             }
+            Output::Tar { .. } => {
+                attrs.remove("containerimage.config");
+                "tar"
+            }
+            Output::OciDir { attrs: extra, .. } => {
+                attrs.extend(extra.clone());
+                attrs.insert("tar".into(), "false".into());
+                "oci"
+            }
         };
         (kind.to_owned(), attrs)
     }
@@ -156,8 +175,10 @@ impl Output {
                 dir: dest.clone(),
                 replace: *replace,
             })),
-            Output::DockerStream { stream, .. } => Some(ExportTarget::Stream(stream.clone())),
-            Output::Image { .. } | Output::Moby { .. } => None,
+            Output::DockerStream { stream, .. } | Output::Tar { stream } => {
+                Some(ExportTarget::Stream(stream.clone()))
+            }
+            Output::Image { .. } | Output::Moby { .. } | Output::OciDir { .. } => None,
         }
     }
 }

@@ -26,7 +26,9 @@ use model::{
 };
 
 pub use dockerfile::Dockerfile;
-pub use lower::{BaseImage, LowerOptions, LoweredImage, StepInfo, CA_MOUNT, DOCKERFILE_FRONTEND};
+pub use lower::{
+    BaseImage, CacheMountUse, LowerOptions, LoweredImage, StepInfo, CA_MOUNT, DOCKERFILE_FRONTEND,
+};
 pub use paths::PathPolicy;
 pub use resolve::{BuildPlan, Job, Overrides, DEFAULT_MAX_PARALLEL};
 

@@ -184,6 +184,7 @@ impl BuildPlan {
             if let CacheImport::Registry {
                 reference,
                 insecure,
+                ..
             } = import
             {
                 *insecure |= self.insecure(reference);

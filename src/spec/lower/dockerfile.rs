@@ -105,6 +105,8 @@ pub(super) fn lower(
             attrs,
             inputs: frontend_inputs,
         }),
+        // A Dockerfile's own `RUN --mount=type=cache` ids are the frontend's.
+        cache_mounts: Vec::new(),
     }
 }
 

@@ -29,7 +29,7 @@ use oci_spec::image::{Config, History, ImageConfiguration};
 use super::{Base, Image, OverlayItem, Spec, SpecError, StepKind};
 use crate::llb::exec::DEFAULT_PATH;
 use crate::llb::source;
-use crate::llb::{Definition, Platform, Run, State};
+use crate::llb::{CacheSharing, Definition, Mount, Platform, Run, State};
 use crate::reference::ImageRef;
 use crate::session::LocalDir;
 
@@ -72,6 +72,24 @@ pub struct StepInfo {
     pub command: Vec<String>,
 }
 
+/// A cache mount a toolchain step uses, as lowered: what `mounts=` on a
+/// cache entry exports after a build and seeds before one ([`crate::mounts`]).
+#[derive(Debug, Clone)]
+pub struct CacheMountUse {
+    /// The daemon's cache id, e.g. `strata:apt:linux/amd64:/var/cache/apt`.
+    pub id: String,
+    /// Where the step mounts it.
+    pub target: String,
+    pub sharing: CacheSharing,
+    /// The step kind that uses it: `apt`, `pip`, `npm` or `run`.
+    pub tool: &'static str,
+    /// The filesystem the step ran on: it has a shell (the step ran `/bin/sh`).
+    pub rootfs: State,
+    /// The image's base (its `from` chain's first): what a seed runs on
+    /// before the build, since `rootfs` may need earlier steps built.
+    pub base: State,
+}
+
 /// An image of the spec as LLB, with what its solve needs.
 #[derive(Debug, Clone)]
 pub struct LoweredImage {
@@ -87,6 +105,8 @@ pub struct LoweredImage {
     /// A frontend that makes the graph instead (a Dockerfile image):
     /// `definition` is then empty and `config` unused.
     pub frontend: Option<crate::solve::Frontend>,
+    /// The cache mounts its steps use (its `from` images' too), each id once.
+    pub cache_mounts: Vec<CacheMountUse>,
 }
 
 /// An image's state so far, with what images built `from` it inherit.
@@ -99,6 +119,9 @@ pub(super) struct Lowering {
     steps: Vec<StepInfo>,
     /// The secret id of the CA bundle toolchain steps trust, if any.
     ca_secret: Option<String>,
+    /// Where the image (its `from` chain) started.
+    base: State,
+    cache_mounts: Vec<CacheMountUse>,
 }
 
 impl Lowering {
@@ -128,12 +151,14 @@ impl Lowering {
             state = state.user(u);
         }
         Lowering {
+            base: state.clone(),
             state,
             config,
             history: config::history_of_base(base),
             local_dirs: BTreeMap::new(),
             steps: Vec::new(),
             ca_secret: options.ca_cert.clone(),
+            cache_mounts: Vec::new(),
         }
     }
 
@@ -156,8 +181,37 @@ impl Lowering {
             run = ca::trust(run, id);
         }
         let command = run.command().to_vec();
+        self.record_cache_mounts(&run, kind);
         let state = self.state.run(run);
         self.layer(state, name, kind, command);
+    }
+}
+
+impl Lowering {
+    /// Notes the cache mounts of `run` (a step of kind `tool`), each id once.
+    fn record_cache_mounts(&mut self, run: &Run, tool: &'static str) {
+        for mount in run.get_mounts() {
+            let Mount::Cache {
+                id,
+                target,
+                sharing,
+                ..
+            } = mount
+            else {
+                continue;
+            };
+            if self.cache_mounts.iter().any(|m| m.id == *id) {
+                continue;
+            }
+            self.cache_mounts.push(CacheMountUse {
+                id: id.clone(),
+                target: target.clone(),
+                sharing: *sharing,
+                tool,
+                rootfs: self.state.clone(),
+                base: self.base.clone(),
+            });
+        }
     }
 }
 
@@ -271,6 +325,7 @@ impl Spec {
                     local_dirs: at.local_dirs.clone(),
                     steps: at.steps.clone(),
                     frontend: None,
+                    cache_mounts: at.cache_mounts.clone(),
                 }
             })
             .collect())

@@ -1,0 +1,257 @@
+//! After a build: each selected cache mount whose contents changed since its
+//! artifact was made is copied into an output and exported as that artifact.
+//!
+//! The copy runs on the filesystem the step that used the mount ran on (it
+//! has a shell), the cache mounted read-only. What travels is copied with
+//! its owners, modes and file mtimes (a seed merges by mtime); directories
+//! get a fixed mtime. With BuildKit's `source-date-epoch=0` for the image's
+//! dates, unchanged contents give the same layer and manifest digests, so a
+//! registry already holding the blob is sent nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use oci_spec::image::{
+    ConfigBuilder, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, RootFsBuilder,
+};
+
+use super::artifact::{self, Artifact, ArtifactError, Location};
+use super::probe::{self, select_fn, Probed};
+use super::{MountError, MountReport, Outcome, Wanted};
+use crate::client::Client;
+use crate::llb::{Mount, Run, State};
+use crate::ocilayout::OciLayout;
+use crate::registry::Registry;
+use crate::solve::progress::Progress;
+use crate::solve::{self, Output, SolveOpt};
+use crate::spec::CacheMountUse;
+
+/// Exports every `wanted` mount that changed; one report each.
+pub async fn export(
+    client: &Client,
+    registry: &Registry,
+    wanted: &[Wanted],
+    progress: &dyn Progress,
+) -> Vec<MountReport> {
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let mounts = distinct_mounts(wanted);
+    let on = &mounts[0].rootfs;
+    let mut renderer = progress.renderer(Some("cache mounts"));
+    let probed = match probe::probe(client, &mounts, on, renderer.as_mut()).await {
+        Ok(probed) => probed,
+        Err(e) => return super::reports("export", wanted, Outcome::Failed(e.to_string())),
+    };
+    let by_id: BTreeMap<&str, &Probed> =
+        mounts.iter().map(|m| m.id.as_str()).zip(&probed).collect();
+    let each = wanted.iter().map(|w| async {
+        let began = Instant::now();
+        let probed = by_id[w.mount.id.as_str()];
+        let outcome = match export_one(client, registry, w, probed, progress).await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        let mut report = MountReport::new("export", w, probed.size).with(outcome);
+        report.seconds = began.elapsed().as_secs_f64();
+        report
+    });
+    futures::future::join_all(each).await
+}
+
+/// Each mount of `wanted` once, in order.
+fn distinct_mounts(wanted: &[Wanted]) -> Vec<&CacheMountUse> {
+    let mut seen = BTreeSet::new();
+    wanted
+        .iter()
+        .map(|w| &w.mount)
+        .filter(|m| seen.insert(m.id.clone()))
+        .collect()
+}
+
+/// Exports one mount unless its artifact already holds what it holds.
+async fn export_one(
+    client: &Client,
+    registry: &Registry,
+    w: &Wanted,
+    probed: &Probed,
+    progress: &dyn Progress,
+) -> Result<Outcome, MountError> {
+    let before = match w.location.find(registry, &w.mount).await {
+        Ok(found) => Some(found),
+        Err(ArtifactError::Missing(_) | ArtifactError::Foreign { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(found) = before
+        .as_ref()
+        .filter(|f| f.fingerprint == probed.fingerprint)
+    {
+        return Ok(Outcome::Unchanged {
+            digest: found.digest.clone(),
+        });
+    }
+    if let Some(max) = w.max_size.filter(|max| probed.size > *max) {
+        return Ok(Outcome::TooLarge { max });
+    }
+    let had = LocalBlobs::before(&w.location);
+    let definition = graph(&w.mount).marshal();
+    let opt = SolveOpt {
+        exports: vec![output(&w.location, &w.mount, &probed.fingerprint)],
+        image_config: Some(config(&w.mount)),
+        ..SolveOpt::default()
+    };
+    let mut renderer = progress.renderer(Some("cache mounts"));
+    let solved = solve::solve(client, &definition, &opt, renderer.as_mut()).await?;
+    let digest = solved
+        .image_digest()
+        .ok_or_else(|| MountError::Tools("the exporter named no digest".into()))?
+        .to_owned();
+    let after = finish(
+        &w.location,
+        &w.mount,
+        &digest,
+        &probed.fingerprint,
+        registry,
+    )
+    .await?;
+    Ok(Outcome::Exported {
+        uploaded: had.new_bytes(before.as_ref(), &after),
+        digest,
+    })
+}
+
+/// The copy of what travels of `mount` into an output of its own.
+fn graph(mount: &CacheMountUse) -> State {
+    let script = format!(
+        "set -e\n{}\ncd /strata/m\n\
+         sel '%p\\0' | tar --null --no-recursion -T - -cf - | tar -C /strata/out -xpf -\n\
+         find /strata/out -mindepth 1 -type d -exec touch -h -d @0 {{}} +\n",
+        select_fn("sel", mount)
+    );
+    let run = Run::shell(&script)
+        .mount(Mount::cache("/strata/m", &mount.id, mount.sharing).read_only())
+        .mount(Mount::output("/strata/out"))
+        .named(&format!("copy cache mount {}", mount.target))
+        .env("STRATA_RUN", &crate::session::random_id());
+    mount
+        .rootfs
+        .exec(run)
+        .mount("/strata/out")
+        .expect("the copy has an output mount")
+}
+
+/// The exporter of the artifact, annotated with the mount's id and
+/// fingerprint, its dates fixed (zstd: fast, and BuildKit's is deterministic).
+fn output(location: &Location, mount: &CacheMountUse, fingerprint: &str) -> Output {
+    let attrs = BTreeMap::from([
+        (
+            format!("annotation-manifest.{}", artifact::ID),
+            mount.id.clone(),
+        ),
+        (
+            format!("annotation-manifest.{}", artifact::FINGERPRINT),
+            fingerprint.to_owned(),
+        ),
+        ("oci-mediatypes".to_owned(), "true".to_owned()),
+        ("compression".to_owned(), "zstd".to_owned()),
+        ("source-date-epoch".to_owned(), "0".to_owned()),
+    ]);
+    match location {
+        Location::Registry {
+            reference,
+            insecure,
+        } => Output::Image {
+            name: reference.clone(),
+            push: true,
+            insecure: *insecure,
+            attrs,
+        },
+        Location::Local { dir, .. } => Output::OciDir {
+            dir: dir.clone(),
+            attrs,
+        },
+    }
+}
+
+/// The artifact's image config: the mount's platform, fixed dates.
+fn config(mount: &CacheMountUse) -> ImageConfiguration {
+    let platform = mount.rootfs.get_platform();
+    let epoch = "1970-01-01T00:00:00Z".to_owned();
+    let history = HistoryBuilder::default()
+        .created(epoch.clone())
+        .created_by(format!("strata cache mount {}", mount.id))
+        .build()
+        .expect("a history entry");
+    ImageConfigurationBuilder::default()
+        .architecture(platform.architecture.as_str())
+        .os(platform.os.as_str())
+        .created(epoch)
+        .config(ConfigBuilder::default().build().expect("an empty config"))
+        .rootfs(RootFsBuilder::default().build().expect("an empty rootfs"))
+        .history(vec![history])
+        .build()
+        .expect("an image config")
+}
+
+/// After the solve: a local layout's entry is named and annotated (BuildKit
+/// leaves `index.json` to the client); the new artifact, read back.
+async fn finish(
+    location: &Location,
+    mount: &CacheMountUse,
+    digest: &str,
+    fingerprint: &str,
+    registry: &Registry,
+) -> Result<Artifact, MountError> {
+    if let Location::Local { dir, name } = location {
+        let failed = |e: std::io::Error| MountError::Local {
+            dir: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        let layout = OciLayout::new(dir);
+        let size = std::fs::metadata(layout.blob_path(digest).map_err(failed)?)
+            .map_err(failed)?
+            .len();
+        let descriptor = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "annotations": { artifact::ID: mount.id, artifact::FINGERPRINT: fingerprint },
+        });
+        layout.put_tag(name, descriptor).map_err(failed)?;
+    }
+    Ok(location.find(registry, mount).await?)
+}
+
+/// The blobs a local layout held before an export, to tell what it added.
+struct LocalBlobs(Option<BTreeSet<String>>);
+
+impl LocalBlobs {
+    fn before(location: &Location) -> LocalBlobs {
+        let Location::Local { dir, .. } = location else {
+            return LocalBlobs(None);
+        };
+        let names = std::fs::read_dir(dir.join("blobs/sha256"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+            .collect();
+        LocalBlobs(Some(names))
+    }
+
+    /// Bytes of `after`'s layers that were not there before: in a layout,
+    /// blobs it did not hold; in a registry, layers the previous artifact
+    /// did not have (the daemon sends no blob the repository holds).
+    fn new_bytes(&self, before: Option<&Artifact>, after: &Artifact) -> u64 {
+        let held = |digest: &String| match &self.0 {
+            Some(blobs) => blobs.contains(digest),
+            None => before.is_some_and(|b| b.layers.iter().any(|(d, _)| d == digest)),
+        };
+        after
+            .layers
+            .iter()
+            .filter(|(d, _)| !held(d))
+            .map(|(_, s)| s)
+            .sum()
+    }
+}

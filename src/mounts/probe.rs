@@ -1,0 +1,149 @@
+//! What cache mounts hold, asked with one small solve: an exec mounting each
+//! read-only reports the fingerprint of what travels of it (sorted paths,
+//! types, modes, owners, sizes, mtimes in seconds), its size, and the stamp
+//! of the artifact it was last seeded from. The answer comes back as a tar
+//! stream through the session, never touching disk.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use futures::StreamExt;
+
+use super::MountError;
+use crate::client::Client;
+use crate::llb::{Mount, Run, State};
+use crate::session::TarStream;
+use crate::solve::progress::Renderer;
+use crate::solve::{self, Output, SolveOpt};
+use crate::spec::CacheMountUse;
+
+/// The file in a mount naming the artifact it was seeded from.
+pub const STAMP: &str = ".strata-mount";
+
+/// What one mount holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probed {
+    /// sha256 of the listing of what travels (see the module docs).
+    pub fingerprint: String,
+    /// Bytes of what travels.
+    pub size: u64,
+    /// The digest of the artifact it was last seeded from, if any.
+    pub stamp: Option<String>,
+}
+
+/// A shell function `NAME FORMAT` printing, with find's `-printf FORMAT`,
+/// what of `mount` travels, run in the mount's directory: of apt's, only
+/// the downloaded `.deb` files and the package lists (not locks, partial
+/// downloads or the package caches apt rebuilds); of others, every file
+/// but the stamp. Directories are not listed: they are made as needed.
+pub(super) fn select_fn(name: &str, mount: &CacheMountUse) -> String {
+    let find = match (mount.tool, mount.target.as_str()) {
+        ("apt", "/var/cache/apt") => {
+            "find archives -maxdepth 1 -type f -name '*.deb' -printf \"$1\"".to_owned()
+        }
+        ("apt", "/var/lib/apt") => {
+            "find lists -path lists/partial -prune -o ! -type d ! -name lock -printf \"$1\""
+                .to_owned()
+        }
+        _ => format!("find . -mindepth 1 -path ./{STAMP} -prune -o ! -type d -printf \"$1\""),
+    };
+    format!("{name}() {{ {find} 2>/dev/null || true; }}")
+}
+
+/// The probe's script for mounts at `/strata/m0…`, answers in `/strata/out`.
+fn script(mounts: &[&CacheMountUse]) -> String {
+    let mut script = String::from(
+        "set -e\n\
+         probe() {\n\
+           cd /strata/m$1\n\
+           sel$1 '%p\\t%y\\t%m\\t%U:%G\\t%s\\t%Ts\\n' | LC_ALL=C sort > /tmp/strata-list\n\
+           sha256sum < /tmp/strata-list | cut -d' ' -f1 > /strata/out/$1.fingerprint\n\
+           awk -F'\\t' '{s += $5} END {printf \"%d\", s}' /tmp/strata-list > /strata/out/$1.size\n",
+    );
+    script.push_str(&format!(
+        "  cat {STAMP} > /strata/out/$1.stamp 2>/dev/null || true\n}}\n"
+    ));
+    for (i, mount) in mounts.iter().enumerate() {
+        script.push_str(&select_fn(&format!("sel{i}"), mount));
+        script.push_str(&format!("\nprobe {i}\n"));
+    }
+    script
+}
+
+/// The probe as a graph on `on` (any filesystem with a shell and GNU find).
+fn graph(mounts: &[&CacheMountUse], on: &State) -> State {
+    let cache = mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Mount::cache(&format!("/strata/m{i}"), &m.id, m.sharing).read_only());
+    let run = Run::shell(&script(mounts))
+        .mounts(cache)
+        .mount(Mount::output("/strata/out"))
+        .named("probe cache mounts")
+        .env("STRATA_RUN", &crate::session::random_id());
+    on.exec(run)
+        .mount("/strata/out")
+        .expect("the probe has an output mount")
+}
+
+/// What each of `mounts` holds, in their order.
+pub async fn probe(
+    client: &Client,
+    mounts: &[&CacheMountUse],
+    on: &State,
+    renderer: &mut dyn Renderer,
+) -> Result<Vec<Probed>, MountError> {
+    let definition = graph(mounts, on).marshal();
+    let (stream, mut bytes) = TarStream::channel();
+    let opt = SolveOpt {
+        exports: vec![Output::Tar { stream }],
+        ..SolveOpt::default()
+    };
+    let received = async move {
+        let mut all = Vec::new();
+        while let Some(chunk) = bytes.next().await {
+            all.extend_from_slice(&chunk.map_err(MountError::Answer)?);
+        }
+        Ok::<_, MountError>(all)
+    };
+    let solving = async move {
+        let solved = solve::solve(client, &definition, &opt, renderer).await;
+        // The answer's stream ends with the options holding its sender.
+        drop(opt);
+        solved
+    };
+    let (solved, answer) = tokio::join!(solving, received);
+    solved?;
+    read_answer(&answer?, mounts.len())
+}
+
+/// The probe's tar: `N.fingerprint`, `N.size`, `N.stamp` per mount.
+fn read_answer(tar: &[u8], count: usize) -> Result<Vec<Probed>, MountError> {
+    let mut files = BTreeMap::new();
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(MountError::Answer)? {
+        let mut entry = entry.map_err(MountError::Answer)?;
+        let path = entry.path().map_err(MountError::Answer)?;
+        let name = path.to_string_lossy().trim_start_matches("./").to_owned();
+        let mut text = String::new();
+        entry
+            .read_to_string(&mut text)
+            .map_err(MountError::Answer)?;
+        files.insert(name, text.trim().to_owned());
+    }
+    (0..count)
+        .map(|i| {
+            let get = |what: &str| files.get(&format!("{i}.{what}")).cloned();
+            let fingerprint = get("fingerprint")
+                .filter(|f| f.len() == 64)
+                .ok_or_else(|| {
+                    MountError::Tools("its base lacks sh, GNU find, sort, sha256sum or awk".into())
+                })?;
+            Ok(Probed {
+                fingerprint,
+                size: get("size").and_then(|s| s.parse().ok()).unwrap_or(0),
+                stamp: get("stamp").filter(|s| s.starts_with("sha256:")),
+            })
+        })
+        .collect()
+}
