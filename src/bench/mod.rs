@@ -17,6 +17,7 @@
 
 pub mod chart;
 pub mod external;
+pub mod fresh_edit;
 mod rawjson;
 pub mod report;
 
@@ -50,10 +51,14 @@ pub enum Mode {
     /// The image is found by its content key tag: nothing solved (buildctl,
     /// which has no such lookup, does its warm no-op solve).
     Hit,
+    /// A fresh builder imports the cache, with and without its cache mounts,
+    /// and builds the spec with one apt package and one pip requirement
+    /// added (see `fresh_edit`).
+    FreshEdit,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 8] = [
+    pub const ALL: [Mode; 9] = [
         Mode::Cold,
         Mode::Warm,
         Mode::Edit,
@@ -62,6 +67,7 @@ impl Mode {
         Mode::Local,
         Mode::Inline,
         Mode::Hit,
+        Mode::FreshEdit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +80,7 @@ impl Mode {
             Mode::Local => "local",
             Mode::Inline => "inline",
             Mode::Hit => "hit",
+            Mode::FreshEdit => "fresh-edit",
         }
     }
 
@@ -441,7 +448,7 @@ pub async fn run(
     let runner = Runner::prepare(client, &spec, options, scratch.path(), say).await?;
     let began = Instant::now();
     let mut runs = Vec::new();
-    for &mode in &options.modes {
+    for &mode in options.modes.iter().filter(|m| **m != Mode::FreshEdit) {
         // The edit mode changes one file per run and puts it back after, so
         // the modes after it still match the caches exported.
         let edit = match mode {
@@ -470,7 +477,13 @@ pub async fn run(
             write_file(file, original)?;
         }
     }
-    Ok(Report::new(&options.image, runs, runner.exports))
+    let mut report = Report::new(&options.image, runs, runner.exports);
+    if options.modes.contains(&Mode::FreshEdit) {
+        let file = spec.path().to_owned();
+        let repo = &runner.cache.repo;
+        report.fresh_edit = fresh_edit::run(client, &file, &runner.base, repo, say).await?;
+    }
+    Ok(report)
 }
 
 /// What every measured run shares: the spec's copy, the build settings, the
@@ -664,12 +677,22 @@ async fn built_by_solving(
     spec: &Spec,
     overrides: &Overrides,
 ) -> Result<Vec<build::Built>, BenchError> {
+    built_showing(client, spec, overrides, &Quiet).await
+}
+
+/// [`built_by_solving`], its progress shown to `progress`.
+async fn built_showing(
+    client: &Client,
+    spec: &Spec,
+    overrides: &Overrides,
+    progress: &dyn crate::solve::progress::Progress,
+) -> Result<Vec<build::Built>, BenchError> {
     let overrides = Overrides {
         no_skip: true,
         ..overrides.clone()
     };
     let daemon = crate::client::Daemon::from(client.clone());
-    Ok(build::build(&daemon, spec, &overrides, &Quiet).await?)
+    Ok(build::build(&daemon, spec, &overrides, progress).await?)
 }
 
 /// pruned (every mode that starts from an empty builder).

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{ExportResult, Mode, Phases, RunResult};
+use crate::units::human_bytes;
 
 /// Median and range of one mode's runs through strata, and the same mode
 /// through each client compared.
@@ -48,6 +49,8 @@ pub struct Report {
     pub modes: Vec<ModeSummary>,
     pub exports: Vec<ExportResult>,
     pub runs: Vec<RunResult>,
+    /// The `fresh-edit` mode's two builds, with and without cache mounts.
+    pub fresh_edit: Vec<super::fresh_edit::FreshEditRun>,
 }
 
 pub fn median(values: &mut [f64]) -> f64 {
@@ -150,6 +153,7 @@ impl Report {
                 .collect(),
             exports,
             runs,
+            fresh_edit: Vec::new(),
         }
     }
 
@@ -225,6 +229,33 @@ impl Report {
             for s in steps.iter().take(12) {
                 out.push_str(&format!("{:>8.2}s  {}\n", s.seconds.unwrap_or(0.0), s.name));
             }
+        }
+        out.push_str(&self.fresh_edit_table());
+        out
+    }
+
+    /// The `fresh-edit` runs: time and what the changed steps downloaded.
+    fn fresh_edit_table(&self) -> String {
+        if self.fresh_edit.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "\nFRESH BUILDER + IMPORT + EDIT   TIME   APT DEBS   APT BYTES   PIP FILES   PIP BYTES\n",
+        );
+        for r in &self.fresh_edit {
+            out.push_str(&format!(
+                "{:<30} {:>6.1}s {:>9} {:>11} {:>11} {:>11}\n",
+                if r.mounts {
+                    "with mounts=all"
+                } else {
+                    "without mounts"
+                },
+                r.seconds,
+                r.apt_packages,
+                human_bytes(r.apt_bytes),
+                r.pip_downloads,
+                human_bytes(r.pip_bytes)
+            ));
         }
         out
     }

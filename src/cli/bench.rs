@@ -21,7 +21,9 @@ pub struct BenchArgs {
     #[arg(value_name = "IMAGE")]
     image: String,
     /// Modes to run, comma-separated (hit: the image found by its content key
-    /// tag, nothing solved).
+    /// tag, nothing solved; fresh-edit, not by default: an emptied builder
+    /// imports the registry cache with and without its cache mounts and
+    /// builds the spec with one apt package and one pip requirement added).
     #[arg(
         long,
         value_delimiter = ',',

@@ -171,13 +171,12 @@ impl Build {
                 s.cached |= vx["cached"].as_bool().unwrap_or(false);
                 s.completed |= !vx["completed"].is_null();
             }
+            // By digest: several solves (an image's, its cache mounts')
+            // number their steps each from 1.
             for log in v["logs"].as_array().into_iter().flatten() {
-                let n = log["step"].as_u64().unwrap_or(0) as usize;
-                if n >= 1 && n <= steps.len() {
-                    steps[n - 1]
-                        .1
-                        .logs
-                        .push_str(log["data"].as_str().unwrap_or(""));
+                let d = digest_of(log);
+                if let Some((_, s)) = steps.iter_mut().find(|(k, _)| *k == d) {
+                    s.logs.push_str(log["data"].as_str().unwrap_or(""));
                 }
             }
         }

@@ -1,0 +1,246 @@
+//! Portable cache mounts against the real daemon stack: codex's apt, pip and
+//! npm cache mounts exported beside its registry and local cache; a builder
+//! whose cache mounts were pruned away seeds them back and, with one apt
+//! package and one pip requirement added, downloads only those; unchanged
+//! mounts upload nothing; the image is the same with and without `mounts=`
+//! and carries none of the mounts' files; a missing or foreign artifact is
+//! one warning, never a failed build.
+//!
+//! The tests prune the shared daemon, so they run one at a time.
+
+mod common;
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use common::project::{rand_suffix, registry, small_spec, Build, Project};
+use common::{stack, strata};
+use strata::llb::Platform;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn addr() -> &'static str {
+    &stack().buildkit_host
+}
+
+/// `strata.mounts` of `image` in the build's metadata.
+fn mounts(b: &Build, image: &str) -> Vec<Value> {
+    let meta = b.metadata.as_ref().expect("metadata file written");
+    meta[image]["strata.mounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no strata.mounts for {image}: {meta}"))
+}
+
+fn exports(b: &Build, image: &str) -> Vec<Value> {
+    let all = mounts(b, image);
+    all.into_iter()
+        .filter(|m| m["action"] == "export")
+        .collect()
+}
+
+/// The log of the step whose name contains `what`.
+fn step_log(b: &Build, what: &str) -> String {
+    let steps = b.steps();
+    let step = steps
+        .iter()
+        .find(|s| s.name.contains(what) && s.completed && !s.cached)
+        .unwrap_or_else(|| panic!("no step {what:?} ran: {:?}", b.ran()));
+    step.logs.clone()
+}
+
+/// apt's package downloads (`Get:N … [SIZE]`, not the index files).
+fn debs_fetched(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("Get:"))
+        .filter(|l| {
+            !["InRelease", "Release", "Packages", "Translation"]
+                .iter()
+                .any(|w| l.contains(w))
+        })
+        .count()
+}
+
+/// The number apt reports as `N newly installed`.
+fn newly_installed(log: &str) -> usize {
+    let line = log
+        .lines()
+        .find(|l| l.contains("newly installed"))
+        .unwrap_or_else(|| panic!("apt's summary in: {log}"));
+    let after = line.split_once("upgraded, ").map_or(line, |(_, a)| a);
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn pip_downloads(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("Downloading "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn edit_toolchain(p: &Project) {
+    let spec = std::fs::read_to_string(p.spec()).unwrap();
+    let spec = spec.replace("\"npm\"]", "\"npm\", \"tree\"]").replace(
+        "\"requests==2.31.0\"]",
+        "\"requests==2.31.0\", \"toml==0.10.2\"]",
+    );
+    std::fs::write(p.spec(), spec).unwrap();
+}
+
+/// The apt and pip steps of `b` fetched only what the edit added.
+fn assert_fetched_only_the_additions(b: &Build, how: &str) {
+    b.ok();
+    let apt = step_log(b, "apt install");
+    let installed = newly_installed(&apt);
+    assert!(
+        installed > 100,
+        "{how}: the apt step installs everything ({installed})"
+    );
+    let debs = debs_fetched(&apt);
+    assert!(
+        debs <= 2,
+        "{how}: apt fetched {debs} packages of {installed}, not just tree:\n{apt}"
+    );
+    let pip = pip_downloads(&step_log(b, "pip install"));
+    assert!(
+        pip.len() == 1 && pip[0].contains("toml"),
+        "{how}: pip downloaded {pip:?}, not just toml"
+    );
+}
+
+fn prune(args: &[&str]) {
+    let mut all = vec!["--addr", addr(), "prune"];
+    all.extend(args);
+    strata(all).ok();
+}
+
+#[test]
+fn cache_mounts_travel_to_a_builder_that_lost_them() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = Project::codex();
+    let repo = format!("127.0.0.1:5000/strata/mounts-{}", rand_suffix());
+    let local = p.path("cache");
+    let to_registry = format!("type=registry,ref={repo}:cache,mounts=all");
+    let to_local = format!("type=local,dest={},mounts=all", local.display());
+    let image = format!("{repo}:img");
+    let args = [
+        "--cache-to",
+        &to_registry,
+        "--cache-to",
+        &to_local,
+        "--push",
+        &image,
+    ];
+
+    let first = p.build(addr(), &args);
+    first.ok();
+    let exported = exports(&first, "codex");
+    let tools: Vec<&str> = exported
+        .iter()
+        .map(|m| m["tool"].as_str().unwrap())
+        .collect();
+    for tool in ["apt", "pip", "npm"] {
+        assert_eq!(
+            tools.iter().filter(|t| **t == tool).count(),
+            if tool == "apt" { 4 } else { 2 },
+            "{tools:?}"
+        );
+    }
+    assert!(
+        exported.iter().all(|m| m["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))),
+        "{exported:?}"
+    );
+
+    // Unchanged mounts: the same artifacts, nothing sent.
+    let again = p.build(addr(), &[&args[..], &["--no-skip"]].concat());
+    again.ok();
+    for (before, after) in exported.iter().zip(exports(&again, "codex")) {
+        assert_eq!(after["result"], "unchanged", "{after}");
+        assert_eq!(after["digest"], before["digest"], "{after}");
+    }
+    assert!(
+        again.run.stdout.contains("unchanged, 0 B uploaded"),
+        "{}",
+        again.run.stdout
+    );
+
+    // The image is the one built without mounts=, and holds none of their files.
+    let plain = p.build(addr(), &["--no-skip", "--push", &format!("{repo}:plain")]);
+    assert_eq!(
+        plain.ok().meta("codex", "containerimage.digest"),
+        first.meta("codex", "containerimage.digest")
+    );
+    let reference = image.parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let layers = rt
+        .block_on(registry().layer_paths(&reference, &Platform::host()))
+        .unwrap();
+    let leaked: Vec<&String> = layers
+        .iter()
+        .flatten()
+        .filter(|path| {
+            (path.contains("var/cache/apt/archives/") && path.ends_with(".deb"))
+                || path.contains("root/.cache/pip/")
+                || path.contains("root/.npm/_cacache")
+        })
+        .collect();
+    assert!(leaked.is_empty(), "mount files in the image: {leaked:?}");
+
+    // Cache-mount records are listed, and pruned by type.
+    let du = strata(["--addr", addr(), "-v", "du"]);
+    assert!(du.ok().contains("exec.cachemount"), "{}", du.stdout);
+    prune(&["--filter", "type==exec.cachemount"]);
+    let du = strata(["--addr", addr(), "-v", "du"]);
+    assert!(!du.ok().contains("exec.cachemount"), "{}", du.stdout);
+
+    // A builder without the mounts, one apt package and one pip requirement added.
+    edit_toolchain(&p);
+    let from_registry = format!("type=registry,ref={repo}:cache,mounts=all");
+    let seeded = p.build(addr(), &["--cache-from", &from_registry]);
+    assert_fetched_only_the_additions(&seeded, "registry");
+    assert!(mounts(&seeded, "codex")
+        .iter()
+        .any(|m| m["result"] == "seeded"));
+
+    prune(&["--all"]);
+    let from_local = format!("type=local,src={},mounts=all", local.display());
+    let seeded = p.build(addr(), &["--cache-from", &from_local]);
+    assert_fetched_only_the_additions(&seeded, "local");
+}
+
+#[test]
+fn a_missing_or_foreign_artifact_is_one_warning() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let step = "[[images.w.toolchain]]\nrun = \"echo x > /root/.cache/w/x\"\ncache = [\"/root/.cache/w\"]\n";
+    let p = Project::new(&small_spec("w", step));
+    let repo = format!("127.0.0.1:5000/strata/mounts-{}", rand_suffix());
+    let from = format!("type=registry,ref={repo}:cache,mounts=/root/.cache/w");
+    let missing = p.build(addr(), &["--cache-from", &from]);
+    missing.ok();
+    assert!(
+        missing
+            .run
+            .stderr
+            .contains("warning: mount run /root/.cache/w: not seeded (no artifact at"),
+        "{}",
+        missing.run.stderr
+    );
+
+    // An image where the artifact should be: foreign.
+    let tag = &mounts(&missing, "w")[0]["location"];
+    let tag = tag.as_str().unwrap();
+    p.build(addr(), &["--push", tag]).ok();
+    let foreign = p.build(addr(), &["--cache-from", &from, "--no-skip"]);
+    foreign.ok();
+    assert!(
+        foreign
+            .run
+            .stderr
+            .contains("is not a strata cache-mount artifact"),
+        "{}",
+        foreign.run.stderr
+    );
+}
