@@ -137,13 +137,14 @@ pub mod presets {
             .collect()
     }
 
-    /// pip's wheel and HTTP cache (content-addressed: safe to share).
+    /// pip's cache and the step's wheelhouse in it, locked: `pip wheel`
+    /// copies wheels into the wheelhouse in place, not atomically.
     pub fn pip(platform: &Platform) -> Vec<Mount> {
         let t = "/root/.cache/pip";
         vec![Mount::cache(
             t,
             &cache_id("pip", t, platform),
-            CacheSharing::Shared,
+            CacheSharing::Locked,
         )]
     }
 

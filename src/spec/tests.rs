@@ -645,7 +645,10 @@ fn package_steps_run_the_documented_commands() {
     );
     assert_eq!(
         scripts[1],
-        "python3 -m pip install --break-system-packages requests==2.32.3 'a b'"
+        "set -e; python3 -m pip wheel --wheel-dir /root/.cache/pip/strata-wheels \
+         --find-links /root/.cache/pip/strata-wheels requests==2.32.3 'a b'; \
+         python3 -m pip install --break-system-packages --no-index \
+         --find-links /root/.cache/pip/strata-wheels requests==2.32.3 'a b'"
     );
     assert_eq!(scripts[2], "npm install -g typescript@5");
     assert_eq!(

@@ -1,14 +1,27 @@
-//! `pip = [...]`: one `pip install` into the system Python, with pip's cache mounted.
+//! `pip = [...]`: one `pip install` into the system Python, from wheels kept
+//! in pip's cache mount.
+//!
+//! pip's own HTTP cache keeps only responses the index marks cacheable (a
+//! mirror or proxy that does not says so leaves it empty), so the step keeps
+//! its own wheelhouse in the mount: `pip wheel` puts every wheel the
+//! requirements need there, downloading only those it does not hold ("File
+//! was already downloaded"), building wheels of sdists once; then `pip
+//! install` takes them from there alone. Whatever the index's headers, a
+//! seeded mount (`mounts=`, see `crate::mounts`) means no wheel travels twice.
 
 use super::shell::words;
 use super::Lowering;
 use crate::llb::exec::presets;
 use crate::llb::Run;
 
+/// The wheelhouse, inside pip's cache mount.
+pub const WHEELS: &str = "/root/.cache/pip/strata-wheels";
+
 pub(super) fn lower(packages: &[String], at: &Lowering) -> (Run, String) {
+    let packages_words = words(packages);
     let script = format!(
-        "python3 -m pip install --break-system-packages {}",
-        words(packages)
+        "set -e; python3 -m pip wheel --wheel-dir {WHEELS} --find-links {WHEELS} {packages_words}; \
+         python3 -m pip install --break-system-packages --no-index --find-links {WHEELS} {packages_words}"
     );
     let run = Run::shell(&script).mounts(presets::pip(at.state.get_platform()));
     (run, format!("pip install {}", packages.join(" ")))
