@@ -864,6 +864,99 @@ print_env() {
 }
 
 # ---------------------------------------------------------------------------
+# 7. A buildkitd behind a shaped link (benchmarks of what a slow CI link costs)
+# ---------------------------------------------------------------------------
+# A network namespace of our own, joined to the host by a veth pair
+# (10.203.0.1 host side, 10.203.0.2 inside), NATed out, with tc's token
+# bucket limiting both directions. A second buildkitd runs inside it with its
+# own root and socket; its steps (host network mode) share the shaped link.
+# The registry on the host's 127.0.0.1:5000 is reached through the link too:
+# inside, 127.0.0.1:5000 is rewritten to 10.203.0.1:5000, which the host
+# rewrites back to its loopback, so cache imports and exports pay the link.
+SHAPED_NS=strata-shaped
+SHAPED_HOST_IF=strata-sh0
+SHAPED_NS_IF=strata-sh1
+SHAPED_HOST_IP=10.203.0.1
+SHAPED_NS_IP=10.203.0.2
+SHAPED_ROOT=$STATE/buildkit-shaped
+SHAPED_SOCK=$STATE/buildkitd-shaped.sock
+SHAPED_CONFIG=$STATE/buildkitd-shaped.toml
+
+in_ns() { ip netns exec "$SHAPED_NS" "$@"; }
+shaped_ready() { "$BUILDCTL" --addr "unix://$SHAPED_SOCK" debug workers; }
+
+# The host side: forwarding through Docker's DROP policy, NAT out, and the
+# registry port rewritten to the loopback registry.
+shaped_host_rules() {
+  local op=$1
+  iptables "$op" FORWARD -i "$SHAPED_HOST_IF" -j ACCEPT
+  iptables "$op" FORWARD -o "$SHAPED_HOST_IF" -j ACCEPT
+  iptables -t nat "$op" POSTROUTING -s "$SHAPED_NS_IP/32" ! -o "$SHAPED_HOST_IF" -j MASQUERADE
+  iptables -t nat "$op" PREROUTING -i "$SHAPED_HOST_IF" -p tcp -d "$SHAPED_HOST_IP" \
+    --dport "${REGISTRY_ADDR#*:}" -j DNAT --to-destination "$REGISTRY_ADDR"
+}
+
+shaped_link_up() {
+  local rate=$1
+  ip netns add "$SHAPED_NS"
+  ip link add "$SHAPED_HOST_IF" type veth peer name "$SHAPED_NS_IF"
+  ip link set "$SHAPED_NS_IF" netns "$SHAPED_NS"
+  ip addr add "$SHAPED_HOST_IP/30" dev "$SHAPED_HOST_IF"
+  ip link set "$SHAPED_HOST_IF" up
+  in_ns ip addr add "$SHAPED_NS_IP/30" dev "$SHAPED_NS_IF"
+  in_ns ip link set lo up
+  in_ns ip link set "$SHAPED_NS_IF" up
+  in_ns ip route add default via "$SHAPED_HOST_IP"
+  sysctl -qw "net.ipv4.conf.$SHAPED_HOST_IF.route_localnet=1"
+  shaped_host_rules -I
+  # Inside: the loopback registry is the host's, through the link.
+  in_ns sysctl -qw net.ipv4.conf.all.route_localnet=1
+  in_ns iptables -t nat -A OUTPUT -d 127.0.0.1 -p tcp --dport "${REGISTRY_ADDR#*:}" \
+    -j DNAT --to-destination "$SHAPED_HOST_IP:${REGISTRY_ADDR#*:}"
+  in_ns iptables -t nat -A POSTROUTING -o "$SHAPED_NS_IF" -j MASQUERADE
+  tc qdisc add dev "$SHAPED_HOST_IF" root tbf rate "$rate" burst 64kb latency 200ms
+  in_ns tc qdisc add dev "$SHAPED_NS_IF" root tbf rate "$rate" burst 64kb latency 200ms
+}
+
+shaped_link_down() {
+  ip netns del "$SHAPED_NS" 2>/dev/null || true
+  ip link del "$SHAPED_HOST_IF" 2>/dev/null || true
+  while shaped_host_rules -D 2>/dev/null; do :; done
+}
+
+cmd_shaped_node() {
+  local action=${1:-} rate=${2:-30mbit}
+  take_lock
+  find_binaries || die "buildkitd is not built yet: run scripts/daemon.sh up"
+  case $action in
+  up)
+    [[ $rate =~ ^[0-9]+(k|m|g)?bit$ ]] || die "shaped-node up: rate like 30mbit, not '$rate'"
+    stop_daemon buildkitd-shaped "$BUILDKITD"
+    shaped_link_down
+    shaped_link_up "$rate"
+    sed -e 's/^# Written by scripts\/daemon.sh.*/# Written by scripts\/daemon.sh (shaped-node)./' \
+      "$BUILDKITD_CONFIG" >"$SHAPED_CONFIG"
+    mkdir -p "$SHAPED_ROOT"
+    rm -f "$SHAPED_SOCK"
+    log "starting buildkitd in network namespace $SHAPED_NS, its link limited to $rate"
+    start_daemon buildkitd-shaped ip netns exec "$SHAPED_NS" "$BUILDKITD" \
+      --config "$SHAPED_CONFIG" --root "$SHAPED_ROOT" --addr "unix://$SHAPED_SOCK"
+    # `ip netns exec` execs buildkitd in place: the pid is buildkitd's.
+    wait_until buildkitd-shaped "$BUILDKITD" 60 shaped_ready ||
+      die "the shaped buildkitd did not start"
+    emit STRATA_SHAPED_ADDR "unix://$SHAPED_SOCK"
+    ;;
+  down)
+    stop_daemon buildkitd-shaped "$BUILDKITD"
+    shaped_link_down
+    unmount_under "$SHAPED_ROOT"
+    log "shaped node: stopped"
+    ;;
+  *) die "shaped-node: up [RATE] or down" ;;
+  esac
+}
+
+# ---------------------------------------------------------------------------
 # Subcommands
 # ---------------------------------------------------------------------------
 usage() {
@@ -880,6 +973,10 @@ Usage: scripts/daemon.sh COMMAND        (Debian 12, as root)
   restart-buildkitd [--fresh]
                      Restart the standalone buildkitd only. --fresh first wipes its root
                      ($STATE/buildkit): a brand-new builder with an empty cache.
+  shaped-node up [RATE] | down
+                     A second buildkitd in a network namespace whose link (internet and
+                     the registry) tc limits to RATE (default 30mbit), as a CI runner's:
+                     prints STRATA_SHAPED_ADDR. For 'strata bench --modes fresh-edit'.
   down               Stop everything 'up' started and unmount what they left mounted.
                      Data (registry, caches, certificates) stays for the next 'up'.
   install            Only step 1 of 'up': packages and the buildkitd/buildctl build.
@@ -989,6 +1086,8 @@ cmd_down() {
   stop_daemon dockerd "$DOCKERD_EXE" 30
   stop_daemon containerd "$CONTAINERD_EXE"
   stop_daemon buildkitd "${BUILDKITD:-/nonexistent}"
+  stop_daemon buildkitd-shaped "${BUILDKITD:-/nonexistent}"
+  shaped_link_down
   stop_daemon registry "$REGISTRY_EXE"
   unmount_under "$STATE"
   rm -f "$BUILDKIT_SOCK" "$DOCKER_SOCK" "$CONTAINERD_SOCK" "$CONTAINERD_SOCK.ttrpc"
@@ -1004,6 +1103,7 @@ main() {
   status) cmd_status ;;
   down) require_root && cmd_down ;;
   restart-buildkitd) require_root && cmd_restart_buildkitd "$@" ;;
+  shaped-node) require_root && cmd_shaped_node "$@" ;;
   install) require_root && take_lock && install_all ;;
   -h | --help | help) usage ;;
   "") usage >&2 && exit 2 ;;

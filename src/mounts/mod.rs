@@ -157,7 +157,11 @@ impl std::fmt::Display for MountReport {
                     human_bytes(*pulled)
                 )
             }
-            Outcome::Held => write!(f, "already holds {}, nothing pulled", self.location),
+            Outcome::Held => write!(
+                f,
+                "already holds {}, nothing pulled (checked in {took})",
+                self.location
+            ),
             Outcome::TooLarge { max } => write!(
                 f,
                 "{size} is above mounts-max-size {}: skipped",
