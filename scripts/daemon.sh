@@ -939,9 +939,11 @@ cmd_shaped_node() {
     mkdir -p "$SHAPED_ROOT"
     rm -f "$SHAPED_SOCK"
     log "starting buildkitd in network namespace $SHAPED_NS, its link limited to $rate"
-    start_daemon buildkitd-shaped ip netns exec "$SHAPED_NS" "$BUILDKITD" \
+    # nsenter, not `ip netns exec`: that also remounts /sys for the
+    # namespace, which hides the cgroup mounts runc needs. It execs
+    # buildkitd in place: the pid is buildkitd's.
+    start_daemon buildkitd-shaped nsenter "--net=/run/netns/$SHAPED_NS" -- "$BUILDKITD" \
       --config "$SHAPED_CONFIG" --root "$SHAPED_ROOT" --addr "unix://$SHAPED_SOCK"
-    # `ip netns exec` execs buildkitd in place: the pid is buildkitd's.
     wait_until buildkitd-shaped "$BUILDKITD" 60 shaped_ready ||
       die "the shaped buildkitd did not start"
     emit STRATA_SHAPED_ADDR "unix://$SHAPED_SOCK"

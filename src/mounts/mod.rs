@@ -34,7 +34,7 @@ use crate::solve::SolveError;
 /// build: it becomes a warning line.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error(transparent)]
+    #[error("{}", brief(.0))]
     Solve(#[from] SolveError),
     #[error("reading the probe's answer: {0}")]
     Answer(#[source] std::io::Error),
@@ -44,6 +44,23 @@ pub enum MountError {
     Artifact(#[from] artifact::ArtifactError),
     #[error("local cache {dir}: {message}")]
     Local { dir: String, message: String },
+}
+
+/// A failed solve in one line: a failed step's name and its last words
+/// (the scripts are long; the warning is one line).
+fn brief(e: &SolveError) -> String {
+    match e {
+        SolveError::StepFailed { name, error, logs } => {
+            let why = logs
+                .iter()
+                .rev()
+                .map(|l| l.trim())
+                .find(|l| !l.is_empty())
+                .unwrap_or_else(|| error.rsplit(": ").next().unwrap_or(error));
+            format!("{name} failed: {why}")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// One mount to seed or export, and from or to where.
