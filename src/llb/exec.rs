@@ -51,9 +51,10 @@ pub enum Mount {
     },
     /// A scratch in-memory filesystem.
     Tmpfs { target: String },
-    /// An empty writable directory whose contents become an output of the
-    /// step of its own ([`Exec::mount`]), apart from the root filesystem.
-    Output { target: String },
+    /// A writable directory, empty or starting as `base`, whose contents
+    /// become an output of the step of its own ([`Exec::mount`]), apart from
+    /// the root filesystem.
+    Output { target: String, base: Option<State> },
     /// Another state's filesystem (or its `selector` subpath), read-only.
     ReadOnly {
         target: String,
@@ -95,6 +96,16 @@ impl Mount {
     pub fn output(target: &str) -> Mount {
         Mount::Output {
             target: clean_path(target),
+            base: None,
+        }
+    }
+
+    /// `base`'s filesystem at `target`, writable, its result an output of the
+    /// step (a chain of such steps makes one layer each).
+    pub fn output_on(target: &str, base: &State) -> Mount {
+        Mount::Output {
+            target: clean_path(target),
+            base: Some(base.clone()),
         }
     }
 
@@ -113,7 +124,7 @@ impl Mount {
             Mount::Cache { target, .. }
             | Mount::Secret { target, .. }
             | Mount::Tmpfs { target }
-            | Mount::Output { target }
+            | Mount::Output { target, .. }
             | Mount::ReadOnly { target, .. } => target,
         }
     }
@@ -305,10 +316,11 @@ impl Mount {
                     ..blank(target, pb::MountType::Cache)
                 }
             }
-            Mount::Output { target } => {
+            Mount::Output { target, base } => {
                 caps.insert("exec.mount.bind");
                 *outputs += 1;
                 pb::Mount {
+                    input: base.as_ref().map_or(-1, |b| input_index(b, inputs)),
                     output: *outputs,
                     ..blank(target, pb::MountType::Bind)
                 }

@@ -120,24 +120,47 @@ async fn export_one(
     })
 }
 
-/// The copy of what travels of `mount` into an output of its own.
+/// Layers of an artifact: what travels is spread over them by a hash of each
+/// path, so adding a file changes one layer and only that one is uploaded again.
+pub const LAYERS: u32 = 16;
+
+/// The copy of what travels of `mount` into an output of its own: a chain of
+/// [`LAYERS`] steps, each adding the files of its hash bucket (a layer each).
 fn graph(mount: &CacheMountUse) -> State {
-    let script = format!(
+    let mut out = State::scratch();
+    for bucket in 0..LAYERS {
+        let run = Run::shell(&bucket_script(mount, bucket))
+            .mount(Mount::cache("/strata/m", &mount.id, mount.sharing).read_only())
+            .mount(Mount::output_on("/strata/out", &out))
+            .named(&format!(
+                "copy cache mount {} ({}/{LAYERS})",
+                mount.target,
+                bucket + 1
+            ))
+            .env("STRATA_RUN", &crate::session::random_id());
+        out = mount
+            .rootfs
+            .exec(run)
+            .mount("/strata/out")
+            .expect("the copy has an output mount");
+    }
+    out
+}
+
+/// Copies the files of `bucket` (a hash of the path, mod [`LAYERS`]) with
+/// their owners, modes and mtimes; directories get mtime 0, so the same
+/// files give the same layer.
+fn bucket_script(mount: &CacheMountUse, bucket: u32) -> String {
+    format!(
         "set -e\n{}\ncd /strata/m\n\
-         sel '%p\\0' | tar --null --no-recursion -T - -cf - | tar -C /strata/out -xpf -\n\
+         sel '%p\\n' | awk -v k={bucket} -v n={LAYERS} '\
+           BEGIN {{ for (i = 32; i < 127; i++) ord[sprintf(\"%c\", i)] = i }}\
+           {{ h = 0; for (i = 1; i <= length($0); i++) h = (h * 31 + ord[substr($0, i, 1)]) % 65521;\
+              if (h % n == k) print }}' \
+         | tar --no-recursion --verbatim-files-from -T - -cf - | tar -C /strata/out -xpf -\n\
          find /strata/out -mindepth 1 -type d -exec touch -h -d @0 {{}} +\n",
         select_fn("sel", mount)
-    );
-    let run = Run::shell(&script)
-        .mount(Mount::cache("/strata/m", &mount.id, mount.sharing).read_only())
-        .mount(Mount::output("/strata/out"))
-        .named(&format!("copy cache mount {}", mount.target))
-        .env("STRATA_RUN", &crate::session::random_id());
-    mount
-        .rootfs
-        .exec(run)
-        .mount("/strata/out")
-        .expect("the copy has an output mount")
+    )
 }
 
 /// The exporter of the artifact, annotated with the mount's id and
@@ -253,5 +276,68 @@ impl LocalBlobs {
             .filter(|(d, _)| !held(d))
             .map(|(_, s)| s)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llb::CacheSharing;
+
+    fn mount(tool: &'static str, target: &str) -> CacheMountUse {
+        CacheMountUse {
+            id: format!("strata:{tool}:linux/amd64:{target}"),
+            target: target.into(),
+            sharing: CacheSharing::Shared,
+            tool,
+            rootfs: State::scratch(),
+            base: State::scratch(),
+        }
+    }
+
+    /// The buckets' scripts, run here on a directory, copy each file once.
+    #[test]
+    fn buckets_split_the_files_between_them() {
+        let from = tempfile::tempdir().unwrap();
+        for i in 0..40 {
+            let dir = from.path().join(format!("d{}", i % 3));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("f{i}.whl")), i.to_string()).unwrap();
+        }
+        let to = tempfile::tempdir().unwrap();
+        let m = mount("pip", "/root/.cache/pip");
+        let mut layers = Vec::new();
+        for bucket in 0..LAYERS {
+            let out = to.path().join(bucket.to_string());
+            std::fs::create_dir(&out).unwrap();
+            let script = bucket_script(&m, bucket)
+                .replace("/strata/m", &from.path().display().to_string())
+                .replace("/strata/out", &out.display().to_string());
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .status();
+            assert!(status.unwrap().success(), "{script}");
+            let files = walk(&out);
+            layers.push(files);
+        }
+        let all: usize = layers.iter().map(Vec::len).sum();
+        assert_eq!(all, 40, "each file in exactly one bucket: {layers:?}");
+        assert!(
+            layers.iter().filter(|l| !l.is_empty()).count() > 4,
+            "{layers:?}"
+        );
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<String> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                files.extend(walk(&entry.path()));
+            } else {
+                files.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        files
     }
 }

@@ -66,7 +66,9 @@ pub async fn seed(
         .iter()
         .zip(&probed)
         .map(|((w, artifact), probed)| async move {
-            let began = Instant::now().checked_sub(checked).unwrap_or_else(Instant::now);
+            let began = Instant::now()
+                .checked_sub(checked)
+                .unwrap_or_else(Instant::now);
             let outcome = seed_one(client, w, artifact, probed, progress).await;
             let mut report = MountReport::new("seed", w, artifact.bytes()).with(outcome);
             report.digest = Some(artifact.digest.clone());
