@@ -13,7 +13,7 @@
 //! the Dockerfile and the context after `.dockerignore`.
 
 pub mod listing;
-mod statcache;
+pub(crate) mod statcache;
 pub mod tags;
 mod tree;
 

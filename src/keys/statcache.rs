@@ -55,11 +55,17 @@ pub(crate) struct StatCache {
 
 /// Where stat caches live; none when there is no home to put them in.
 pub(crate) fn cache_dir() -> Option<PathBuf> {
+    Some(strata_cache_dir()?.join("stat-cache"))
+}
+
+/// strata's directory in the user's cache (`$XDG_CACHE_HOME/strata`, else
+/// `~/.cache/strata`); none when there is no home to put it in.
+pub(crate) fn strata_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("strata/stat-cache"))
+    Some(base.join("strata"))
 }
 
 impl StatCache {

@@ -17,6 +17,7 @@ use oci_spec::image::{
 
 use super::artifact::{self, Artifact, ArtifactError, Location};
 use super::probe::{self, select_fn, Probed};
+use super::records::{self, Memory};
 use super::{MountError, MountReport, Outcome, Wanted};
 use crate::client::Client;
 use crate::llb::{Mount, Run, State};
@@ -36,18 +37,18 @@ pub async fn export(
     if wanted.is_empty() {
         return Vec::new();
     }
+    let mut memory = Memory::load();
     let mounts = distinct_mounts(wanted);
     let on = &mounts[0].rootfs;
     let mut renderer = progress.renderer(Some("cache mounts"));
-    let probed = match probe::probe(client, &mounts, on, renderer.as_mut()).await {
-        Ok(probed) => probed,
-        Err(e) => return super::reports("export", wanted, Outcome::Failed(e.to_string())),
-    };
-    let by_id: BTreeMap<&str, &Probed> =
-        mounts.iter().map(|m| m.id.as_str()).zip(&probed).collect();
+    let held =
+        match probe::what_they_hold(client, &mounts, on, &mut memory, renderer.as_mut()).await {
+            Ok(held) => held,
+            Err(e) => return super::reports("export", wanted, Outcome::Failed(e.to_string())),
+        };
     let each = wanted.iter().map(|w| async {
         let began = Instant::now();
-        let probed = by_id[w.mount.id.as_str()];
+        let probed = &held[&w.mount.id];
         let outcome = match export_one(client, registry, w, probed, progress).await {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Failed(e.to_string()),
@@ -56,7 +57,28 @@ pub async fn export(
         report.seconds = began.elapsed().as_secs_f64();
         report
     });
-    futures::future::join_all(each).await
+    let reports = futures::future::join_all(each).await;
+    remember_exports(client, &mut memory, wanted, &held, &reports).await;
+    memory.save();
+    reports
+}
+
+/// The memory learns which artifact each mount now holds (its records'
+/// use counts moved if it was copied).
+async fn remember_exports(
+    client: &Client,
+    memory: &mut Memory,
+    wanted: &[Wanted],
+    held: &BTreeMap<String, Probed>,
+    reports: &[MountReport],
+) {
+    let records = records::current(client).await.unwrap_or_default();
+    for (w, report) in wanted.iter().zip(reports) {
+        let (Some(record), Some(digest)) = (records.get(&w.mount.id), &report.digest) else {
+            continue;
+        };
+        memory.remember(record, held.get(&w.mount.id), Some(digest));
+    }
 }
 
 /// Each mount of `wanted` once, in order.
@@ -152,13 +174,15 @@ fn graph(mount: &CacheMountUse) -> State {
 /// files give the same layer.
 fn bucket_script(mount: &CacheMountUse, bucket: u32) -> String {
     format!(
-        "set -e\n{}\ncd /strata/m\n\
+        "# strata: copy cache mount {} ({}/{LAYERS})\nset -e\n{}\ncd /strata/m\n\
          sel '%p\\n' | awk -v k={bucket} -v n={LAYERS} '\
            BEGIN {{ for (i = 32; i < 127; i++) ord[sprintf(\"%c\", i)] = i }}\
            {{ h = 0; for (i = 1; i <= length($0); i++) h = (h * 31 + ord[substr($0, i, 1)]) % 65521;\
               if (h % n == k) print }}' \
          | tar --no-recursion --verbatim-files-from -T - -cf - | tar -C /strata/out -xpf -\n\
          find /strata/out -mindepth 1 -type d -exec touch -h -d @0 {{}} +\n",
+        mount.target,
+        bucket + 1,
         select_fn("sel", mount)
     )
 }

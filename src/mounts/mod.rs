@@ -23,6 +23,7 @@
 pub mod artifact;
 pub mod export;
 pub mod probe;
+pub mod records;
 pub mod seed;
 mod select;
 

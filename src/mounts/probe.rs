@@ -9,6 +9,7 @@ use std::io::Read;
 
 use futures::StreamExt;
 
+use super::records::{self, Memory};
 use super::MountError;
 use crate::client::Client;
 use crate::llb::{Mount, Run, State};
@@ -52,8 +53,10 @@ pub(super) fn select_fn(name: &str, mount: &CacheMountUse) -> String {
 
 /// The probe's script for mounts at `/strata/m0…`, answers in `/strata/out`.
 fn script(mounts: &[&CacheMountUse]) -> String {
+    // The first line is what `strata du -v` shows of a record this creates.
     let mut script = String::from(
-        "set -e\n\
+        "# strata: probe cache mounts\n\
+         set -e\n\
          probe() {\n\
            cd /strata/m$1\n\
            sel$1 '%p\\t%y\\t%m\\t%U:%G\\t%s\\t%Ts\\n' | LC_ALL=C sort > /tmp/strata-list\n\
@@ -84,6 +87,42 @@ fn graph(mounts: &[&CacheMountUse], on: &State) -> State {
     on.exec(run)
         .mount("/strata/out")
         .expect("the probe has an output mount")
+}
+
+/// What each of `mounts` holds, by cache id: from `memory` for a record
+/// nobody mounted since this machine looked, the rest probed in one solve on
+/// `on` (and remembered).
+pub async fn what_they_hold(
+    client: &Client,
+    mounts: &[&CacheMountUse],
+    on: &State,
+    memory: &mut Memory,
+    renderer: &mut dyn Renderer,
+) -> Result<BTreeMap<String, Probed>, MountError> {
+    let records = records::current(client).await.unwrap_or_default();
+    let mut held = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for mount in mounts {
+        match records.get(&mount.id).and_then(|r| memory.known(r)) {
+            Some(known) => {
+                held.insert(mount.id.clone(), known);
+            }
+            None => unknown.push(*mount),
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(held);
+    }
+    let probed = probe(client, &unknown, on, renderer).await?;
+    // The probe mounted them: their records' use counts moved.
+    let records = records::current(client).await.unwrap_or_default();
+    for (mount, probed) in unknown.iter().zip(probed) {
+        if let Some(record) = records.get(&mount.id) {
+            memory.remember(record, Some(&probed), probed.stamp.as_deref());
+        }
+        held.insert(mount.id.clone(), probed);
+    }
+    Ok(held)
 }
 
 /// What each of `mounts` holds, in their order.

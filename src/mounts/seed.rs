@@ -6,11 +6,12 @@
 //! holds (the builder that made it), is left alone: checking costs one
 //! probe, and nothing is pulled.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::artifact::{Artifact, Location};
 use super::probe::{self, Probed, STAMP};
+use super::records::{self, Memory};
 use super::{MountError, MountReport, Outcome, Wanted};
 use crate::client::Client;
 use crate::llb::{source, Mount, Run, State};
@@ -29,9 +30,43 @@ pub async fn seed(
     wanted: &[Wanted],
     progress: &dyn Progress,
 ) -> Vec<MountReport> {
+    let checking = Instant::now();
+    let (mut reports, found) = find(registry, wanted).await;
+    if found.is_empty() {
+        return reports;
+    }
+    let mut memory = Memory::load();
+    let records = records::current(client).await.unwrap_or_default();
+    let (known, rest): (Vec<_>, Vec<_>) = found.iter().partition(|(w, a)| {
+        records
+            .get(&w.mount.id)
+            .is_some_and(|r| memory.holds(r, &a.digest))
+    });
+    for (w, artifact) in known {
+        let mut report = MountReport::new("seed", w, artifact.bytes()).with(Outcome::Held);
+        report.digest = Some(artifact.digest.clone());
+        report.seconds = checking.elapsed().as_secs_f64();
+        reports.push(report);
+    }
+    if !rest.is_empty() {
+        reports.extend(seed_rest(client, &rest, &mut memory, progress, checking).await);
+    }
+    memory.save();
+    reports
+}
+
+/// Each wanted mount's artifact, where found (each mount from the first
+/// import that has it); a report for each one that is not.
+async fn find<'w>(
+    registry: &Registry,
+    wanted: &'w [Wanted],
+) -> (Vec<MountReport>, Vec<(&'w Wanted, Artifact)>) {
     let mut reports = Vec::new();
-    let mut found = Vec::new();
+    let mut found: Vec<(&Wanted, Artifact)> = Vec::new();
     for w in wanted {
+        if found.iter().any(|(f, _)| f.mount.id == w.mount.id) {
+            continue;
+        }
         match w.location.find(registry, &w.mount).await {
             Ok(artifact) => found.push((w, artifact)),
             Err(e) => {
@@ -39,33 +74,34 @@ pub async fn seed(
             }
         }
     }
-    // A mount seeds from the first import that has its artifact.
-    let mut seen = BTreeSet::new();
-    found.retain(|(w, _)| seen.insert(w.mount.id.clone()));
-    if found.is_empty() {
-        return reports;
-    }
-    let mounts: Vec<&CacheMountUse> = found.iter().map(|(w, _)| &w.mount).collect();
+    (reports, found)
+}
+
+/// The mounts the memory could not vouch for: probed, then seeded where
+/// they do not hold their artifact; the memory learns the outcome.
+async fn seed_rest(
+    client: &Client,
+    rest: &[&(&Wanted, Artifact)],
+    memory: &mut Memory,
+    progress: &dyn Progress,
+    checking: Instant,
+) -> Vec<MountReport> {
+    let mounts: Vec<&CacheMountUse> = rest.iter().map(|(w, _)| &w.mount).collect();
     let mut renderer = progress.renderer(Some("cache mounts"));
-    let checking = Instant::now();
-    let probed = match probe::probe(client, &mounts, &mounts[0].base, renderer.as_mut()).await {
-        Ok(probed) => probed,
-        Err(e) => {
-            let list: Vec<Wanted> = found.iter().map(|(w, _)| (*w).clone()).collect();
-            reports.extend(super::reports(
-                "seed",
-                &list,
-                Outcome::NotSeeded(e.to_string()),
-            ));
-            return reports;
-        }
-    };
-    // The check is the one probe: it counts in every mount's time.
+    let held =
+        match probe::what_they_hold(client, &mounts, &mounts[0].base, memory, renderer.as_mut())
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                let list: Vec<Wanted> = rest.iter().map(|(w, _)| (*w).clone()).collect();
+                return super::reports("seed", &list, Outcome::NotSeeded(e.to_string()));
+            }
+        };
     let checked = checking.elapsed();
-    let each = found
-        .iter()
-        .zip(&probed)
-        .map(|((w, artifact), probed)| async move {
+    let each = rest.iter().map(|(w, artifact)| {
+        let probed = &held[&w.mount.id];
+        async move {
             let began = Instant::now()
                 .checked_sub(checked)
                 .unwrap_or_else(Instant::now);
@@ -74,8 +110,20 @@ pub async fn seed(
             report.digest = Some(artifact.digest.clone());
             report.seconds = began.elapsed().as_secs_f64();
             report
-        });
-    reports.extend(futures::future::join_all(each).await);
+        }
+    });
+    let reports = futures::future::join_all(each).await;
+    let records = records::current(client).await.unwrap_or_default();
+    for ((w, artifact), report) in rest.iter().zip(&reports) {
+        let (Some(record), Some(probed)) = (records.get(&w.mount.id), held.get(&w.mount.id)) else {
+            continue;
+        };
+        match report.outcome {
+            Outcome::Held => memory.remember(record, Some(probed), Some(&artifact.digest)),
+            Outcome::Seeded { .. } => memory.remember(record, None, Some(&artifact.digest)),
+            _ => {}
+        }
+    }
     reports
 }
 
@@ -131,7 +179,9 @@ fn artifact_state(
 /// The merge of `from` into the mount, then the stamp.
 fn graph(mount: &CacheMountUse, from: State, digest: &str) -> State {
     let script = format!(
-        "set -e\ncp -a -u /strata/seed/. /strata/m/\nprintf '%s' '{digest}' > /strata/m/{STAMP}\n"
+        "# strata: seed cache mount {target}\nset -e\ncp -a -u /strata/seed/. /strata/m/\n\
+         printf '%s' '{digest}' > /strata/m/{STAMP}\n",
+        target = mount.target
     );
     let run = Run::shell(&script)
         .mount(Mount::cache("/strata/m", &mount.id, mount.sharing))
