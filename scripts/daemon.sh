@@ -897,7 +897,7 @@ shaped_host_rules() {
 }
 
 shaped_link_up() {
-  local rate=$1
+  local rate=$1 near=$2
   ip netns add "$SHAPED_NS"
   ip link add "$SHAPED_HOST_IF" type veth peer name "$SHAPED_NS_IF"
   ip link set "$SHAPED_NS_IF" netns "$SHAPED_NS"
@@ -914,8 +914,23 @@ shaped_link_up() {
   in_ns iptables -t nat -A OUTPUT -d 127.0.0.1 -p tcp --dport "${REGISTRY_ADDR#*:}" \
     -j DNAT --to-destination "$SHAPED_HOST_IP:${REGISTRY_ADDR#*:}"
   in_ns iptables -t nat -A POSTROUTING -o "$SHAPED_NS_IF" -j MASQUERADE
-  tc qdisc add dev "$SHAPED_HOST_IF" root tbf rate "$rate" burst 64kb latency 200ms
-  in_ns tc qdisc add dev "$SHAPED_NS_IF" root tbf rate "$rate" burst 64kb latency 200ms
+  shape "$SHAPED_HOST_IF" "$rate" "$near" src sport
+  shape "$SHAPED_NS_IF" "$rate" "$near" dst dport in_ns
+}
+
+# shape IF RATE NEAR DIR PORTDIR [in_ns]: IF's egress limited to RATE; with
+# NEAR=1 the registry's traffic (matched by its DIR address and PORTDIR port)
+# goes in a class of its own, unshaped: a cache registry next to the runner.
+shape() {
+  local dev=$1 rate=$2 near=$3 dir=$4 portdir=$5 run=${6:-}
+  local port=${REGISTRY_ADDR#*:}
+  $run tc qdisc add dev "$dev" root handle 1: htb default 20
+  $run tc class add dev "$dev" parent 1: classid 1:20 htb rate "$rate" ceil "$rate" burst 64kb
+  $run tc class add dev "$dev" parent 1: classid 1:10 htb rate 10gbit burst 1mb
+  if ((near)); then
+    $run tc filter add dev "$dev" parent 1: protocol ip u32 \
+      match ip "$dir" "$SHAPED_HOST_IP/32" match ip "$portdir" "$port" 0xffff flowid 1:10
+  fi
 }
 
 shaped_link_down() {
@@ -925,7 +940,14 @@ shaped_link_down() {
 }
 
 cmd_shaped_node() {
-  local action=${1:-} rate=${2:-30mbit}
+  local action=${1:-} rate=30mbit near=0 arg
+  [[ $# -gt 0 ]] && shift
+  for arg in "$@"; do
+    case $arg in
+    --near-registry) near=1 ;;
+    *) rate=$arg ;;
+    esac
+  done
   take_lock
   find_binaries || die "buildkitd is not built yet: run scripts/daemon.sh up"
   case $action in
@@ -933,12 +955,15 @@ cmd_shaped_node() {
     [[ $rate =~ ^[0-9]+(k|m|g)?bit$ ]] || die "shaped-node up: rate like 30mbit, not '$rate'"
     stop_daemon buildkitd-shaped "$BUILDKITD"
     shaped_link_down
-    shaped_link_up "$rate"
+    shaped_link_up "$rate" "$near"
     sed -e 's/^# Written by scripts\/daemon.sh.*/# Written by scripts\/daemon.sh (shaped-node)./' \
       "$BUILDKITD_CONFIG" >"$SHAPED_CONFIG"
+    # A bench node: a brand-new builder every time.
+    unmount_under "$SHAPED_ROOT"
+    wipe_dir "$SHAPED_ROOT"
     mkdir -p "$SHAPED_ROOT"
     rm -f "$SHAPED_SOCK"
-    log "starting buildkitd in network namespace $SHAPED_NS, its link limited to $rate"
+    log "starting buildkitd in network namespace $SHAPED_NS, its link limited to $rate$( ((near)) && echo ', the registry unlimited')"
     # nsenter, not `ip netns exec`: that also remounts /sys for the
     # namespace, which hides the cgroup mounts runc needs. It execs
     # buildkitd in place: the pid is buildkitd's.
@@ -975,10 +1000,12 @@ Usage: scripts/daemon.sh COMMAND        (Debian 12, as root)
   restart-buildkitd [--fresh]
                      Restart the standalone buildkitd only. --fresh first wipes its root
                      ($STATE/buildkit): a brand-new builder with an empty cache.
-  shaped-node up [RATE] | down
-                     A second buildkitd in a network namespace whose link (internet and
-                     the registry) tc limits to RATE (default 30mbit), as a CI runner's:
-                     prints STRATA_SHAPED_ADDR. For 'strata bench --modes fresh-edit'.
+  shaped-node up [RATE] [--near-registry] | down
+                     A brand-new second buildkitd in a network namespace whose link (internet
+                     and the registry) tc limits to RATE (default 30mbit), as a CI runner's;
+                     --near-registry leaves the registry's traffic unlimited (a cache
+                     registry next to the runner). Prints STRATA_SHAPED_ADDR.
+                     For 'strata bench --modes fresh-edit'.
   down               Stop everything 'up' started and unmount what they left mounted.
                      Data (registry, caches, certificates) stays for the next 'up'.
   install            Only step 1 of 'up': packages and the buildkitd/buildctl build.

@@ -25,9 +25,9 @@ cache=${STRATA_DEMO_CACHE:-${STRATA_CACHE_DIR:-/var/cache/strata}/demo-cache}
 
 "$strata" info | sed -n 1,3p
 
-echo "== 1. build and push $image (cache mounts for apt, pip, npm; cache exported to $cache)" >&2
+echo "== 1. build and push $image (cache mounts for apt, pip, npm; cache and the mounts exported to $cache)" >&2
 "$strata" build -f "$spec" codex --push "$image" --progress plain \
-  --cache-to "type=local,dest=$cache" --metadata-file "$work/metadata.json"
+  --cache-to "type=local,dest=$cache,mounts=all" --metadata-file "$work/metadata.json"
 
 echo "== 2. rebuild, nothing changed: its content key is already in the registry, nothing is solved" >&2
 "$strata" build -f "$spec" codex --push "$image" --progress plain
