@@ -53,7 +53,7 @@ fn print_usage(usage: &DiskUsage, verbose: bool) {
                 state,
                 r.record_type,
                 idle,
-                r.description
+                r.summary()
             );
         }
         println!();

@@ -45,7 +45,7 @@ pub async fn run(cli: &Cli, args: &PruneArgs) -> Result<()> {
                     "removed {:<28} {:>10}  {}",
                     short_id(&r.id),
                     human_bytes(r.size),
-                    r.description
+                    r.summary()
                 );
             }
         })

@@ -28,6 +28,31 @@ pub struct UsageRecord {
 }
 
 impl UsageRecord {
+    /// The id of a cache mount's record (`exec.cachemount`, described
+    /// `cached mount /x from exec … with id "ID"`); BuildKit leaves the id
+    /// out when it is the target path.
+    pub fn cache_mount_id(&self) -> Option<&str> {
+        if self.record_type != "exec.cachemount" {
+            return None;
+        }
+        let (_, rest) = self.description.rsplit_once(" with id \"")?;
+        rest.strip_suffix('"')
+    }
+
+    /// The description on one line: a cache mount by its id, anything else
+    /// by the first line of what BuildKit says (an exec's script can be long).
+    pub fn summary(&self) -> String {
+        if let Some(id) = self.cache_mount_id() {
+            return format!("cache mount {id}");
+        }
+        let first = self.description.lines().next().unwrap_or("");
+        let mut line: String = first.chars().take(120).collect();
+        if line.len() < self.description.len() {
+            line.push('…');
+        }
+        line
+    }
+
     /// A record is reclaimable when nothing holds it and no other record shares it.
     pub fn reclaimable(&self) -> bool {
         !self.in_use && !self.shared
@@ -178,6 +203,27 @@ mod tests {
             last_used_at: None,
             usage_count: 0,
         }
+    }
+
+    #[test]
+    fn cache_mounts_are_summed_up_by_their_id() {
+        let mut r = record("m", 1, false, false);
+        r.record_type = "exec.cachemount".into();
+        r.description = "cached mount /strata/m0 from exec /bin/sh -c # strata: probe\nset -e\n with id \"strata:apt:linux/amd64:/var/cache/apt\"".into();
+        assert_eq!(
+            r.cache_mount_id(),
+            Some("strata:apt:linux/amd64:/var/cache/apt")
+        );
+        assert_eq!(
+            r.summary(),
+            "cache mount strata:apt:linux/amd64:/var/cache/apt"
+        );
+        r.record_type = "regular".into();
+        assert_eq!(r.cache_mount_id(), None);
+        assert_eq!(
+            r.summary(),
+            "cached mount /strata/m0 from exec /bin/sh -c # strata: probe…"
+        );
     }
 
     #[test]

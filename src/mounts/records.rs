@@ -32,25 +32,15 @@ pub async fn current(client: &Client) -> Result<BTreeMap<String, Record>, Client
         .await?;
     Ok(usage
         .records
-        .into_iter()
+        .iter()
         .filter_map(|r| {
-            let cache_id = cache_id_of(&r.description)?.to_owned();
-            Some((
-                cache_id,
-                Record {
-                    id: r.id,
-                    uses: r.usage_count,
-                },
-            ))
+            let record = Record {
+                id: r.id.clone(),
+                uses: r.usage_count,
+            };
+            Some((r.cache_mount_id()?.to_owned(), record))
         })
         .collect())
-}
-
-/// `cached mount /x from exec … with id "ID"` → `ID` (BuildKit says no id
-/// when it equals the target, which strata's never do).
-fn cache_id_of(description: &str) -> Option<&str> {
-    let (_, rest) = description.rsplit_once(" with id \"")?;
-    rest.strip_suffix('"')
 }
 
 /// What this machine last knew of one record.
@@ -149,16 +139,6 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_cache_id_from_the_description() {
-        let d = "cached mount /strata/m0 from exec /bin/sh -c # strata\nset -e with id \"strata:apt:linux/amd64:/var/cache/apt\"";
-        assert_eq!(
-            cache_id_of(d),
-            Some("strata:apt:linux/amd64:/var/cache/apt")
-        );
-        assert_eq!(cache_id_of("cached mount /x from exec sh"), None);
-    }
 
     #[test]
     fn a_record_used_since_is_not_known() {
