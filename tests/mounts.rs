@@ -3,8 +3,8 @@
 //! whose cache mounts were pruned away seeds them back and, with one apt
 //! package and one pip requirement added, downloads only those; unchanged
 //! mounts upload nothing; the image is the same with and without `mounts=`
-//! and carries none of the mounts' files; a missing or foreign artifact is
-//! one warning, never a failed build.
+//! and carries none of the mounts' files; a missing, foreign or corrupt
+//! artifact is one warning, never a failed build; `mounts-max-size` skips.
 //!
 //! The tests prune the shared daemon, so they run one at a time.
 
@@ -245,5 +245,42 @@ fn a_missing_or_foreign_artifact_is_one_warning() {
             .contains("is not a strata cache-mount artifact"),
         "{}",
         foreign.run.stderr
+    );
+
+    // Above mounts-max-size: skipped, and said.
+    let small = format!("type=registry,ref={repo}:small,mounts=/root/.cache/w,mounts-max-size=1B");
+    let skipped = p.build(addr(), &["--cache-to", &small, "--no-skip"]);
+    assert!(
+        skipped
+            .ok()
+            .run
+            .stdout
+            .contains("is above mounts-max-size 1 B: skipped"),
+        "{}",
+        skipped.run.stdout
+    );
+
+    // A local artifact whose manifest is garbage: corrupt, one warning.
+    let dir = p.path("local-cache");
+    let to_local = format!("type=local,dest={},mounts=all", dir.display());
+    let exported = p.build(addr(), &["--cache-to", &to_local, "--no-skip"]);
+    let digest = exports(exported.ok(), "w")[0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let manifest = dir
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    std::fs::write(manifest, b"{ not json").unwrap();
+    let from_local = format!("type=local,src={},mounts=all", dir.display());
+    let corrupt = p.build(addr(), &["--cache-from", &from_local, "--no-skip"]);
+    assert!(
+        corrupt
+            .ok()
+            .run
+            .stderr
+            .contains("warning: mount run /root/.cache/w: not seeded ("),
+        "{}",
+        corrupt.run.stderr
     );
 }
