@@ -668,6 +668,46 @@ start_buildkitd() {
   wait_until buildkitd "$BUILDKITD" 60 buildkitd_ready || die "buildkitd did not start"
 }
 
+# Pool nodes: more instances of the same buildkitd, node 2 and up (node 1 is
+# the one above), each with its own root, socket and loopback TCP port
+# (mutual TLS with the same certificates): `up --nodes N`.
+node_root() { printf '%s/buildkit-node%s\n' "$STATE" "$1"; }
+node_sock() { printf '%s/buildkitd-node%s.sock\n' "$STATE" "$1"; }
+node_tcp() { printf '127.0.0.1:%s\n' "$((1233 + $1))"; }
+node_ready() { "$BUILDCTL" --addr "unix://$(node_sock "$1")" debug workers; }
+
+start_node() {
+  local n=$1 name="buildkitd-node$1"
+  if running_pid "$name" "$BUILDKITD" >/dev/null && ((!CERTS_CHANGED)); then
+    wait_until "$name" "$BUILDKITD" 60 node_ready "$n" || die "$name is running but not answering"
+    return 0
+  fi
+  stop_daemon "$name" "$BUILDKITD"
+  port_free "$(node_tcp "$n")" ||
+    die "$(node_tcp "$n") is already taken by a process this script did not start; stop it first"
+  mkdir -p "$(node_root "$n")"
+  rm -f "$(node_sock "$n")"
+  log "starting pool node $n ($name)"
+  start_daemon "$name" "$BUILDKITD" \
+    --config "$BUILDKITD_CONFIG" \
+    --root "$(node_root "$n")" \
+    --addr "unix://$(node_sock "$n")" \
+    --addr "tcp://$(node_tcp "$n")" \
+    --tlscacert "$TLS_DIR/server/ca.pem" \
+    --tlscert "$TLS_DIR/server/cert.pem" \
+    --tlskey "$TLS_DIR/server/key.pem"
+  wait_until "$name" "$BUILDKITD" 60 node_ready "$n" || die "pool node $n did not start"
+}
+
+# The pool nodes that run now (2 and up, consecutive).
+running_nodes() {
+  local n=2
+  while running_pid "buildkitd-node$n" "$BUILDKITD" >/dev/null; do
+    printf '%s\n' "$n"
+    n=$((n + 1))
+  done
+}
+
 # ---------------------------------------------------------------------------
 # 6. containerd + dockerd (with its embedded BuildKit)
 # ---------------------------------------------------------------------------
@@ -847,6 +887,14 @@ print_env() {
   if ((DOCKER_OK)); then
     emit STRATA_DOCKER_HOST "docker://$DOCKER_SOCK"
   fi
+  local pool n
+  pool="unix://$BUILDKIT_SOCK"
+  for n in $(running_nodes); do
+    pool+=",unix://$(node_sock "$n")"
+  done
+  if [[ $pool == *,* ]]; then
+    emit STRATA_POOL "$pool"
+  fi
   emit STRATA_REGISTRY "$REGISTRY_ADDR"
   emit STRATA_BASE_IMAGE "$BASE_IMAGE"
   emit STRATA_BUILDCTL "$BIN_DIR/buildctl"
@@ -990,11 +1038,13 @@ usage() {
   cat <<EOT
 Usage: scripts/daemon.sh COMMAND        (Debian 12, as root)
 
-  up                 Install what is missing (host packages, buildkitd/buildctl built in a
+  up [--nodes N]     Install what is missing (host packages, buildkitd/buildctl built in a
                      trixie chroot, base image), start whatever is not already running
                      (registry, buildkitd, containerd + dockerd) and print export lines:
                          eval "\$(scripts/daemon.sh up)"
                      First run: several minutes. Later runs reuse everything: seconds.
+                     --nodes N: N standalone buildkitd instances in all (a pool: own roots,
+                     sockets, TCP ports 1234, 1235, …); prints STRATA_POOL, their addresses.
   env                Print the export lines again; starts nothing, fails if not up.
   status             Show which daemons run, with pids, sockets and logs.
   restart-buildkitd [--fresh]
@@ -1014,6 +1064,7 @@ Usage: scripts/daemon.sh COMMAND        (Debian 12, as root)
 Exports printed by 'up' and 'env':
   BUILDKIT_HOST       unix://$BUILDKIT_SOCK
   STRATA_TCP_ADDR     tcp://$BUILDKIT_TCP (mutual TLS)
+  STRATA_POOL         the pool's addresses, comma-separated (only with --nodes 2 or more)
   STRATA_TLS_DIR      $TLS_DIR/client (ca.pem, cert.pem, key.pem of a client)
   STRATA_DOCKER_HOST  docker://$DOCKER_SOCK (left out if dockerd cannot run here)
   STRATA_REGISTRY     $REGISTRY_ADDR
@@ -1047,12 +1098,26 @@ find_binaries() {
 }
 
 cmd_up() {
+  local nodes=1 n
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+    --nodes)
+      [[ ${2:-} =~ ^[1-9][0-9]?$ ]] || die "up --nodes: a number of nodes 1-99, not '${2:-}'"
+      nodes=$2
+      shift 2
+      ;;
+    *) die "up: unknown option '$1' (only --nodes N)" ;;
+    esac
+  done
   take_lock
   install_all
   mkdir -p "$STATE" "$RUN_DIR" "$LOG_DIR"
   ensure_certs
   start_registry
   start_buildkitd
+  for ((n = 2; n <= nodes; n++)); do
+    start_node "$n"
+  done
   start_docker_stack
   ensure_base_image
   log "up: all set"
@@ -1115,6 +1180,10 @@ cmd_down() {
   stop_daemon dockerd "$DOCKERD_EXE" 30
   stop_daemon containerd "$CONTAINERD_EXE"
   stop_daemon buildkitd "${BUILDKITD:-/nonexistent}"
+  local n
+  for n in $(running_nodes); do
+    stop_daemon "buildkitd-node$n" "$BUILDKITD"
+  done
   stop_daemon buildkitd-shaped "${BUILDKITD:-/nonexistent}"
   shaped_link_down
   stop_daemon registry "$REGISTRY_EXE"
@@ -1127,7 +1196,7 @@ main() {
   local cmd=${1:-}
   [[ $# -gt 0 ]] && shift
   case $cmd in
-  up) require_root && cmd_up ;;
+  up) require_root && cmd_up "$@" ;;
   env) cmd_env ;;
   status) cmd_status ;;
   down) require_root && cmd_down ;;

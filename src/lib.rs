@@ -24,6 +24,7 @@ pub mod keys;
 pub mod llb;
 pub mod mounts;
 pub mod ocilayout;
+pub mod pool;
 pub mod reference;
 pub mod registry;
 pub mod runtime;

@@ -21,11 +21,13 @@ mod context;
 mod fallback;
 mod load;
 mod mounts;
+mod pool;
 mod prepare;
 
 use crate::docker::Docker;
 pub use fallback::{Failed, Fallback};
 pub use load::{names as load_names, LoadPath, Loaded};
+pub use pool::build_on_pool;
 use prepare::Prepared;
 pub use prepare::{keys, lower, registry_from_env};
 
@@ -52,6 +54,8 @@ pub struct Built {
     pub frontend: bool,
     /// Its cache mounts seeded before the build and exported after (`mounts=`).
     pub mounts: Vec<crate::mounts::MountReport>,
+    /// The pool node that built it, in a build over a pool.
+    pub node: Option<String>,
 }
 
 impl Built {
@@ -102,6 +106,8 @@ pub enum BuildError {
     Docker(#[from] crate::docker::DockerError),
     #[error("dockerfile image {parent}, which others are built from, is not built for these inputs yet ({reference} not found): build it first")]
     ParentNotBuilt { parent: String, reference: String },
+    #[error(transparent)]
+    Place(#[from] crate::pool::place::PlaceError),
     #[error("image {image}: {source}")]
     Solve {
         image: String,
@@ -338,6 +344,7 @@ impl Run<'_> {
             loaded,
             frontend: image.frontend.is_some(),
             mounts: Vec::new(),
+            node: None,
         };
         if let Some(found) = self.up_to_date(job, &key, present.as_ref()).await? {
             let loaded = match (present, &docker) {

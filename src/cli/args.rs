@@ -14,8 +14,26 @@ use strata::{Addr, Client, TlsOptions};
 #[command(next_help_heading = "Daemon connection (every command)")]
 pub struct DaemonArgs {
     /// Daemon address: unix:///PATH, tcp://HOST:PORT or docker://[SOCKET].
-    #[arg(long, env = "BUILDKIT_HOST", default_value = strata::connect::DEFAULT_ADDR, global = true)]
-    pub addr: String,
+    /// Given several times (or BUILDKIT_HOST as a comma list): a pool, for
+    /// `build` and `pool status` (other commands take one daemon).
+    #[arg(
+        long = "addr",
+        env = "BUILDKIT_HOST",
+        default_value = strata::connect::DEFAULT_ADDR,
+        value_delimiter = ',',
+        action = clap::ArgAction::Append,
+        global = true
+    )]
+    pub addrs: Vec<String>,
+    /// A pool as TOML: one [[node]] table per daemon (addr, name, TLS files,
+    /// weight, labels); instead of --addr.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub builders: Option<PathBuf>,
+    /// How a pool places images: rendezvous (strata's: sticky by image,
+    /// bounded load), or, to compare with, context-path (buildx's sticky
+    /// hash of the context path) or random.
+    #[arg(long, value_enum, default_value = "rendezvous", global = true)]
+    pub placement: strata::pool::place::Placement,
     /// CA certificate that signed the daemon's certificate (turns TLS on for tcp://).
     #[arg(long, value_name = "FILE", global = true)]
     pub tlscacert: Option<PathBuf>,
@@ -51,15 +69,55 @@ impl DaemonArgs {
         }
     }
 
+    /// The one daemon address; a pool is an error here (the commands that
+    /// take one say so).
+    pub fn addr(&self) -> Result<&str> {
+        if self.builders.is_some() {
+            anyhow::bail!("--builders: this command takes one daemon (--addr); pools are for `strata build` and `strata pool status`");
+        }
+        match self.addrs.as_slice() {
+            [one] => Ok(one),
+            several => anyhow::bail!(
+                "--addr: this command takes one daemon, not {} (pools are for `strata build` and `strata pool status`)",
+                several.len()
+            ),
+        }
+    }
+
     /// The daemon, connected to only when first needed.
     pub fn daemon(&self) -> Result<strata::client::Daemon> {
-        let addr: Addr = self.addr.parse()?;
+        let addr: Addr = self.addr()?.parse()?;
         Ok(strata::client::Daemon::new(addr, self.tls(), self.timeout))
     }
 
     pub async fn connect(&self) -> Result<Client> {
-        let addr: Addr = self.addr.parse()?;
+        let addr: Addr = self.addr()?.parse()?;
         Ok(Client::connect_within(addr, &self.tls(), self.timeout).await?)
+    }
+
+    /// Whether several daemons were given (a pool).
+    pub fn is_pool(&self) -> bool {
+        self.builders.is_some() || self.addrs.len() > 1
+    }
+
+    /// Every daemon given: `--builders FILE`, else each `--addr`.
+    pub fn pool(&self) -> Result<strata::pool::Pool> {
+        if let Some(file) = &self.builders {
+            let mut pool = strata::pool::Pool::load(file, self.timeout)?;
+            pool.placement = self.placement;
+            return Ok(pool);
+        }
+        let addrs = self
+            .addrs
+            .iter()
+            .map(|a| {
+                a.parse::<Addr>()
+                    .map_err(|e| anyhow::anyhow!("--addr {a:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut pool = strata::pool::Pool::of_addrs(addrs, &self.tls(), self.timeout);
+        pool.placement = self.placement;
+        Ok(pool)
     }
 }
 
@@ -108,7 +166,7 @@ impl SpecArgs {
 /// `--load [VALUE]` as given (none: not asked for), resolved to a socket.
 pub fn load_flag(value: Option<&str>, cli: &super::Cli) -> Result<Option<PathBuf>> {
     value
-        .map(|value| load_socket(value, &cli.daemon.addr))
+        .map(|value| load_socket(value, cli.daemon.addr().unwrap_or_default()))
         .transpose()
 }
 

@@ -112,14 +112,14 @@ async fn external(cli: &Cli, tool: Tool, buildx_config: &Path) -> Result<Externa
         )
     })?;
     if tool == Tool::Buildx {
-        External::prepare_buildx(&exe, &cli.daemon.addr, buildx_config)
+        External::prepare_buildx(&exe, cli.daemon.addr()?, buildx_config)
             .await
             .map_err(anyhow::Error::msg)?;
     }
     Ok(External {
         tool,
         exe,
-        daemon_args: buildctl_daemon_args(cli),
+        daemon_args: buildctl_daemon_args(cli)?,
         buildx_config: Some(buildx_config.to_owned()),
     })
 }
@@ -139,8 +139,8 @@ fn find_exe(variable: &str, names: &[&str]) -> Option<PathBuf> {
 }
 
 /// The daemon address and TLS flags, as buildctl takes them.
-fn buildctl_daemon_args(cli: &Cli) -> Vec<String> {
-    let mut out = vec!["--addr".to_owned(), cli.daemon.addr.clone()];
+fn buildctl_daemon_args(cli: &Cli) -> Result<Vec<String>> {
+    let mut out = vec!["--addr".to_owned(), cli.daemon.addr()?.to_owned()];
     for (flag, value) in [
         ("--tlscacert", &cli.daemon.tlscacert),
         ("--tlscert", &cli.daemon.tlscert),
@@ -150,5 +150,5 @@ fn buildctl_daemon_args(cli: &Cli) -> Vec<String> {
             out.extend([flag.to_owned(), v.display().to_string()]);
         }
     }
-    out
+    Ok(out)
 }

@@ -185,10 +185,14 @@ pub async fn build_and_report(
     progress: &ProgressMode,
     metadata_file: Option<&Path>,
 ) -> Result<()> {
-    let daemon = cli.daemon.daemon()?;
-    let outcome = strata::build::build_all(&daemon, spec, overrides, progress)
-        .await
-        .inspect_err(print_failed_step_logs)?;
+    let outcome = if cli.daemon.is_pool() {
+        let pool = cli.daemon.pool()?;
+        strata::build::build_on_pool(&pool, spec, overrides, progress).await
+    } else {
+        let daemon = cli.daemon.daemon()?;
+        strata::build::build_all(&daemon, spec, overrides, progress).await
+    };
+    let outcome = outcome.inspect_err(print_failed_step_logs)?;
     for b in &outcome.built {
         print_built(b);
     }
@@ -286,6 +290,9 @@ fn print_built(b: &Built) {
     if let Some(pushed) = &b.pushed {
         line.push_str(&format!("  pushed {pushed}"));
     }
+    if let Some(node) = &b.node {
+        line.push_str(&format!("  on {node}"));
+    }
     println!("{line}");
     print_loaded(b);
     for c in b.cache() {
@@ -340,6 +347,9 @@ fn write_metadata(path: &Path, outcome: &Outcome) -> Result<()> {
         entry.insert("strata.cached".into(), cached.into());
         entry.insert("strata.key".into(), b.key.to_string().into());
         entry.insert("strata.up_to_date".into(), b.up_to_date.into());
+        if let Some(node) = &b.node {
+            entry.insert("strata.node".into(), node.clone().into());
+        }
         if !b.mounts.is_empty() {
             entry.insert("strata.mounts".into(), serde_json::to_value(&b.mounts)?);
         }

@@ -11,6 +11,7 @@ pub mod images;
 pub mod info;
 pub mod key;
 pub mod llb;
+pub mod pool;
 pub mod progress;
 pub mod prune;
 pub mod signals;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Write an image's LLB (a pb.Definition) to stdout, e.g. to run the very
     /// same graph with `buildctl build` (see README).
     Llb(llb::LlbArgs),
+    /// A pool of daemons (several --addr, or --builders FILE): `pool status`
+    /// probes each node at once.
+    Pool(pool::PoolArgs),
 }
 
 /// Runs the parsed command until it ends or a signal ends it ([`signals`]).
@@ -74,6 +78,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             Command::Compose(args) => compose::run(cli, args).await,
             Command::Bench(args) => bench::run(cli, args).await,
             Command::Llb(args) => llb::run(args).await,
+            Command::Pool(args) => pool::run(cli, args).await,
             Command::Key(args) => key::run(args).await,
             Command::Images(args) => images::run(args).await,
         }

@@ -247,9 +247,13 @@ impl Spec {
     /// The platform an image builds for: `--platform`, else its own, else the
     /// one of the nearest image of its `from` chain that names one, else the host's.
     fn platform_of(&self, image: &Image, options: &LowerOptions) -> Platform {
-        options
-            .platform
-            .clone()
+        self.platform_for(image, options.platform.as_ref())
+    }
+
+    /// [`Spec::platform_of`] with the `--platform` override given alone.
+    pub fn platform_for(&self, image: &Image, forced: Option<&Platform>) -> Platform {
+        forced
+            .cloned()
             .or_else(|| self.from_chain(image).find_map(|i| i.platform.clone()))
             .unwrap_or_else(Platform::host)
     }

@@ -1,0 +1,90 @@
+//! Builder pools: several buildkitd nodes behind one command.
+//!
+//! - a [`Pool`] is given as several `--addr` (or `BUILDKIT_HOST` as a comma
+//!   list) or as `--builders FILE` ([`builders`]);
+//! - [`status`]: each node probed under a deadline (`strata pool status`);
+//! - [`place`]: which node builds which image (rendezvous hashing with
+//!   bounded load, keyed by stable image identity).
+
+pub mod builders;
+pub mod place;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::client::Daemon;
+use crate::connect::{Addr, TlsOptions};
+
+/// One buildkitd of a pool.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Its stable name: placement hashes it (default: its address).
+    pub name: String,
+    pub addr: Addr,
+    pub tls: TlsOptions,
+    /// Its share of the images, relative to the others'.
+    pub weight: f64,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The nodes one command builds on.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub nodes: Vec<Node>,
+    /// How long a node may take to accept and answer.
+    pub timeout: Duration,
+    /// How images are placed on the nodes.
+    pub placement: place::Placement,
+}
+
+/// Why a pool could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// `builders.toml:3: unknown field …` (line 0: the file as a whole).
+    #[error("{}{}: {message}", file.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+    File {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+impl Pool {
+    /// A pool of `addrs`, all reached with `tls`, weight 1 each.
+    pub fn of_addrs(addrs: Vec<Addr>, tls: &TlsOptions, timeout: Duration) -> Pool {
+        let nodes = addrs
+            .into_iter()
+            .map(|addr| Node {
+                name: addr.to_string(),
+                addr,
+                tls: tls.clone(),
+                weight: 1.0,
+                labels: BTreeMap::new(),
+            })
+            .collect();
+        Pool {
+            nodes,
+            timeout,
+            placement: place::Placement::default(),
+        }
+    }
+
+    /// The pool `--builders FILE` describes.
+    pub fn load(path: &Path, timeout: Duration) -> Result<Pool, PoolError> {
+        Ok(Pool {
+            nodes: builders::load(path)?,
+            timeout,
+            placement: place::Placement::default(),
+        })
+    }
+
+    /// Each node as a daemon connected to when first needed.
+    pub fn daemons(&self) -> Vec<Daemon> {
+        self.nodes
+            .iter()
+            .map(|n| Daemon::new(n.addr.clone(), n.tls.clone(), self.timeout))
+            .collect()
+    }
+}

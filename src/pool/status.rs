@@ -1,0 +1,79 @@
+//! `strata pool status`: each node asked, at once and under one deadline,
+//! for its version, workers and platforms (`Info`, `ListWorkers`) and its
+//! cache (`DiskUsage`). A node that accepts connections but never answers is
+//! reported down when the deadline passes; it never holds the others up.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Node, Pool};
+use crate::client::Client;
+
+/// What one node answered, or why it did not.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub address: String,
+    pub reachable: bool,
+    /// Why it is not reachable.
+    pub error: Option<String>,
+    pub version: Option<String>,
+    pub workers: usize,
+    /// `os/arch[/variant]` of every worker.
+    pub platforms: Vec<String>,
+    /// Bytes of build cache it holds.
+    pub cache_bytes: Option<u64>,
+    /// Cache records in use now: builds in flight hold them.
+    pub records_in_use: Option<usize>,
+    /// From connecting to the `Info` answer.
+    pub probe_ms: Option<f64>,
+}
+
+/// Every node of `pool`, each probed under `deadline`.
+pub async fn status(pool: &Pool, deadline: Duration) -> Vec<NodeStatus> {
+    let each = pool.nodes.iter().map(|node| probe(node, deadline));
+    futures::future::join_all(each).await
+}
+
+async fn probe(node: &Node, deadline: Duration) -> NodeStatus {
+    let mut status = NodeStatus {
+        name: node.name.clone(),
+        address: node.addr.to_string(),
+        reachable: false,
+        error: None,
+        version: None,
+        workers: 0,
+        platforms: Vec::new(),
+        cache_bytes: None,
+        records_in_use: None,
+        probe_ms: None,
+    };
+    let began = Instant::now();
+    let asked = async {
+        let client = Client::connect_within(node.addr.clone(), &node.tls, deadline).await?;
+        let info = client.info().await?;
+        let probe_ms = began.elapsed().as_secs_f64() * 1000.0;
+        let usage = client.disk_usage(&[]).await?;
+        Ok::<_, crate::client::ClientError>((info, usage, probe_ms))
+    };
+    match tokio::time::timeout(deadline, asked).await {
+        Err(_) => status.error = Some(format!("no answer within {deadline:?}")),
+        Ok(Err(e)) => status.error = Some(e.to_string()),
+        Ok(Ok((info, usage, probe_ms))) => {
+            status.reachable = true;
+            status.version = Some(info.version);
+            status.workers = info.workers.len();
+            status.platforms = info
+                .workers
+                .iter()
+                .flat_map(|w| w.platforms.iter().cloned())
+                .collect();
+            status.platforms.dedup();
+            status.cache_bytes = Some(usage.total);
+            status.records_in_use = Some(usage.records.iter().filter(|r| r.in_use).count());
+            status.probe_ms = Some(probe_ms);
+        }
+    }
+    status
+}

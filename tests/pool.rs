@@ -1,0 +1,233 @@
+//! Builder pools against real daemons: `scripts/daemon.sh up --nodes 3`
+//! starts three standalone buildkitd instances and exports STRATA_POOL;
+//! `strata pool status` reports each (and a node that accepts connections
+//! but never answers as down within the deadline); `--builders FILE` is the
+//! same pool as TOML, and a bad one is one line naming file and line.
+
+mod common;
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::{repo_root, strata};
+
+/// The pool's addresses, started once per test binary.
+fn pool() -> &'static Vec<String> {
+    static POOL: OnceLock<Vec<String>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/daemon.sh"))
+            .args(["up", "--nodes", "3"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "daemon.sh up --nodes 3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export STRATA_POOL="))
+            .expect("STRATA_POOL exported");
+        line.split(',').map(str::to_owned).collect()
+    })
+}
+
+/// A TCP port that accepts connections and never says a word.
+fn silent_node() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    format!("tcp://{addr}")
+}
+
+#[test]
+fn pool_status_reports_every_node_and_a_silent_one_down_in_time() {
+    let nodes = pool();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    let silent = silent_node();
+    let mut args: Vec<String> = Vec::new();
+    for addr in nodes.iter().chain([&silent]) {
+        args.extend(["--addr".into(), addr.clone()]);
+    }
+    args.extend(["pool", "status", "--deadline", "2s", "--json"].map(String::from));
+    let began = Instant::now();
+    let run = strata(&args);
+    let took = began.elapsed();
+    assert_eq!(run.code, Some(1), "a node is down: {}", run.stderr);
+    assert!(
+        run.stderr.contains("1 of 4 nodes are down"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the silent node held it up: {took:?}"
+    );
+    let status: Value = serde_json::from_str(&run.stdout).unwrap();
+    let status = status.as_array().unwrap();
+    for (node, addr) in status.iter().zip(nodes) {
+        assert_eq!(node["address"], addr.as_str());
+        assert_eq!(node["reachable"], true, "{node}");
+        assert!(node["version"].as_str().is_some_and(|v| !v.is_empty()));
+        assert!(!node["platforms"].as_array().unwrap().is_empty());
+    }
+    assert_eq!(status[3]["reachable"], false);
+    assert!(
+        status[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within"),
+        "{}",
+        status[3]
+    );
+}
+
+#[test]
+fn a_builders_file_names_the_nodes_and_a_bad_one_its_line() {
+    let nodes = pool();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("builders.toml");
+    let mut text = String::new();
+    for (i, addr) in nodes.iter().enumerate() {
+        text.push_str(&format!("[[node]]\nname = \"n{i}\"\naddr = \"{addr}\"\n\n"));
+    }
+    std::fs::write(&file, &text).unwrap();
+    let path = file.display().to_string();
+    let run = strata(["--builders", path.as_str(), "pool", "status"]);
+    let out = run.ok();
+    for i in 0..3 {
+        assert!(out.contains(&format!("n{i} ")), "{out}");
+    }
+
+    std::fs::write(&file, "[[node]]\naddr = \"unix:///x\"\nwieght = 2\n").unwrap();
+    let bad = strata(["--builders", path.as_str(), "pool", "status"]);
+    let line = bad.clean_error();
+    assert!(
+        line.contains(&format!("{path}:3: unknown field `wieght`")),
+        "{line}"
+    );
+
+    let one = strata(["--builders", path.as_str(), "du"]);
+    assert!(
+        one.clean_error().contains("takes one daemon"),
+        "{}",
+        one.stderr
+    );
+}
+
+/// A seed-003-shaped tree of 8 images: a base, two tiers built from it, and
+/// five services, each with a step of its own and an overlay.
+fn tree_spec(base: &str) -> String {
+    let mut spec = String::new();
+    let images = [
+        ("pybase", None),
+        ("ml", Some("pybase")),
+        ("tools", Some("pybase")),
+        ("svc-a", Some("ml")),
+        ("svc-b", Some("ml")),
+        ("svc-c", Some("ml")),
+        ("svc-d", Some("tools")),
+        ("svc-e", Some("tools")),
+    ];
+    for (name, from) in images {
+        let base_line = match from {
+            Some(parent) => format!("from = \"{parent}\""),
+            None => format!("base = \"{base}\""),
+        };
+        spec.push_str(&format!(
+            "[images.{name}]\n{base_line}\n\n[[images.{name}.toolchain]]\nrun = \"echo {name} > /{name}.txt\"\n\n\
+             [images.{name}.overlay]\ncopy = {{ from = \"overlay/{name}/\", to = \"/srv/{name}\" }}\n\n"
+        ));
+    }
+    spec
+}
+
+#[test]
+fn a_tree_of_images_spreads_over_the_pool_and_returns_to_the_same_nodes() {
+    let nodes = pool();
+    let p = common::project::Project::new(&tree_spec(&common::stack().base_image));
+    for name in [
+        "pybase", "ml", "tools", "svc-a", "svc-b", "svc-c", "svc-d", "svc-e",
+    ] {
+        let dir = p.path(&format!("overlay/{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hello.txt"), name).unwrap();
+    }
+    let mut pool_args: Vec<String> = Vec::new();
+    for addr in nodes {
+        pool_args.extend(["--addr".into(), addr.clone()]);
+    }
+    let build = || {
+        let meta = p.path(&format!("meta-{}.json", common::project::rand_suffix()));
+        let mut args = pool_args.clone();
+        args.extend(["build", "-f"].map(String::from));
+        args.push(p.spec().display().to_string());
+        args.extend(["--progress", "json", "--metadata-file"].map(String::from));
+        args.push(meta.display().to_string());
+        let run = strata(&args);
+        run.ok();
+        let meta: Value = serde_json::from_str(&std::fs::read_to_string(meta).unwrap()).unwrap();
+        (run, meta)
+    };
+    let node_of = |meta: &Value| -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = meta
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(image, m)| (image.clone(), m["strata.node"].as_str().unwrap().to_owned()))
+            .collect();
+        all.sort();
+        all
+    };
+
+    let (_, first) = build();
+    let placed = node_of(&first);
+    assert_eq!(placed.len(), 8);
+    let bound = (1.25f64 * 8.0 / 3.0).ceil() as usize;
+    for node in nodes {
+        let load = placed.iter().filter(|(_, n)| n == node).count();
+        assert!(
+            load <= bound,
+            "{node} took {load} of 8 images (bound {bound}): {placed:?}"
+        );
+    }
+    assert!(
+        placed
+            .iter()
+            .map(|(_, n)| n)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            >= 2,
+        "spread over the pool: {placed:?}"
+    );
+
+    // Again: the same nodes, every step cached.
+    let (_, second) = build();
+    assert_eq!(node_of(&second), placed, "the same placement");
+    for (image, m) in second.as_object().unwrap() {
+        assert_eq!(
+            m["strata.cached"], m["strata.steps"],
+            "{image} rebuilt: {m}"
+        );
+    }
+
+    // One leaf's overlay edited: only it runs, on the same node.
+    std::fs::write(p.path("overlay/svc-c/hello.txt"), "edited").unwrap();
+    let (_, third) = build();
+    assert_eq!(node_of(&third), placed);
+    for (image, m) in third.as_object().unwrap() {
+        let ran = m["strata.steps"].as_u64().unwrap() - m["strata.cached"].as_u64().unwrap();
+        let expected = if image == "svc-c" { 1 } else { 0 };
+        assert_eq!(ran, expected, "{image}: {m}");
+    }
+}
