@@ -683,6 +683,12 @@ start_node() {
     return 0
   fi
   stop_daemon "$name" "$BUILDKITD"
+  # A node killed a moment ago may still hold its port while it exits.
+  local i
+  for ((i = 0; i < 20; i++)); do
+    port_free "$(node_tcp "$n")" && break
+    sleep 0.5
+  done
   port_free "$(node_tcp "$n")" ||
     die "$(node_tcp "$n") is already taken by a process this script did not start; stop it first"
   mkdir -p "$(node_root "$n")"

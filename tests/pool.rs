@@ -52,6 +52,7 @@ fn silent_node() -> String {
 
 #[test]
 fn pool_status_reports_every_node_and_a_silent_one_down_in_time() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let nodes = pool();
     assert_eq!(nodes.len(), 3, "{nodes:?}");
     let silent = silent_node();
@@ -94,6 +95,7 @@ fn pool_status_reports_every_node_and_a_silent_one_down_in_time() {
 
 #[test]
 fn a_builders_file_names_the_nodes_and_a_bad_one_its_line() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let nodes = pool();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("builders.toml");
@@ -154,6 +156,7 @@ fn tree_spec(base: &str) -> String {
 
 #[test]
 fn a_tree_of_images_spreads_over_the_pool_and_returns_to_the_same_nodes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let nodes = pool();
     let p = common::project::Project::new(&tree_spec(&common::stack().base_image));
     for name in [
@@ -222,7 +225,8 @@ fn a_tree_of_images_spreads_over_the_pool_and_returns_to_the_same_nodes() {
     }
 
     // One leaf's overlay edited: only it runs, on the same node.
-    std::fs::write(p.path("overlay/svc-c/hello.txt"), "edited").unwrap();
+    let edit = format!("edited {}", common::project::rand_suffix());
+    std::fs::write(p.path("overlay/svc-c/hello.txt"), edit).unwrap();
     let (_, third) = build();
     assert_eq!(node_of(&third), placed);
     for (image, m) in third.as_object().unwrap() {
@@ -230,4 +234,91 @@ fn a_tree_of_images_spreads_over_the_pool_and_returns_to_the_same_nodes() {
         let expected = if image == "svc-c" { 1 } else { 0 };
         assert_eq!(ran, expected, "{image}: {m}");
     }
+}
+
+#[test]
+fn a_node_killed_mid_build_moves_its_images_to_the_others() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = pool();
+    let base = &common::stack().base_image;
+    let mut spec = String::new();
+    let names = ["job-a", "job-b", "job-c", "job-d", "job-e", "job-f"];
+    for name in names {
+        spec.push_str(&format!(
+            "[images.{name}]\nbase = \"{base}\"\n\n[[images.{name}.toolchain]]\n\
+             run = \"sleep 8; echo {name} {} > /{name}.txt\"\n\n",
+            common::project::rand_suffix()
+        ));
+    }
+    let p = common::project::Project::new(&spec);
+    let meta = p.path("meta.json");
+    let cache = format!(
+        "type=registry,ref={}/strata/pool-{}:pool",
+        common::stack().registry,
+        common::project::rand_suffix()
+    );
+    let mut args: Vec<String> = Vec::new();
+    for addr in nodes {
+        args.extend(["--addr".into(), addr.clone()]);
+    }
+    args.extend(["--pool-cache".into(), cache]);
+    args.extend(["build", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    args.extend(["--progress", "plain", "--metadata-file"].map(String::from));
+    args.push(meta.display().to_string());
+    let began = Instant::now();
+    let child = common::strata_command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-build: every image is in its 8 s step.
+    std::thread::sleep(Duration::from_secs(4));
+    let state = std::env::var("STRATA_STATE_DIR").unwrap_or_else(|_| "/var/lib/strata-dev".into());
+    let pid = std::fs::read_to_string(format!("{state}/run/buildkitd-node3.pid")).unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let took = began.elapsed();
+    restart_nodes();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the build completes on the others:\n{stderr}"
+    );
+    let lost = &nodes[2];
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("was lost during the build"))
+        .unwrap_or_else(|| panic!("one line says what moved:\n{stderr}"));
+    assert!(line.contains(lost.as_str()), "{line}");
+    assert!(
+        stderr.contains("pool: 6 images on"),
+        "total time reported:\n{stderr}"
+    );
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(meta).unwrap()).unwrap();
+    for name in names {
+        let node = meta[name]["strata.node"].as_str().unwrap();
+        assert_ne!(node, lost.as_str(), "{name} ended on the lost node");
+    }
+    assert!(took < Duration::from_secs(120), "{took:?}");
+}
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Brings every node back (after one was killed).
+fn restart_nodes() {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/daemon.sh"))
+        .args(["up", "--nodes", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

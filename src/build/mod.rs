@@ -135,10 +135,12 @@ pub async fn build(
 }
 
 /// Every image a build tried, in the plan's order: built (or found built), or failed.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Outcome {
     pub built: Vec<Built>,
     pub failed: Vec<Failed>,
+    /// What the user should know besides (a pool node lost, images moved).
+    pub notes: Vec<String>,
 }
 
 /// [`build`], reporting each image. With `overrides.keep_going` every image
@@ -193,6 +195,7 @@ pub async fn build_all(
     let then = build_plan(daemon, &rebased, &rebased.resolve(&rest)?, progress).await?;
     outcome.built.extend(then.built);
     outcome.failed.extend(then.failed);
+    outcome.notes.extend(then.notes);
     Ok(outcome)
 }
 
@@ -259,7 +262,11 @@ async fn build_plan(
             error,
         });
     }
-    Ok(Outcome { built, failed })
+    Ok(Outcome {
+        built,
+        failed,
+        notes: Vec::new(),
+    })
 }
 
 /// `job` with every `{key}` tag (push target, image outputs) filled in.

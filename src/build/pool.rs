@@ -3,15 +3,23 @@
 //! by the spec's file name, the image's name and its platform), and each
 //! node builds its images as a one-daemon build, all nodes at once.
 //!
-//! Not yet: re-placing a lost node's images (failover with a pool cache),
-//! an overall `--max-parallel` (it is per node), disk budgets per tier, one
-//! progress view deduplicating shared steps across nodes.
+//! Failover: an image whose node is lost (the connection breaks, the node
+//! stops answering) is placed again among the nodes left, and built there,
+//! importing from the pool cache (`Pool::cache`) the other nodes export to
+//! after each image, so the new node is not cold. One line says what moved.
+//!
+//! Not yet: an overall `--max-parallel` (it is per node), disk budgets per
+//! tier, one progress view deduplicating shared steps across nodes.
+
+use std::time::Instant;
 
 use super::{build_all, BuildError, Outcome};
+use crate::client::ClientError;
 use crate::pool::place::{self, Item, Slot};
-use crate::pool::status::{status, NodeStatus};
+use crate::pool::status::status;
 use crate::pool::Pool;
 use crate::solve::progress::Progress;
+use crate::solve::{CacheExport, CacheImport, SolveError};
 use crate::spec::{Base, Overrides, Spec};
 
 /// How long a node may take to answer before the build places nothing on it.
@@ -24,22 +32,60 @@ pub async fn build_on_pool(
     overrides: &Overrides,
     progress: &dyn Progress,
 ) -> Result<Outcome, BuildError> {
+    let began = Instant::now();
     let plan = spec.resolve(overrides)?;
     let nodes = status(pool, PROBE_DEADLINE.min(pool.timeout)).await;
+    let mut healthy: Vec<bool> = nodes.iter().map(|n| n.reachable).collect();
+    let mut all = Outcome::default();
     for down in nodes.iter().filter(|n| !n.reachable) {
-        tracing::warn!(
+        all.notes.push(format!(
             "node {} is down ({}); nothing is placed on it",
             down.name,
             down.error.as_deref().unwrap_or("no answer")
-        );
+        ));
     }
+    let platforms: Vec<Vec<String>> = nodes.iter().map(|n| n.platforms.clone()).collect();
     let images: Vec<String> = plan.jobs.iter().map(|j| j.image.clone()).collect();
-    let placed = placement(pool, spec, &images, &nodes, overrides)?;
+    let mut pending = images.clone();
+    while !pending.is_empty() {
+        let places = Places {
+            pool,
+            spec,
+            overrides,
+            healthy: &healthy,
+            platforms: &platforms,
+        };
+        let placed = places.of(&pending)?;
+        let lost =
+            build_placed(pool, spec, overrides, progress, &pending, &placed, &mut all).await?;
+        if lost.is_empty() {
+            break;
+        }
+        pending = moved(pool, &mut all.notes, &mut healthy, lost, &pending)?;
+    }
+    let order = |name: &str| images.iter().position(|i| i == name);
+    all.built.sort_by_key(|b| order(&b.image));
+    all.failed.sort_by_key(|f| order(&f.image));
+    tracing::debug!("pool build: {:.1}s", began.elapsed().as_secs_f64());
+    Ok(all)
+}
+
+/// Builds `pending` where `placed` says, all nodes at once; what was built or
+/// failed goes into `all`. Returns the images of lost nodes, by node.
+async fn build_placed(
+    pool: &Pool,
+    spec: &Spec,
+    overrides: &Overrides,
+    progress: &dyn Progress,
+    pending: &[String],
+    placed: &[usize],
+    all: &mut Outcome,
+) -> Result<Vec<(usize, Vec<String>)>, BuildError> {
     let daemons = pool.daemons();
     let groups = (0..pool.nodes.len()).filter_map(|n| {
-        let mine: Vec<String> = images
+        let mine: Vec<String> = pending
             .iter()
-            .zip(&placed)
+            .zip(placed)
             .filter(|(_, &p)| p == n)
             .map(|(i, _)| i.clone())
             .collect();
@@ -48,80 +94,194 @@ pub async fn build_on_pool(
     let builds = groups.map(|(n, mine)| {
         let daemon = &daemons[n];
         let node = pool.nodes[n].name.clone();
-        let mine = Overrides {
-            images: mine,
+        let spec = with_pool_cache(pool, spec, &mine);
+        let wanted = Overrides {
+            images: mine.clone(),
             ..overrides.clone()
         };
         async move {
-            let mut outcome = build_all(daemon, spec, &mine, progress).await?;
-            for b in &mut outcome.built {
-                b.node = Some(node.clone());
-            }
-            Ok::<_, BuildError>(outcome)
+            let outcome = build_all(daemon, &spec, &wanted, progress).await;
+            (n, node, mine, outcome)
         }
     });
-    let mut all = Outcome {
-        built: Vec::new(),
-        failed: Vec::new(),
-    };
-    for outcome in futures::future::join_all(builds).await {
-        let outcome = outcome?;
-        all.built.extend(outcome.built);
-        all.failed.extend(outcome.failed);
+    let mut lost = Vec::new();
+    for (n, node, mine, outcome) in futures::future::join_all(builds).await {
+        match outcome {
+            Err(e) if node_lost(&e) => lost.push((n, mine)),
+            Err(e) => return Err(e),
+            Ok(outcome) => {
+                let mut gone = Vec::new();
+                for f in outcome.failed {
+                    if node_lost(&f.error) {
+                        gone.push(f.image);
+                    } else {
+                        all.failed.push(f);
+                    }
+                }
+                for mut b in outcome.built {
+                    b.node = Some(node.clone());
+                    all.built.push(b);
+                }
+                if !gone.is_empty() {
+                    lost.push((n, gone));
+                }
+            }
+        }
     }
-    let order = |name: &str| images.iter().position(|i| i == name);
-    all.built.sort_by_key(|b| order(&b.image));
-    all.failed.sort_by_key(|f| order(&f.image));
-    Ok(all)
+    Ok(lost)
 }
 
-/// The node index of each of `images`.
-fn placement(
+/// Marks the lost nodes down and says, in one line each, where their images go.
+fn moved(
     pool: &Pool,
-    spec: &Spec,
-    images: &[String],
-    nodes: &[NodeStatus],
-    overrides: &Overrides,
-) -> Result<Vec<usize>, BuildError> {
-    let slots: Vec<Slot> = pool
-        .nodes
+    notes: &mut Vec<String>,
+    healthy: &mut [bool],
+    lost: Vec<(usize, Vec<String>)>,
+    pending: &[String],
+) -> Result<Vec<String>, BuildError> {
+    let mut again = Vec::new();
+    for (n, images) in lost {
+        healthy[n] = false;
+        let cache = match pool.cache {
+            Some(_) => ", importing the pool cache",
+            None => "",
+        };
+        notes.push(format!(
+            "node {} was lost during the build: {} placed again on the nodes left{cache}",
+            pool.nodes[n].name,
+            images.join(", "),
+        ));
+        again.extend(images);
+    }
+    if !healthy.iter().any(|h| *h) {
+        return Err(BuildError::Place(place::PlaceError::NoNode {
+            key: again.join(", "),
+        }));
+    }
+    // In the plan's order, so parents are placed before their children.
+    Ok(pending
         .iter()
-        .zip(nodes)
-        .map(|(node, status)| Slot {
-            name: node.name.clone(),
-            weight: node.weight,
-            healthy: status.reachable,
-        })
-        .collect();
-    let spec_name = spec
-        .path()
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let items: Vec<Item> = images
+        .filter(|i| again.contains(i))
+        .cloned()
+        .collect())
+}
+
+/// Whether `e` says the node went away (not that the build failed on it).
+fn node_lost(e: &BuildError) -> bool {
+    let BuildError::Solve { source, .. } = e else {
+        return false;
+    };
+    match source {
+        SolveError::ConnectionLost { .. } => true,
+        SolveError::Client(ClientError::Connect(_)) => true,
+        SolveError::Client(ClientError::Rpc { status, .. }) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        ),
+        _ => false,
+    }
+}
+
+/// `spec` with the pool cache on each of `images`: each exports to its own
+/// tag of it and imports its own and its parent's.
+fn with_pool_cache(pool: &Pool, spec: &Spec, images: &[String]) -> Spec {
+    let Some(cache) = &pool.cache else {
+        return spec.clone();
+    };
+    let prefix = cache.tag.as_deref().unwrap_or("pool");
+    let tag = |image: &str| cache.with_tag(&format!("{prefix}-{image}"));
+    let caches = images
         .iter()
-        .map(|name| {
-            let image = spec.image(name).expect("the plan's images are the spec's");
-            let platform = spec.platform_for(image, overrides.platform.as_ref());
-            let parent = match &image.base {
-                Base::From(p) => images.iter().position(|i| i == p),
+        .map(|image| {
+            let export = CacheExport::Registry {
+                reference: tag(image),
+                options: Default::default(),
+                insecure: cache.is_loopback(),
+                mounts: None,
+            };
+            let parent = match spec.image(image).map(|i| &i.base) {
+                Some(Base::From(p)) => Some(p.as_str()),
                 _ => None,
             };
-            let wanted = platform.to_string();
-            Item {
-                key: format!("{spec_name}#{name}@{wanted}"),
-                parent,
-                fits: nodes
-                    .iter()
-                    .map(|n| n.platforms.is_empty() || n.platforms.contains(&wanted))
-                    .collect(),
-            }
+            let imports = std::iter::once(image.as_str())
+                .chain(parent)
+                .map(|from| CacheImport::Registry {
+                    reference: tag(from),
+                    insecure: cache.is_loopback(),
+                    mounts: None,
+                })
+                .collect();
+            (image.clone(), (vec![export], imports))
         })
         .collect();
-    let context = spec
-        .path()
-        .parent()
-        .map(|d| d.display().to_string())
-        .unwrap_or_default();
-    place::place_by(pool.placement, &items, &slots, &context).map_err(BuildError::Place)
+    spec.with_caches(&caches)
+}
+
+/// What placing needs to know of the pool now.
+struct Places<'a> {
+    pool: &'a Pool,
+    spec: &'a Spec,
+    overrides: &'a Overrides,
+    healthy: &'a [bool],
+    platforms: &'a [Vec<String>],
+}
+
+impl Places<'_> {
+    /// The node index of each of `images`.
+    fn of(&self, images: &[String]) -> Result<Vec<usize>, BuildError> {
+        let slots: Vec<Slot> = self
+            .pool
+            .nodes
+            .iter()
+            .zip(self.healthy)
+            .map(|(node, healthy)| Slot {
+                name: node.name.clone(),
+                weight: node.weight,
+                healthy: *healthy,
+            })
+            .collect();
+        let spec_name = self
+            .spec
+            .path()
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let items: Vec<Item> = images
+            .iter()
+            .map(|name| self.item(&spec_name, images, name))
+            .collect();
+        let context = self
+            .spec
+            .path()
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        place::place_by(self.pool.placement, &items, &slots, &context).map_err(BuildError::Place)
+    }
+
+    /// Image `name` as placement sees it: its stable key, its parent among
+    /// `images`, the nodes that build its platform.
+    fn item(&self, spec_name: &str, images: &[String], name: &str) -> Item {
+        let image = self
+            .spec
+            .image(name)
+            .expect("the plan's images are the spec's");
+        let platform = self
+            .spec
+            .platform_for(image, self.overrides.platform.as_ref())
+            .to_string();
+        let parent = match &image.base {
+            Base::From(p) => images.iter().position(|i| i == p),
+            _ => None,
+        };
+        Item {
+            key: format!("{spec_name}#{name}@{platform}"),
+            parent,
+            fits: self
+                .platforms
+                .iter()
+                .map(|p| p.is_empty() || p.contains(&platform))
+                .collect(),
+        }
+    }
 }

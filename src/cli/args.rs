@@ -34,6 +34,12 @@ pub struct DaemonArgs {
     /// hash of the context path) or random.
     #[arg(long, value_enum, default_value = "rendezvous", global = true)]
     pub placement: strata::pool::place::Placement,
+    /// A pool's shared cache, `type=registry,ref=REPO[:TAG]`: every node
+    /// exports each image's cache there (REPO:TAG-IMAGE) and imports from it,
+    /// so an image moved off a lost node, or placed apart from its parent,
+    /// is not built cold.
+    #[arg(long, value_name = "type=registry,ref=REF", global = true)]
+    pub pool_cache: Option<strata::solve::CacheExport>,
     /// CA certificate that signed the daemon's certificate (turns TLS on for tcp://).
     #[arg(long, value_name = "FILE", global = true)]
     pub tlscacert: Option<PathBuf>,
@@ -102,10 +108,21 @@ impl DaemonArgs {
 
     /// Every daemon given: `--builders FILE`, else each `--addr`.
     pub fn pool(&self) -> Result<strata::pool::Pool> {
+        let mut pool = self.pool_nodes()?;
+        pool.placement = self.placement;
+        pool.cache = match &self.pool_cache {
+            None => None,
+            Some(strata::solve::CacheExport::Registry { reference, .. }) => Some(reference.clone()),
+            Some(other) => anyhow::bail!(
+                "--pool-cache {other}: a pool cache is a registry (type=registry,ref=REPO[:TAG])"
+            ),
+        };
+        Ok(pool)
+    }
+
+    fn pool_nodes(&self) -> Result<strata::pool::Pool> {
         if let Some(file) = &self.builders {
-            let mut pool = strata::pool::Pool::load(file, self.timeout)?;
-            pool.placement = self.placement;
-            return Ok(pool);
+            return Ok(strata::pool::Pool::load(file, self.timeout)?);
         }
         let addrs = self
             .addrs
@@ -115,9 +132,11 @@ impl DaemonArgs {
                     .map_err(|e| anyhow::anyhow!("--addr {a:?}: {e}"))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut pool = strata::pool::Pool::of_addrs(addrs, &self.tls(), self.timeout);
-        pool.placement = self.placement;
-        Ok(pool)
+        Ok(strata::pool::Pool::of_addrs(
+            addrs,
+            &self.tls(),
+            self.timeout,
+        ))
     }
 }
 

@@ -185,14 +185,22 @@ pub async fn build_and_report(
     progress: &ProgressMode,
     metadata_file: Option<&Path>,
 ) -> Result<()> {
+    let began = std::time::Instant::now();
     let outcome = if cli.daemon.is_pool() {
         let pool = cli.daemon.pool()?;
-        strata::build::build_on_pool(&pool, spec, overrides, progress).await
+        let outcome = strata::build::build_on_pool(&pool, spec, overrides, progress).await;
+        if let Ok(o) = &outcome {
+            print_pool_total(o, began.elapsed());
+        }
+        outcome
     } else {
         let daemon = cli.daemon.daemon()?;
         strata::build::build_all(&daemon, spec, overrides, progress).await
     };
     let outcome = outcome.inspect_err(print_failed_step_logs)?;
+    for note in &outcome.notes {
+        eprintln!("warning: {note}");
+    }
     for b in &outcome.built {
         print_built(b);
     }
@@ -214,6 +222,24 @@ pub async fn build_and_report(
             )
         }
     }
+}
+
+/// `pool: 8 images on 3 nodes in 12.3s (node: N, …)`.
+fn print_pool_total(outcome: &Outcome, took: std::time::Duration) {
+    let mut per_node: std::collections::BTreeMap<&str, usize> = Default::default();
+    for b in &outcome.built {
+        *per_node
+            .entry(b.node.as_deref().unwrap_or("?"))
+            .or_default() += 1;
+    }
+    let nodes: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}: {c}")).collect();
+    eprintln!(
+        "pool: {} images on {} nodes in {} ({})",
+        outcome.built.len() + outcome.failed.len(),
+        per_node.len(),
+        human_duration(took),
+        nodes.join(", ")
+    );
 }
 
 /// `IMAGE: failed: ERROR`, then where a runner can start instead.

@@ -37,6 +37,10 @@ pub struct Pool {
     pub timeout: Duration,
     /// How images are placed on the nodes.
     pub placement: place::Placement,
+    /// A registry repository every node exports each image's cache to
+    /// (`REPO:TAG-IMAGE`) and imports from: an image placed on another node
+    /// than its parent, or moved off a lost node, is not built cold.
+    pub cache: Option<crate::reference::ImageRef>,
 }
 
 /// Why a pool could not be read.
@@ -68,6 +72,7 @@ impl Pool {
             nodes,
             timeout,
             placement: place::Placement::default(),
+            cache: None,
         }
     }
 
@@ -77,6 +82,7 @@ impl Pool {
             nodes: builders::load(path)?,
             timeout,
             placement: place::Placement::default(),
+            cache: None,
         })
     }
 
