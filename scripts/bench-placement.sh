@@ -39,7 +39,7 @@ EOT
   done
 }
 
-# build DIR POLICY: wall seconds, spec steps, cached steps
+# build DIR POLICY: wall seconds, spec steps, cached steps, most images on one node
 build() {
   local meta=$work/meta.json t0 t1
   t0=$(date +%s.%N)
@@ -51,23 +51,26 @@ import json, sys
 m = json.load(open(sys.argv[1]))
 steps = sum(v["strata.steps"] for v in m.values())
 cached = sum(v["strata.cached"] for v in m.values())
-print(f"{float(sys.argv[3]) - float(sys.argv[2]):.2f} {steps} {cached}")
+nodes = [v["strata.node"] for v in m.values()]
+busiest = max(nodes.count(n) for n in set(nodes))
+print(f"{float(sys.argv[3]) - float(sys.argv[2]):.2f} {steps} {cached} {busiest}")
 PY
 }
 
-printf '%-12s %9s %11s %9s\n' PLACEMENT COLD REBUILDS HIT
+printf '%-12s %9s %9s %11s %9s\n' PLACEMENT COLD 'MAX LOAD' REBUILDS HIT
 for policy in rendezvous context-path random; do
   IFS=, read -ra nodes <<<"$STRATA_POOL"
   for node in "${nodes[@]}"; do "$strata" --addr "$node" prune --all >/dev/null; done
   dir=$work/$policy
   mkdir -p "$dir"
   write_spec "$dir"
-  read -r cold _ _ < <(build "$dir" "$policy")
+  read -r cold _ _ busiest < <(build "$dir" "$policy")
   total=0 steps=0 cached=0
   for ((r = 0; r < rounds; r++)); do
     echo "edit $r" >>"$dir/overlay/${services[r % 5]}/hello.txt"
-    read -r t s c < <(build "$dir" "$policy")
+    read -r t s c _ < <(build "$dir" "$policy")
     total=$(python3 -c "print($total + $t)") steps=$((steps + s)) cached=$((cached + c))
   done
-  printf '%-12s %8.1fs %10.1fs %8.0f%%\n' "$policy" "$cold" "$total" "$(python3 -c "print(100 * $cached / $steps)")"
+  printf '%-12s %8.1fs %7s/8 %10.1fs %8.0f%%\n' "$policy" "$cold" "$busiest" "$total" \
+    "$(python3 -c "print(100 * $cached / $steps)")"
 done

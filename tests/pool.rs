@@ -129,7 +129,7 @@ fn a_builders_file_names_the_nodes_and_a_bad_one_its_line() {
 
 /// A seed-003-shaped tree of 8 images: a base, two tiers built from it, and
 /// five services, each with a step of its own and an overlay.
-fn tree_spec(base: &str) -> String {
+fn tree_spec(base: &str, step: &str) -> String {
     let mut spec = String::new();
     let images = [
         ("pybase", None),
@@ -147,18 +147,32 @@ fn tree_spec(base: &str) -> String {
             None => format!("base = \"{base}\""),
         };
         spec.push_str(&format!(
-            "[images.{name}]\n{base_line}\n\n[[images.{name}.toolchain]]\nrun = \"echo {name} > /{name}.txt\"\n\n\
-             [images.{name}.overlay]\ncopy = {{ from = \"overlay/{name}/\", to = \"/srv/{name}\" }}\n\n"
+            "[images.{name}]\n{base_line}\n\n[[images.{name}.toolchain]]\nrun = \"{}\"\n\n\
+             [images.{name}.overlay]\ncopy = {{ from = \"overlay/{name}/\", to = \"/srv/{name}\" }}\n\n",
+            step.replace("NAME", name)
         ));
     }
     spec
+}
+
+/// A project of [`tree_spec`] with `step` (NAME: the image's name) and overlays.
+fn tree_project(step: &str) -> common::project::Project {
+    let p = common::project::Project::new(&tree_spec(&common::stack().base_image, step));
+    for name in [
+        "pybase", "ml", "tools", "svc-a", "svc-b", "svc-c", "svc-d", "svc-e",
+    ] {
+        let dir = p.path(&format!("overlay/{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hello.txt"), name).unwrap();
+    }
+    p
 }
 
 #[test]
 fn a_tree_of_images_spreads_over_the_pool_and_returns_to_the_same_nodes() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let nodes = pool();
-    let p = common::project::Project::new(&tree_spec(&common::stack().base_image));
+    let p = tree_project("echo NAME > /NAME.txt");
     for name in [
         "pybase", "ml", "tools", "svc-a", "svc-b", "svc-c", "svc-d", "svc-e",
     ] {
@@ -321,4 +335,39 @@ fn restart_nodes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_disk_budget_prunes_every_node_down_to_it_after_each_tier() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = pool();
+    let salt = common::project::rand_suffix();
+    let p = tree_project(&format!("head -c 20000000 /dev/urandom > /NAME-{salt}.bin"));
+    let mut args: Vec<String> = Vec::new();
+    for addr in nodes {
+        args.extend(["--addr".into(), addr.clone()]);
+    }
+    args.extend(["build", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    args.extend(["--progress", "plain", "--keep-storage", "30MB"].map(String::from));
+    let run = strata(&args);
+    run.ok();
+    for tier in 1..=3 {
+        assert!(
+            run.stderr.contains(&format!("tier {tier}: ")),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(run.stderr.contains("--keep-storage: "), "{}", run.stderr);
+    assert!(run.stderr.contains(" freed "), "{}", run.stderr);
+    for addr in nodes {
+        let du = strata(["--addr", addr.as_str(), "du", "--json"]);
+        let du: Value = serde_json::from_str(du.ok()).unwrap();
+        let total = du["total"].as_u64().unwrap();
+        assert!(
+            total <= 30_000_000,
+            "{addr} holds {total} B after the last tier"
+        );
+    }
 }

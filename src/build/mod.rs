@@ -27,7 +27,7 @@ mod prepare;
 use crate::docker::Docker;
 pub use fallback::{Failed, Fallback};
 pub use load::{names as load_names, LoadPath, Loaded};
-pub use pool::build_on_pool;
+pub use pool::{build_on_pool, TierReport};
 use prepare::Prepared;
 pub use prepare::{keys, lower, registry_from_env};
 
@@ -141,6 +141,8 @@ pub struct Outcome {
     pub failed: Vec<Failed>,
     /// What the user should know besides (a pool node lost, images moved).
     pub notes: Vec<String>,
+    /// A pool build's tiers, in order.
+    pub tiers: Vec<pool::TierReport>,
 }
 
 /// [`build`], reporting each image. With `overrides.keep_going` every image
@@ -265,7 +267,7 @@ async fn build_plan(
     Ok(Outcome {
         built,
         failed,
-        notes: Vec::new(),
+        ..Outcome::default()
     })
 }
 

@@ -25,14 +25,29 @@ use crate::spec::{Base, Overrides, Spec};
 /// How long a node may take to answer before the build places nothing on it.
 const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Builds what `overrides` asks over `pool`; each built image names its node.
+/// One tier of a pool build: images whose parents were built in the tiers
+/// before it, with how it went.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TierReport {
+    /// 1-based.
+    pub tier: usize,
+    pub images: Vec<String>,
+    pub seconds: f64,
+    /// Spec steps run and found cached, over the tier's images.
+    pub steps_run: usize,
+    pub steps_cached: usize,
+    /// Bytes `--keep-storage` pruned from each node after the tier.
+    pub freed: Vec<(String, u64)>,
+}
+
+/// Builds what `overrides` asks over `pool`, tier by tier; each built image
+/// names its node.
 pub async fn build_on_pool(
     pool: &Pool,
     spec: &Spec,
     overrides: &Overrides,
     progress: &dyn Progress,
 ) -> Result<Outcome, BuildError> {
-    let began = Instant::now();
     let plan = spec.resolve(overrides)?;
     let nodes = status(pool, PROBE_DEADLINE.min(pool.timeout)).await;
     let mut healthy: Vec<bool> = nodes.iter().map(|n| n.reachable).collect();
@@ -46,28 +61,109 @@ pub async fn build_on_pool(
     }
     let platforms: Vec<Vec<String>> = nodes.iter().map(|n| n.platforms.clone()).collect();
     let images: Vec<String> = plan.jobs.iter().map(|j| j.image.clone()).collect();
-    let mut pending = images.clone();
-    while !pending.is_empty() {
-        let places = Places {
-            pool,
-            spec,
-            overrides,
-            healthy: &healthy,
-            platforms: &platforms,
-        };
-        let placed = places.of(&pending)?;
-        let lost =
-            build_placed(pool, spec, overrides, progress, &pending, &placed, &mut all).await?;
-        if lost.is_empty() {
-            break;
+    // Placed once for the whole plan: the load bound holds over all of it.
+    let first = Places {
+        pool,
+        spec,
+        overrides,
+        healthy: &healthy,
+        platforms: &platforms,
+    };
+    let placed_all: Vec<usize> = first.of(&images)?;
+    for (t, tier) in tiers(spec, &images).into_iter().enumerate() {
+        let began = Instant::now();
+        let built_before = all.built.len();
+        let mut pending = tier.clone();
+        let mut placed: Vec<usize> = pending
+            .iter()
+            .map(|i| placed_all[images.iter().position(|n| n == i).expect("a plan image")])
+            .collect();
+        loop {
+            let places = Places {
+                pool,
+                spec,
+                overrides,
+                healthy: &healthy,
+                platforms: &platforms,
+            };
+            places.move_off_lost(&pending, &mut placed)?;
+            let lost =
+                build_placed(pool, spec, overrides, progress, &pending, &placed, &mut all).await?;
+            if lost.is_empty() {
+                break;
+            }
+            pending = moved(pool, &mut all.notes, &mut healthy, lost, &pending)?;
+            placed = vec![usize::MAX; pending.len()];
         }
-        pending = moved(pool, &mut all.notes, &mut healthy, lost, &pending)?;
+        let freed = keep_storage(pool, &healthy, overrides.keep_storage).await;
+        let (steps_run, steps_cached) = all.built[built_before..]
+            .iter()
+            .map(|b| b.step_counts())
+            .fold((0, 0), |(r, c), (br, bc)| (r + br, c + bc));
+        all.tiers.push(TierReport {
+            tier: t + 1,
+            images: tier,
+            seconds: began.elapsed().as_secs_f64(),
+            steps_run,
+            steps_cached,
+            freed,
+        });
     }
     let order = |name: &str| images.iter().position(|i| i == name);
     all.built.sort_by_key(|b| order(&b.image));
     all.failed.sort_by_key(|f| order(&f.image));
-    tracing::debug!("pool build: {:.1}s", began.elapsed().as_secs_f64());
     Ok(all)
+}
+
+/// `images` in tiers: an image's tier is one after its `from` parent's
+/// (when the parent is built too), the first for the others.
+fn tiers(spec: &Spec, images: &[String]) -> Vec<Vec<String>> {
+    fn depth(spec: &Spec, images: &[String], name: &str) -> usize {
+        match spec.image(name).map(|i| &i.base) {
+            Some(Base::From(p)) if images.iter().any(|i| i == p) => 1 + depth(spec, images, p),
+            _ => 0,
+        }
+    }
+    let mut tiers: Vec<Vec<String>> = Vec::new();
+    for name in images {
+        let d = depth(spec, images, name);
+        if tiers.len() <= d {
+            tiers.resize(d + 1, Vec::new());
+        }
+        tiers[d].push(name.clone());
+    }
+    tiers.retain(|t| !t.is_empty());
+    tiers
+}
+
+/// With a `--keep-storage` budget: each healthy node above it is pruned
+/// down to it; what each gave back.
+async fn keep_storage(pool: &Pool, healthy: &[bool], budget: Option<u64>) -> Vec<(String, u64)> {
+    let Some(budget) = budget else {
+        return Vec::new();
+    };
+    let daemons = pool.daemons();
+    let each = daemons
+        .iter()
+        .zip(&pool.nodes)
+        .zip(healthy)
+        .filter(|(_, h)| **h)
+        .map(|((daemon, node), _)| async move {
+            let options = crate::client::PruneOptions {
+                keep_bytes: budget,
+                ..Default::default()
+            };
+            let freed = match daemon.client().await {
+                Ok(client) => client
+                    .prune(&options, |_| {})
+                    .await
+                    .map(|r| r.freed)
+                    .unwrap_or(0),
+                Err(_) => 0,
+            };
+            (node.name.clone(), freed)
+        });
+    futures::future::join_all(each).await
 }
 
 /// Builds `pending` where `placed` says, all nodes at once; what was built or
@@ -227,6 +323,21 @@ struct Places<'a> {
 }
 
 impl Places<'_> {
+    /// Places again each of `images` whose node (in `placed`) is down or unknown.
+    fn move_off_lost(&self, images: &[String], placed: &mut [usize]) -> Result<(), BuildError> {
+        let off: Vec<usize> = (0..images.len())
+            .filter(|&i| !self.healthy.get(placed[i]).copied().unwrap_or(false))
+            .collect();
+        if off.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = off.iter().map(|&i| images[i].clone()).collect();
+        for (i, node) in off.into_iter().zip(self.of(&names)?) {
+            placed[i] = node;
+        }
+        Ok(())
+    }
+
     /// The node index of each of `images`.
     fn of(&self, images: &[String]) -> Result<Vec<usize>, BuildError> {
         let slots: Vec<Slot> = self

@@ -72,6 +72,11 @@ pub struct BuildArgs {
     /// Write what the exporters returned (image digests, …) as JSON, by image.
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
+    /// A disk budget, e.g. 20GB: images are built in tiers (those whose
+    /// parents are built), and after each tier every builder above SIZE is
+    /// pruned down to it, saying what was freed.
+    #[arg(long, value_name = "SIZE", value_parser = strata::units::parse_size)]
+    keep_storage: Option<u64>,
 }
 
 /// `--dockerfile`: one Dockerfile instead of a spec.
@@ -164,6 +169,7 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         no_key_tag: args.no_key_tag,
         keep_going: args.keep_going,
         load: super::args::load_flag(args.load.as_deref(), cli)?,
+        keep_storage: args.keep_storage,
         ..args.spec.overrides()
     };
     build_and_report(
@@ -186,10 +192,13 @@ pub async fn build_and_report(
     metadata_file: Option<&Path>,
 ) -> Result<()> {
     let began = std::time::Instant::now();
-    let outcome = if cli.daemon.is_pool() {
+    // Tiers (and the budget between them) are the pool build's; one daemon
+    // with a budget is a pool of one.
+    let outcome = if cli.daemon.is_pool() || overrides.keep_storage.is_some() {
         let pool = cli.daemon.pool()?;
         let outcome = strata::build::build_on_pool(&pool, spec, overrides, progress).await;
         if let Ok(o) = &outcome {
+            print_tiers(o);
             print_pool_total(o, began.elapsed());
         }
         outcome
@@ -220,6 +229,30 @@ pub async fn build_and_report(
                 failed.len(),
                 names.join(", ")
             )
+        }
+    }
+}
+
+/// Per tier: its images, steps run and cached, time, what the budget freed.
+fn print_tiers(outcome: &Outcome) {
+    for t in &outcome.tiers {
+        let steps = t.steps_run + t.steps_cached;
+        let hit = if steps == 0 {
+            0.0
+        } else {
+            100.0 * t.steps_cached as f64 / steps as f64
+        };
+        eprintln!(
+            "tier {}: {} ({} images), {steps} steps: {} run, {} cached ({hit:.0}% hit), {}",
+            t.tier,
+            t.images.join(", "),
+            t.images.len(),
+            t.steps_run,
+            t.steps_cached,
+            human_duration(std::time::Duration::from_secs_f64(t.seconds))
+        );
+        for (node, freed) in &t.freed {
+            eprintln!("  --keep-storage: {node} freed {}", human_bytes(*freed));
         }
     }
 }
@@ -375,6 +408,9 @@ fn write_metadata(path: &Path, outcome: &Outcome) -> Result<()> {
         entry.insert("strata.up_to_date".into(), b.up_to_date.into());
         if let Some(node) = &b.node {
             entry.insert("strata.node".into(), node.clone().into());
+        }
+        if let Some(t) = outcome.tiers.iter().find(|t| t.images.contains(&b.image)) {
+            entry.insert("strata.tier".into(), t.tier.into());
         }
         if !b.mounts.is_empty() {
             entry.insert("strata.mounts".into(), serde_json::to_value(&b.mounts)?);

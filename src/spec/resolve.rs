@@ -45,6 +45,9 @@ pub struct Overrides {
     /// The spec's push targets only name the images; nothing is pushed
     /// unless `push` says so (`strata compose build` without `--push`).
     pub no_push: bool,
+    /// A disk budget: after each tier of images (those whose parents are
+    /// built), every builder above this many bytes is pruned down to it.
+    pub keep_storage: Option<u64>,
 }
 
 /// Images solved at once by default: enough to overlap independent images,
