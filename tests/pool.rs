@@ -371,3 +371,31 @@ fn a_disk_budget_prunes_every_node_down_to_it_after_each_tier() {
         );
     }
 }
+
+#[test]
+fn max_parallel_one_serializes_the_whole_pool() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = pool();
+    let base = &common::stack().base_image;
+    let salt = common::project::rand_suffix();
+    let mut spec = String::new();
+    for name in ["one", "two", "three", "four"] {
+        spec.push_str(&format!(
+            "[images.{name}]\nbase = \"{base}\"\n\n[[images.{name}.toolchain]]\n\
+             run = \"sleep 3; echo {name} {salt} > /{name}.txt\"\n\n"
+        ));
+    }
+    let p = common::project::Project::new(&spec);
+    let mut args: Vec<String> = Vec::new();
+    for addr in nodes {
+        args.extend(["--addr".into(), addr.clone()]);
+    }
+    args.extend(["build", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    args.extend(["--progress", "plain", "--max-parallel", "1"].map(String::from));
+    let began = Instant::now();
+    strata(&args).ok();
+    let took = began.elapsed();
+    // Four 3 s steps one after another, whatever node each is on.
+    assert!(took >= Duration::from_secs(12), "not serialized: {took:?}");
+}

@@ -154,10 +154,22 @@ pub async fn build_all(
     overrides: &Overrides,
     progress: &dyn Progress,
 ) -> Result<Outcome, BuildError> {
+    build_all_within(daemon, spec, overrides, progress, None).await
+}
+
+/// [`build_all`], each solve also holding one of `slots` (a pool's overall
+/// `--max-parallel`, shared by its nodes' builds).
+pub(crate) async fn build_all_within(
+    daemon: &Daemon,
+    spec: &Spec,
+    overrides: &Overrides,
+    progress: &dyn Progress,
+    slots: Option<&tokio::sync::Semaphore>,
+) -> Result<Outcome, BuildError> {
     let plan = spec.resolve(overrides)?;
     let parents = spec.dockerfile_parents(&prepare::plan_images(&plan))?;
     if parents.is_empty() {
-        return build_plan(daemon, spec, &plan, progress).await;
+        return build_plan(daemon, spec, &plan, progress, slots).await;
     }
     // First the Dockerfile images others are built from (their graphs are
     // the frontend's), then the rest on top of them as pushed.
@@ -167,7 +179,7 @@ pub async fn build_all(
         outputs: Vec::new(),
         ..overrides.clone()
     };
-    let mut outcome = build_plan(daemon, spec, &spec.resolve(&first)?, progress).await?;
+    let mut outcome = build_plan(daemon, spec, &spec.resolve(&first)?, progress, slots).await?;
     if !outcome.failed.is_empty() && !overrides.keep_going {
         return Ok(outcome);
     }
@@ -194,7 +206,7 @@ pub async fn build_all(
     if rest.images.is_empty() {
         return Ok(outcome);
     }
-    let then = build_plan(daemon, &rebased, &rebased.resolve(&rest)?, progress).await?;
+    let then = build_plan(daemon, &rebased, &rebased.resolve(&rest)?, progress, slots).await?;
     outcome.built.extend(then.built);
     outcome.failed.extend(then.failed);
     outcome.notes.extend(then.notes);
@@ -220,6 +232,7 @@ async fn build_plan(
     spec: &Spec,
     plan: &BuildPlan,
     progress: &dyn Progress,
+    slots: Option<&tokio::sync::Semaphore>,
 ) -> Result<Outcome, BuildError> {
     let plan = plan.clone();
     // Credentials are read once and serve the registry client and every session.
@@ -231,6 +244,7 @@ async fn build_plan(
         plan: &plan,
         registry: &registry,
         auth: &auth,
+        slots,
     };
     let seeds = mounts::seeds(&plan, &prepared);
     let seeded = run.mounts(true, &seeds, progress).await;
@@ -291,6 +305,8 @@ struct Run<'a> {
     plan: &'a BuildPlan,
     registry: &'a Registry,
     auth: &'a DockerAuth,
+    /// Solves across builds at once (a pool's overall limit), if limited.
+    slots: Option<&'a tokio::sync::Semaphore>,
 }
 
 impl Run<'_> {
@@ -311,8 +327,12 @@ impl Run<'_> {
             async move {
                 // Images of one context directory go in turn (see `context`).
                 gate.pass().await;
+                let slot = match self.slots {
+                    Some(slots) => slots.acquire().await.ok(),
+                    None => None,
+                };
                 let built = self.build_one(job, image, key, renderer).await;
-                drop(gate);
+                drop((gate, slot));
                 (i, built)
             }
         });

@@ -8,12 +8,14 @@
 //! importing from the pool cache (`Pool::cache`) the other nodes export to
 //! after each image, so the new node is not cold. One line says what moved.
 //!
-//! Not yet: an overall `--max-parallel` (it is per node), disk budgets per
-//! tier, one progress view deduplicating shared steps across nodes.
+//! `--max-parallel N` holds per node and over the whole pool (one semaphore
+//! its nodes' builds share); `--keep-storage` prunes nodes between tiers.
+//!
+//! Not yet: one progress view deduplicating shared steps across nodes.
 
 use std::time::Instant;
 
-use super::{build_all, BuildError, Outcome};
+use super::{build_all_within, BuildError, Outcome};
 use crate::client::ClientError;
 use crate::pool::place::{self, Item, Slot};
 use crate::pool::status::status;
@@ -178,6 +180,12 @@ async fn build_placed(
     all: &mut Outcome,
 ) -> Result<Vec<(usize, Vec<String>)>, BuildError> {
     let daemons = pool.daemons();
+    // --max-parallel holds per node (each node's build) and over the pool;
+    // without it, each node's default alone.
+    let limit = overrides
+        .max_parallel
+        .map_or(tokio::sync::Semaphore::MAX_PERMITS, |n| n.get());
+    let slots = &tokio::sync::Semaphore::new(limit);
     let groups = (0..pool.nodes.len()).filter_map(|n| {
         let mine: Vec<String> = pending
             .iter()
@@ -196,7 +204,7 @@ async fn build_placed(
             ..overrides.clone()
         };
         async move {
-            let outcome = build_all(daemon, &spec, &wanted, progress).await;
+            let outcome = build_all_within(daemon, &spec, &wanted, progress, Some(slots)).await;
             (n, node, mine, outcome)
         }
     });
