@@ -18,17 +18,7 @@ use common::{repo_root, strata};
 fn pool() -> &'static Vec<String> {
     static POOL: OnceLock<Vec<String>> = OnceLock::new();
     POOL.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(repo_root().join("scripts/daemon.sh"))
-            .args(["up", "--nodes", "3"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "daemon.sh up --nodes 3: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = up_nodes();
         let line = stdout
             .lines()
             .find_map(|l| l.strip_prefix("export STRATA_POOL="))
@@ -180,10 +170,7 @@ fn a_tree_of_images_spreads_over_the_pool_and_returns_to_the_same_nodes() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("hello.txt"), name).unwrap();
     }
-    let mut pool_args: Vec<String> = Vec::new();
-    for addr in nodes {
-        pool_args.extend(["--addr".into(), addr.clone()]);
-    }
+    let pool_args = pool_args();
     let build = || {
         let meta = p.path(&format!("meta-{}.json", common::project::rand_suffix()));
         let mut args = pool_args.clone();
@@ -271,10 +258,7 @@ fn a_node_killed_mid_build_moves_its_images_to_the_others() {
         common::stack().registry,
         common::project::rand_suffix()
     );
-    let mut args: Vec<String> = Vec::new();
-    for addr in nodes {
-        args.extend(["--addr".into(), addr.clone()]);
-    }
+    let mut args = pool_args();
     args.extend(["--pool-cache".into(), cache]);
     args.extend(["build", "-f"].map(String::from));
     args.push(p.spec().display().to_string());
@@ -325,6 +309,11 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Brings every node back (after one was killed).
 fn restart_nodes() {
+    up_nodes();
+}
+
+/// `daemon.sh up --nodes 3`: its export lines.
+fn up_nodes() -> String {
     let out = Command::new("bash")
         .arg(repo_root().join("scripts/daemon.sh"))
         .args(["up", "--nodes", "3"])
@@ -332,70 +321,16 @@ fn restart_nodes() {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "daemon.sh up --nodes 3: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn a_disk_budget_prunes_every_node_down_to_it_after_each_tier() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let nodes = pool();
-    let salt = common::project::rand_suffix();
-    let p = tree_project(&format!("head -c 20000000 /dev/urandom > /NAME-{salt}.bin"));
-    let mut args: Vec<String> = Vec::new();
-    for addr in nodes {
-        args.extend(["--addr".into(), addr.clone()]);
-    }
-    args.extend(["build", "-f"].map(String::from));
-    args.push(p.spec().display().to_string());
-    args.extend(["--progress", "plain", "--keep-storage", "30MB"].map(String::from));
-    let run = strata(&args);
-    run.ok();
-    for tier in 1..=3 {
-        assert!(
-            run.stderr.contains(&format!("tier {tier}: ")),
-            "{}",
-            run.stderr
-        );
-    }
-    assert!(run.stderr.contains("--keep-storage: "), "{}", run.stderr);
-    assert!(run.stderr.contains(" freed "), "{}", run.stderr);
-    for addr in nodes {
-        let du = strata(["--addr", addr.as_str(), "du", "--json"]);
-        let du: Value = serde_json::from_str(du.ok()).unwrap();
-        let total = du["total"].as_u64().unwrap();
-        assert!(
-            total <= 30_000_000,
-            "{addr} holds {total} B after the last tier"
-        );
-    }
-}
-
-#[test]
-fn max_parallel_one_serializes_the_whole_pool() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let nodes = pool();
-    let base = &common::stack().base_image;
-    let salt = common::project::rand_suffix();
-    let mut spec = String::new();
-    for name in ["one", "two", "three", "four"] {
-        spec.push_str(&format!(
-            "[images.{name}]\nbase = \"{base}\"\n\n[[images.{name}.toolchain]]\n\
-             run = \"sleep 3; echo {name} {salt} > /{name}.txt\"\n\n"
-        ));
-    }
-    let p = common::project::Project::new(&spec);
-    let mut args: Vec<String> = Vec::new();
-    for addr in nodes {
-        args.extend(["--addr".into(), addr.clone()]);
-    }
-    args.extend(["build", "-f"].map(String::from));
-    args.push(p.spec().display().to_string());
-    args.extend(["--progress", "plain", "--max-parallel", "1"].map(String::from));
-    let began = Instant::now();
-    strata(&args).ok();
-    let took = began.elapsed();
-    // Four 3 s steps one after another, whatever node each is on.
-    assert!(took >= Duration::from_secs(12), "not serialized: {took:?}");
+/// `--addr NODE` for every node of the pool.
+fn pool_args() -> Vec<String> {
+    pool()
+        .iter()
+        .flat_map(|addr| ["--addr".to_owned(), addr.clone()])
+        .collect()
 }
