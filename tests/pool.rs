@@ -334,3 +334,59 @@ fn pool_args() -> Vec<String> {
         .flat_map(|addr| ["--addr".to_owned(), addr.clone()])
         .collect()
 }
+
+#[test]
+fn a_disk_budget_prunes_every_node_down_to_it_after_each_tier() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = pool();
+    let salt = common::project::rand_suffix();
+    let p = tree_project(&format!("head -c 20000000 /dev/urandom > /NAME-{salt}.bin"));
+    let mut args = pool_args();
+    args.extend(["build", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    args.extend(["--progress", "plain", "--keep-storage", "30MB"].map(String::from));
+    let run = strata(&args);
+    run.ok();
+    for tier in 1..=3 {
+        assert!(
+            run.stderr.contains(&format!("tier {tier}: ")),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(run.stderr.contains("--keep-storage: "), "{}", run.stderr);
+    assert!(run.stderr.contains(" freed "), "{}", run.stderr);
+    for addr in nodes {
+        let du = strata(["--addr", addr.as_str(), "du", "--json"]);
+        let du: Value = serde_json::from_str(du.ok()).unwrap();
+        let total = du["total"].as_u64().unwrap();
+        assert!(
+            total <= 30_000_000,
+            "{addr} holds {total} B after the last tier"
+        );
+    }
+}
+
+#[test]
+fn max_parallel_one_serializes_the_whole_pool() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = &common::stack().base_image;
+    let salt = common::project::rand_suffix();
+    let mut spec = String::new();
+    for name in ["one", "two", "three", "four"] {
+        spec.push_str(&format!(
+            "[images.{name}]\nbase = \"{base}\"\n\n[[images.{name}.toolchain]]\n\
+             run = \"sleep 3; echo {name} {salt} > /{name}.txt\"\n\n"
+        ));
+    }
+    let p = common::project::Project::new(&spec);
+    let mut args = pool_args();
+    args.extend(["build", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    args.extend(["--progress", "plain", "--max-parallel", "1"].map(String::from));
+    let began = Instant::now();
+    strata(&args).ok();
+    let took = began.elapsed();
+    // Four 3 s steps one after another, whatever node each is on.
+    assert!(took >= Duration::from_secs(12), "not serialized: {took:?}");
+}
