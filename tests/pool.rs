@@ -401,3 +401,29 @@ fn max_parallel_one_serializes_the_whole_pool() {
     // Four 3 s steps one after another, whatever node each is on.
     assert!(took >= Duration::from_secs(12), "not serialized: {took:?}");
 }
+
+#[test]
+fn one_view_shows_a_shared_step_once_per_node() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let salt = common::project::rand_suffix();
+    let p = tree_project(&format!("echo NAME {salt} > /NAME.txt"));
+    let mut args = pool_args();
+    args.extend(["build", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    args.extend(["--progress", "plain"].map(String::from));
+    let run = strata(&args);
+    run.ok();
+    // Every image's graph holds pybase's step; each node shows it once.
+    let step = format!("run: echo pybase {salt} > /pybase.txt");
+    let shown: Vec<&str> = run.stderr.lines().filter(|l| l.ends_with(&step)).collect();
+    assert!(
+        !shown.is_empty() && shown.len() <= 3,
+        "shown {} times:\n{}",
+        shown.len(),
+        shown.join("\n")
+    );
+    assert!(
+        shown.iter().all(|l| l.starts_with("[buildkitd")),
+        "lines carry their node: {shown:?}"
+    );
+}

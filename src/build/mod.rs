@@ -13,7 +13,7 @@ use crate::keys::{tags, ContentKey};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryError};
 use crate::session::DockerAuth;
-use crate::solve::progress::{Progress, Step};
+use crate::solve::progress::{Deduped, Progress, Step};
 use crate::solve::{self, CacheExport, CacheReport, Output, SolveError, SolveOpt, Solved};
 use crate::spec::{BuildPlan, Job, LoweredImage, Overrides, Spec, SpecError};
 
@@ -321,9 +321,14 @@ impl Run<'_> {
         let several = self.plan.jobs.len() > 1;
         let gates = context::gates(self.plan.jobs.iter().map(|j| &prepared.images[&j.image].0));
         let jobs = self.plan.jobs.iter().zip(gates).enumerate();
+        let claims = progress.step_claims();
         let jobs = jobs.map(|(i, (job, mut gate))| {
             let (image, key) = prepared.images[&job.image].clone();
-            let renderer = progress.renderer(several.then_some(job.image.as_str()));
+            let label = several.then_some(job.image.as_str());
+            let mut renderer = progress.renderer(label);
+            if let Some(claims) = &claims {
+                renderer = Box::new(Deduped::new(renderer, label, claims));
+            }
             async move {
                 // Images of one context directory go in turn (see `context`).
                 gate.pass().await;

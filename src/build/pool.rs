@@ -20,7 +20,7 @@ use crate::client::ClientError;
 use crate::pool::place::{self, Item, Slot};
 use crate::pool::status::status;
 use crate::pool::Pool;
-use crate::solve::progress::Progress;
+use crate::solve::progress::{Claims, Progress, Renderer};
 use crate::solve::{CacheExport, CacheImport, SolveError};
 use crate::spec::{Base, Overrides, Spec};
 
@@ -72,6 +72,16 @@ pub async fn build_on_pool(
         platforms: &platforms,
     };
     let placed_all: Vec<usize> = first.of(&images)?;
+    // One view per node for the whole build (every tier).
+    let views: Vec<OnNode> = pool
+        .nodes
+        .iter()
+        .map(|node| OnNode {
+            inner: progress,
+            node: node.label(),
+            claims: Claims::default(),
+        })
+        .collect();
     for (t, tier) in tiers(spec, &images).into_iter().enumerate() {
         let began = Instant::now();
         let built_before = all.built.len();
@@ -90,7 +100,7 @@ pub async fn build_on_pool(
             };
             places.move_off_lost(&pending, &mut placed)?;
             let lost =
-                build_placed(pool, spec, overrides, progress, &pending, &placed, &mut all).await?;
+                build_placed(pool, spec, overrides, &views, &pending, &placed, &mut all).await?;
             if lost.is_empty() {
                 break;
             }
@@ -115,6 +125,28 @@ pub async fn build_on_pool(
     all.built.sort_by_key(|b| order(&b.image));
     all.failed.sort_by_key(|f| order(&f.image));
     Ok(all)
+}
+
+/// Prunes down to `options.keep_bytes`; records a build just let go of may
+/// still be in use for a moment, so it tries again for up to 5 s while the
+/// node is above the budget and something is in use. Bytes freed.
+async fn prune_down(client: &crate::client::Client, options: &crate::client::PruneOptions) -> u64 {
+    let mut freed = 0;
+    for _ in 0..20 {
+        freed += client
+            .prune(options, |_| {})
+            .await
+            .map(|r| r.freed)
+            .unwrap_or(0);
+        let Ok(usage) = client.disk_usage(&[]).await else {
+            break;
+        };
+        if usage.total <= options.keep_bytes || !usage.records.iter().any(|r| r.in_use) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    freed
 }
 
 /// `images` in tiers: an image's tier is one after its `from` parent's
@@ -156,11 +188,7 @@ async fn keep_storage(pool: &Pool, healthy: &[bool], budget: Option<u64>) -> Vec
                 ..Default::default()
             };
             let freed = match daemon.client().await {
-                Ok(client) => client
-                    .prune(&options, |_| {})
-                    .await
-                    .map(|r| r.freed)
-                    .unwrap_or(0),
+                Ok(client) => prune_down(client, &options).await,
                 Err(_) => 0,
             };
             (node.name.clone(), freed)
@@ -174,7 +202,7 @@ async fn build_placed(
     pool: &Pool,
     spec: &Spec,
     overrides: &Overrides,
-    progress: &dyn Progress,
+    views: &[OnNode<'_>],
     pending: &[String],
     placed: &[usize],
     all: &mut Outcome,
@@ -197,6 +225,7 @@ async fn build_placed(
     });
     let builds = groups.map(|(n, mine)| {
         let daemon = &daemons[n];
+        let progress = &views[n];
         let node = pool.nodes[n].name.clone();
         let spec = with_pool_cache(pool, spec, &mine);
         let wanted = Overrides {
@@ -319,6 +348,28 @@ fn with_pool_cache(pool: &Pool, spec: &Spec, images: &[String]) -> Spec {
         })
         .collect();
     spec.with_caches(&caches)
+}
+
+/// A node's part of the one progress view: its lines carry the node, and
+/// a step is shown once per node (each node runs it), over all tiers.
+struct OnNode<'a> {
+    inner: &'a dyn Progress,
+    node: String,
+    claims: Claims,
+}
+
+impl Progress for OnNode<'_> {
+    fn renderer(&self, label: Option<&str>) -> Box<dyn Renderer> {
+        let label = match label {
+            Some(image) => format!("{} {image}", self.node),
+            None => self.node.clone(),
+        };
+        self.inner.renderer(Some(&label))
+    }
+
+    fn step_claims(&self) -> Option<Claims> {
+        self.inner.step_claims().map(|_| self.claims.clone())
+    }
 }
 
 /// What placing needs to know of the pool now.

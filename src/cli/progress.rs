@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use strata::solve::progress::{
-    JsonRenderer, PlainRenderer, Progress, Quiet, Renderer, TtyRenderer,
+    Claims, JsonRenderer, PlainRenderer, Progress, Quiet, Renderer, TtyRenderer,
 };
 
 /// What `--progress` asks for.
@@ -35,6 +35,16 @@ impl Progress for ProgressMode {
             ProgressMode::Tty => Box::new(TtyRenderer::new(label)),
             ProgressMode::Json => Box::new(JsonRenderer::new(label)),
             ProgressMode::Quiet => Box::new(Quiet),
+        }
+    }
+
+    /// The views people read show a step several images share once; JSON,
+    /// for machines, keeps every solve's whole.
+    fn step_claims(&self) -> Option<Claims> {
+        static CLAIMS: std::sync::OnceLock<Claims> = std::sync::OnceLock::new();
+        match self {
+            ProgressMode::Json | ProgressMode::Quiet => None,
+            _ => Some(CLAIMS.get_or_init(Claims::default).clone()),
         }
     }
 }

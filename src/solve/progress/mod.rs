@@ -3,6 +3,7 @@
 //! (`tty`: a live view, `plain`: one line per event like buildctl, `json`: one
 //! object per status update, for machines).
 
+mod deduped;
 mod json;
 mod plain;
 mod tty;
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use crate::wire::moby::buildkit::v1::StatusResponse;
 
+pub use deduped::{Claims, Deduped};
 pub use json::JsonRenderer;
 pub use plain::PlainRenderer;
 pub use tty::TtyRenderer;
@@ -270,6 +272,13 @@ pub trait Progress: Sync {
     /// A renderer for one image's solve; `label` names the image when several
     /// build at once (to prefix lines, tag JSON objects).
     fn renderer(&self, label: Option<&str>) -> Box<dyn Renderer>;
+
+    /// The claims its views share when a step several images of a build
+    /// share is to be shown once (in the view of the image that reported it
+    /// first; see [`Deduped`]); none: every view shows all of its solve.
+    fn step_claims(&self) -> Option<Claims> {
+        None
+    }
 }
 
 impl Progress for Quiet {
