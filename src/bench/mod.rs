@@ -713,27 +713,13 @@ async fn reset_for(
     Ok(())
 }
 
-/// Prunes the whole build cache. Records of a build that just ended may
-/// still be in use for a moment (and survive a prune), so it prunes again
-/// until none is left in use, for up to 10 s.
+/// Prunes the whole build cache, until no record is left in use.
 async fn empty_builder(client: &Client) -> Result<(), BenchError> {
     let all = PruneOptions {
         all: true,
         ..PruneOptions::default()
     };
-    for _ in 0..40 {
-        client.prune(&all, |_| {}).await?;
-        if client
-            .disk_usage(&[])
-            .await?
-            .records
-            .iter()
-            .all(|r| !r.in_use)
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    client.prune_settled(&all).await?;
     Ok(())
 }
 

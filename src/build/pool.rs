@@ -16,7 +16,7 @@
 use std::time::Instant;
 
 use super::{build_all_within, BuildError, Outcome};
-use crate::client::ClientError;
+use crate::client::{ClientError, Daemon};
 use crate::pool::place::{self, Item, Slot};
 use crate::pool::status::status;
 use crate::pool::Pool;
@@ -72,7 +72,8 @@ pub async fn build_on_pool(
         platforms: &platforms,
     };
     let placed_all: Vec<usize> = first.of(&images)?;
-    // One view per node for the whole build (every tier).
+    // One connection and one view per node for the whole build (every tier).
+    let daemons = pool.daemons();
     let views: Vec<OnNode> = pool
         .nodes
         .iter()
@@ -82,6 +83,7 @@ pub async fn build_on_pool(
             claims: Claims::default(),
         })
         .collect();
+    let nodes_now = (daemons.as_slice(), views.as_slice());
     for (t, tier) in tiers(spec, &images).into_iter().enumerate() {
         let began = Instant::now();
         let built_before = all.built.len();
@@ -99,15 +101,17 @@ pub async fn build_on_pool(
                 platforms: &platforms,
             };
             places.move_off_lost(&pending, &mut placed)?;
-            let lost =
-                build_placed(pool, spec, overrides, &views, &pending, &placed, &mut all).await?;
+            let lost = build_placed(
+                pool, spec, overrides, nodes_now, &pending, &placed, &mut all,
+            )
+            .await?;
             if lost.is_empty() {
                 break;
             }
             pending = moved(pool, &mut all.notes, &mut healthy, lost, &pending)?;
             placed = vec![usize::MAX; pending.len()];
         }
-        let freed = keep_storage(pool, &healthy, overrides.keep_storage).await;
+        let freed = keep_storage(pool, &daemons, &healthy, overrides.keep_storage).await;
         let (steps_run, steps_cached) = all.built[built_before..]
             .iter()
             .map(|b| b.step_counts())
@@ -125,28 +129,6 @@ pub async fn build_on_pool(
     all.built.sort_by_key(|b| order(&b.image));
     all.failed.sort_by_key(|f| order(&f.image));
     Ok(all)
-}
-
-/// Prunes down to `options.keep_bytes`; records a build just let go of may
-/// still be in use for a moment, so it tries again for up to 5 s while the
-/// node is above the budget and something is in use. Bytes freed.
-async fn prune_down(client: &crate::client::Client, options: &crate::client::PruneOptions) -> u64 {
-    let mut freed = 0;
-    for _ in 0..20 {
-        freed += client
-            .prune(options, |_| {})
-            .await
-            .map(|r| r.freed)
-            .unwrap_or(0);
-        let Ok(usage) = client.disk_usage(&[]).await else {
-            break;
-        };
-        if usage.total <= options.keep_bytes || !usage.records.iter().any(|r| r.in_use) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    freed
 }
 
 /// `images` in tiers: an image's tier is one after its `from` parent's
@@ -172,11 +154,15 @@ fn tiers(spec: &Spec, images: &[String]) -> Vec<Vec<String>> {
 
 /// With a `--keep-storage` budget: each healthy node above it is pruned
 /// down to it; what each gave back.
-async fn keep_storage(pool: &Pool, healthy: &[bool], budget: Option<u64>) -> Vec<(String, u64)> {
+async fn keep_storage(
+    pool: &Pool,
+    daemons: &[Daemon],
+    healthy: &[bool],
+    budget: Option<u64>,
+) -> Vec<(String, u64)> {
     let Some(budget) = budget else {
         return Vec::new();
     };
-    let daemons = pool.daemons();
     let each = daemons
         .iter()
         .zip(&pool.nodes)
@@ -188,7 +174,7 @@ async fn keep_storage(pool: &Pool, healthy: &[bool], budget: Option<u64>) -> Vec
                 ..Default::default()
             };
             let freed = match daemon.client().await {
-                Ok(client) => prune_down(client, &options).await,
+                Ok(client) => client.prune_settled(&options).await.unwrap_or(0),
                 Err(_) => 0,
             };
             (node.name.clone(), freed)
@@ -202,12 +188,11 @@ async fn build_placed(
     pool: &Pool,
     spec: &Spec,
     overrides: &Overrides,
-    views: &[OnNode<'_>],
+    (daemons, views): (&[Daemon], &[OnNode<'_>]),
     pending: &[String],
     placed: &[usize],
     all: &mut Outcome,
 ) -> Result<Vec<(usize, Vec<String>)>, BuildError> {
-    let daemons = pool.daemons();
     // --max-parallel holds per node (each node's build) and over the pool;
     // without it, each node's default alone.
     let limit = overrides

@@ -151,6 +151,23 @@ impl Client {
         ))
     }
 
+    /// Prunes as `options` say until it took: records a build let go of a
+    /// moment ago may still be in use (and survive a prune), so it prunes
+    /// again, 250 ms apart for up to 10 s, while the cache is above
+    /// `keep_bytes` and some record is in use. Bytes freed in all.
+    pub async fn prune_settled(&self, options: &PruneOptions) -> Result<u64, ClientError> {
+        let mut freed = 0;
+        for _ in 0..40 {
+            freed += self.prune(options, |_| {}).await?.freed;
+            let usage = self.disk_usage(&[]).await?;
+            if usage.total <= options.keep_bytes || !usage.records.iter().any(|r| r.in_use) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        Ok(freed)
+    }
+
     /// Removes build cache (`Control.Prune`), calling `on_removed` as each record goes.
     pub async fn prune(
         &self,

@@ -62,7 +62,7 @@ pub struct Memory {
     known: BTreeMap<String, Remembered>,
 }
 
-/// How many records are remembered (the most recently written win).
+/// How many records are remembered (beyond it, those first by id go).
 const KEEP: usize = 500;
 
 impl Memory {
