@@ -380,14 +380,23 @@ pub fn hostile_http(
                     return;
                 }
                 head.push(byte[0]);
-                while !head.ends_with(b"\r\n\r\n")
-                    && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
-                {
-                    head.push(byte[0]);
+                // Keep-alive, as a real registry: a client may send its next
+                // request on this connection, and closing after one answer
+                // would race with it.
+                loop {
+                    while !head.ends_with(b"\r\n\r\n")
+                        && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
+                    {
+                        head.push(byte[0]);
+                    }
+                    if !head.ends_with(b"\r\n\r\n") {
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    record.lock().unwrap().push(text.clone());
+                    answer(&mut stream, &text);
+                    head.clear();
                 }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                record.lock().unwrap().push(head.clone());
-                answer(&mut stream, &head);
             });
         }
     });
