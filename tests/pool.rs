@@ -106,12 +106,75 @@ fn a_builders_file_names_the_nodes_and_a_bad_one_its_line() {
         "{line}"
     );
 
-    let one = strata(["--builders", path.as_str(), "du"]);
+    let one = strata(["--builders", path.as_str(), "bench", "-f", "x.toml", "x"]);
     assert!(
-        one.clean_error().contains("takes one daemon"),
+        one.clean_error().contains("measures one daemon"),
         "{}",
         one.stderr
     );
+}
+
+/// `du`, `info` and `prune` ask every node at once; a node that never
+/// answers is one line and a non-zero exit, the others still shown.
+#[test]
+fn du_info_and_prune_ask_every_node() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = pool();
+    let mut args: Vec<String> = vec!["--timeout".into(), "2s".into()];
+    for addr in nodes {
+        args.extend(["--addr".into(), addr.clone()]);
+    }
+    let ask = |extra: &[&str], silent: bool| {
+        let mut all = args.clone();
+        if silent {
+            all.extend(["--addr".into(), silent_node()]);
+        }
+        all.extend(extra.iter().map(|s| s.to_string()));
+        strata(&all)
+    };
+    let du = ask(&["du"], false).ok().to_owned();
+    for label in [
+        "buildkitd ",
+        "buildkitd-node2 ",
+        "buildkitd-node3 ",
+        "all (3 nodes)",
+    ] {
+        assert!(du.contains(label), "{label}: {du}");
+    }
+    let info: Value = serde_json::from_str(ask(&["info", "--json"], false).ok()).unwrap();
+    let info = info.as_array().unwrap();
+    assert_eq!(info.len(), 3);
+    for (entry, addr) in info.iter().zip(nodes) {
+        assert_eq!(entry["address"], addr.as_str());
+        assert!(entry["info"]["version"].as_str().is_some(), "{entry}");
+    }
+    let pruned = ask(&["prune", "--filter", "id==strata-no-such-record"], false)
+        .ok()
+        .to_owned();
+    assert_eq!(pruned.matches("Freed 0 B").count(), 4, "{pruned}");
+    assert!(pruned.contains("all nodes: Freed"), "{pruned}");
+
+    let began = Instant::now();
+    let with_silent = ask(&["du", "--json"], true);
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "the silent node held it up"
+    );
+    assert_eq!(with_silent.code, Some(1), "{}", with_silent.stderr);
+    assert!(
+        with_silent
+            .clean_error()
+            .contains("1 of 4 nodes did not answer"),
+        "{}",
+        with_silent.stderr
+    );
+    let usage: Value = serde_json::from_str(&with_silent.stdout).unwrap();
+    let usage = usage.as_array().unwrap();
+    assert!(
+        usage[..3].iter().all(|n| n["usage"]["total"].is_u64()),
+        "{usage:?}"
+    );
+    assert!(usage[3]["error"].is_string(), "{}", usage[3]);
 }
 
 /// A seed-003-shaped tree of 8 images: a base, two tiers built from it, and

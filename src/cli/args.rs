@@ -14,8 +14,8 @@ use strata::{Addr, Client, TlsOptions};
 #[command(next_help_heading = "Daemon connection (every command)")]
 pub struct DaemonArgs {
     /// Daemon address: unix:///PATH, tcp://HOST:PORT or docker://[SOCKET].
-    /// Given several times (or BUILDKIT_HOST as a comma list): a pool, for
-    /// `build` and `pool status` (other commands take one daemon).
+    /// Given several times (or BUILDKIT_HOST as a comma list): a pool, which
+    /// every command but `bench` takes (`info`, `du`, `prune`: every node).
     #[arg(
         long = "addr",
         env = "BUILDKIT_HOST",
@@ -75,16 +75,16 @@ impl DaemonArgs {
         }
     }
 
-    /// The one daemon address; a pool is an error here (the commands that
-    /// take one say so).
+    /// The one daemon address; a pool is an error here (`bench` measures one
+    /// daemon and says so).
     pub fn addr(&self) -> Result<&str> {
         if self.builders.is_some() {
-            anyhow::bail!("--builders: this command takes one daemon (--addr); pools are for `strata build` and `strata pool status`");
+            anyhow::bail!("--builders: this command measures one daemon (give one --addr); every other command takes a pool");
         }
         match self.addrs.as_slice() {
             [one] => Ok(one),
             several => anyhow::bail!(
-                "--addr: this command takes one daemon, not {} (pools are for `strata build` and `strata pool status`)",
+                "--addr: this command measures one daemon, not {} (give one --addr); every other command takes a pool",
                 several.len()
             ),
         }

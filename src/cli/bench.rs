@@ -52,6 +52,8 @@ pub struct BenchArgs {
 }
 
 pub async fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
+    // A benchmark measures one daemon: a pool is refused before any work.
+    cli.daemon.addr()?;
     let spec = args.spec.load()?;
     // buildx keeps its builder in a config directory of the bench's own.
     let buildx_config = tempfile::tempdir()?;

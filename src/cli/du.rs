@@ -1,4 +1,5 @@
-//! `strata du`: build-cache usage; with -v one line per cache record.
+//! `strata du`: build-cache usage; with -v one line per cache record; in a
+//! pool, a line per node and the pool's totals.
 
 use anyhow::Result;
 use clap::Args;
@@ -6,6 +7,7 @@ use clap::Args;
 use strata::client::DiskUsage;
 use strata::units::{human_bytes, human_duration};
 
+use super::pool::Answer;
 use super::{short_id, Cli};
 
 #[derive(Args)]
@@ -19,17 +21,84 @@ pub struct DuArgs {
 }
 
 pub async fn run(cli: &Cli, args: &DuArgs) -> Result<()> {
-    let usage = cli.daemon.connect().await?.disk_usage(&args.filter).await?;
-    if args.json {
-        super::print_json(&usage)
-    } else {
-        print_usage(&usage, cli.verbose);
-        Ok(())
+    let filter = &args.filter;
+    let answers =
+        super::pool::ask_each(cli, |_, c| async move { c.disk_usage(filter).await }).await?;
+    if !cli.daemon.is_pool() {
+        for a in &answers {
+            if let Ok(usage) = &a.answer {
+                match args.json {
+                    true => super::print_json(usage)?,
+                    false => print_usage(usage, cli.verbose),
+                }
+            }
+        }
+        return Ok(());
     }
+    match args.json {
+        true => super::print_json(&super::pool::answers_json(&answers, "usage")?)?,
+        false => print_pool_usage(&answers, cli.verbose),
+    }
+    super::pool::fail_if_any_down(&answers)
+}
+
+/// Per node (with -v its records first), then the pool's totals.
+fn print_pool_usage(answers: &[Answer<DiskUsage>], verbose: bool) {
+    if verbose {
+        for a in answers {
+            if let Ok(usage) = &a.answer {
+                println!("{}:", a.node.label());
+                print_records(usage);
+            }
+        }
+    }
+    let row = |name: &str, u: &DiskUsage| {
+        println!(
+            "{name:<32} {:>8} {:>10} {:>12} {:>10} {:>10}",
+            u.records.len(),
+            human_bytes(u.total),
+            human_bytes(u.reclaimable),
+            human_bytes(u.in_use),
+            human_bytes(u.shared)
+        );
+    };
+    println!(
+        "{:<32} {:>8} {:>10} {:>12} {:>10} {:>10}",
+        "NODE", "RECORDS", "TOTAL", "RECLAIMABLE", "IN USE", "SHARED"
+    );
+    let mut sum = DiskUsage::default();
+    for a in answers {
+        match &a.answer {
+            Ok(u) => {
+                row(&a.node.label(), u);
+                sum.total += u.total;
+                sum.reclaimable += u.reclaimable;
+                sum.in_use += u.in_use;
+                sum.shared += u.shared;
+                sum.records.extend(u.records.iter().cloned());
+            }
+            Err(e) => eprintln!("{}: {e}", a.node.label()),
+        }
+    }
+    let up = answers.iter().filter(|a| a.answer.is_ok()).count();
+    let all = format!("all ({up} nodes)");
+    row(&all, &sum);
 }
 
 fn print_usage(usage: &DiskUsage, verbose: bool) {
-    if verbose && !usage.records.is_empty() {
+    if verbose {
+        print_records(usage);
+    }
+    println!("Records:      {}", usage.records.len());
+    println!("Total:        {}", human_bytes(usage.total));
+    println!("Reclaimable:  {}", human_bytes(usage.reclaimable));
+    println!("In use:       {}", human_bytes(usage.in_use));
+    println!("Shared:       {}", human_bytes(usage.shared));
+}
+
+/// One line per record, largest first, then a blank line.
+fn print_records(usage: &DiskUsage) {
+    if !usage.records.is_empty() {
         println!(
             "{:<26} {:>10} {:<12} {:<16} {:>9}  DESCRIPTION",
             "ID", "SIZE", "RECLAIMABLE", "TYPE", "IDLE"
@@ -58,9 +127,4 @@ fn print_usage(usage: &DiskUsage, verbose: bool) {
         }
         println!();
     }
-    println!("Records:      {}", usage.records.len());
-    println!("Total:        {}", human_bytes(usage.total));
-    println!("Reclaimable:  {}", human_bytes(usage.reclaimable));
-    println!("In use:       {}", human_bytes(usage.in_use));
-    println!("Shared:       {}", human_bytes(usage.shared));
 }

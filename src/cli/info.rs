@@ -1,4 +1,5 @@
-//! `strata info`: the daemon's version and, per worker, platforms, labels and GC policy.
+//! `strata info`: the daemon's version and, per worker, platforms, labels and
+//! GC policy; in a pool, every node's.
 
 use anyhow::Result;
 use clap::Args;
@@ -16,13 +17,29 @@ pub struct InfoArgs {
 }
 
 pub async fn run(cli: &Cli, args: &InfoArgs) -> Result<()> {
-    let info = cli.daemon.connect().await?.info().await?;
-    if args.json {
-        super::print_json(&info)
-    } else {
-        print_info(&info);
-        Ok(())
+    let answers = super::pool::ask_each(cli, |_, c| async move { c.info().await }).await?;
+    match (args.json, cli.daemon.is_pool()) {
+        (true, true) => super::print_json(&super::pool::answers_json(&answers, "info")?)?,
+        (true, false) => {
+            for a in &answers {
+                if let Ok(info) = &a.answer {
+                    super::print_json(info)?;
+                }
+            }
+        }
+        (false, _) => {
+            for (i, a) in answers.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                match &a.answer {
+                    Ok(info) => print_info(info),
+                    Err(e) => eprintln!("{}: {e}", a.node.label()),
+                }
+            }
+        }
     }
+    super::pool::fail_if_any_down(&answers)
 }
 
 fn print_info(info: &DaemonInfo) {

@@ -1,4 +1,5 @@
-//! `strata prune`: free disk by removing unused build cache.
+//! `strata prune`: free disk by removing unused build cache (in a pool, on
+//! every node at once).
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use clap::Args;
 use strata::client::{PruneOptions, PruneReport};
 use strata::units::{human_bytes, parse_duration, parse_size};
 
+use super::pool::Answer;
 use super::{short_id, Cli};
 
 #[derive(Args)]
@@ -36,25 +38,60 @@ pub async fn run(cli: &Cli, args: &PruneArgs) -> Result<()> {
         keep_duration: args.keep_duration,
         filters: args.filter.clone(),
     };
-    let client = cli.daemon.connect().await?;
     let verbose = cli.verbose && !args.json;
-    let report = client
-        .prune(&options, |r| {
-            if verbose {
-                println!(
-                    "removed {:<28} {:>10}  {}",
-                    short_id(&r.id),
-                    human_bytes(r.size),
-                    r.summary()
-                );
+    let pool = cli.daemon.is_pool();
+    let options = &options;
+    let answers = super::pool::ask_each(cli, |node, c| {
+        let by = if pool {
+            format!("{}: ", node.label())
+        } else {
+            String::new()
+        };
+        async move {
+            let shown = |r: &strata::client::UsageRecord| {
+                if verbose {
+                    println!(
+                        "{by}removed {:<28} {:>10}  {}",
+                        short_id(&r.id),
+                        human_bytes(r.size),
+                        r.summary()
+                    );
+                }
+            };
+            c.prune(options, shown).await
+        }
+    })
+    .await?;
+    match (args.json, pool) {
+        (true, true) => super::print_json(&super::pool::answers_json(&answers, "pruned")?)?,
+        (true, false) => {
+            for report in answers.iter().filter_map(|a| a.answer.as_ref().ok()) {
+                super::print_json(report)?;
             }
-        })
-        .await?;
-    if args.json {
-        super::print_json(&report)
-    } else {
-        print_prune(&report);
-        Ok(())
+        }
+        (false, _) => print_each(&answers, pool),
+    }
+    super::pool::fail_if_any_down(&answers)
+}
+
+/// What each node freed (in a pool, a line per node and the sum).
+fn print_each(answers: &[Answer<PruneReport>], pool: bool) {
+    let mut all = PruneReport::default();
+    for a in answers {
+        match &a.answer {
+            Ok(report) if pool => {
+                print!("{}: ", a.node.label());
+                print_prune(report);
+                all.freed += report.freed;
+                all.records.extend(report.records.iter().cloned());
+            }
+            Ok(report) => print_prune(report),
+            Err(e) => eprintln!("{}: {e}", a.node.label()),
+        }
+    }
+    if pool {
+        print!("all nodes: ");
+        print_prune(&all);
     }
 }
 

@@ -88,7 +88,7 @@ impl From<control::UsageRecord> for UsageRecord {
 }
 
 /// The daemon's build-cache usage with totals.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct DiskUsage {
     pub total: u64,
     pub reclaimable: u64,
@@ -129,7 +129,7 @@ pub struct PruneOptions {
 }
 
 /// What `prune` removed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct PruneReport {
     pub freed: u64,
     pub records: Vec<UsageRecord>,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::client::Daemon;
+use crate::client::{Client, ClientError, Daemon};
 use crate::connect::{Addr, TlsOptions};
 
 /// One buildkitd of a pool.
@@ -100,6 +100,28 @@ impl Pool {
             placement: place::Placement::default(),
             cache: None,
         })
+    }
+
+    /// `ask` put to every node at once, each answer beside its node, in the
+    /// pool's order: one node down does not hold up or hide the others.
+    pub async fn each<'a, T, F, Fut>(&'a self, ask: F) -> Vec<(&'a Node, Result<T, ClientError>)>
+    where
+        F: Fn(&'a Node, Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let asked = self.nodes.iter().map(|node| {
+            let ask = &ask;
+            async move {
+                let client =
+                    Client::connect_within(node.addr.clone(), &node.tls, self.timeout).await;
+                let answer = match client {
+                    Ok(client) => ask(node, client).await,
+                    Err(e) => Err(e),
+                };
+                (node, answer)
+            }
+        });
+        futures::future::join_all(asked).await
     }
 
     /// Each node as a daemon connected to when first needed.
