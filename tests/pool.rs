@@ -254,9 +254,35 @@ fn a_tree_of_images_spreads_over_the_pool_and_returns_to_the_same_nodes() {
         all
     };
 
-    let (_, first) = build();
+    let (run, first) = build();
     let placed = node_of(&first);
     assert_eq!(placed.len(), 8);
+    // --progress json ends with the closing table: per image and per tier.
+    let last = run.stderr.lines().last().unwrap_or_default();
+    let summary: Value = serde_json::from_str(last).expect(last);
+    let summary = &summary["summary"];
+    let images = summary["images"].as_array().unwrap();
+    let mut from_summary: Vec<(String, String)> = images
+        .iter()
+        .map(|i| {
+            (
+                i["image"].as_str().unwrap().into(),
+                i["node"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    from_summary.sort();
+    assert_eq!(from_summary, placed, "{summary}");
+    let tiers = summary["tiers"].as_array().unwrap();
+    assert_eq!(tiers.len(), 3, "{summary}");
+    let in_tiers: u64 = tiers
+        .iter()
+        .map(|t| t["images"].as_array().unwrap().len() as u64)
+        .sum();
+    assert_eq!(in_tiers, 8);
+    for t in tiers {
+        assert!(t["hit_rate"].is_f64() && t["seconds"].is_f64(), "{t}");
+    }
     let bound = (1.25f64 * 8.0 / 3.0).ceil() as usize;
     for node in nodes {
         let load = placed.iter().filter(|(_, n)| n == node).count();

@@ -23,6 +23,7 @@ mod load;
 mod mounts;
 mod pool;
 mod prepare;
+mod summary;
 
 use crate::docker::Docker;
 pub use fallback::{Failed, Fallback};
@@ -30,6 +31,7 @@ pub use load::{names as load_names, LoadPath, Loaded};
 pub use pool::{build_on_pool, TierReport};
 use prepare::Prepared;
 pub use prepare::{keys, lower, registry_from_env};
+pub use summary::{ImageSummary, Summary, TierSummary};
 
 /// The secret id under which the CA bundle reaches the toolchain steps.
 pub const CA_SECRET_ID: &str = "strata-ca-cert";

@@ -10,8 +10,6 @@
 //!
 //! `--max-parallel N` holds per node and over the whole pool (one semaphore
 //! its nodes' builds share); `--keep-storage` prunes nodes between tiers.
-//!
-//! Not yet: one progress view deduplicating shared steps across nodes.
 
 use std::time::Instant;
 
@@ -39,7 +37,7 @@ pub struct TierReport {
     pub steps_run: usize,
     pub steps_cached: usize,
     /// Bytes `--keep-storage` pruned from each node after the tier.
-    pub freed: Vec<(String, u64)>,
+    pub freed: std::collections::BTreeMap<String, u64>,
 }
 
 /// Builds what `overrides` asks over `pool`, tier by tier; each built image
@@ -159,9 +157,9 @@ async fn keep_storage(
     daemons: &[Daemon],
     healthy: &[bool],
     budget: Option<u64>,
-) -> Vec<(String, u64)> {
+) -> std::collections::BTreeMap<String, u64> {
     let Some(budget) = budget else {
-        return Vec::new();
+        return Default::default();
     };
     let each = daemons
         .iter()
@@ -179,7 +177,7 @@ async fn keep_storage(
             };
             (node.name.clone(), freed)
         });
-    futures::future::join_all(each).await
+    futures::future::join_all(each).await.into_iter().collect()
 }
 
 /// Builds `pending` where `placed` says, all nodes at once; what was built or

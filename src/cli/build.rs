@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use strata::build::{BuildError, Built, Failed, Outcome};
+use strata::build::{BuildError, Built, Failed, ImageSummary, Outcome, Summary};
+use strata::pool::label;
 use strata::reference::ImageRef;
 use strata::solve::{CacheExport, CacheImport, Output, SolveError};
 use strata::units::{human_bytes, human_duration};
@@ -194,19 +195,21 @@ pub async fn build_and_report(
     let began = std::time::Instant::now();
     // Tiers (and the budget between them) are the pool build's; one daemon
     // with a budget is a pool of one.
-    let outcome = if cli.daemon.is_pool() || overrides.keep_storage.is_some() {
+    let tiered = cli.daemon.is_pool() || overrides.keep_storage.is_some();
+    let outcome = if tiered {
         let pool = cli.daemon.pool()?;
-        let outcome = strata::build::build_on_pool(&pool, spec, overrides, progress).await;
-        if let Ok(o) = &outcome {
-            print_tiers(o);
-            print_pool_total(o, began.elapsed());
-        }
-        outcome
+        strata::build::build_on_pool(&pool, spec, overrides, progress).await
     } else {
         let daemon = cli.daemon.daemon()?;
         strata::build::build_all(&daemon, spec, overrides, progress).await
     };
     let outcome = outcome.inspect_err(print_failed_step_logs)?;
+    let summary = Summary::of(&outcome, began.elapsed());
+    if *progress == ProgressMode::Json {
+        eprintln!("{}", serde_json::json!({ "summary": summary }));
+    } else if tiered {
+        print_summary(&summary);
+    }
     for note in &outcome.notes {
         eprintln!("warning: {note}");
     }
@@ -233,44 +236,74 @@ pub async fn build_and_report(
     }
 }
 
-/// Per tier: its images, steps run and cached, time, what the budget freed.
-fn print_tiers(outcome: &Outcome) {
-    for t in &outcome.tiers {
-        let steps = t.steps_run + t.steps_cached;
-        let hit = if steps == 0 {
-            0.0
-        } else {
-            100.0 * t.steps_cached as f64 / steps as f64
-        };
-        eprintln!(
-            "tier {}: {} ({} images), {steps} steps: {} run, {} cached ({hit:.0}% hit), {}",
-            t.tier,
-            t.images.join(", "),
-            t.images.len(),
-            t.steps_run,
-            t.steps_cached,
-            human_duration(std::time::Duration::from_secs_f64(t.seconds))
-        );
-        for (node, freed) in &t.freed {
-            eprintln!("  --keep-storage: {node} freed {}", human_bytes(*freed));
+/// The closing table: a row per image (node, tier, time, steps run and
+/// cached, hit rate), a line per tier with its totals and what the budget
+/// freed, and the pool's total.
+fn print_summary(summary: &Summary) {
+    let width = |of: &dyn Fn(&ImageSummary) -> usize, least: usize| {
+        summary
+            .images
+            .iter()
+            .map(of)
+            .chain([least])
+            .max()
+            .unwrap_or(least)
+    };
+    let iw = width(&|i| i.image.len(), 5);
+    let nw = width(&|i| i.node.as_deref().map_or(1, |n| label(n).len()), 4);
+    eprintln!(
+        "{:<iw$}  {:<nw$}  {:>4}  {:>8}  {:>4}  {:>6}  {:>4}",
+        "IMAGE", "NODE", "TIER", "TIME", "RUN", "CACHED", "HIT"
+    );
+    for i in &summary.images {
+        let node = i.node.as_deref().map_or("-".into(), label);
+        let tier = i.tier.map_or("-".into(), |t| t.to_string());
+        let time = human_duration(std::time::Duration::from_secs_f64(i.seconds));
+        let hit = format!("{:.0}%", 100.0 * i.hit_rate);
+        match &i.error {
+            Some(_) => eprintln!("{:<iw$}  {node:<nw$}  {tier:>4}  failed", i.image),
+            None => eprintln!(
+                "{:<iw$}  {node:<nw$}  {tier:>4}  {time:>8}  {:>4}  {:>6}  {hit:>4}",
+                i.image, i.steps_run, i.steps_cached
+            ),
         }
     }
-}
-
-/// `pool: 8 images on 3 nodes in 12.3s (node: N, …)`.
-fn print_pool_total(outcome: &Outcome, took: std::time::Duration) {
-    let mut per_node: std::collections::BTreeMap<&str, usize> = Default::default();
-    for b in &outcome.built {
-        *per_node
-            .entry(b.node.as_deref().unwrap_or("?"))
-            .or_default() += 1;
+    for t in &summary.tiers {
+        let r = &t.report;
+        eprintln!(
+            "tier {}: {} images, {} steps: {} run, {} cached ({:.0}% hit), {}",
+            r.tier,
+            r.images.len(),
+            r.steps_run + r.steps_cached,
+            r.steps_run,
+            r.steps_cached,
+            100.0 * t.hit_rate,
+            human_duration(std::time::Duration::from_secs_f64(r.seconds))
+        );
+        if !r.freed.is_empty() {
+            let each: Vec<String> = r
+                .freed
+                .iter()
+                .map(|(n, b)| format!("{} {}", label(n), human_bytes(*b)))
+                .collect();
+            let all = r.freed.values().sum::<u64>();
+            eprintln!(
+                "  --keep-storage: freed {} ({})",
+                human_bytes(all),
+                each.join(", ")
+            );
+        }
     }
-    let nodes: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}: {c}")).collect();
+    let nodes: Vec<String> = summary
+        .nodes
+        .iter()
+        .map(|(n, c)| format!("{}: {c}", label(n)))
+        .collect();
     eprintln!(
         "pool: {} images on {} nodes in {} ({})",
-        outcome.built.len() + outcome.failed.len(),
-        per_node.len(),
-        human_duration(took),
+        summary.images.len(),
+        summary.nodes.len(),
+        human_duration(std::time::Duration::from_secs_f64(summary.seconds)),
         nodes.join(", ")
     );
 }

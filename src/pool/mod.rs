@@ -30,18 +30,22 @@ pub struct Node {
 }
 
 impl Node {
-    /// A short name for progress lines: a socket's file stem
-    /// (`buildkitd-node2`), a TCP address's `host:port`, else the name.
+    /// A short name for progress lines ([`label`]).
     pub fn label(&self) -> String {
-        let name = self.name.as_str();
-        let rest = name.split_once("://").map_or(name, |(_, r)| r);
-        match name.starts_with("unix://") {
-            true => std::path::Path::new(rest)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| rest.to_owned()),
-            false => rest.to_owned(),
-        }
+        label(&self.name)
+    }
+}
+
+/// A node name made short for people: a socket's file stem
+/// (`buildkitd-node2`), a TCP address's `host:port`, else the name.
+pub fn label(name: &str) -> String {
+    let rest = name.split_once("://").map_or(name, |(_, r)| r);
+    match name.starts_with("unix://") {
+        true => std::path::Path::new(rest)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| rest.to_owned()),
+        false => rest.to_owned(),
     }
 }
 
