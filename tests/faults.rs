@@ -515,3 +515,22 @@ fn a_failed_build_keeps_earlier_tarballs_and_local_outputs_refuse_foreign_dirs()
     assert!(!mine.join("notes.txt").exists());
     assert!(mine.join(".strata-export").exists());
 }
+
+/// A step quiet for longer than the silence that makes strata probe the
+/// daemon (30 s) is not taken for a lost daemon: the probe is answered and
+/// the build goes on.
+#[test]
+fn a_step_quiet_past_the_silence_probe_is_not_a_lost_daemon() {
+    let s = stack();
+    let marker = rand_suffix();
+    let p = Project::new(&format!(
+        "[images.quiet]\nbase = \"{}\"\n\n[[images.quiet.toolchain]]\nrun = \"sleep 38; echo {marker} > /quiet.txt\"\n",
+        s.base_image
+    ));
+    let mut args = vec!["--timeout".to_owned(), "3s".into()];
+    args.extend(["--addr", &s.buildkit_host, "build", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    args.extend(["--progress", "plain"].map(String::from));
+    let run = strata(&args);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}

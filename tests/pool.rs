@@ -325,19 +325,21 @@ fn a_tree_of_images_spreads_over_the_pool_and_returns_to_the_same_nodes() {
 
 #[test]
 fn a_node_killed_mid_build_moves_its_images_to_the_others() {
-    lose_node_mid_build("-KILL", "-KILL");
+    lose_node_mid_build("-KILL", "-KILL", "");
 }
 
-/// A frozen node (SIGSTOP: connections open, nothing answers) is noticed by
-/// the connection's keepalive, not waited for.
+/// A frozen node (SIGSTOP: connections open, nothing answers) is noticed
+/// when its build's progress goes silent and a probe gets no answer either
+/// (30 s, then --timeout), not waited for.
 #[test]
 fn a_node_that_stops_answering_mid_build_moves_its_images_to_the_others() {
-    lose_node_mid_build("-STOP", "-CONT");
+    lose_node_mid_build("-STOP", "-CONT", "no progress for 30s");
 }
 
 /// Sends node 3 `signal` while six 8 s steps run over the pool (`after`
-/// once the build ended), and checks the build completed on the other two.
-fn lose_node_mid_build(signal: &str, after: &str) {
+/// once the build ended), and checks the build completed on the other two,
+/// the line saying what moved giving `why`.
+fn lose_node_mid_build(signal: &str, after: &str, why: &str) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let nodes = pool();
     let base = &common::stack().base_image;
@@ -358,7 +360,12 @@ fn lose_node_mid_build(signal: &str, after: &str) {
         common::project::rand_suffix()
     );
     let mut args = pool_args();
-    args.extend(["--pool-cache".into(), cache]);
+    args.extend([
+        "--pool-cache".into(),
+        cache,
+        "--timeout".into(),
+        "5s".into(),
+    ]);
     args.extend(["build", "-f"].map(String::from));
     args.push(p.spec().display().to_string());
     args.extend(["--progress", "plain", "--metadata-file"].map(String::from));
@@ -395,7 +402,7 @@ fn lose_node_mid_build(signal: &str, after: &str) {
         .lines()
         .find(|l| l.contains("was lost during the build"))
         .unwrap_or_else(|| panic!("one line says what moved:\n{stderr}"));
-    assert!(line.contains(lost.as_str()), "{line}");
+    assert!(line.contains(lost.as_str()) && line.contains(why), "{line}");
     assert!(
         stderr.contains("pool: 6 images on"),
         "total time reported:\n{stderr}"

@@ -190,7 +190,7 @@ async fn build_placed(
     pending: &[String],
     placed: &[usize],
     all: &mut Outcome,
-) -> Result<Vec<(usize, Vec<String>)>, BuildError> {
+) -> Result<Vec<Lost>, BuildError> {
     // --max-parallel holds per node (each node's build) and over the pool;
     // without it, each node's default alone.
     let limit = overrides
@@ -223,23 +223,35 @@ async fn build_placed(
     let mut lost = Vec::new();
     for (n, node, mine, outcome) in futures::future::join_all(builds).await {
         match outcome {
-            Err(e) if node_lost(&e) => lost.push((n, mine)),
-            Err(e) => return Err(e),
+            Err(e) => match why_lost(&e) {
+                Some(why) => lost.push(Lost {
+                    node: n,
+                    images: mine,
+                    why,
+                }),
+                None => return Err(e),
+            },
             Ok(outcome) => {
-                let mut gone = Vec::new();
+                let mut gone = Lost {
+                    node: n,
+                    images: Vec::new(),
+                    why: String::new(),
+                };
                 for f in outcome.failed {
-                    if node_lost(&f.error) {
-                        gone.push(f.image);
-                    } else {
-                        all.failed.push(f);
+                    match why_lost(&f.error) {
+                        Some(why) => {
+                            gone.why = why;
+                            gone.images.push(f.image);
+                        }
+                        None => all.failed.push(f),
                     }
                 }
                 for mut b in outcome.built {
                     b.node = Some(node.clone());
                     all.built.push(b);
                 }
-                if !gone.is_empty() {
-                    lost.push((n, gone));
+                if !gone.images.is_empty() {
+                    lost.push(gone);
                 }
             }
         }
@@ -247,24 +259,31 @@ async fn build_placed(
     Ok(lost)
 }
 
+/// A node lost during a build: the images it had not finished, and why.
+struct Lost {
+    node: usize,
+    images: Vec<String>,
+    why: String,
+}
+
 /// Marks the lost nodes down and says, in one line each, where their images go.
 fn moved(
     pool: &Pool,
     notes: &mut Vec<String>,
     healthy: &mut [bool],
-    lost: Vec<(usize, Vec<String>)>,
+    lost: Vec<Lost>,
     pending: &[String],
 ) -> Result<Vec<String>, BuildError> {
     let mut again = Vec::new();
-    for (n, images) in lost {
-        healthy[n] = false;
+    for Lost { node, images, why } in lost {
+        healthy[node] = false;
         let cache = match pool.cache {
             Some(_) => ", importing the pool cache",
             None => "",
         };
         notes.push(format!(
-            "node {} was lost during the build: {} placed again on the nodes left{cache}",
-            pool.nodes[n].name,
+            "node {} was lost during the build ({why}): {} placed again on the nodes left{cache}",
+            pool.nodes[node].name,
             images.join(", "),
         ));
         again.extend(images);
@@ -282,20 +301,29 @@ fn moved(
         .collect())
 }
 
-/// Whether `e` says the node went away (not that the build failed on it).
-fn node_lost(e: &BuildError) -> bool {
+/// Why the node went away, if `e` says it did (not that the build failed on it).
+fn why_lost(e: &BuildError) -> Option<String> {
     let BuildError::Solve { source, .. } = e else {
-        return false;
+        return None;
     };
-    match source {
-        SolveError::ConnectionLost { .. } => true,
+    let lost = match source {
+        SolveError::ConnectionLost { detail, .. } => {
+            return Some(format!("connection lost: {detail}"))
+        }
+        SolveError::StoppedAnswering { silent, .. } => {
+            return Some(format!(
+                "no progress for {}s and no answer to a probe",
+                silent.as_secs()
+            ))
+        }
         SolveError::Client(ClientError::Connect(_)) => true,
         SolveError::Client(ClientError::Rpc { status, .. }) => matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
         ),
         _ => false,
-    }
+    };
+    lost.then(|| source.to_string())
 }
 
 /// `spec` with the pool cache on each of `images`: each exports to its own

@@ -57,6 +57,8 @@ pub struct Client {
     client_cert: bool,
     channel: Channel,
     control: ControlClient<Channel>,
+    /// How long the daemon may take to answer a probe ([`Client::still_answers`]).
+    answer_within: std::time::Duration,
 }
 
 impl Client {
@@ -83,16 +85,25 @@ impl Client {
             client_cert: tls.has_client_cert(),
             channel,
             control,
+            answer_within: timeout,
         };
-        let mut control = client.control();
+        client.still_answers().await?;
+        Ok(client)
+    }
+
+    /// Whether the daemon answers a cheap call (ListWorkers) within the
+    /// connection's timeout: a daemon that accepts connections and never
+    /// answers is an error, not a wait without end.
+    pub async fn still_answers(&self) -> Result<(), ClientError> {
+        let mut control = self.control();
         let probe =
             control.list_workers(crate::wire::moby::buildkit::v1::ListWorkersRequest::default());
-        match tokio::time::timeout(timeout, probe).await {
-            Ok(Ok(_)) => Ok(client),
-            Ok(Err(status)) => Err(client.rpc_error("ListWorkers", status)),
+        match tokio::time::timeout(self.answer_within, probe).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(self.rpc_error("ListWorkers", status)),
             Err(_) => Err(connect::ConnectError::NoAnswer {
-                addr: client.addr.to_string(),
-                after: timeout,
+                addr: self.addr.to_string(),
+                after: self.answer_within,
             }
             .into()),
         }

@@ -125,6 +125,14 @@ pub enum SolveError {
     /// restarted, or the network between went away).
     #[error("lost the connection to the daemon at {addr} during the build ({detail}); was buildkitd stopped or restarted?")]
     ConnectionLost { addr: String, detail: String },
+    /// The build's progress went silent and the daemon then did not answer
+    /// a probe either: it is frozen or cut off, though the connection holds.
+    #[error("the daemon at {addr} stopped answering during the build: no progress for {}s, then {detail}", silent.as_secs())]
+    StoppedAnswering {
+        addr: String,
+        silent: Duration,
+        detail: String,
+    },
     /// A local cache directory could not be prepared or updated.
     #[error("local cache {}: {message}", dir.display())]
     LocalCache { dir: PathBuf, message: String },
@@ -307,8 +315,27 @@ pub async fn solve<'a>(
                 duration: began.elapsed(),
             })
         }
-        Err(status) => Err(failure(client, &tracker, &status)),
+        Err(Ended::Daemon(status)) => Err(failure(client, &tracker, &status)),
+        Err(Ended::Silent(e)) => Err(SolveError::StoppedAnswering {
+            addr: client.addr().to_string(),
+            silent: SILENCE_BEFORE_PROBE,
+            detail: e.to_string(),
+        }),
     }
+}
+
+/// How long a build's progress may be silent before strata asks the daemon
+/// whether it is still there. A step may well run this long without a word;
+/// only a daemon that then also ignores the probe is given up on (sooner
+/// than the connection's keepalive would notice a frozen one).
+pub const SILENCE_BEFORE_PROBE: Duration = Duration::from_secs(30);
+
+/// Why a Solve call ended without an answer.
+enum Ended {
+    /// The daemon's own error, or the transport's.
+    Daemon(tonic::Status),
+    /// Progress went silent and the daemon did not answer the probe.
+    Silent(crate::client::ClientError),
 }
 
 /// Calls Solve while following `Control.Status` for the same build ref.
@@ -318,7 +345,7 @@ async fn run_with_status(
     build_ref: String,
     tracker: &mut Tracker,
     renderer: &mut dyn Renderer,
-) -> Result<control::SolveResponse, tonic::Status> {
+) -> Result<control::SolveResponse, Ended> {
     // Status must be asked for concurrently: the daemon answers it only once
     // the Solve call has registered the build.
     let (tx, mut updates) = mpsc::channel(256);
@@ -339,12 +366,20 @@ async fn run_with_status(
     let mut control = client.control();
     let solve_call = control.solve(request);
     tokio::pin!(solve_call);
+    let mut heard = tokio::time::Instant::now();
     let result = loop {
         tokio::select! {
-            r = &mut solve_call => break r,
+            r = &mut solve_call => break r.map_err(Ended::Daemon),
             Some(update) = updates.recv() => {
+                heard = tokio::time::Instant::now();
                 let events = tracker.apply(&update);
                 renderer.update(tracker, &update, &events);
+            }
+            () = tokio::time::sleep_until(heard + SILENCE_BEFORE_PROBE) => {
+                match client.still_answers().await {
+                    Ok(()) => heard = tokio::time::Instant::now(),
+                    Err(e) => break Err(Ended::Silent(e)),
+                }
             }
         }
     };
