@@ -16,7 +16,7 @@ use std::time::Instant;
 use super::{build_all_within, BuildError, Outcome};
 use crate::client::{ClientError, Daemon};
 use crate::pool::place::{self, Item, Slot};
-use crate::pool::status::status;
+use crate::pool::status::health;
 use crate::pool::Pool;
 use crate::solve::progress::{Claims, Progress, Renderer};
 use crate::solve::{CacheExport, CacheImport, SolveError};
@@ -49,7 +49,7 @@ pub async fn build_on_pool(
     progress: &dyn Progress,
 ) -> Result<Outcome, BuildError> {
     let plan = spec.resolve(overrides)?;
-    let nodes = status(pool, PROBE_DEADLINE.min(pool.timeout)).await;
+    let nodes = health(pool, PROBE_DEADLINE.min(pool.timeout)).await;
     let mut healthy: Vec<bool> = nodes.iter().map(|n| n.reachable).collect();
     let mut all = Outcome::default();
     for down in nodes.iter().filter(|n| !n.reachable) {

@@ -30,13 +30,20 @@ pub struct NodeStatus {
     pub probe_ms: Option<f64>,
 }
 
-/// Every node of `pool`, each probed under `deadline`.
+/// Every node of `pool`, each probed under `deadline`, with its cache.
 pub async fn status(pool: &Pool, deadline: Duration) -> Vec<NodeStatus> {
-    let each = pool.nodes.iter().map(|node| probe(node, deadline));
+    let each = pool.nodes.iter().map(|node| probe(node, deadline, true));
     futures::future::join_all(each).await
 }
 
-async fn probe(node: &Node, deadline: Duration) -> NodeStatus {
+/// Every node's health and platforms, without its cache (which placement
+/// does not need and a large cache makes slow to list).
+pub async fn health(pool: &Pool, deadline: Duration) -> Vec<NodeStatus> {
+    let each = pool.nodes.iter().map(|node| probe(node, deadline, false));
+    futures::future::join_all(each).await
+}
+
+async fn probe(node: &Node, deadline: Duration, with_cache: bool) -> NodeStatus {
     let mut status = NodeStatus {
         name: node.name.clone(),
         address: node.addr.to_string(),
@@ -54,7 +61,10 @@ async fn probe(node: &Node, deadline: Duration) -> NodeStatus {
         let client = Client::connect_within(node.addr.clone(), &node.tls, deadline).await?;
         let info = client.info().await?;
         let probe_ms = began.elapsed().as_secs_f64() * 1000.0;
-        let usage = client.disk_usage(&[]).await?;
+        let usage = match with_cache {
+            true => Some(client.disk_usage(&[]).await?),
+            false => None,
+        };
         Ok::<_, crate::client::ClientError>((info, usage, probe_ms))
     };
     match tokio::time::timeout(deadline, asked).await {
@@ -70,8 +80,8 @@ async fn probe(node: &Node, deadline: Duration) -> NodeStatus {
                 .flat_map(|w| w.platforms.iter().cloned())
                 .collect();
             status.platforms.dedup();
-            status.cache_bytes = Some(usage.total);
-            status.records_in_use = Some(usage.records.iter().filter(|r| r.in_use).count());
+            status.cache_bytes = usage.as_ref().map(|u| u.total);
+            status.records_in_use = usage.map(|u| u.records.iter().filter(|r| r.in_use).count());
             status.probe_ms = Some(probe_ms);
         }
     }
