@@ -378,19 +378,10 @@ fn lose_node_mid_build(signal: &str, after: &str, why: &str) {
         .unwrap();
     // Mid-build: every image is in its 8 s step.
     std::thread::sleep(Duration::from_secs(4));
-    let state = std::env::var("STRATA_STATE_DIR").unwrap_or_else(|_| "/var/lib/strata-dev".into());
-    let pid = std::fs::read_to_string(format!("{state}/run/buildkitd-node3.pid")).unwrap();
-    let signal_node = |s: &str| {
-        Command::new("kill")
-            .args([s, pid.trim()])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-    };
-    assert!(signal_node(signal).success());
+    assert!(signal_node3(signal).success());
     let out = child.wait_with_output().unwrap();
     let took = began.elapsed();
-    signal_node(after);
+    signal_node3(after);
     restart_nodes();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -413,6 +404,47 @@ fn lose_node_mid_build(signal: &str, after: &str, why: &str) {
         assert_ne!(node, lost.as_str(), "{name} ended on the lost node");
     }
     assert!(took < Duration::from_secs(150), "{took:?}");
+}
+
+/// `kill -SIGNAL` to node 3 (its pid from daemon.sh's pidfile).
+fn signal_node3(signal: &str) -> std::process::ExitStatus {
+    let state = std::env::var("STRATA_STATE_DIR").unwrap_or_else(|_| "/var/lib/strata-dev".into());
+    let pid = std::fs::read_to_string(format!("{state}/run/buildkitd-node3.pid")).unwrap();
+    Command::new("kill")
+        .args([signal, pid.trim()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+}
+
+/// Every call has a deadline: a node that freezes after the connection was
+/// made (SIGSTOP) fails a call within --timeout, naming the call, instead of
+/// leaving it waiting for the keepalive.
+#[test]
+fn a_call_to_a_node_frozen_after_connecting_ends_at_its_deadline() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let addr: strata::Addr = pool()[2].parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (err, took) = runtime.block_on(async {
+        let tls = strata::TlsOptions::default();
+        let client = strata::Client::connect_within(addr, &tls, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(signal_node3("-STOP").success());
+        let began = Instant::now();
+        let err = client.info().await.unwrap_err();
+        (err, began.elapsed())
+    });
+    signal_node3("-CONT");
+    assert!(
+        matches!(
+            err,
+            strata::client::ClientError::NoAnswer { call: "Info", .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no answer within 2s"), "{err}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -316,7 +316,7 @@ fn why_lost(e: &BuildError) -> Option<String> {
                 silent.as_secs()
             ))
         }
-        SolveError::Client(ClientError::Connect(_)) => true,
+        SolveError::Client(ClientError::Connect(_) | ClientError::NoAnswer { .. }) => true,
         SolveError::Client(ClientError::Rpc { status, .. }) => matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded

@@ -46,15 +46,15 @@ impl Client {
     /// Asks the daemon for its version (`Control.Info`) and workers (`Control.ListWorkers`).
     pub async fn info(&self) -> Result<DaemonInfo, ClientError> {
         let mut control = self.control();
-        let info = control
-            .info(control::InfoRequest {})
-            .await
-            .map_err(|s| self.rpc_error("Info", s))?
+        let quick = self.answer_within();
+        let info = self
+            .within("Info", quick, control.info(control::InfoRequest {}))
+            .await?
             .into_inner();
-        let workers = control
-            .list_workers(control::ListWorkersRequest::default())
-            .await
-            .map_err(|s| self.rpc_error("ListWorkers", s))?
+        let workers = control.list_workers(control::ListWorkersRequest::default());
+        let workers = self
+            .within("ListWorkers", quick, workers)
+            .await?
             .into_inner();
         let version = info.buildkit_version.unwrap_or_default();
         Ok(DaemonInfo {

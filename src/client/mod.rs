@@ -26,7 +26,19 @@ pub enum ClientError {
         #[source]
         status: tonic::Status,
     },
+    /// The daemon kept the connection but did not answer a call in time.
+    #[error("{call} on {addr}: no answer within {}s (is the daemon frozen or overloaded?)", after.as_secs_f64())]
+    NoAnswer {
+        call: &'static str,
+        addr: String,
+        after: std::time::Duration,
+    },
 }
+
+/// How long a call that lists or removes cache may take (per streamed
+/// record for Prune): longer than a probe, since a large cache is slow to
+/// walk, but never without end.
+pub const SLOW_CALL: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The status message alone (the code is noise for users unless the message
 /// is empty), plus the innermost cause of a transport failure, which is where
@@ -98,15 +110,33 @@ impl Client {
         let mut control = self.control();
         let probe =
             control.list_workers(crate::wire::moby::buildkit::v1::ListWorkersRequest::default());
-        match tokio::time::timeout(self.answer_within, probe).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(self.rpc_error("ListWorkers", status)),
-            Err(_) => Err(connect::ConnectError::NoAnswer {
+        self.within("ListWorkers", self.answer_within, probe)
+            .await?;
+        Ok(())
+    }
+
+    /// `answer` to `call` under a deadline: a daemon that keeps its
+    /// connection but never answers (a frozen or wedged one) is an error,
+    /// not a wait without end.
+    pub(crate) async fn within<T>(
+        &self,
+        call: &'static str,
+        after: std::time::Duration,
+        answer: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, ClientError> {
+        match tokio::time::timeout(after, answer).await {
+            Ok(answered) => answered.map_err(|s| self.rpc_error(call, s)),
+            Err(_) => Err(ClientError::NoAnswer {
+                call,
                 addr: self.addr.to_string(),
-                after: self.answer_within,
-            }
-            .into()),
+                after,
+            }),
         }
+    }
+
+    /// How long a quick call (Info, ListWorkers) may take: `--timeout`.
+    pub(crate) fn answer_within(&self) -> std::time::Duration {
+        self.answer_within
     }
 
     /// The address this client is connected to.

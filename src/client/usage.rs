@@ -3,9 +3,8 @@
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio_stream::StreamExt;
 
-use super::{Client, ClientError};
+use super::{Client, ClientError, SLOW_CALL};
 use crate::wire::moby::buildkit::v1 as control;
 
 /// One build-cache record.
@@ -138,13 +137,13 @@ pub struct PruneReport {
 impl Client {
     /// Lists build-cache records (`Control.DiskUsage`), optionally filtered.
     pub async fn disk_usage(&self, filters: &[String]) -> Result<DiskUsage, ClientError> {
+        let mut control = self.control();
+        let asked = control.disk_usage(control::DiskUsageRequest {
+            filter: filters.to_vec(),
+        });
         let response = self
-            .control()
-            .disk_usage(control::DiskUsageRequest {
-                filter: filters.to_vec(),
-            })
-            .await
-            .map_err(|s| self.rpc_error("DiskUsage", s))?
+            .within("DiskUsage", SLOW_CALL, asked)
+            .await?
             .into_inner();
         Ok(DiskUsage::from_records(
             response.record.into_iter().map(UsageRecord::from).collect(),
@@ -183,15 +182,12 @@ impl Client {
                 .unwrap_or(0),
             keep_bytes: options.keep_bytes.min(i64::MAX as u64) as i64,
         };
-        let mut stream = self
-            .control()
-            .prune(request)
-            .await
-            .map_err(|s| self.rpc_error("Prune", s))?
-            .into_inner();
+        let mut control = self.control();
+        let asked = control.prune(request);
+        let mut stream = self.within("Prune", SLOW_CALL, asked).await?.into_inner();
         let mut records = Vec::new();
-        while let Some(item) = stream.next().await {
-            let record = UsageRecord::from(item.map_err(|s| self.rpc_error("Prune", s))?);
+        while let Some(item) = self.within("Prune", SLOW_CALL, stream.message()).await? {
+            let record = UsageRecord::from(item);
             on_removed(&record);
             records.push(record);
         }
