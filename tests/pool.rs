@@ -406,6 +406,70 @@ fn lose_node_mid_build(signal: &str, after: &str, why: &str) {
     assert!(took < Duration::from_secs(150), "{took:?}");
 }
 
+/// Images `from` a Dockerfile image built in an earlier tier start from it
+/// as pushed, by digest, on whichever node they are placed: it is built
+/// once (not again, to a digest of its own, by each child's node) and
+/// listed once.
+#[test]
+fn a_dockerfile_parent_is_built_once_for_children_on_several_nodes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stack = common::stack();
+    let salt = common::project::rand_suffix();
+    let children = ["kid-a", "kid-b", "kid-c", "kid-d"];
+    let mut spec = format!(
+        "[images.df]\ndockerfile = {{ file = \"df/Dockerfile\", context = \"df\" }}\n\
+         push = \"{}/strata/pool-df-{salt}:latest\"\n\n",
+        stack.registry
+    );
+    for kid in children {
+        spec.push_str(&format!(
+            "[images.{kid}]\nfrom = \"df\"\n\n[[images.{kid}.toolchain]]\nrun = \"echo {kid} > /kid\"\n\n"
+        ));
+    }
+    let p = common::project::Project::new(&spec);
+    std::fs::create_dir_all(p.path("df")).unwrap();
+    let dockerfile = format!("FROM {}\nRUN echo {salt} > /df\n", stack.base_image);
+    std::fs::write(p.path("df/Dockerfile"), dockerfile).unwrap();
+    let mut args = pool_args();
+    args.extend(["build", "--no-key-tag", "--progress", "plain", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    let run = strata(&args);
+    run.ok();
+    let builds = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(&format!("RUN echo {salt}")) && !l.contains("DONE"))
+        .map(|l| l.split(']').next().unwrap_or_default())
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(
+        builds.len(),
+        1,
+        "built on one node: {builds:?}\n{}",
+        run.stderr
+    );
+    let bases = run
+        .stderr
+        .lines()
+        .filter_map(|l| l.split(&format!("pool-df-{salt}:latest@")).nth(1))
+        .filter(|rest| rest.starts_with("sha256:"))
+        .map(|rest| &rest[..71])
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(bases.len(), 1, "one digest for every child: {bases:?}");
+    let rows = run.stderr.lines().filter(|l| l.starts_with("df ")).count();
+    assert_eq!(rows, 1, "df listed once:\n{}", run.stderr);
+    let kid_nodes = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("kid-"))
+        .filter_map(|l| l.split("  on ").nth(1))
+        .collect::<std::collections::BTreeSet<_>>();
+    assert!(
+        kid_nodes.len() >= 2,
+        "children on several nodes:\n{}",
+        run.stdout
+    );
+}
+
 /// `kill -SIGNAL` to node 3 (its pid from daemon.sh's pidfile).
 fn signal_node3(signal: &str) -> std::process::ExitStatus {
     let state = std::env::var("STRATA_STATE_DIR").unwrap_or_else(|_| "/var/lib/strata-dev".into());

@@ -84,6 +84,7 @@ pub async fn build_on_pool(
     let nodes_now = (daemons.as_slice(), views.as_slice());
     for (t, tier) in tiers(spec, &images).into_iter().enumerate() {
         let began = Instant::now();
+        let rebased = on_built_dockerfiles(spec, &all.built, !overrides.no_key_tag);
         let built_before = all.built.len();
         let mut pending = tier.clone();
         let mut placed: Vec<usize> = pending
@@ -100,7 +101,7 @@ pub async fn build_on_pool(
             };
             places.move_off_lost(&pending, &mut placed)?;
             let lost = build_placed(
-                pool, spec, overrides, nodes_now, &pending, &placed, &mut all,
+                pool, &rebased, overrides, nodes_now, &pending, &placed, &mut all,
             )
             .await?;
             if lost.is_empty() {
@@ -246,7 +247,13 @@ async fn build_placed(
                         None => all.failed.push(f),
                     }
                 }
-                for mut b in outcome.built {
+                // A node's plan holds the parents its images need; those
+                // were built in an earlier tier (found there by key tag).
+                for mut b in outcome
+                    .built
+                    .into_iter()
+                    .filter(|b| mine.contains(&b.image))
+                {
                     b.node = Some(node.clone());
                     all.built.push(b);
                 }
@@ -257,6 +264,19 @@ async fn build_placed(
         }
     }
     Ok(lost)
+}
+
+/// `spec` with each image `from` a Dockerfile image built in an earlier tier
+/// based on that image as pushed, by digest, as a one-daemon build does: a
+/// later tier's node pulls it instead of building it again (to a digest of
+/// its own).
+fn on_built_dockerfiles(spec: &Spec, built: &[super::Built], key_tags: bool) -> Spec {
+    let pushed = built
+        .iter()
+        .filter(|b| b.frontend)
+        .filter_map(|b| Some((b.image.clone(), super::pinned_push(b, key_tags)?)))
+        .collect();
+    spec.rebased(&pushed)
 }
 
 /// A node lost during a build: the images it had not finished, and why.
