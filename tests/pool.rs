@@ -51,9 +51,23 @@ fn pool_status_reports_every_node_and_a_silent_one_down_in_time() {
         args.extend(["--addr".into(), addr.clone()]);
     }
     args.extend(["pool", "status", "--deadline", "2s", "--json"].map(String::from));
+    // A build in flight on the first node, for it to count.
+    let p = common::project::Project::new(&format!(
+        "[images.busy]\nbase = \"{}\"\n\n[[images.busy.toolchain]]\nrun = \"sleep 12; echo {}\"\n",
+        common::stack().base_image,
+        common::project::rand_suffix()
+    ));
+    let spec = p.spec().display().to_string();
+    let mut busy = common::strata_command(["--addr", &nodes[0], "build", "-f", &spec])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
     let began = Instant::now();
     let run = strata(&args);
     let took = began.elapsed();
+    let _ = busy.wait();
     assert_eq!(run.code, Some(1), "a node is down: {}", run.stderr);
     assert!(
         run.stderr.contains("1 of 4 nodes are down"),
@@ -72,6 +86,7 @@ fn pool_status_reports_every_node_and_a_silent_one_down_in_time() {
         assert!(node["version"].as_str().is_some_and(|v| !v.is_empty()));
         assert!(!node["platforms"].as_array().unwrap().is_empty());
     }
+    assert_eq!(status[0]["builds_in_flight"], 1, "{}", status[0]);
     assert_eq!(status[3]["reachable"], false);
     assert!(
         status[3]["error"].as_str().unwrap().contains("answer"),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use strata::build::{BuildError, Built, Failed, ImageSummary, Outcome, Summary};
+use strata::build::{BuildError, Built, Failed, Outcome, Summary};
 use strata::pool::label;
 use strata::reference::ImageRef;
 use strata::solve::{CacheExport, CacheImport, Output, SolveError};
@@ -240,34 +240,32 @@ pub async fn build_and_report(
 /// cached, hit rate), a line per tier with its totals and what the budget
 /// freed, and the pool's total.
 fn print_summary(summary: &Summary) {
-    let width = |of: &dyn Fn(&ImageSummary) -> usize, least: usize| {
-        summary
-            .images
-            .iter()
-            .map(of)
-            .chain([least])
-            .max()
-            .unwrap_or(least)
-    };
-    let iw = width(&|i| i.image.len(), 5);
-    let nw = width(&|i| i.node.as_deref().map_or(1, |n| label(n).len()), 4);
-    eprintln!(
-        "{:<iw$}  {:<nw$}  {:>4}  {:>8}  {:>4}  {:>6}  {:>4}",
-        "IMAGE", "NODE", "TIER", "TIME", "RUN", "CACHED", "HIT"
-    );
+    use super::table::{number, text, Table};
+    let mut table = Table::new(vec![
+        text("IMAGE"),
+        text("NODE"),
+        number("TIER"),
+        number("TIME"),
+        number("RUN"),
+        number("CACHED"),
+        number("HIT"),
+    ]);
     for i in &summary.images {
         let node = i.node.as_deref().map_or("-".into(), label);
         let tier = i.tier.map_or("-".into(), |t| t.to_string());
-        let time = human_duration(std::time::Duration::from_secs_f64(i.seconds));
-        let hit = format!("{:.0}%", 100.0 * i.hit_rate);
+        let mut row = vec![i.image.clone(), node, tier];
         match &i.error {
-            Some(_) => eprintln!("{:<iw$}  {node:<nw$}  {tier:>4}  failed", i.image),
-            None => eprintln!(
-                "{:<iw$}  {node:<nw$}  {tier:>4}  {time:>8}  {:>4}  {:>6}  {hit:>4}",
-                i.image, i.steps_run, i.steps_cached
-            ),
+            Some(_) => row.push("failed".into()),
+            None => row.extend([
+                human_duration(std::time::Duration::from_secs_f64(i.seconds)),
+                i.steps_run.to_string(),
+                i.steps_cached.to_string(),
+                format!("{:.0}%", 100.0 * i.hit_rate),
+            ]),
         }
+        table.row(row);
     }
+    eprint!("{}", table.render());
     for t in &summary.tiers {
         let r = &t.report;
         eprintln!(

@@ -8,6 +8,7 @@ use strata::client::DiskUsage;
 use strata::units::{human_bytes, human_duration};
 
 use super::pool::Answer;
+use super::table::{number, text, Table};
 use super::{short_id, Cli};
 
 #[derive(Args)]
@@ -52,25 +53,23 @@ fn print_pool_usage(answers: &[Answer<DiskUsage>], verbose: bool) {
             }
         }
     }
-    let row = |name: &str, u: &DiskUsage| {
-        println!(
-            "{name:<32} {:>8} {:>10} {:>12} {:>10} {:>10}",
-            u.records.len(),
-            human_bytes(u.total),
-            human_bytes(u.reclaimable),
-            human_bytes(u.in_use),
-            human_bytes(u.shared)
-        );
+    let mut table = Table::new(vec![
+        text("NODE"),
+        number("RECORDS"),
+        number("TOTAL"),
+        number("RECLAIMABLE"),
+        number("IN USE"),
+        number("SHARED"),
+    ]);
+    let row = |name: String, u: &DiskUsage| {
+        let sizes = [u.total, u.reclaimable, u.in_use, u.shared].map(human_bytes);
+        [vec![name, u.records.len().to_string()], sizes.to_vec()].concat()
     };
-    println!(
-        "{:<32} {:>8} {:>10} {:>12} {:>10} {:>10}",
-        "NODE", "RECORDS", "TOTAL", "RECLAIMABLE", "IN USE", "SHARED"
-    );
     let mut sum = DiskUsage::default();
     for a in answers {
         match &a.answer {
             Ok(u) => {
-                row(&a.node.label(), u);
+                table.row(row(a.node.label(), u));
                 sum.total += u.total;
                 sum.reclaimable += u.reclaimable;
                 sum.in_use += u.in_use;
@@ -81,8 +80,8 @@ fn print_pool_usage(answers: &[Answer<DiskUsage>], verbose: bool) {
         }
     }
     let up = answers.iter().filter(|a| a.answer.is_ok()).count();
-    let all = format!("all ({up} nodes)");
-    row(&all, &sum);
+    table.row(row(format!("all ({up} nodes)"), &sum));
+    print!("{}", table.render());
 }
 
 fn print_usage(usage: &DiskUsage, verbose: bool) {

@@ -15,6 +15,7 @@ pub mod pool;
 pub mod progress;
 pub mod prune;
 pub mod signals;
+pub mod table;
 
 use clap::{Parser, Subcommand};
 

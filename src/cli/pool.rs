@@ -1,6 +1,6 @@
 //! `strata pool status`: each node of the pool (several `--addr`, or
 //! `--builders FILE`), probed at once: reachable or not, version, workers
-//! and platforms, cache size, records in use, probe latency.
+//! and platforms, cache size, builds in flight, probe latency.
 
 use std::time::Duration;
 
@@ -56,32 +56,36 @@ pub async fn run(cli: &Cli, args: &PoolArgs) -> Result<()> {
 }
 
 fn print_status(nodes: &[NodeStatus]) {
-    println!(
-        "{:<36} {:<6} {:<10} {:>7} {:<24} {:>10} {:>6} {:>8}",
-        "NODE", "STATE", "VERSION", "WORKERS", "PLATFORMS", "CACHE", "IN USE", "PROBE"
-    );
+    use super::table::{number, text, Table};
+    let mut table = Table::new(vec![
+        text("NODE"),
+        text("STATE"),
+        text("VERSION"),
+        number("WORKERS"),
+        text("PLATFORMS"),
+        number("CACHE"),
+        number("BUILDS"),
+        number("PROBE"),
+    ]);
     for n in nodes {
+        let name = strata::pool::label(&n.name);
         if !n.reachable {
-            println!(
-                "{:<36} {:<6} {}",
-                n.name,
-                "down",
-                n.error.as_deref().unwrap_or("")
-            );
+            let error = n.error.clone().unwrap_or_default();
+            table.row(vec![name, "down".into(), error]);
             continue;
         }
-        println!(
-            "{:<36} {:<6} {:<10} {:>7} {:<24} {:>10} {:>6} {:>6.1}ms",
-            n.name,
-            "up",
-            n.version.as_deref().unwrap_or("?"),
-            n.workers,
+        table.row(vec![
+            name,
+            "up".into(),
+            n.version.clone().unwrap_or_else(|| "?".into()),
+            n.workers.to_string(),
             n.platforms.join(","),
             n.cache_bytes.map(human_bytes).unwrap_or_default(),
-            n.records_in_use.unwrap_or(0),
-            n.probe_ms.unwrap_or(0.0)
-        );
+            n.builds_in_flight.map_or("?".into(), |b| b.to_string()),
+            format!("{:.1}ms", n.probe_ms.unwrap_or(0.0)),
+        ]);
     }
+    print!("{}", table.render());
 }
 
 /// One daemon's answer to a command that asks every node (`info`, `du`,

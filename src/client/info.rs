@@ -67,6 +67,39 @@ impl Client {
     }
 }
 
+impl Client {
+    /// How many builds the daemon is running now (`ListenBuildHistory`,
+    /// active builds only, then the end); `None` from a daemon without the
+    /// history API (dockerd's embedded BuildKit may lack it).
+    pub async fn builds_running(&self) -> Result<Option<usize>, ClientError> {
+        let mut control = self.control();
+        let request = control::BuildHistoryRequest {
+            active_only: true,
+            early_exit: true,
+            ..Default::default()
+        };
+        let count = async {
+            let mut stream = control.listen_build_history(request).await?.into_inner();
+            let mut running = 0;
+            while let Some(event) = stream.message().await? {
+                running +=
+                    usize::from(event.r#type == control::BuildHistoryEventType::Started as i32);
+            }
+            Ok(running)
+        };
+        match self
+            .within("ListenBuildHistory", self.answer_within(), count)
+            .await
+        {
+            Ok(running) => Ok(Some(running)),
+            Err(ClientError::Rpc { status, .. }) if status.code() == tonic::Code::Unimplemented => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl From<worker::WorkerRecord> for Worker {
     fn from(w: worker::WorkerRecord) -> Self {
         Worker {
