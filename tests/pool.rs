@@ -485,6 +485,70 @@ fn a_dockerfile_parent_is_built_once_for_children_on_several_nodes() {
     );
 }
 
+/// The pool cache keeps a moved image warm: after a build over three nodes
+/// with `--pool-cache`, the same build without the busiest node places its
+/// images on the other two, which never built them, and every step of them
+/// comes from the pool cache.
+#[test]
+fn images_moved_to_another_node_import_the_pool_cache() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = pool();
+    let salt = common::project::rand_suffix();
+    let names = ["warm-a", "warm-b", "warm-c", "warm-d", "warm-e", "warm-f"];
+    let mut spec = String::new();
+    for name in names {
+        spec.push_str(&format!(
+            "[images.{name}]\nbase = \"{}\"\n\n[[images.{name}.toolchain]]\n\
+             run = \"echo {name} {salt} > /{name}.txt\"\n\n",
+            common::stack().base_image
+        ));
+    }
+    let p = common::project::Project::new(&spec);
+    let cache = format!(
+        "type=registry,ref={}/strata/pool-warm-{salt}:pool",
+        common::stack().registry
+    );
+    let build = |on: &[String]| -> Value {
+        let meta = p.path(&format!("meta-{}.json", common::project::rand_suffix()));
+        let mut args: Vec<String> = on
+            .iter()
+            .flat_map(|a| ["--addr".into(), a.clone()])
+            .collect();
+        args.extend([
+            "--pool-cache".into(),
+            cache.clone(),
+            "build".into(),
+            "-f".into(),
+        ]);
+        args.push(p.spec().display().to_string());
+        args.extend(["--progress", "quiet", "--metadata-file"].map(String::from));
+        args.push(meta.display().to_string());
+        strata(&args).ok();
+        serde_json::from_str(&std::fs::read_to_string(meta).unwrap()).unwrap()
+    };
+    let first = build(nodes);
+    let node_of = |meta: &Value, name: &str| meta[name]["strata.node"].as_str().unwrap().to_owned();
+    let busiest = nodes
+        .iter()
+        .max_by_key(|n| names.iter().filter(|i| node_of(&first, i) == **n).count())
+        .unwrap();
+    let rest: Vec<String> = nodes.iter().filter(|n| *n != busiest).cloned().collect();
+    let second = build(&rest);
+    let moved: Vec<&str> = names
+        .into_iter()
+        .filter(|i| node_of(&first, i) == *busiest)
+        .collect();
+    assert!(!moved.is_empty());
+    for image in moved {
+        let m = &second[image];
+        assert_ne!(node_of(&second, image), *busiest);
+        assert_eq!(
+            m["strata.cached"], m["strata.steps"],
+            "{image} ran cold: {m}"
+        );
+    }
+}
+
 /// `kill -SIGNAL` to node 3 (its pid from daemon.sh's pidfile).
 fn signal_node3(signal: &str) -> std::process::ExitStatus {
     let state = std::env::var("STRATA_STATE_DIR").unwrap_or_else(|_| "/var/lib/strata-dev".into());
