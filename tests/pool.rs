@@ -123,7 +123,7 @@ fn a_builders_file_names_the_nodes_and_a_bad_one_its_line() {
 
     let one = strata(["--builders", path.as_str(), "bench", "-f", "x.toml", "x"]);
     assert!(
-        one.clean_error().contains("measures one daemon"),
+        one.clean_error().contains("strata pool bench"),
         "{}",
         one.stderr
     );
@@ -547,6 +547,79 @@ fn images_moved_to_another_node_import_the_pool_cache() {
             "{image} ran cold: {m}"
         );
     }
+}
+
+/// `strata pool bench` compares placements on the same nodes (two of the
+/// pool's, emptied first: the first node is the other tests' daemon): with
+/// strata's, each rebuild after an overlay edit runs that one step, and a
+/// context-path hash puts the whole spec on one node.
+#[test]
+fn pool_bench_compares_placements_over_edits() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = pool();
+    let salt = common::project::rand_suffix();
+    let mut spec = String::new();
+    for (name, from) in [
+        ("pb-base", None),
+        ("pb-1", Some("pb-base")),
+        ("pb-2", Some("pb-base")),
+        ("pb-3", Some("pb-base")),
+    ] {
+        let base_line = match from {
+            Some(parent) => format!("from = \"{parent}\""),
+            None => format!("base = \"{}\"", common::stack().base_image),
+        };
+        spec.push_str(&format!(
+            "[images.{name}]\n{base_line}\n\n[[images.{name}.toolchain]]\nrun = \"echo {name} {salt} > /{name}.txt\"\n\n\
+             [images.{name}.overlay]\ncopy = {{ from = \"overlay/{name}/\", to = \"/srv/{name}\" }}\n\n"
+        ));
+    }
+    let p = common::project::Project::new(&spec);
+    for name in ["pb-base", "pb-1", "pb-2", "pb-3"] {
+        std::fs::create_dir_all(p.path(&format!("overlay/{name}"))).unwrap();
+        std::fs::write(p.path(&format!("overlay/{name}/f.txt")), name).unwrap();
+    }
+    let json = p.path("bench.json");
+    let mut args: Vec<String> = nodes[1..]
+        .iter()
+        .flat_map(|a| ["--addr".into(), a.clone()])
+        .collect();
+    args.extend(["pool", "bench", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    args.extend(["--rounds", "2"].map(String::from));
+    let refused = strata(&args);
+    assert!(
+        refused.clean_error().contains("--allow-prune"),
+        "{}",
+        refused.stderr
+    );
+    args.extend([
+        "--allow-prune".into(),
+        "--json".into(),
+        json.display().to_string(),
+    ]);
+    let out = strata(&args).ok().to_owned();
+    for placement in ["rendezvous", "context-path", "random"] {
+        assert!(out.lines().any(|l| l.starts_with(placement)), "{out}");
+    }
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let [ours, sticky, _random] = results.as_array().unwrap().as_slice() else {
+        panic!("three placements: {results}");
+    };
+    let (steps, cached) = (
+        ours["steps"].as_u64().unwrap(),
+        ours["cached"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        steps - cached,
+        2,
+        "one overlay step per rebuild ran: {ours}"
+    );
+    assert_eq!(
+        sticky["busiest"], 4,
+        "one node for the whole spec: {sticky}"
+    );
+    assert!(ours["busiest"].as_u64().unwrap() <= 3, "{ours}");
 }
 
 /// `kill -SIGNAL` to node 3 (its pid from daemon.sh's pidfile).

@@ -18,6 +18,7 @@
 pub mod chart;
 pub mod external;
 pub mod fresh_edit;
+pub mod placement;
 mod rawjson;
 pub mod report;
 
@@ -714,7 +715,7 @@ async fn reset_for(
 }
 
 /// Prunes the whole build cache, until no record is left in use.
-async fn empty_builder(client: &Client) -> Result<(), BenchError> {
+async fn empty_builder(client: &Client) -> Result<(), ClientError> {
     let all = PruneOptions {
         all: true,
         ..PruneOptions::default()

@@ -31,7 +31,7 @@ pub use load::{names as load_names, LoadPath, Loaded};
 pub use pool::{build_on_pool, TierReport};
 use prepare::Prepared;
 pub use prepare::{keys, lower, registry_from_env};
-pub use summary::{ImageSummary, Summary, TierSummary};
+pub use summary::{hit_rate, ImageSummary, Summary, TierSummary};
 
 /// The secret id under which the CA bundle reaches the toolchain steps.
 pub const CA_SECRET_ID: &str = "strata-ca-cert";

@@ -52,8 +52,11 @@ pub struct BenchArgs {
 }
 
 pub async fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
-    // A benchmark measures one daemon: a pool is refused before any work.
-    cli.daemon.addr()?;
+    // A benchmark of cache modes measures one daemon: a pool is refused
+    // before any work.
+    if cli.daemon.is_pool() {
+        anyhow::bail!("strata bench measures one daemon (give one --addr); on a pool, `strata pool bench` compares placements");
+    }
     let spec = args.spec.load()?;
     // buildx keeps its builder in a config directory of the bench's own.
     let buildx_config = tempfile::tempdir()?;

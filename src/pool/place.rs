@@ -51,6 +51,17 @@ pub enum Placement {
     Random,
 }
 
+impl Placement {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Rendezvous => "rendezvous",
+            Placement::ContextPath => "context-path",
+            Placement::Random => "random",
+        }
+    }
+}
+
 /// Why an image could not be placed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlaceError {
