@@ -1,8 +1,8 @@
 //! `strata pool bench`: placement policies compared on the same nodes over
 //! the same sequence of edits. For each policy every node is emptied, the
 //! spec is built cold over the pool, then rebuilt `rounds` times, each after
-//! one overlay file of one image changed (the images with an overlay in
-//! turn, leaves first). Reported per policy: the cold build's time and its
+//! one overlay file of one image changed (the leaf images with an overlay,
+//! in turn). Reported per policy: the cold build's time and its
 //! busiest node, the rebuilds' total time and their cache hit rate.
 //!
 //! A policy that sends an image back to the node holding its cache hits on
@@ -18,6 +18,7 @@ use super::{edit_file, empty_builder, scratch_copy, write_file, BenchError};
 use crate::build::{build_on_pool, Outcome};
 use crate::pool::place::Placement;
 use crate::pool::Pool;
+use crate::reference::ImageRef;
 use crate::solve::progress::Quiet;
 use crate::spec::{Base, Overrides, Spec};
 
@@ -69,6 +70,7 @@ pub async fn run(
         let edits = edit_files(&copy)?;
         let pool = Pool {
             placement,
+            cache: pool.cache.as_ref().map(|c| cache_of_its_own(c, placement)),
             ..pool.clone()
         };
         say(&format!(
@@ -80,6 +82,16 @@ pub async fn run(
         results.push(one_policy(&pool, &copy, options, &edits, say).await?);
     }
     Ok(results)
+}
+
+/// A pool cache tag of this run and placement's own: a policy's cold build
+/// must not import what an earlier one (or an earlier bench) exported.
+fn cache_of_its_own(cache: &ImageRef, placement: Placement) -> ImageRef {
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let prefix = cache.tag.as_deref().unwrap_or("pool");
+    cache.with_tag(&format!("{prefix}-{}-{run:x}", placement.name()))
 }
 
 /// The cold build, then `rounds` edits and rebuilds, under `pool`'s placement.
@@ -164,21 +176,25 @@ async fn empty_every_node(pool: &Pool) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// The files the rounds edit, in turn: the first overlay file of each image
-/// that has one, images no other is built from first (a service, not the
-/// base everything stands on).
+/// The files the rounds edit, in turn: the first overlay file of each leaf
+/// image (one no other is built from: a service, the everyday edit) that
+/// has one; of every image when no leaf has.
 fn edit_files(spec: &Spec) -> Result<Vec<PathBuf>, BenchError> {
     let is_parent = |name: &str| {
         spec.images()
             .iter()
             .any(|i| matches!(&i.base, Base::From(p) if p == name))
     };
-    let mut images: Vec<&str> = spec.images().iter().map(|i| i.name.as_str()).collect();
-    images.sort_by_key(|name| is_parent(name));
-    let files: Vec<PathBuf> = images
-        .into_iter()
-        .filter_map(|name| edit_file(spec, name).ok())
-        .collect();
+    let files_of = |leaves_only: bool| -> Vec<PathBuf> {
+        spec.images()
+            .iter()
+            .filter(|i| !(leaves_only && is_parent(&i.name)))
+            .filter_map(|i| edit_file(spec, &i.name).ok())
+            .collect()
+    };
+    let files = Some(files_of(true))
+        .filter(|f| !f.is_empty())
+        .unwrap_or_else(|| files_of(false));
     match files.is_empty() {
         true => Err(BenchError::Setup(
             "pool bench edits overlays: no image of the spec has an overlay copy with a file"
