@@ -71,63 +71,97 @@ pub async fn build_on_pool(
     };
     let placed_all: Vec<usize> = first.of(&images)?;
     // One connection and one view per node for the whole build (every tier).
-    let daemons = pool.daemons();
-    let views: Vec<OnNode> = pool
-        .nodes
-        .iter()
-        .map(|node| OnNode {
-            inner: progress,
-            node: node.label(),
-            claims: Claims::default(),
-        })
-        .collect();
-    let nodes_now = (daemons.as_slice(), views.as_slice());
+    let run = PoolBuild {
+        pool,
+        spec,
+        overrides,
+        platforms,
+        daemons: pool.daemons(),
+        views: pool
+            .nodes
+            .iter()
+            .map(|node| OnNode {
+                inner: progress,
+                node: node.label(),
+                claims: Claims::default(),
+            })
+            .collect(),
+    };
     for (t, tier) in tiers(spec, &images).into_iter().enumerate() {
-        let began = Instant::now();
-        let rebased = on_built_dockerfiles(spec, &all.built, !overrides.no_key_tag);
-        let built_before = all.built.len();
-        let mut pending = tier.clone();
-        let mut placed: Vec<usize> = pending
+        let placed: Vec<usize> = tier
             .iter()
             .map(|i| placed_all[images.iter().position(|n| n == i).expect("a plan image")])
             .collect();
-        loop {
-            let places = Places {
-                pool,
-                spec,
-                overrides,
-                healthy: &healthy,
-                platforms: &platforms,
-            };
-            places.move_off_lost(&pending, &mut placed)?;
-            let lost = build_placed(
-                pool, &rebased, overrides, nodes_now, &pending, &placed, &mut all,
-            )
+        let report = run
+            .tier(t + 1, tier, placed, &mut healthy, &mut all)
             .await?;
-            if lost.is_empty() {
-                break;
-            }
-            pending = moved(pool, &mut all.notes, &mut healthy, lost, &pending)?;
-            placed = vec![usize::MAX; pending.len()];
-        }
-        let freed = keep_storage(pool, &daemons, &healthy, overrides.keep_storage).await;
-        let (steps_run, steps_cached) = all.built[built_before..]
-            .iter()
-            .map(|b| b.step_counts())
-            .fold((0, 0), |(r, c), (br, bc)| (r + br, c + bc));
-        all.tiers.push(TierReport {
-            tier: t + 1,
-            images: tier,
-            seconds: began.elapsed().as_secs_f64(),
-            steps_run,
-            steps_cached,
-            freed,
-        });
+        all.tiers.push(report);
     }
     let order = |name: &str| images.iter().position(|i| i == name);
     all.built.sort_by_key(|b| order(&b.image));
     all.failed.sort_by_key(|f| order(&f.image));
     Ok(all)
+}
+
+/// What every tier of one pool build shares.
+struct PoolBuild<'a> {
+    pool: &'a Pool,
+    spec: &'a Spec,
+    overrides: &'a Overrides,
+    /// What each node builds, from the probe.
+    platforms: Vec<Vec<String>>,
+    daemons: Vec<Daemon>,
+    views: Vec<OnNode<'a>>,
+}
+
+impl PoolBuild<'_> {
+    /// Builds `tier` where `placed` says, placing again what a lost node
+    /// had until it is built or no node is left; then the disk budget.
+    async fn tier(
+        &self,
+        number: usize,
+        tier: Vec<String>,
+        mut placed: Vec<usize>,
+        healthy: &mut [bool],
+        all: &mut Outcome,
+    ) -> Result<TierReport, BuildError> {
+        let began = Instant::now();
+        let (pool, overrides) = (self.pool, self.overrides);
+        let rebased = on_built_dockerfiles(self.spec, &all.built, !overrides.no_key_tag);
+        let built_before = all.built.len();
+        let mut pending = tier.clone();
+        loop {
+            let places = Places {
+                pool,
+                spec: self.spec,
+                overrides,
+                healthy,
+                platforms: &self.platforms,
+            };
+            places.move_off_lost(&pending, &mut placed)?;
+            let nodes = (self.daemons.as_slice(), self.views.as_slice());
+            let lost =
+                build_placed(pool, &rebased, overrides, nodes, &pending, &placed, all).await?;
+            if lost.is_empty() {
+                break;
+            }
+            pending = moved(pool, &mut all.notes, healthy, lost, &pending)?;
+            placed = vec![usize::MAX; pending.len()];
+        }
+        let freed = keep_storage(pool, &self.daemons, healthy, overrides.keep_storage).await;
+        let (steps_run, steps_cached) = all.built[built_before..]
+            .iter()
+            .map(|b| b.step_counts())
+            .fold((0, 0), |(r, c), (br, bc)| (r + br, c + bc));
+        Ok(TierReport {
+            tier: number,
+            images: tier,
+            seconds: began.elapsed().as_secs_f64(),
+            steps_run,
+            steps_cached,
+            freed,
+        })
+    }
 }
 
 /// `images` in tiers: an image's tier is one after its `from` parent's
@@ -223,47 +257,59 @@ async fn build_placed(
     });
     let mut lost = Vec::new();
     for (n, node, mine, outcome) in futures::future::join_all(builds).await {
-        match outcome {
+        let gone = match outcome {
             Err(e) => match why_lost(&e) {
-                Some(why) => lost.push(Lost {
+                Some(why) => Lost {
                     node: n,
                     images: mine,
                     why,
-                }),
+                },
                 None => return Err(e),
             },
-            Ok(outcome) => {
-                let mut gone = Lost {
-                    node: n,
-                    images: Vec::new(),
-                    why: String::new(),
-                };
-                for f in outcome.failed {
-                    match why_lost(&f.error) {
-                        Some(why) => {
-                            gone.why = why;
-                            gone.images.push(f.image);
-                        }
-                        None => all.failed.push(f),
-                    }
-                }
-                // A node's plan holds the parents its images need; those
-                // were built in an earlier tier (found there by key tag).
-                for mut b in outcome
-                    .built
-                    .into_iter()
-                    .filter(|b| mine.contains(&b.image))
-                {
-                    b.node = Some(node.clone());
-                    all.built.push(b);
-                }
-                if !gone.images.is_empty() {
-                    lost.push(gone);
-                }
-            }
+            Ok(outcome) => take_node_outcome(n, &node, &mine, outcome, all),
+        };
+        if !gone.images.is_empty() {
+            lost.push(gone);
         }
     }
     Ok(lost)
+}
+
+/// What node `n` built of `mine` goes into `all`, marked with the node;
+/// what it failed on goes there too, unless the failure was losing the node:
+/// those images come back to be placed again.
+fn take_node_outcome(
+    n: usize,
+    node: &str,
+    mine: &[String],
+    outcome: Outcome,
+    all: &mut Outcome,
+) -> Lost {
+    let mut gone = Lost {
+        node: n,
+        images: Vec::new(),
+        why: String::new(),
+    };
+    for f in outcome.failed {
+        match why_lost(&f.error) {
+            Some(why) => {
+                gone.why = why;
+                gone.images.push(f.image);
+            }
+            None => all.failed.push(f),
+        }
+    }
+    // A node's plan holds the parents its images need; those were built in
+    // an earlier tier (found there by key tag).
+    for mut b in outcome
+        .built
+        .into_iter()
+        .filter(|b| mine.contains(&b.image))
+    {
+        b.node = Some(node.to_owned());
+        all.built.push(b);
+    }
+    gone
 }
 
 /// `spec` with each image `from` a Dockerfile image built in an earlier tier
