@@ -350,8 +350,8 @@ fn sigint_and_sigterm_during_an_export_keep_the_earlier_output_and_leave_no_temp
         );
         assert_eq!(leftovers(p.dir.path()), Vec::<PathBuf>::new(), "SIG{name}");
         // The daemon let go of the cancelled build: nothing stays in use.
-        // (Up to 30 s: a loaded 2-core runner releases them slowly.)
-        let released = (0..120).any(|_| {
+        // (Up to 60 s: a loaded 2-core runner releases them slowly.)
+        let released = (0..240).any(|_| {
             std::thread::sleep(Duration::from_millis(250));
             let du = strata(["--addr", &daemon.addr, "du", "--json"]);
             let usage: serde_json::Value = serde_json::from_str(du.ok()).unwrap();
@@ -514,23 +514,4 @@ fn a_failed_build_keeps_earlier_tarballs_and_local_outputs_refuse_foreign_dirs()
     );
     assert!(!mine.join("notes.txt").exists());
     assert!(mine.join(".strata-export").exists());
-}
-
-/// A step quiet for longer than the silence that makes strata probe the
-/// daemon (30 s) is not taken for a lost daemon: the probe is answered and
-/// the build goes on.
-#[test]
-fn a_step_quiet_past_the_silence_probe_is_not_a_lost_daemon() {
-    let s = stack();
-    let marker = rand_suffix();
-    let p = Project::new(&format!(
-        "[images.quiet]\nbase = \"{}\"\n\n[[images.quiet.toolchain]]\nrun = \"sleep 38; echo {marker} > /quiet.txt\"\n",
-        s.base_image
-    ));
-    let mut args = vec!["--timeout".to_owned(), "3s".into()];
-    args.extend(["--addr", &s.buildkit_host, "build", "-f"].map(String::from));
-    args.push(p.spec().display().to_string());
-    args.extend(["--progress", "plain"].map(String::from));
-    let run = strata(&args);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
 }

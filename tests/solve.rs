@@ -93,3 +93,22 @@ async fn a_failing_step_is_named_with_its_log() {
         other => panic!("expected StepFailed, got {other}"),
     }
 }
+
+/// A step quiet for longer than the silence that makes strata probe the
+/// daemon (30 s) is not taken for a lost daemon: the probe is answered and
+/// the build goes on.
+#[test]
+fn a_step_quiet_past_the_silence_probe_is_not_a_lost_daemon() {
+    let s = stack();
+    let marker = common::project::rand_suffix();
+    let p = common::project::Project::new(&format!(
+        "[images.quiet]\nbase = \"{}\"\n\n[[images.quiet.toolchain]]\nrun = \"sleep 38; echo {marker} > /quiet.txt\"\n",
+        s.base_image
+    ));
+    let mut args = vec!["--timeout".to_owned(), "3s".into()];
+    args.extend(["--addr", &s.buildkit_host, "build", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    args.extend(["--progress", "plain"].map(String::from));
+    let run = common::strata(&args);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}

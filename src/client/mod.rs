@@ -99,8 +99,14 @@ impl Client {
             control,
             answer_within: timeout,
         };
-        client.still_answers().await?;
-        Ok(client)
+        // Not answering here is not reaching the daemon at all.
+        match client.still_answers().await {
+            Ok(()) => Ok(client),
+            Err(ClientError::NoAnswer { addr, after, .. }) => {
+                Err(connect::ConnectError::NoAnswer { addr, after }.into())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether the daemon answers a cheap call (ListWorkers) within the
