@@ -7,7 +7,7 @@ use clap::Args;
 use strata::client::DiskUsage;
 use strata::units::{human_bytes, human_duration};
 
-use super::pool::Answer;
+use super::nodes::Answer;
 use super::table::{number, text, Table};
 use super::{short_id, Cli};
 
@@ -24,7 +24,7 @@ pub struct DuArgs {
 pub async fn run(cli: &Cli, args: &DuArgs) -> Result<()> {
     let filter = &args.filter;
     let answers =
-        super::pool::ask_each(cli, |_, c| async move { c.disk_usage(filter).await }).await?;
+        super::nodes::ask_each(cli, |_, c| async move { c.disk_usage(filter).await }).await?;
     if !cli.daemon.is_pool() {
         for a in &answers {
             if let Ok(usage) = &a.answer {
@@ -37,10 +37,10 @@ pub async fn run(cli: &Cli, args: &DuArgs) -> Result<()> {
         return Ok(());
     }
     match args.json {
-        true => super::print_json(&super::pool::answers_json(&answers, "usage")?)?,
+        true => super::print_json(&super::nodes::answers_json(&answers, "usage")?)?,
         false => print_pool_usage(&answers, cli.verbose),
     }
-    super::pool::fail_if_any_down(&answers)
+    super::nodes::fail_if_any_down(&answers)
 }
 
 /// Per node (with -v its records first), then the pool's totals.

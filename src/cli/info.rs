@@ -17,9 +17,9 @@ pub struct InfoArgs {
 }
 
 pub async fn run(cli: &Cli, args: &InfoArgs) -> Result<()> {
-    let answers = super::pool::ask_each(cli, |_, c| async move { c.info().await }).await?;
+    let answers = super::nodes::ask_each(cli, |_, c| async move { c.info().await }).await?;
     match (args.json, cli.daemon.is_pool()) {
-        (true, true) => super::print_json(&super::pool::answers_json(&answers, "info")?)?,
+        (true, true) => super::print_json(&super::nodes::answers_json(&answers, "info")?)?,
         (true, false) => {
             for a in &answers {
                 if let Ok(info) = &a.answer {
@@ -39,7 +39,7 @@ pub async fn run(cli: &Cli, args: &InfoArgs) -> Result<()> {
             }
         }
     }
-    super::pool::fail_if_any_down(&answers)
+    super::nodes::fail_if_any_down(&answers)
 }
 
 fn print_info(info: &DaemonInfo) {

@@ -11,6 +11,7 @@ pub mod images;
 pub mod info;
 pub mod key;
 pub mod llb;
+pub mod nodes;
 pub mod pool;
 pub mod progress;
 pub mod prune;

@@ -9,7 +9,7 @@ use clap::Args;
 use strata::client::{PruneOptions, PruneReport};
 use strata::units::{human_bytes, parse_duration, parse_size};
 
-use super::pool::Answer;
+use super::nodes::Answer;
 use super::{short_id, Cli};
 
 #[derive(Args)]
@@ -41,7 +41,7 @@ pub async fn run(cli: &Cli, args: &PruneArgs) -> Result<()> {
     let verbose = cli.verbose && !args.json;
     let pool = cli.daemon.is_pool();
     let options = &options;
-    let answers = super::pool::ask_each(cli, |node, c| {
+    let answers = super::nodes::ask_each(cli, |node, c| {
         let by = if pool {
             format!("{}: ", node.label())
         } else {
@@ -63,7 +63,7 @@ pub async fn run(cli: &Cli, args: &PruneArgs) -> Result<()> {
     })
     .await?;
     match (args.json, pool) {
-        (true, true) => super::print_json(&super::pool::answers_json(&answers, "pruned")?)?,
+        (true, true) => super::print_json(&super::nodes::answers_json(&answers, "pruned")?)?,
         (true, false) => {
             for report in answers.iter().filter_map(|a| a.answer.as_ref().ok()) {
                 super::print_json(report)?;
@@ -71,7 +71,7 @@ pub async fn run(cli: &Cli, args: &PruneArgs) -> Result<()> {
         }
         (false, _) => print_each(&answers, pool),
     }
-    super::pool::fail_if_any_down(&answers)
+    super::nodes::fail_if_any_down(&answers)
 }
 
 /// What each node freed (in a pool, a line per node and the sum).
