@@ -65,7 +65,7 @@ pub enum Command {
     /// same graph with `buildctl build` (see README).
     Llb(llb::LlbArgs),
     /// A pool of daemons (several --addr, or --builders FILE): `pool status`
-    /// probes each node at once.
+    /// probes each node at once; `pool bench` compares placements on it.
     Pool(pool::PoolArgs),
 }
 
