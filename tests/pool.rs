@@ -622,6 +622,68 @@ fn pool_bench_compares_placements_over_edits() {
     assert!(ours["busiest"].as_u64().unwrap() <= 3, "{ours}");
 }
 
+/// `compose build` takes a pool as `build` does: services placed over the
+/// nodes, each named in the summary, found by key tag the second time.
+#[test]
+fn compose_services_are_placed_over_the_pool() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stack = common::stack();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let dockerfile = format!("FROM {}\nCOPY . /app/\n", stack.base_image);
+    std::fs::write(root.join("Dockerfile"), dockerfile).unwrap();
+    let repo = format!(
+        "{}/strata/pool-compose-{}",
+        stack.registry,
+        common::project::rand_suffix()
+    );
+    let mut yaml = String::from("services:\n");
+    let services = ["web", "api", "worker", "cron"];
+    for name in services {
+        std::fs::create_dir(root.join(name)).unwrap();
+        std::fs::write(root.join(name).join("f.txt"), name).unwrap();
+        yaml.push_str(&format!(
+            "  {name}:\n    build:\n      context: ./{name}\n      dockerfile: ../Dockerfile\n    image: {repo}-{name}:latest\n"
+        ));
+    }
+    std::fs::write(root.join("compose.yaml"), yaml).unwrap();
+    let file = root.join("compose.yaml").display().to_string();
+    let mut args = pool_args();
+    args.extend(
+        [
+            "compose",
+            "build",
+            "-f",
+            &file,
+            "--push",
+            "--progress",
+            "plain",
+        ]
+        .map(String::from),
+    );
+    let first = strata(&args);
+    let out = first.ok();
+    let nodes: std::collections::BTreeSet<&str> = services
+        .iter()
+        .filter_map(|s| out.lines().find(|l| l.starts_with(&format!("{s}  "))))
+        .filter_map(|l| l.split("  on ").nth(1))
+        .collect();
+    assert!(nodes.len() >= 2, "services over the pool:\n{out}");
+    assert!(
+        first.stderr.contains("pool: 4 images on"),
+        "{}",
+        first.stderr
+    );
+    let again = strata(&args);
+    for s in services {
+        assert!(
+            again.ok().contains(&format!("{s}: up to date")),
+            "{}",
+            again.stdout
+        );
+    }
+}
+
 /// `kill -SIGNAL` to node 3 (its pid from daemon.sh's pidfile).
 fn signal_node3(signal: &str) -> std::process::ExitStatus {
     let state = std::env::var("STRATA_STATE_DIR").unwrap_or_else(|_| "/var/lib/strata-dev".into());
