@@ -88,6 +88,72 @@ impl FileAction {
     pub fn copy(copy: Copy) -> FileAction {
         FileAction::Copy(Box::new(copy))
     }
+
+    /// A copy with include or exclude patterns (a capability of its own).
+    fn has_patterns(&self) -> bool {
+        matches!(self, FileAction::Copy(c) if !c.include.is_empty() || !c.exclude.is_empty())
+    }
+
+    /// The action as BuildKit reads it, relative paths resolved by `resolve`
+    /// (against the state's working directory).
+    fn to_wire(&self, resolve: &dyn Fn(&str) -> String) -> pb::file_action::Action {
+        use pb::file_action::Action;
+        match self {
+            FileAction::Mkdir {
+                path,
+                mode,
+                parents,
+            } => Action::Mkdir(pb::FileActionMkDir {
+                path: resolve(path),
+                mode: *mode as i32,
+                make_parents: *parents,
+                owner: None,
+                timestamp: UNSET,
+            }),
+            FileAction::Mkfile { path, mode, data } => Action::Mkfile(pb::FileActionMkFile {
+                path: resolve(path),
+                mode: *mode as i32,
+                data: data.clone().into(),
+                owner: None,
+                timestamp: UNSET,
+            }),
+            FileAction::Rm {
+                path,
+                allow_not_found,
+            } => Action::Rm(pb::FileActionRm {
+                path: resolve(path),
+                allow_not_found: *allow_not_found,
+                allow_wildcard: false,
+            }),
+            FileAction::Copy(c) => Action::Copy(pb::FileActionCopy {
+                src: clean_path(&c.src),
+                dest: resolve(&c.dest),
+                owner: owner_opt(c.owner),
+                mode: c.mode.map(|m| m as i32).unwrap_or(UNSET as i32),
+                follow_symlink: true,
+                dir_copy_contents: true,
+                create_dest_path: true,
+                allow_wildcard: true,
+                allow_empty_wildcard: true,
+                timestamp: UNSET,
+                include_patterns: c.include.clone(),
+                exclude_patterns: c.exclude.clone(),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// The index of `out` among `inputs`, added at the end if it is not there.
+fn input_index(inputs: &mut Vec<Output>, out: &Output) -> i64 {
+    let found = inputs
+        .iter()
+        .position(|o| Arc::ptr_eq(&o.node, &out.node) && o.index == out.index);
+    let i = found.unwrap_or_else(|| {
+        inputs.push(out.clone());
+        inputs.len() - 1
+    });
+    i as i64
 }
 
 /// Timestamps and modes BuildKit reads as "not set".
@@ -125,93 +191,33 @@ impl State {
         };
         // Sources of copies become inputs after the base; action results are
         // addressed after all inputs, so the indexes are fixed once inputs are.
-        let mut secondary = Vec::with_capacity(actions.len());
-        for action in &actions {
-            secondary.push(match action {
+        let secondary: Vec<i64> = actions
+            .iter()
+            .map(|action| match action {
                 FileAction::Copy(c) => match &c.source.output {
-                    Some(out) => {
-                        let found = inputs
-                            .iter()
-                            .position(|o| Arc::ptr_eq(&o.node, &out.node) && o.index == out.index);
-                        let i = found.unwrap_or_else(|| {
-                            inputs.push(out.clone());
-                            inputs.len() - 1
-                        });
-                        i as i64
-                    }
+                    Some(out) => input_index(&mut inputs, out),
                     None => UNSET,
                 },
                 _ => UNSET,
-            });
+            })
+            .collect();
+        if actions.iter().any(FileAction::has_patterns) {
+            caps.insert("file.copy.includeexcludepatterns");
         }
         let n_inputs = inputs.len() as i64;
         let last = actions.len().saturating_sub(1);
         let pb_actions = actions
             .iter()
             .enumerate()
-            .map(|(i, action)| {
-                let input = if i == 0 {
+            .map(|(i, action)| pb::FileAction {
+                input: if i == 0 {
                     base
                 } else {
                     n_inputs + i as i64 - 1
-                };
-                let output = if i == last { 0 } else { UNSET };
-                let action = match action {
-                    FileAction::Mkdir {
-                        path,
-                        mode,
-                        parents,
-                    } => pb::file_action::Action::Mkdir(pb::FileActionMkDir {
-                        path: resolve(path),
-                        mode: *mode as i32,
-                        make_parents: *parents,
-                        owner: None,
-                        timestamp: UNSET,
-                    }),
-                    FileAction::Mkfile { path, mode, data } => {
-                        pb::file_action::Action::Mkfile(pb::FileActionMkFile {
-                            path: resolve(path),
-                            mode: *mode as i32,
-                            data: data.clone().into(),
-                            owner: None,
-                            timestamp: UNSET,
-                        })
-                    }
-                    FileAction::Rm {
-                        path,
-                        allow_not_found,
-                    } => pb::file_action::Action::Rm(pb::FileActionRm {
-                        path: resolve(path),
-                        allow_not_found: *allow_not_found,
-                        allow_wildcard: false,
-                    }),
-                    FileAction::Copy(c) => {
-                        if !c.include.is_empty() || !c.exclude.is_empty() {
-                            caps.insert("file.copy.includeexcludepatterns");
-                        }
-                        pb::file_action::Action::Copy(pb::FileActionCopy {
-                            src: clean_path(&c.src),
-                            dest: resolve(&c.dest),
-                            owner: owner_opt(c.owner),
-                            mode: c.mode.map(|m| m as i32).unwrap_or(UNSET as i32),
-                            follow_symlink: true,
-                            dir_copy_contents: true,
-                            create_dest_path: true,
-                            allow_wildcard: true,
-                            allow_empty_wildcard: true,
-                            timestamp: UNSET,
-                            include_patterns: c.include.clone(),
-                            exclude_patterns: c.exclude.clone(),
-                            ..Default::default()
-                        })
-                    }
-                };
-                pb::FileAction {
-                    input,
-                    secondary_input: secondary[i],
-                    output,
-                    action: Some(action),
-                }
+                },
+                secondary_input: secondary[i],
+                output: if i == last { 0 } else { UNSET },
+                action: Some(action.to_wire(&resolve)),
             })
             .collect();
         let mut description = BTreeMap::new();
