@@ -521,7 +521,20 @@ fn images_moved_to_another_node_import_the_pool_cache() {
             "-f".into(),
         ]);
         args.push(p.spec().display().to_string());
-        args.extend(["--progress", "quiet", "--metadata-file"].map(String::from));
+        // One solve at a time: Debian's docker-registry can fail a cache
+        // manifest whose blobs another node pushes into the same repository
+        // at that moment ("manifest blob unknown", seen once in CI); this
+        // test is about what is imported, not about that race.
+        args.extend(
+            [
+                "--max-parallel",
+                "1",
+                "--progress",
+                "quiet",
+                "--metadata-file",
+            ]
+            .map(String::from),
+        );
         args.push(meta.display().to_string());
         strata(&args).ok();
         serde_json::from_str(&std::fs::read_to_string(meta).unwrap()).unwrap()

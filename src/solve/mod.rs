@@ -414,7 +414,7 @@ fn failure(client: &Client, tracker: &Tracker, status: &tonic::Status) -> SolveE
         addr: client.addr().to_string(),
         message: at(status.message()),
     };
-    match tracker.failed_step() {
+    match tracker.failed_step_for(status.message()) {
         // Only cancelled steps seen, but the daemon says why: use that.
         Some(step)
             if step.error.as_deref().is_some_and(is_cancellation)

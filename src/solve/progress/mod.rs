@@ -151,9 +151,23 @@ impl Tracker {
     /// daemon cancels concurrent work, such as a second cache export, when
     /// one part fails, and those steps may report before the cause does).
     pub fn failed_step(&self) -> Option<&Step> {
-        let failed = || self.steps.iter().filter(|s| s.error.is_some());
+        self.failed_step_for("")
+    }
+
+    /// [`Tracker::failed_step`] for a build the daemon failed with
+    /// `daemon_message`: a step whose error that message carries comes
+    /// first. A cache import that failed is never the cause: the daemon goes
+    /// on without that cache (a missing pool-cache tag is the common case).
+    pub fn failed_step_for(&self, daemon_message: &str) -> Option<&Step> {
+        let failed = || {
+            self.steps
+                .iter()
+                .filter(|s| s.error.is_some() && !s.name.starts_with("importing cache manifest"))
+        };
+        let error = |s: &&Step| s.error.as_deref().unwrap_or_default().trim().to_owned();
         failed()
-            .find(|s| !s.error.as_deref().is_some_and(is_cancellation))
+            .find(|s| !error(s).is_empty() && daemon_message.contains(&error(s)))
+            .or_else(|| failed().find(|s| !is_cancellation(&error(s))))
             .or_else(|| failed().next())
     }
 
@@ -439,6 +453,40 @@ mod tests {
         assert_eq!(t.failed_step().unwrap().digest, "b");
         assert!(is_cancellation("x: context canceled\n"));
         assert!(!is_cancellation("connection refused"));
+    }
+
+    #[test]
+    fn a_failed_cache_import_is_not_the_cause_and_the_daemons_words_pick_the_step() {
+        let mut t = Tracker::new();
+        let failed = |digest: &str, name: &str, error: &str| Vertex {
+            digest: digest.into(),
+            name: name.into(),
+            started: ts(1),
+            completed: ts(2),
+            error: error.into(),
+            ..Default::default()
+        };
+        t.apply(&StatusResponse {
+            vertexes: vec![
+                failed(
+                    "i",
+                    "importing cache manifest from 127.0.0.1:5000/x:pool-a",
+                    "failed to configure registry cache importer: not found",
+                ),
+                failed("e", "exporting cache to registry", "push refused"),
+                failed("r", "run", "exit code: 2"),
+            ],
+            ..Default::default()
+        });
+        assert_eq!(t.failed_step().unwrap().digest, "e");
+        let step = t.failed_step_for("process did not complete successfully: exit code: 2");
+        assert_eq!(step.unwrap().digest, "r");
+        let mut only_import = Tracker::new();
+        only_import.apply(&StatusResponse {
+            vertexes: vec![failed("i", "importing cache manifest from x", "not found")],
+            ..Default::default()
+        });
+        assert!(only_import.failed_step_for("something else").is_none());
     }
 
     #[test]
