@@ -109,7 +109,7 @@ async fn one_policy(
         placement: name.to_owned(),
         images: cold.built.len(),
         cold_seconds,
-        busiest: busiest(&cold),
+        busiest: cold.images_per_node().into_values().max().unwrap_or(0),
         rebuild_seconds: 0.0,
         steps: 0,
         cached: 0,
@@ -154,15 +154,6 @@ async fn timed_build(
         return Err(BenchError::Setup(format!("{}: {}", f.image, f.error)));
     }
     Ok((began.elapsed().as_secs_f64(), outcome))
-}
-
-/// Most images on one node.
-fn busiest(outcome: &Outcome) -> usize {
-    let mut per_node = std::collections::BTreeMap::<&str, usize>::new();
-    for b in &outcome.built {
-        *per_node.entry(b.node.as_deref().unwrap_or("")).or_default() += 1;
-    }
-    per_node.values().copied().max().unwrap_or(0)
 }
 
 /// Every node's whole build cache pruned, at once.

@@ -147,6 +147,17 @@ pub struct Outcome {
     pub tiers: Vec<pool::TierReport>,
 }
 
+impl Outcome {
+    /// How many images each pool node built (empty for one daemon).
+    pub fn images_per_node(&self) -> BTreeMap<String, usize> {
+        let mut per_node = BTreeMap::new();
+        for node in self.built.iter().filter_map(|b| b.node.as_ref()) {
+            *per_node.entry(node.clone()).or_default() += 1;
+        }
+        per_node
+    }
+}
+
 /// [`build`], reporting each image. With `overrides.keep_going` every image
 /// is tried and each failure comes back with its [`Fallback`]; without it
 /// the first failure cancels the images still solving and is the error.

@@ -102,15 +102,11 @@ impl Summary {
                 report: t.clone(),
             })
             .collect();
-        let mut nodes = BTreeMap::new();
-        for node in images.iter().filter_map(|i| i.node.as_ref()) {
-            *nodes.entry(node.clone()).or_default() += 1;
-        }
         Summary {
             images,
             tiers,
             seconds: took.as_secs_f64(),
-            nodes,
+            nodes: outcome.images_per_node(),
         }
     }
 }

@@ -79,12 +79,12 @@ impl DaemonArgs {
     /// daemon and says so).
     pub fn addr(&self) -> Result<&str> {
         if self.builders.is_some() {
-            anyhow::bail!("--builders: this command measures one daemon (give one --addr); every other command takes a pool");
+            anyhow::bail!("--builders: this command takes one daemon (give one --addr)");
         }
         match self.addrs.as_slice() {
             [one] => Ok(one),
             several => anyhow::bail!(
-                "--addr: this command measures one daemon, not {} (give one --addr); every other command takes a pool",
+                "--addr: this command takes one daemon, not {}",
                 several.len()
             ),
         }

@@ -61,26 +61,26 @@ fn print_pool_usage(answers: &[Answer<DiskUsage>], verbose: bool) {
         number("IN USE"),
         number("SHARED"),
     ]);
-    let row = |name: String, u: &DiskUsage| {
+    let row = |name: String, records: usize, u: &DiskUsage| {
         let sizes = [u.total, u.reclaimable, u.in_use, u.shared].map(human_bytes);
-        [vec![name, u.records.len().to_string()], sizes.to_vec()].concat()
+        [vec![name, records.to_string()], sizes.to_vec()].concat()
     };
-    let mut sum = DiskUsage::default();
+    let (mut sum, mut records) = (DiskUsage::default(), 0);
     for a in answers {
         match &a.answer {
             Ok(u) => {
-                table.row(row(a.node.label(), u));
+                table.row(row(a.node.label(), u.records.len(), u));
                 sum.total += u.total;
                 sum.reclaimable += u.reclaimable;
                 sum.in_use += u.in_use;
                 sum.shared += u.shared;
-                sum.records.extend(u.records.iter().cloned());
+                records += u.records.len();
             }
             Err(e) => eprintln!("{}: {e}", a.node.label()),
         }
     }
     let up = answers.iter().filter(|a| a.answer.is_ok()).count();
-    table.row(row(format!("all ({up} nodes)"), &sum));
+    table.row(row(format!("all ({up} nodes)"), records, &sum));
     print!("{}", table.render());
 }
 

@@ -422,17 +422,21 @@ mod tests {
         assert!(t.step(1).cached);
     }
 
-    #[test]
-    fn the_cause_outranks_steps_cancelled_because_of_it() {
-        let mut t = Tracker::new();
-        let failed = |digest: &str, name: &str, error: &str| Vertex {
+    /// A vertex that ran and failed with `error`.
+    fn failed(digest: &str, name: &str, error: &str) -> Vertex {
+        Vertex {
             digest: digest.into(),
             name: name.into(),
             started: ts(1),
             completed: ts(2),
             error: error.into(),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn the_cause_outranks_steps_cancelled_because_of_it() {
+        let mut t = Tracker::new();
         t.apply(&StatusResponse {
             vertexes: vec![failed(
                 "a",
@@ -458,14 +462,6 @@ mod tests {
     #[test]
     fn a_failed_cache_import_is_not_the_cause_and_the_daemons_words_pick_the_step() {
         let mut t = Tracker::new();
-        let failed = |digest: &str, name: &str, error: &str| Vertex {
-            digest: digest.into(),
-            name: name.into(),
-            started: ts(1),
-            completed: ts(2),
-            error: error.into(),
-            ..Default::default()
-        };
         t.apply(&StatusResponse {
             vertexes: vec![
                 failed(
