@@ -46,21 +46,62 @@ pub async fn export(
             Ok(held) => held,
             Err(e) => return super::reports("export", wanted, Outcome::Failed(e.to_string())),
         };
-    let each = wanted.iter().map(|w| async {
-        let began = Instant::now();
-        let probed = &held[&w.mount.id];
-        let outcome = match export_one(client, registry, w, probed, progress).await {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::Failed(e.to_string()),
-        };
-        let mut report = MountReport::new("export", w, probed.size).with(outcome);
-        report.seconds = began.elapsed().as_secs_f64();
-        report
+    let held = &held;
+    let each_lane = lanes(wanted).into_values().map(|lane| async move {
+        let mut done = Vec::new();
+        for (i, w) in lane {
+            let probed = &held[&w.mount.id];
+            done.push((i, report_one(client, registry, w, probed, progress).await));
+        }
+        done
     });
-    let reports = futures::future::join_all(each).await;
-    remember_exports(client, &mut memory, wanted, &held, &reports).await;
+    let mut reports: Vec<(usize, MountReport)> = futures::future::join_all(each_lane)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    reports.sort_by_key(|(i, _)| *i);
+    let reports: Vec<MountReport> = reports.into_iter().map(|(_, r)| r).collect();
+    remember_exports(client, &mut memory, wanted, held, &reports).await;
     memory.save();
     reports
+}
+
+/// Exports one mount; what became of it, as a report.
+async fn report_one(
+    client: &Client,
+    registry: &Registry,
+    w: &Wanted,
+    probed: &Probed,
+    progress: &dyn Progress,
+) -> MountReport {
+    let began = Instant::now();
+    let outcome = match export_one(client, registry, w, probed, progress).await {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Failed(e.to_string()),
+    };
+    let mut report = MountReport::new("export", w, probed.size).with(outcome);
+    report.seconds = began.elapsed().as_secs_f64();
+    report
+}
+
+/// The exports grouped into lanes that run side by side, each lane one
+/// export at a time, with each export's place in `wanted`. Exports into one
+/// registry repository share a lane: Debian's docker-registry (distribution
+/// 2.8) can refuse a manifest whose blobs another push into the same
+/// repository is committing at that moment ("manifest blob unknown"), and
+/// mount artifacts share blobs (an empty bucket's layer, often). A local
+/// layout serializes its own index updates, so each local export has a lane.
+fn lanes(wanted: &[Wanted]) -> BTreeMap<String, Vec<(usize, &Wanted)>> {
+    let mut lanes: BTreeMap<String, Vec<(usize, &Wanted)>> = BTreeMap::new();
+    for (i, w) in wanted.iter().enumerate() {
+        let lane = match &w.location {
+            Location::Registry { reference, .. } => reference.name(),
+            Location::Local { .. } => format!("local {i}"),
+        };
+        lanes.entry(lane).or_default().push((i, w));
+    }
+    lanes
 }
 
 /// The memory learns which artifact each mount now holds (its records'
@@ -351,6 +392,39 @@ mod tests {
             layers.iter().filter(|l| !l.is_empty()).count() > 4,
             "{layers:?}"
         );
+    }
+
+    /// Exports into one repository wait for each other; other repositories
+    /// and local layouts go side by side; every export keeps its place.
+    #[test]
+    fn one_repository_is_one_lane() {
+        let at = |reference: &str| Location::Registry {
+            reference: reference.parse().unwrap(),
+            insecure: true,
+        };
+        let local = Location::Local {
+            dir: "/tmp/cache".into(),
+            name: "m".into(),
+        };
+        let wanted: Vec<Wanted> = [
+            at("127.0.0.1:5000/a:cache-mount-apt-1"),
+            local.clone(),
+            at("127.0.0.1:5000/b:cache-mount-apt-1"),
+            at("127.0.0.1:5000/a:cache-mount-pip-2"),
+            local,
+        ]
+        .into_iter()
+        .map(|location| Wanted {
+            mount: mount("apt", "/var/cache/apt"),
+            location,
+            max_size: None,
+        })
+        .collect();
+        let lanes: Vec<Vec<usize>> = lanes(&wanted)
+            .into_values()
+            .map(|lane| lane.into_iter().map(|(i, _)| i).collect())
+            .collect();
+        assert_eq!(lanes, vec![vec![0, 3], vec![2], vec![1], vec![4]]);
     }
 
     fn walk(dir: &std::path::Path) -> Vec<String> {
