@@ -68,6 +68,13 @@ pub struct Work<'a> {
     pub output: ImageRef,
 }
 
+/// What a client printed of one build, and how long the build took.
+pub struct Captured {
+    /// Its `--progress rawjson` stream.
+    pub progress: String,
+    pub seconds: f64,
+}
+
 /// The remote-driver builder buildx uses, made once per bench.
 pub const BUILDX_BUILDER: &str = "strata-bench";
 
@@ -105,6 +112,33 @@ impl External {
         mode: Mode,
         run: usize,
     ) -> Result<RunResult, String> {
+        let captured = self.capture(work, import).await?;
+        let image = work.image;
+        let frontend = image.frontend.is_some();
+        let spec_step = move |digest: &str, name: &str| {
+            if frontend {
+                crate::build::is_dockerfile_step(name)
+            } else {
+                image.steps.iter().any(|s| s.digest == digest)
+            }
+        };
+        Ok(rawjson::fold(
+            &captured.progress,
+            &spec_step,
+            self.tool.name(),
+            mode,
+            run,
+            captured.seconds,
+        ))
+    }
+
+    /// One timed build of `work`, importing `import`: its rawjson progress
+    /// and wall time.
+    pub async fn capture(
+        &self,
+        work: &Work<'_>,
+        import: Option<&CacheImport>,
+    ) -> Result<Captured, String> {
         let (mut cmd, stdin) = match self.tool {
             Tool::Buildctl => self.buildctl(work, import),
             Tool::Buildx => self.buildx(work, import)?,
@@ -127,7 +161,7 @@ impl External {
             let _ = err.read_to_string(&mut progress).await;
         }
         let status = child.wait().await.map_err(|e| e.to_string())?;
-        let wall = t.elapsed().as_secs_f64();
+        let seconds = t.elapsed().as_secs_f64();
         if !status.success() {
             let tail: Vec<&str> = progress.lines().rev().take(5).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -137,23 +171,7 @@ impl External {
                 tail.join(" | ")
             ));
         }
-        let image = work.image;
-        let frontend = image.frontend.is_some();
-        let spec_step = move |digest: &str, name: &str| {
-            if frontend {
-                crate::build::is_dockerfile_step(name)
-            } else {
-                image.steps.iter().any(|s| s.digest == digest)
-            }
-        };
-        Ok(rawjson::fold(
-            &progress,
-            &spec_step,
-            self.tool.name(),
-            mode,
-            run,
-            wall,
-        ))
+        Ok(Captured { progress, seconds })
     }
 
     fn buildctl<'w>(

@@ -3,7 +3,9 @@
 //! builder is emptied (cache mounts too), the cache imported, the edited
 //! spec built; done once with `mounts=all` on the cache entries and once
 //! without, each reporting what the changed steps downloaded (apt's
-//! `Fetched N MB`, pip's `Downloading … (N kB)`) and the wall time.
+//! `Fetched N MB`, pip's `Downloading … (N kB)`) and the wall time. With
+//! `--compare buildctl`, buildctl does what the run without mounts did: the
+//! same edited graph on an emptied builder, importing the same cache.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,11 +13,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{built_showing, empty_builder, write_file, BenchError};
-use crate::client::Client;
+use super::external::{External, Tool, Work};
+use super::{built_showing, empty_builder, rawjson, write_file, BenchError, Runner};
 use crate::mounts::{MountOptions, MountSelection};
 use crate::reference::ImageRef;
-use crate::solve::progress::{Event, Progress, Renderer, Tracker};
+use crate::solve::progress::{Event, Progress, Quiet, Renderer, Tracker};
 use crate::solve::{CacheExport, CacheImport, LayerOptions};
 use crate::spec::{Overrides, Spec};
 use crate::wire::moby::buildkit::v1::StatusResponse;
@@ -24,9 +26,14 @@ use crate::wire::moby::buildkit::v1::StatusResponse;
 pub const ADDED_APT: &str = "tree";
 pub const ADDED_PIP: &str = "toml==0.10.2";
 
+/// The cache tag of the run without mounts, which buildctl imports too.
+const PLAIN_TAG: &str = "fresh-plain";
+
 /// One build of the edited spec on an emptied builder.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FreshEditRun {
+    /// `strata` or the client compared.
+    pub tool: String,
     /// Whether the cache entries carried the cache mounts.
     pub mounts: bool,
     pub seconds: f64,
@@ -36,62 +43,146 @@ pub struct FreshEditRun {
     pub pip_bytes: u64,
 }
 
-/// Runs the mode with and without mounts, the spec's file restored after.
-pub async fn run(
-    client: &Client,
+/// Runs the mode with and without mounts, then each client compared; the
+/// spec's file restored after each.
+pub(super) async fn run(
+    runner: &Runner<'_>,
     spec_file: &Path,
-    base: &Overrides,
-    repo: &ImageRef,
     say: &mut dyn FnMut(&str),
 ) -> Result<Vec<FreshEditRun>, BenchError> {
     let original = std::fs::read_to_string(spec_file)
         .map_err(|e| BenchError::Setup(format!("reading {}: {e}", spec_file.display())))?;
     let edited = edit(&original)?;
+    let edit = Edit {
+        file: spec_file,
+        original: &original,
+        edited: &edited,
+    };
     let mut runs = Vec::new();
     for mounts in [true, false] {
-        let with = if mounts {
-            "with mounts"
-        } else {
-            "without mounts"
-        };
-        let tag = if mounts {
-            "fresh-mounts"
-        } else {
-            "fresh-plain"
-        };
-        let (export, import) = entries(repo, tag, mounts);
-        say(&format!(
-            "fresh-edit ({with}): exporting the cache of the spec as it is"
-        ));
-        write_file(spec_file, original.as_bytes())?;
-        let spec = Spec::load(spec_file)?;
-        let exporting = Overrides {
-            cache_to: vec![export],
-            ..base.clone()
-        };
-        built_showing(client, &spec, &exporting, &crate::solve::progress::Quiet).await?;
-        say(&format!(
-            "fresh-edit ({with}): emptying the builder, then building the edit"
-        ));
-        empty_builder(client).await?;
-        write_file(spec_file, edited.as_bytes())?;
-        let spec = Spec::load(spec_file)?;
-        let importing = Overrides {
-            cache_from: vec![import],
-            ..base.clone()
-        };
-        let counter = Downloads::default();
-        let began = Instant::now();
-        let built = built_showing(client, &spec, &importing, &counter).await;
-        let seconds = began.elapsed().as_secs_f64();
-        write_file(spec_file, original.as_bytes())?;
-        built?;
-        let mut run = counter.total();
-        run.mounts = mounts;
-        run.seconds = seconds;
-        runs.push(run);
+        runs.push(strata_run(runner, &edit, mounts, say).await?);
+    }
+    for external in &runner.options.compare {
+        if external.tool != Tool::Buildctl {
+            say(&format!(
+                "fresh-edit: {} builds Dockerfiles only, not this spec's graph; not compared",
+                external.tool.name()
+            ));
+            continue;
+        }
+        runs.push(client_run(runner, external, &edit, say).await?);
     }
     Ok(runs)
+}
+
+/// The spec's file, as it is and with the edit.
+struct Edit<'a> {
+    file: &'a Path,
+    original: &'a str,
+    edited: &'a str,
+}
+
+impl Edit<'_> {
+    /// The spec as it is, or edited, loaded from its file.
+    fn load(&self, edited: bool) -> Result<Spec, BenchError> {
+        let text = if edited { self.edited } else { self.original };
+        write_file(self.file, text.as_bytes())?;
+        Ok(Spec::load(self.file)?)
+    }
+
+    fn restore(&self) -> Result<(), BenchError> {
+        write_file(self.file, self.original.as_bytes())
+    }
+}
+
+/// strata: the cache (with or without the mounts) exported from the spec as
+/// it is, the builder emptied, the edit built importing it.
+async fn strata_run(
+    runner: &Runner<'_>,
+    edit: &Edit<'_>,
+    mounts: bool,
+    say: &mut dyn FnMut(&str),
+) -> Result<FreshEditRun, BenchError> {
+    let (client, base, repo) = (runner.client, &runner.base, &runner.cache.repo);
+    let with = if mounts {
+        "with mounts"
+    } else {
+        "without mounts"
+    };
+    let tag = if mounts { "fresh-mounts" } else { PLAIN_TAG };
+    let (export, import) = entries(repo, tag, mounts);
+    say(&format!(
+        "fresh-edit ({with}): exporting the cache of the spec as it is"
+    ));
+    let exporting = Overrides {
+        cache_to: vec![export],
+        ..base.clone()
+    };
+    built_showing(client, &edit.load(false)?, &exporting, &Quiet).await?;
+    say(&format!(
+        "fresh-edit ({with}): emptying the builder, then building the edit"
+    ));
+    empty_builder(client).await?;
+    let spec = edit.load(true)?;
+    let importing = Overrides {
+        cache_from: vec![import],
+        ..base.clone()
+    };
+    let counter = Downloads::default();
+    let began = Instant::now();
+    let built = built_showing(client, &spec, &importing, &counter).await;
+    let seconds = began.elapsed().as_secs_f64();
+    edit.restore()?;
+    built?;
+    Ok(FreshEditRun {
+        tool: "strata".into(),
+        mounts,
+        seconds,
+        ..counter.total()
+    })
+}
+
+/// A client compared (buildctl): the builder emptied, strata's graph of the
+/// edit on its stdin, importing the cache the run without mounts exported.
+async fn client_run(
+    runner: &Runner<'_>,
+    external: &External,
+    edit: &Edit<'_>,
+    say: &mut dyn FnMut(&str),
+) -> Result<FreshEditRun, BenchError> {
+    let tool = external.tool.name();
+    say(&format!(
+        "fresh-edit ({tool}): emptying the builder, then building the edit"
+    ));
+    empty_builder(runner.client).await?;
+    let spec = edit.load(true)?;
+    let llb_file = runner.llb_file.with_file_name("edited.llb");
+    let lowered = super::lowered(&spec, &runner.base, &llb_file).await;
+    edit.restore()?;
+    let (image, ca_cert) = lowered?;
+    let work = Work {
+        image: &image,
+        dockerfile: None,
+        llb_file: &llb_file,
+        ca_cert: ca_cert.as_deref(),
+        output: runner.cache.output(tool),
+    };
+    let (_, import) = entries(&runner.cache.repo, PLAIN_TAG, false);
+    let captured = external
+        .capture(&work, Some(&import))
+        .await
+        .map_err(BenchError::Setup)?;
+    let mut run = FreshEditRun {
+        tool: tool.into(),
+        seconds: captured.seconds,
+        ..FreshEditRun::default()
+    };
+    for (step, log) in rawjson::step_logs(&captured.progress) {
+        for line in log.lines() {
+            count(&mut run, &step, line);
+        }
+    }
+    Ok(run)
 }
 
 /// The registry cache entries of one variant.
@@ -150,19 +241,22 @@ impl Renderer for Downloads {
     fn update(&mut self, tracker: &Tracker, _: &StatusResponse, events: &[Event]) {
         let mut total = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for event in events {
-            let Event::Log { step, line } = event else {
-                continue;
-            };
-            let name = &tracker.steps()[*step].name;
-            if name.contains("apt install") {
-                count_apt(&mut total, line);
-            } else if name.contains("pip install") {
-                count_pip(&mut total, line);
+            if let Event::Log { step, line } = event {
+                count(&mut total, &tracker.steps()[*step].name, line);
             }
         }
     }
 
     fn finish(&mut self, _: &Tracker) {}
+}
+
+/// Adds what one log line of the step named `step` says it downloaded.
+fn count(total: &mut FreshEditRun, step: &str, line: &str) {
+    if step.contains("apt install") {
+        count_apt(total, line);
+    } else if step.contains("pip install") {
+        count_pip(total, line);
+    }
 }
 
 /// `Get:5 http://… tree amd64 2.1.0-1 [52.5 kB]` and `Fetched 52.5 kB in 0s`.

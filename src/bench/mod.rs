@@ -478,12 +478,13 @@ pub async fn run(
             write_file(file, original)?;
         }
     }
+    let fresh_edit = if options.modes.contains(&Mode::FreshEdit) {
+        fresh_edit::run(&runner, spec.path(), say).await?
+    } else {
+        Vec::new()
+    };
     let mut report = Report::new(&options.image, runs, runner.exports);
-    if options.modes.contains(&Mode::FreshEdit) {
-        let file = spec.path().to_owned();
-        let repo = &runner.cache.repo;
-        report.fresh_edit = fresh_edit::run(client, &file, &runner.base, repo, say).await?;
-    }
+    report.fresh_edit = fresh_edit;
     Ok(report)
 }
 
@@ -526,7 +527,6 @@ impl<'a> Runner<'a> {
             no_key_tag: true,
             ..options.build.clone()
         };
-        let plan = spec.resolve(&base)?;
         say("preparing: one build to warm the builder");
         built_by_solving(client, spec, &base).await?;
         let exports = export_caches(client, spec, &base, &cache, &options.modes, say).await?;
@@ -540,9 +540,7 @@ impl<'a> Runner<'a> {
             built_by_solving(client, spec, &push).await?;
         }
         let llb_file = scratch.join("image.llb");
-        let image = build::lower(spec, &plan).await?.remove(0);
-        std::fs::write(&llb_file, image.definition.to_bytes())
-            .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
+        let (image, ca_cert) = lowered(spec, &base, &llb_file).await?;
         Ok(Runner {
             client,
             spec,
@@ -552,7 +550,7 @@ impl<'a> Runner<'a> {
             exports,
             image,
             llb_file,
-            ca_cert: plan.ca_cert,
+            ca_cert,
         })
     }
 
@@ -612,6 +610,20 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// The image `base` selects, lowered, with its LLB written to `llb_file`
+/// (the other clients' stdin) and the CA bundle its build trusts.
+async fn lowered(
+    spec: &Spec,
+    base: &Overrides,
+    llb_file: &Path,
+) -> Result<(crate::spec::LoweredImage, Option<PathBuf>), BenchError> {
+    let plan = spec.resolve(base)?;
+    let image = build::lower(spec, &plan).await?.remove(0);
+    std::fs::write(llb_file, image.definition.to_bytes())
+        .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
+    Ok((image, plan.ca_cert))
+}
+
 /// An import as other clients need it said: strata marks loopback
 /// registries insecure itself, they need it in the flag.
 fn external_import(import: Option<CacheImport>) -> Option<CacheImport> {
@@ -669,8 +681,6 @@ async fn export_caches(
     Ok(exports)
 }
 
-/// Brings the builder to the state `mode` starts from, whichever client runs
-/// next: as it is (warm), one overlay file changed (edit, marked `tag`), or
 /// A build that always solves (a benchmark measures solves, never a key-tag
 /// hit), quietly.
 async fn built_by_solving(
@@ -696,6 +706,8 @@ async fn built_showing(
     Ok(build::build(&daemon, spec, &overrides, progress).await?)
 }
 
+/// Brings the builder to the state `mode` starts from, whichever client runs
+/// next: as it is (warm), one overlay file changed (edit, marked `tag`), or
 /// pruned (every mode that starts from an empty builder).
 async fn reset_for(
     client: &Client,

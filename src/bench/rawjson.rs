@@ -49,6 +49,35 @@ pub fn fold(
     RunResult::new(tool, mode, run, wall, None, steps.into_values().collect())
 }
 
+/// Each vertex's name and its whole log (stdout and stderr, in order), from
+/// the stream's `logs` entries (their `data` is base64, and a line may be
+/// split between entries).
+pub fn step_logs(progress: &str) -> Vec<(String, String)> {
+    use base64::Engine;
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut logs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for v in objects(progress) {
+        for vx in v["vertexes"].as_array().into_iter().flatten() {
+            if let (Some(d), Some(n)) = (vx["digest"].as_str(), vx["name"].as_str()) {
+                names.insert(d.to_owned(), n.to_owned());
+            }
+        }
+        for log in v["logs"].as_array().into_iter().flatten() {
+            let vertex = log["vertex"].as_str().unwrap_or_default();
+            let data = log["data"].as_str().unwrap_or_default();
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) {
+                logs.entry(vertex.to_owned()).or_default().extend(bytes);
+            }
+        }
+    }
+    logs.into_iter()
+        .map(|(vertex, bytes)| {
+            let name = names.get(&vertex).cloned().unwrap_or(vertex);
+            (name, String::from_utf8_lossy(&bytes).into_owned())
+        })
+        .collect()
+}
+
 /// The JSON objects of a rawjson stream: pretty-printed objects one after
 /// another, with whatever else a client prints between them (buildx's
 /// `WARNING:` lines) skipped.
@@ -85,6 +114,18 @@ mod tests {
         assert_eq!(
             crate::units::parse_rfc3339("2026-11-23T03:05:25.5+01:00"),
             Some(t)
+        );
+    }
+
+    #[test]
+    fn logs_are_joined_per_vertex_and_named() {
+        // "Get:1 tr" + "ee\n", base64, in two entries.
+        let text = r#"{"vertexes":[{"digest":"sha256:a","name":"apt install tree"}]}
+{"logs":[{"vertex":"sha256:a","stream":1,"data":"R2V0OjEgdHI=","timestamp":"2026-11-30T00:00:00Z"}]}
+{"logs":[{"vertex":"sha256:a","stream":1,"data":"ZWUK","timestamp":"2026-11-30T00:00:01Z"}]}"#;
+        assert_eq!(
+            step_logs(text),
+            vec![("apt install tree".to_owned(), "Get:1 tree\n".to_owned())]
         );
     }
 

@@ -245,10 +245,10 @@ impl Report {
         for r in &self.fresh_edit {
             out.push_str(&format!(
                 "{:<30} {:>6.1}s {:>9} {:>11} {:>11} {:>11}\n",
-                if r.mounts {
-                    "with mounts=all"
-                } else {
-                    "without mounts"
+                match (r.tool.as_str(), r.mounts) {
+                    ("strata", true) => "strata, with mounts=all".to_owned(),
+                    ("strata", false) => "strata, without mounts".to_owned(),
+                    (tool, _) => format!("{tool} (no mounts travel)"),
                 },
                 r.seconds,
                 r.apt_packages,

@@ -23,7 +23,9 @@ pub struct BenchArgs {
     /// Modes to run, comma-separated (hit: the image found by its content key
     /// tag, nothing solved; fresh-edit, not by default: an emptied builder
     /// imports the registry cache with and without its cache mounts and
-    /// builds the spec with one apt package and one pip requirement added).
+    /// builds the spec with one apt package and one pip requirement added;
+    /// with --compare buildctl, buildctl builds the same edit importing the
+    /// same cache).
     #[arg(
         long,
         value_delimiter = ',',
