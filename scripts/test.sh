@@ -10,8 +10,19 @@ eval "$(bash scripts/daemon.sh up)"
 
 # The integration tests share one daemon and prune it: run test binaries one at
 # a time (cargo does), and let each binary's tests run two at a time.
+# Everything printed is kept, so a failure's message can be said again at the
+# end, where a CI log's tail shows it.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads "${STRATA_TEST_THREADS:-2}" || status=$?
+cargo test --locked --no-fail-fast --lib --bins --tests -- --test-threads "${STRATA_TEST_THREADS:-2}" 2>&1 \
+  | tee "$log" || status=$?
 # The benchmarks once each, quickly (criterion's test mode; a small upload).
-cargo test --locked --no-fail-fast --benches || status=$?
+cargo test --locked --no-fail-fast --benches 2>&1 | tee -a "$log" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo
+  echo "=== failed tests, their messages again (backtraces left out) ==="
+  grep -E -A 14 "^thread '.*' .*panicked at" "$log" \
+    | grep -v -E '^ +([0-9]+: |at )|^stack backtrace:|^note: ' | head -n 200
+fi
 exit "$status"
