@@ -162,6 +162,19 @@ impl Report {
     /// exports and the slowest steps of the cold build.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        if !self.modes.is_empty() {
+            out.push_str(&self.modes_table());
+            out.push_str(&self.phase_table());
+        }
+        out.push_str(&self.exports_table());
+        out.push_str(&self.cold_steps_table());
+        out.push_str(&self.fresh_edit_table());
+        out.trim_start_matches('\n').to_owned()
+    }
+
+    /// One line per mode, with each compared client's median and ratio.
+    fn modes_table(&self) -> String {
+        let mut out = String::new();
         let tools: Vec<&str> = self
             .modes
             .first()
@@ -199,38 +212,48 @@ impl Report {
             }
             out.push('\n');
         }
-        out.push_str(&self.phase_table());
-        if !self.exports.is_empty() {
-            out.push_str("\nCACHE EXPORT    TIME       SIZE  BLOBS\n");
-            for e in &self.exports {
-                out.push_str(&format!(
-                    "{:<13} {:>6.2}s {:>10} {:>6}\n",
-                    e.mode.name(),
-                    e.seconds,
-                    e.bytes
-                        .map(crate::units::human_bytes)
-                        .unwrap_or_else(|| "-".into()),
-                    e.blobs.map(|b| b.to_string()).unwrap_or_else(|| "-".into())
-                ));
-            }
+        out
+    }
+
+    /// Each cache export made beforehand: its time, size and blobs.
+    fn exports_table(&self) -> String {
+        if self.exports.is_empty() {
+            return String::new();
         }
-        if let Some(cold) = self
+        let mut out = String::from("\nCACHE EXPORT    TIME       SIZE  BLOBS\n");
+        for e in &self.exports {
+            out.push_str(&format!(
+                "{:<13} {:>6.2}s {:>10} {:>6}\n",
+                e.mode.name(),
+                e.seconds,
+                e.bytes
+                    .map(crate::units::human_bytes)
+                    .unwrap_or_else(|| "-".into()),
+                e.blobs.map(|b| b.to_string()).unwrap_or_else(|| "-".into())
+            ));
+        }
+        out
+    }
+
+    /// strata's cold build, its slowest steps first.
+    fn cold_steps_table(&self) -> String {
+        let Some(cold) = self
             .runs
             .iter()
             .find(|r| r.mode == Mode::Cold && r.tool == "strata")
-        {
-            let mut steps: Vec<_> = cold.steps.iter().filter(|s| s.seconds.is_some()).collect();
-            steps.sort_by(|a, b| {
-                b.seconds
-                    .partial_cmp(&a.seconds)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            });
-            out.push_str("\nCOLD BUILD, PER STEP (slowest first)\n");
-            for s in steps.iter().take(12) {
-                out.push_str(&format!("{:>8.2}s  {}\n", s.seconds.unwrap_or(0.0), s.name));
-            }
+        else {
+            return String::new();
+        };
+        let mut steps: Vec<_> = cold.steps.iter().filter(|s| s.seconds.is_some()).collect();
+        steps.sort_by(|a, b| {
+            b.seconds
+                .partial_cmp(&a.seconds)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut out = String::from("\nCOLD BUILD, PER STEP (slowest first)\n");
+        for s in steps.iter().take(12) {
+            out.push_str(&format!("{:>8.2}s  {}\n", s.seconds.unwrap_or(0.0), s.name));
         }
-        out.push_str(&self.fresh_edit_table());
         out
     }
 
@@ -322,6 +345,24 @@ mod tests {
         assert_eq!(m.compared[0].ratio, Some(1.0));
         assert_eq!(m.hit_rate, 0.75);
         assert!(r.table().contains("RATIO"));
+    }
+
+    /// A bench of fresh-edit alone prints its table, not empty mode tables.
+    #[test]
+    fn a_fresh_edit_bench_prints_only_its_table() {
+        let mut r = Report::new("x", vec![], vec![]);
+        r.fresh_edit = vec![super::super::fresh_edit::FreshEditRun {
+            tool: "buildctl".into(),
+            apt_packages: 452,
+            ..Default::default()
+        }];
+        let table = r.table();
+        assert!(table.starts_with("FRESH BUILDER"), "{table}");
+        assert!(table.contains("buildctl (no mounts travel)"), "{table}");
+        assert!(
+            !table.contains("MODE") && !table.contains("PHASES"),
+            "{table}"
+        );
     }
 
     #[test]
