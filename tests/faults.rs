@@ -351,17 +351,27 @@ fn sigint_and_sigterm_during_an_export_keep_the_earlier_output_and_leave_no_temp
         assert_eq!(leftovers(p.dir.path()), Vec::<PathBuf>::new(), "SIG{name}");
         // The daemon let go of the cancelled build: nothing stays in use.
         // (Up to 60 s: a loaded 2-core runner releases them slowly.)
-        let released = (0..240).any(|_| {
-            std::thread::sleep(Duration::from_millis(250));
+        let in_use = || {
             let du = strata(["--addr", &daemon.addr, "du", "--json"]);
             let usage: serde_json::Value = serde_json::from_str(du.ok()).unwrap();
-            usage["records"]
-                .as_array()
-                .is_some_and(|r| r.iter().all(|r| r["in_use"] == false))
+            let records = usage["records"].as_array().cloned().unwrap_or_default();
+            let held: Vec<String> = records
+                .iter()
+                .filter(|r| r["in_use"] != false)
+                .map(|r| format!("{} {}", r["record_type"], r["description"]))
+                .collect();
+            held
+        };
+        let signalled = Instant::now();
+        let released = (0..240).any(|_| {
+            std::thread::sleep(Duration::from_millis(250));
+            in_use().is_empty()
         });
         assert!(
             released,
-            "SIG{name}: records still in use after the interrupted export"
+            "SIG{name}: records still in use {:.0}s after the interrupted export: {:?}",
+            signalled.elapsed().as_secs_f64(),
+            in_use()
         );
     }
 }

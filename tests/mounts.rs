@@ -105,25 +105,15 @@ fn edit_toolchain(p: &Project) {
 /// builds, which no cache could have held.)
 fn assert_fetched_only_the_additions(b: &Build, cold: &Build, how: &str) {
     b.ok();
-    let apt = step_log(b, "apt install");
-    let installed = newly_installed(&apt);
+    let installed = newly_installed(&step_log(b, "apt install"));
     assert!(
         installed > 100,
         "{how}: the apt step installs everything ({installed})"
     );
-    let debs = debs_fetched(&apt);
-    let cold_debs = debs_fetched(&step_log(cold, "apt install"));
+    let cold_debs = assert_apt_fetched_only(b, cold, "apt install", "tree", how);
     assert!(
-        cold_debs.len() > 100,
-        "the cold build fetched {cold_debs:?}"
-    );
-    let again: Vec<_> = debs.intersection(&cold_debs).collect();
-    assert!(
-        again.is_empty() && debs.iter().any(|d| d.starts_with("tree ")),
-        "{how}: apt fetched {} packages of {installed}, {} of them again \
-         ({again:?}), not just tree:\n{apt}",
-        debs.len(),
-        again.len()
+        cold_debs > 100,
+        "the cold build fetched {cold_debs} packages"
     );
     let pip = pip_downloads(&step_log(b, "pip install"));
     let cold_pip = pip_downloads(&step_log(cold, "pip install"));
@@ -132,6 +122,23 @@ fn assert_fetched_only_the_additions(b: &Build, cold: &Build, how: &str) {
         again.is_empty() && pip.iter().any(|f| f.starts_with("toml-")),
         "{how}: pip downloaded {pip:?}, {again:?} again, not just toml"
     );
+}
+
+/// The apt step named `step` of `b` fetched `added` and none of the
+/// packages the same step of `cold` fetched; how many `cold` fetched.
+fn assert_apt_fetched_only(b: &Build, cold: &Build, step: &str, added: &str, how: &str) -> usize {
+    let apt = step_log(b, step);
+    let debs = debs_fetched(&apt);
+    let cold_debs = debs_fetched(&step_log(cold, step));
+    let again: Vec<_> = debs.intersection(&cold_debs).collect();
+    assert!(
+        again.is_empty() && debs.iter().any(|d| d.starts_with(&format!("{added} "))),
+        "{how}: apt fetched {} packages, {} of them again ({again:?}), \
+         not just {added}:\n{apt}",
+        debs.len(),
+        again.len()
+    );
+    cold_debs.len()
 }
 
 fn prune(args: &[&str]) {
@@ -308,4 +315,56 @@ fn a_missing_or_foreign_artifact_is_one_warning() {
         "{}",
         corrupt.run.stderr
     );
+}
+
+/// A Dockerfile's own `RUN --mount=type=cache` mounts travel as a spec's
+/// do: exported beside a local cache (by the frontend's cache ids), seeded
+/// into a builder that lost them, and the edited step fetches only the
+/// package added.
+#[test]
+fn a_dockerfiles_cache_mounts_travel_too() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = Project::new("[images.d]\ndockerfile = { file = \"Dockerfile\" }\n");
+    let write = |packages: &str| {
+        let text = format!(
+            "FROM {}\n\
+             RUN rm -f /etc/apt/apt.conf.d/docker-clean && echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' > /etc/apt/apt.conf.d/keep-cache\n\
+             RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\\n\
+                 --mount=type=cache,target=/var/lib/apt,sharing=locked \\\n\
+                 apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {packages}\n",
+            stack().base_image
+        );
+        std::fs::write(p.path("Dockerfile"), text).unwrap();
+    };
+    // Outside the context, which the content key reads.
+    let cache = tempfile::tempdir().unwrap();
+    let local = cache.path().join("cache");
+    let to_local = format!("type=local,dest={},mounts=all", local.display());
+    write("tree");
+    prune(&["--all"]);
+    let first = p.build(addr(), &["--cache-to", &to_local]);
+    let exported = exports(first.ok(), "d");
+    let ids: Vec<&str> = exported
+        .iter()
+        .filter_map(|m| m["mount"].as_str())
+        .collect();
+    assert_eq!(ids, ["//var/cache/apt", "//var/lib/apt"], "{exported:?}");
+    assert!(
+        exported
+            .iter()
+            .all(|m| m["tool"] == "apt" && m["digest"].is_string()),
+        "{exported:?}"
+    );
+
+    write("tree bc");
+    prune(&["--all"]);
+    let from_local = format!("type=local,src={},mounts=all", local.display());
+    let seeded = p.build(addr(), &["--cache-from", &from_local]);
+    seeded.ok();
+    assert!(
+        mounts(&seeded, "d").iter().all(|m| m["result"] == "seeded"),
+        "{:?}",
+        mounts(&seeded, "d")
+    );
+    assert_apt_fetched_only(&seeded, &first, "apt-get install", "bc", "Dockerfile");
 }

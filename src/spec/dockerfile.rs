@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::dockerfile_mounts::{run_cache_mounts, RunCacheMount};
 use super::locate::Source;
 use super::model::RawDockerfile;
 use super::paths::PathPolicy;
@@ -31,6 +32,8 @@ pub struct Dockerfile {
     /// The images of the same spec its `FROM` lines name: they are built
     /// with it and handed to the frontend as named contexts.
     pub spec_froms: Vec<String>,
+    /// Its `RUN --mount=type=cache` mounts that `mounts=` can carry.
+    pub cache_mounts: Vec<RunCacheMount>,
 }
 
 impl Dockerfile {
@@ -60,6 +63,7 @@ impl Dockerfile {
             return Err(format!("{} is not a directory", context.display()));
         }
         let froms = from_images(&text, &args);
+        let cache_mounts = run_cache_mounts(&text, &args, target.as_deref());
         Ok(Dockerfile {
             file,
             context,
@@ -67,6 +71,7 @@ impl Dockerfile {
             args,
             froms,
             spec_froms: Vec::new(),
+            cache_mounts,
         })
     }
 
@@ -122,49 +127,73 @@ pub(super) fn check(
 /// stage, not already pinned by digest, and only where build args and `ARG`
 /// defaults leave no `$` unresolved.
 pub fn from_images(text: &str, args: &BTreeMap<String, String>) -> Vec<(String, ImageRef)> {
+    stages(text, args)
+        .into_iter()
+        .filter(|s| s.from_stage.is_none() && !s.from.contains('@'))
+        .filter_map(|s| Some((s.from.clone(), registry_image(&s.from)?)))
+        .collect()
+}
+
+/// `from` as a registry image, unless it is `scratch` or has a `$` left.
+pub(super) fn registry_image(from: &str) -> Option<ImageRef> {
+    if from == "scratch" || from.contains('$') {
+        return None;
+    }
+    from.parse().ok()
+}
+
+/// One stage of a Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Stage {
+    /// Its `AS` name, lowercased; empty without one.
+    pub name: String,
+    /// What its `FROM` names, build args and global `ARG` defaults substituted.
+    pub from: String,
+    /// The earlier stage `from` names, if it names one.
+    pub from_stage: Option<usize>,
+    /// Its instructions after the `FROM`, one logical line each.
+    pub lines: Vec<String>,
+}
+
+/// The stages of a Dockerfile, in order.
+pub(super) fn stages(text: &str, args: &BTreeMap<String, String>) -> Vec<Stage> {
     let mut defaults: BTreeMap<String, String> = BTreeMap::new();
-    let mut stages: Vec<String> = Vec::new();
-    let mut froms = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
     for line in logical_lines(text) {
         let mut words = line.split_whitespace();
         let Some(instruction) = words.next() else {
             continue;
         };
-        if instruction.eq_ignore_ascii_case("ARG") && stages.is_empty() {
+        if instruction.eq_ignore_ascii_case("FROM") {
+            let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
+            let from = substitute(rest.first().copied().unwrap_or(""), args, &defaults);
+            let name = match rest.as_slice() {
+                [_, as_kw, name] if as_kw.eq_ignore_ascii_case("AS") => name.to_ascii_lowercase(),
+                _ => String::new(),
+            };
+            let from_stage = stages
+                .iter()
+                .position(|s| !s.name.is_empty() && s.name == from.to_ascii_lowercase());
+            stages.push(Stage {
+                name,
+                from,
+                from_stage,
+                lines: Vec::new(),
+            });
+        } else if let Some(stage) = stages.last_mut() {
+            stage.lines.push(line);
+        } else if instruction.eq_ignore_ascii_case("ARG") {
             for decl in words {
                 let (name, value) = decl.split_once('=').unwrap_or((decl, ""));
                 defaults.insert(name.to_owned(), value.trim_matches('"').to_owned());
             }
-            continue;
-        }
-        if !instruction.eq_ignore_ascii_case("FROM") {
-            continue;
-        }
-        let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
-        let Some(written) = rest.first() else {
-            continue;
-        };
-        let image = substitute(written, args, &defaults);
-        if let [_, as_kw, name] = rest.as_slice() {
-            if as_kw.eq_ignore_ascii_case("AS") {
-                stages.push(name.to_ascii_lowercase());
-            }
-        } else {
-            stages.push(String::new());
-        }
-        let earlier_stage = stages[..stages.len() - 1].contains(&image.to_ascii_lowercase());
-        if image == "scratch" || earlier_stage || image.contains('$') || image.contains('@') {
-            continue;
-        }
-        if let Ok(reference) = image.parse::<ImageRef>() {
-            froms.push((image, reference));
         }
     }
-    froms
+    stages
 }
 
 /// Lines with `\` continuations joined; comments and blank lines dropped.
-fn logical_lines(text: &str) -> Vec<String> {
+pub(super) fn logical_lines(text: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let mut current = String::new();
     for line in text.lines() {
@@ -190,7 +219,7 @@ fn logical_lines(text: &str) -> Vec<String> {
 }
 
 /// `$NAME` and `${NAME}` replaced by the build arg, else the `ARG` default.
-fn substitute(
+pub(super) fn substitute(
     word: &str,
     args: &BTreeMap<String, String>,
     defaults: &BTreeMap<String, String>,

@@ -6,6 +6,7 @@
 //! in every error; [`Spec::lower`] turns an image into LLB (see `lower.rs`).
 
 mod dockerfile;
+mod dockerfile_mounts;
 mod locate;
 mod lower;
 mod model;
@@ -26,6 +27,7 @@ use model::{
 };
 
 pub use dockerfile::Dockerfile;
+pub use dockerfile_mounts::RunCacheMount;
 pub use lower::{
     BaseImage, CacheMountUse, LowerOptions, LoweredImage, StepInfo, CA_MOUNT, DOCKERFILE_FRONTEND,
 };

@@ -10,14 +10,14 @@
 
 use std::collections::BTreeMap;
 
-use super::{BaseImage, LoweredImage};
+use super::{BaseImage, CacheMountUse, LoweredImage};
 use oci_spec::image::ImageConfiguration;
 
-use crate::llb::{Definition, Platform, State};
+use crate::llb::{source, Definition, Platform, State};
 use crate::reference::ImageRef;
 use crate::session::LocalDir;
 use crate::solve::Frontend;
-use crate::spec::{Dockerfile, Image};
+use crate::spec::{Dockerfile, Image, RunCacheMount};
 
 /// The frontend BuildKit ships in the daemon.
 pub const DOCKERFILE_FRONTEND: &str = "dockerfile.v0";
@@ -105,8 +105,56 @@ pub(super) fn lower(
             attrs,
             inputs: frontend_inputs,
         }),
-        // A Dockerfile's own `RUN --mount=type=cache` ids are the frontend's.
-        cache_mounts: Vec::new(),
+        cache_mounts: cache_mount_uses(dockerfile, platform, bases),
+    }
+}
+
+/// The Dockerfile's `RUN --mount=type=cache` mounts as this build's cache
+/// mounts (`mounts=` carries them): a seed or an export of one runs on the
+/// registry image its stage starts from, pinned as the build pins it.
+fn cache_mount_uses(
+    dockerfile: &Dockerfile,
+    platform: &Platform,
+    bases: &BTreeMap<ImageRef, BaseImage>,
+) -> Vec<CacheMountUse> {
+    let on = |m: &RunCacheMount| {
+        let pinned = match bases.get(&m.image) {
+            Some(base) => &base.pinned,
+            None if m.image.digest.is_some() => &m.image,
+            None => return None,
+        };
+        Some(source::image_for(
+            pinned,
+            platform,
+            Some(&format!("base {}", m.image)),
+        ))
+    };
+    dockerfile
+        .cache_mounts
+        .iter()
+        .filter_map(|m| {
+            let state = on(m)?;
+            Some(CacheMountUse {
+                id: m.id.clone(),
+                target: m.target.clone(),
+                sharing: m.sharing,
+                tool: tool_of(&m.target),
+                rootfs: state.clone(),
+                base: state,
+            })
+        })
+        .collect()
+}
+
+/// The tool `mounts=` names a Dockerfile's cache mount by: apt's two are
+/// the directories strata's own apt steps mount (only `.deb` files and the
+/// package lists travel); any other mount travels whole, as a `run` cache.
+fn tool_of(target: &str) -> &'static str {
+    match target {
+        "/var/cache/apt" | "/var/lib/apt" => "apt",
+        t if t.ends_with("/.cache/pip") => "pip",
+        t if t.ends_with("/.npm") => "npm",
+        _ => "run",
     }
 }
 
