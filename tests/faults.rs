@@ -350,7 +350,9 @@ fn sigint_and_sigterm_during_an_export_keep_the_earlier_output_and_leave_no_temp
         );
         assert_eq!(leftovers(p.dir.path()), Vec::<PathBuf>::new(), "SIG{name}");
         // The daemon let go of the cancelled build: nothing stays in use.
-        // (Up to 60 s: a loaded 2-core runner releases them slowly.)
+        // (Here within a second; up to 3 minutes, as a loaded 2-core CI
+        // runner once still held them after 60 s. Should it hold them for
+        // good, the message says which.)
         let in_use = || {
             let du = strata(["--addr", &daemon.addr, "du", "--json"]);
             let usage: serde_json::Value = serde_json::from_str(du.ok()).unwrap();
@@ -363,7 +365,7 @@ fn sigint_and_sigterm_during_an_export_keep_the_earlier_output_and_leave_no_temp
             held
         };
         let signalled = Instant::now();
-        let released = (0..240).any(|_| {
+        let released = (0..720).any(|_| {
             std::thread::sleep(Duration::from_millis(250));
             in_use().is_empty()
         });
