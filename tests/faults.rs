@@ -527,3 +527,80 @@ fn a_failed_build_keeps_earlier_tarballs_and_local_outputs_refuse_foreign_dirs()
     assert!(!mine.join("notes.txt").exists());
     assert!(mine.join(".strata-export").exists());
 }
+
+/// Manifest PUTs the fake registry of the test below has answered.
+static MANIFEST_PUTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A registry that takes every blob and refuses the first manifest with
+/// `MANIFEST_BLOB_UNKNOWN`, as Debian's docker-registry did in CI when
+/// pushes of shared blobs into one repository crossed.
+fn refuses_the_first_manifest(stream: &mut std::net::TcpStream, head: &str) {
+    use std::io::{Read, Write};
+    let lower = head.to_ascii_lowercase();
+    let length: usize = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    let _ = stream.read_exact(&mut body);
+    let line = head.lines().next().unwrap_or("");
+    let (method, path) = line
+        .split_once(' ')
+        .map(|(m, rest)| (m, rest.split(' ').next().unwrap_or("")))
+        .unwrap_or(("", ""));
+    let repo_path = path.split("/blobs/").next().unwrap_or("");
+    let digest = path
+        .split_once("digest=")
+        .map(|(_, d)| d.split('&').next().unwrap_or(d).replace("%3A", ":"))
+        .unwrap_or_default();
+    let answer = match method {
+        "GET" if path == "/v2/" => "200 OK\r\nContent-Length: 2\r\n\r\n{}".to_owned(),
+        "POST" => format!(
+            "202 Accepted\r\nLocation: {repo_path}/blobs/uploads/u1\r\nRange: 0-0\r\nContent-Length: 0\r\n\r\n"
+        ),
+        "PATCH" => format!(
+            "202 Accepted\r\nLocation: {repo_path}/blobs/uploads/u1\r\nRange: 0-{}\r\nContent-Length: 0\r\n\r\n",
+            length.saturating_sub(1)
+        ),
+        "PUT" if path.contains("/blobs/uploads/") => format!(
+            "201 Created\r\nDocker-Content-Digest: {digest}\r\nLocation: {repo_path}/blobs/{digest}\r\nContent-Length: 0\r\n\r\n"
+        ),
+        "PUT" if path.contains("/manifests/") => {
+            if MANIFEST_PUTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                let errors = r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:0"}]}"#;
+                format!(
+                    "400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{errors}",
+                    errors.len()
+                )
+            } else {
+                use sha2::Digest;
+                let digest = format!("sha256:{:x}", sha2::Sha256::digest(&body));
+                format!("201 Created\r\nDocker-Content-Digest: {digest}\r\nContent-Length: 0\r\n\r\n")
+            }
+        }
+        _ => "404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
+    };
+    let _ = stream.write_all(format!("HTTP/1.1 {answer}").as_bytes());
+}
+
+#[test]
+fn a_manifest_the_registry_refuses_for_an_unknown_blob_is_pushed_once_more() {
+    let (addr, seen) = common::hostile_http(refuses_the_first_manifest);
+    let p = Project::new(&common::project::small_spec("retry", ""));
+    let target = format!("{addr}/faults/retry:1");
+    let built = p.build(&stack().buildkit_host, &["--push", &target, "--no-key-tag"]);
+    built.ok();
+    assert!(
+        built.run.stderr.contains("pushing once more"),
+        "{}",
+        built.run.stderr
+    );
+    let puts = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.starts_with("PUT") && h.contains("/manifests/"))
+        .count();
+    assert_eq!(puts, 2, "{:#?}", seen.lock().unwrap());
+}

@@ -424,8 +424,34 @@ impl Run<'_> {
         Ok(built(solved, false, loaded))
     }
 
-    /// Solves `job`'s image with `extra` output besides the job's own.
+    /// Solves `job`'s image with `extra` output besides the job's own; once
+    /// more if the registry refused a pushed manifest (see
+    /// [`SolveError::is_manifest_refused`]; every step is cached by then,
+    /// so the second solve only pushes).
     async fn solve(
+        &self,
+        job: &Job,
+        image: &LoweredImage,
+        key: &ContentKey,
+        extra: Option<Output>,
+        renderer: &mut dyn crate::solve::progress::Renderer,
+    ) -> Result<Solved, BuildError> {
+        // A tarball stream cannot be sent twice: no second solve with one.
+        let again = extra.is_none();
+        let solved = self.solve_once(job, image, key, extra, renderer).await;
+        match solved {
+            Err(BuildError::Solve { source, .. }) if again && source.is_manifest_refused() => {
+                tracing::warn!(
+                    "{}: the registry refused a pushed manifest ({source}); pushing once more",
+                    job.image
+                );
+                self.solve_once(job, image, key, None, renderer).await
+            }
+            other => other,
+        }
+    }
+
+    async fn solve_once(
         &self,
         job: &Job,
         image: &LoweredImage,

@@ -144,6 +144,22 @@ pub enum SolveError {
     Export(#[from] ExportError),
 }
 
+impl SolveError {
+    /// The registry refused a pushed manifest: `MANIFEST_BLOB_UNKNOWN`, or
+    /// the bare `400 Bad Request` to the manifest PUT that is all BuildKit
+    /// reports of it. A registry answers so when it does not hold a blob the
+    /// manifest names though the push had just sent it, as pushes of shared
+    /// blobs into one repository at once can end (Debian's docker-registry,
+    /// containerd/nerdctl#2404); pushing again sends what is missing.
+    pub fn is_manifest_refused(&self) -> bool {
+        let text = self.to_string();
+        let bare_400 = text.contains("PUT request to")
+            && text.contains("/manifests/")
+            && text.contains("400 Bad Request");
+        bare_400 || text.contains("blob unknown") || text.contains("MANIFEST_BLOB_UNKNOWN")
+    }
+}
+
 impl SolveOpt {
     /// The session serving this solve, and the imports to send (local ones
     /// pinned to a digest, missing ones dropped).
@@ -446,4 +462,35 @@ fn connection_lost(status: &tonic::Status) -> Option<String> {
         cause = inner;
     }
     Some(cause.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_manifest_is_told_from_other_push_failures() {
+        let failed = |message: &str| SolveError::StepFailed {
+            name: "exporting to image".into(),
+            error: message.into(),
+            logs: Vec::new(),
+        };
+        let refused = [
+            // What BuildKit says of docker-registry's MANIFEST_BLOB_UNKNOWN.
+            "failed to push 127.0.0.1:5000/x:1: failed commit on ref \"manifest-sha256:84\": \
+             unexpected status from PUT request to http://127.0.0.1:5000/v2/x/manifests/1: 400 Bad Request",
+            "manifest blob unknown: blob unknown to registry",
+        ];
+        for message in refused {
+            assert!(failed(message).is_manifest_refused(), "{message}");
+        }
+        let others = [
+            "unexpected status from PUT request to http://r/v2/x/manifests/1: 401 Unauthorized",
+            "unexpected status from PUT request to http://r/v2/x/blobs/uploads/u1: 400 Bad Request",
+            "process \"/bin/sh -c make\" did not complete successfully: exit code: 2",
+        ];
+        for message in others {
+            assert!(!failed(message).is_manifest_refused(), "{message}");
+        }
+    }
 }
