@@ -140,9 +140,14 @@ pub fn cache_id(tool: &str, target: &str, platform: &Platform) -> String {
 pub mod presets {
     use super::*;
 
+    /// apt's downloaded archives (`archives/*.deb`).
+    pub const APT_ARCHIVES: &str = "/var/cache/apt";
+    /// apt's state, the package lists in it (`lists/`).
+    pub const APT_LISTS: &str = "/var/lib/apt";
+
     /// apt's archive and lists, locked: apt takes exclusive locks in both.
     pub fn apt(platform: &Platform) -> Vec<Mount> {
-        ["/var/cache/apt", "/var/lib/apt"]
+        [APT_ARCHIVES, APT_LISTS]
             .iter()
             .map(|t| Mount::cache(t, &cache_id("apt", t, platform), CacheSharing::Locked))
             .collect()

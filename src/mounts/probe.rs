@@ -12,6 +12,7 @@ use futures::StreamExt;
 use super::records::{self, Memory};
 use super::MountError;
 use crate::client::Client;
+use crate::llb::exec::presets::{APT_ARCHIVES, APT_LISTS};
 use crate::llb::{Mount, Run, State};
 use crate::session::TarStream;
 use crate::solve::progress::Renderer;
@@ -39,10 +40,10 @@ pub struct Probed {
 /// but the stamp. Directories are not listed: they are made as needed.
 pub(super) fn select_fn(name: &str, mount: &CacheMountUse) -> String {
     let find = match (mount.tool, mount.target.as_str()) {
-        ("apt", "/var/cache/apt") => {
+        ("apt", APT_ARCHIVES) => {
             "find archives -maxdepth 1 -type f -name '*.deb' -printf \"$1\"".to_owned()
         }
-        ("apt", "/var/lib/apt") => {
+        ("apt", APT_LISTS) => {
             "find lists -path lists/partial -prune -o ! -type d ! -name lock -printf \"$1\""
                 .to_owned()
         }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use super::{BaseImage, CacheMountUse, LoweredImage};
 use oci_spec::image::ImageConfiguration;
 
+use crate::llb::exec::presets;
 use crate::llb::{source, Definition, Platform, State};
 use crate::reference::ImageRef;
 use crate::session::LocalDir;
@@ -151,7 +152,7 @@ fn cache_mount_uses(
 /// package lists travel); any other mount travels whole, as a `run` cache.
 fn tool_of(target: &str) -> &'static str {
     match target {
-        "/var/cache/apt" | "/var/lib/apt" => "apt",
+        presets::APT_ARCHIVES | presets::APT_LISTS => "apt",
         t if t.ends_with("/.cache/pip") => "pip",
         t if t.ends_with("/.npm") => "npm",
         _ => "run",
