@@ -188,7 +188,11 @@ fn service_image(
     let context = policy
         .resolve(section.context.as_deref().unwrap_or("."))
         .map_err(fail)?;
+    // The Dockerfile is read and its directory served: the same policy.
     let dockerfile = context.join(section.dockerfile.as_deref().unwrap_or("Dockerfile"));
+    let dockerfile = policy
+        .resolve(&dockerfile.to_string_lossy())
+        .map_err(|e| fail(format!("dockerfile: {e}")))?;
     let dockerfile = Dockerfile::new(dockerfile, context, section.target, section.args.into_map())
         .map_err(fail)?;
     let push = image

@@ -23,9 +23,17 @@ fn dockerfile_build(p: &Project, args: &[&str]) -> Build {
 /// The image's digest (a `--dockerfile` image is named after its context
 /// directory: here a temporary one).
 fn image_digest(b: &Build) -> String {
+    image_entry(b)["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The build's one image's metadata entry.
+fn image_entry(b: &Build) -> &serde_json::Value {
     let meta = b.metadata.as_ref().expect("metadata written");
     let (_, entry) = meta.as_object().unwrap().iter().next().expect("one image");
-    entry["containerimage.digest"].as_str().unwrap().to_owned()
+    entry
 }
 
 /// The error line (progress is JSON lines before it).
@@ -62,6 +70,12 @@ fn codex_as_a_dockerfile_pushes_restores_after_a_prune_and_matches_buildctl() {
     let local = p.path("cache-local");
     let local_to = format!("type=local,dest={}", local.display());
     let local_from = format!("type=local,src={}", local.display());
+    // The test's own outputs land in the context: kept out of it (and so of
+    // the key, which the image's label records).
+    let ignore = p.path(".dockerignore");
+    let mut ignored = std::fs::read_to_string(&ignore).unwrap();
+    ignored.push_str("meta-*.json\ncache-local\nbuildctl-meta.json\n");
+    std::fs::write(&ignore, ignored).unwrap();
 
     let first = dockerfile_build(
         &p,
@@ -76,6 +90,10 @@ fn codex_as_a_dockerfile_pushes_restores_after_a_prune_and_matches_buildctl() {
     );
     first.ok();
     let digest = image_digest(&first);
+    let key = image_entry(&first)["strata.key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     for (from, how) in [
         (registry_cache.as_str(), "registry"),
@@ -96,8 +114,12 @@ fn codex_as_a_dockerfile_pushes_restores_after_a_prune_and_matches_buildctl() {
     let out = format!("type=image,name={repo}:buildctl,push=true");
     let meta = p.path("buildctl-meta.json");
     let meta_arg = meta.display().to_string();
+    // strata's image records its key in a label; buildctl is given the same.
+    let label = format!("label:dev.strata.key={key}");
     let mut args = vec![
         "build",
+        "--opt",
+        &label,
         "--frontend",
         "dockerfile.v0",
         "--local",

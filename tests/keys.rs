@@ -148,7 +148,7 @@ fn a_key_placeholder_in_the_push_target_becomes_the_key_tag() {
     let built = p.build(&s.buildkit_host, &["keyed", "--push", &target]);
     built.ok();
     let key = key(&p, "keyed", &[]);
-    let tag = format!("strata-{}", &key["sha256:".len()..][..32]);
+    let tag = format!("strata-keyed-{}", &key["sha256:".len()..][..32]);
     let tags = common::project::registry_tags(&repo);
     assert_eq!(tags, std::slice::from_ref(&tag), "only the key tag");
     let again = p.build(
@@ -204,7 +204,7 @@ fn keep_going_builds_the_others_and_names_a_fallback() {
         assert!(meta[built]["containerimage.digest"].is_string(), "{meta:#}");
     }
     let kg_key = meta["kg"]["strata.key"].as_str().unwrap();
-    let kg_tag = format!("strata-{}", &kg_key["sha256:".len()..][..32]);
+    let kg_tag = format!("strata-kg-{}", &kg_key["sha256:".len()..][..32]);
 
     let bad = &meta["bad"]["strata.fallback"];
     assert_eq!(bad["image"], "kg", "{meta:#}");
@@ -256,7 +256,7 @@ fn images_prune_keeps_the_current_key_tag_and_shared_manifests() {
                 .ok();
         }
     }
-    let tag = |key: &str| format!("strata-{}", &key["sha256:".len()..][..32]);
+    let tag = |key: &str| format!("strata-pr-{}", &key["sha256:".len()..][..32]);
     let spec_path = p.spec().display().to_string();
     let listed = strata([&["images", "-f", &spec_path, "--json"], &ca[..]].concat());
     let listed: serde_json::Value = serde_json::from_str(listed.ok()).unwrap();
@@ -289,6 +289,143 @@ fn images_prune_keeps_the_current_key_tag_and_shared_manifests() {
         tag(&keys[2]),
         tag(&keys[0]),
     ];
+    want.sort();
+    assert_eq!(common::project::registry_tags(&repo), want);
+}
+
+/// `HOST/NAME` as the push target of image `image` of `spec`.
+fn pushing(spec: &str, image: &str, target: &str) -> String {
+    spec.replace(
+        &format!("[images.{image}]\n"),
+        &format!("[images.{image}]\npush = \"{target}\"\n"),
+    )
+}
+
+/// The key tag of image `image` for `key`, as strata names it.
+fn key_tag(image: &str, key: &str) -> String {
+    format!("strata-{image}-{}", &key["sha256:".len()..][..32])
+}
+
+/// A CA bundle changes the LLB (a mount): passed as `Project::build` does.
+fn ca_args() -> Vec<&'static str> {
+    match stack().var("STRATA_CA_CERT") {
+        Some(ca) => vec!["--ca-cert", ca],
+        None => Vec::new(),
+    }
+}
+
+/// A registry that drops `Docker-Content-Digest` and lists one tag per page
+/// (14 pages here): the stale key tag's manifest is still protected by the
+/// release tag on the last page, found from the manifests' own bytes; a
+/// next page on another host is refused and nothing is deleted.
+#[test]
+fn images_prune_protects_by_manifest_bytes_and_refuses_a_partial_tag_list() {
+    let s = stack();
+    let name = format!("strata/prune-lies-{}", rand_suffix());
+    let repo = format!("{}/{name}", s.registry);
+    let spec_via = |registry: &str| {
+        pushing(
+            &small_spec("pr", ""),
+            "pr",
+            &format!("{registry}/{name}:latest"),
+        )
+    };
+    let p = Project::new(&spec_via(&s.registry));
+    std::fs::write(p.path("overlay/hello.txt"), "one").unwrap();
+    p.build(&s.buildkit_host, &[]).ok();
+    common::project::registry_retag(&repo, "latest", "v1");
+    std::fs::write(p.path("overlay/hello.txt"), "two").unwrap();
+    p.build(&s.buildkit_host, &[]).ok();
+    // Eleven tags of the current image, listed before v1.
+    for i in 0..11 {
+        common::project::registry_retag(&repo, "latest", &format!("f{i:02}"));
+    }
+    let before = common::project::registry_tags(&repo);
+    assert_eq!(before.len(), 15, "{before:?}");
+    let spec = p.spec().display().to_string();
+    let prune = [
+        &["images", "prune", "--keep", "1", "-f", &spec][..],
+        &ca_args(),
+    ]
+    .concat();
+
+    let lying = common::registry_proxy(common::ProxyFaults {
+        strip_digest: true,
+        one_tag_pages: true,
+        ..Default::default()
+    });
+    std::fs::write(p.spec(), spec_via(&lying)).unwrap();
+    let out = strata(&prune);
+    assert!(
+        out.ok().contains("its manifest is also tagged v1"),
+        "{out:?}"
+    );
+    assert_eq!(common::project::registry_tags(&repo), before);
+
+    let elsewhere = common::registry_proxy(common::ProxyFaults {
+        one_tag_pages: true,
+        link_elsewhere: true,
+        ..Default::default()
+    });
+    std::fs::write(p.spec(), spec_via(&elsewhere)).unwrap();
+    let out = strata(&prune);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("another host"), "{}", out.stderr);
+    assert_eq!(common::project::registry_tags(&repo), before);
+}
+
+/// Two images push into one repository: pruning one never takes the
+/// other's key tags. A tag a concurrent build points at a stale manifest
+/// between the listing and the delete protects it (read again right before
+/// each delete), and a delete the registry fails still leaves the report
+/// of what was removed before it.
+#[test]
+fn images_prune_of_one_image_leaves_another_images_tags_and_rechecks_before_each_delete() {
+    let s = stack();
+    let repo = format!("{}/strata/prune-two-{}", s.registry, rand_suffix());
+    let both = |registry: &str| {
+        let target = format!("{registry}/{}:{{key}}", repo.split_once('/').unwrap().1);
+        let spec = format!("{}\n{}", small_spec("a", ""), small_spec("b", ""));
+        pushing(&pushing(&spec, "a", &target), "b", &target)
+    };
+    let p = Project::new(&both(&s.registry));
+    let ca = ca_args();
+    let mut a_keys = Vec::new();
+    for version in ["one", "two", "three", "four"] {
+        std::fs::write(p.path("overlay/hello.txt"), version).unwrap();
+        p.build(&s.buildkit_host, &[]).ok();
+        a_keys.push(key(&p, "a", &ca));
+    }
+    let before = common::project::registry_tags(&repo);
+    assert_eq!(before.len(), 8, "four key tags of each image: {before:?}");
+    let a_tag = |i: usize| key_tag("a", &a_keys[i]);
+    // Right after prune's first listing, a build points `release` at the
+    // newest stale image (a3).
+    let (hook_repo, hook_tag) = (repo.clone(), a_tag(2));
+    let proxy = common::registry_proxy(common::ProxyFaults {
+        deletes_allowed: Some(1),
+        before_second_listing: Some(std::sync::Arc::new(move || {
+            common::project::registry_retag(&hook_repo, &hook_tag, "release")
+        })),
+        ..Default::default()
+    });
+    std::fs::write(p.spec(), both(&proxy)).unwrap();
+    let spec = p.spec().display().to_string();
+    let out = strata(
+        [
+            &["images", "prune", "--keep", "1", "-f", &spec, "a"][..],
+            &ca,
+        ]
+        .concat(),
+    );
+    assert_ne!(out.code, Some(0), "the second delete fails: {out:?}");
+    assert!(out.stdout.contains(&format!("removed {proxy}/")), "{out:?}");
+    assert!(
+        out.stdout.contains(&a_tag(1)),
+        "a2 removed and said: {out:?}"
+    );
+    let mut want: Vec<String> = before.into_iter().filter(|t| *t != a_tag(1)).collect();
+    want.push("release".into());
     want.sort();
     assert_eq!(common::project::registry_tags(&repo), want);
 }

@@ -90,7 +90,7 @@ impl Known<'_> {
         if let Some(built) = self.built.get(name) {
             let pushed = built.pushed.as_ref()?;
             return Some(if self.key_tags {
-                tags::key_ref(pushed, &built.key)
+                tags::key_ref(pushed, name, &built.key)
             } else {
                 pushed.clone()
             });
@@ -99,9 +99,10 @@ impl Known<'_> {
             return None;
         }
         let push = self.spec.image(name)?.push.as_ref()?;
-        let tagged = tags::key_ref(push, &self.prepared.images[name].1);
-        match self.registry.manifest_digest(&tagged).await {
-            Ok(Some(_)) => Some(tagged),
+        let (lowered, key) = &self.prepared.images[name];
+        let found = tags::find(self.registry, push, name, key, &lowered.platform).await;
+        match found {
+            Ok(Some(digest)) => Some(tags::key_ref(push, name, key).with_digest(&digest)),
             _ => None,
         }
     }

@@ -76,7 +76,7 @@ pub fn names(job: &Job, key: &ContentKey, key_tags: bool) -> Vec<ImageRef> {
             .parse()
             .expect("spec image names are valid repository names")
     });
-    let key_name = tags::key_ref(&name, key);
+    let key_name = tags::key_ref(&name, &job.image, key);
     if key_tags {
         vec![name, key_name]
     } else {
@@ -166,7 +166,7 @@ impl Run<'_> {
         let began = Instant::now();
         let push = job.push.as_ref().expect("pulled only when pushed");
         let source = if self.plan.key_tags {
-            tags::key_ref(push, key)
+            tags::key_ref(push, &job.image, key)
         } else {
             push.clone()
         };

@@ -232,7 +232,7 @@ fn pinned_push(built: &Built, key_tags: bool) -> Option<ImageRef> {
     let digest = built.solved.image_digest()?;
     let pushed = built.pushed.as_ref()?;
     let named = if key_tags {
-        tags::key_ref(pushed, &built.key)
+        tags::key_ref(pushed, &built.image, &built.key)
     } else {
         pushed.clone()
     };
@@ -300,7 +300,7 @@ async fn build_plan(
 
 /// `job` with every `{key}` tag (push target, image outputs) filled in.
 fn with_key(job: &Job, key: &ContentKey) -> Job {
-    let tag = key.tag();
+    let tag = key.tag(&job.image);
     let mut job = job.clone();
     job.push = job.push.map(|p| p.with_key_tag(&tag));
     job.name = job.name.map(|n| n.with_key_tag(&tag));
@@ -375,6 +375,7 @@ impl Run<'_> {
         mut renderer: Box<dyn crate::solve::progress::Renderer>,
     ) -> Result<Built, BuildError> {
         let job = &with_key(job, &key);
+        let image = prepare::recording_key(image, &key);
         let docker = self.docker();
         let names = load::names(job, &key, self.plan.key_tags);
         let present = match (&docker, self.plan.no_skip) {
@@ -393,7 +394,8 @@ impl Run<'_> {
             mounts: Vec::new(),
             node: None,
         };
-        if let Some(found) = self.up_to_date(job, &key, present.as_ref()).await? {
+        let present_ref = present.as_ref();
+        if let Some(found) = self.up_to_date(job, &image, &key, present_ref).await? {
             let loaded = match (present, &docker) {
                 (Some(present), _) => Some(present),
                 (None, Some(d)) => Some(
@@ -525,6 +527,7 @@ impl Run<'_> {
     async fn up_to_date(
         &self,
         job: &Job,
+        image: &LoweredImage,
         key: &ContentKey,
         loaded: Option<&Loaded>,
     ) -> Result<Option<Solved>, BuildError> {
@@ -543,7 +546,9 @@ impl Run<'_> {
             return Ok(None);
         }
         let began = Instant::now();
-        let Some(digest) = tags::reuse(self.registry, push, key).await? else {
+        let Some(digest) =
+            tags::reuse(self.registry, push, &job.image, key, &image.platform).await?
+        else {
             return Ok(None);
         };
         Ok(Some(Solved {
@@ -587,7 +592,10 @@ fn solve_opt(
         secrets.insert(CA_SECRET_ID.to_owned(), ca.clone());
     }
     let mut exports = job.outputs.clone();
-    let key_ref = job.push.as_ref().map(|push| tags::key_ref(push, key));
+    let key_ref = job
+        .push
+        .as_ref()
+        .map(|push| tags::key_ref(push, &job.image, key));
     if let (Some(push), Some(key_ref), true) = (&job.push, key_ref, plan.key_tags) {
         // The push also goes out under the key tag (BuildKit takes a list).
         for output in &mut exports {

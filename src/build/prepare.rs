@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{BuildError, CA_SECRET_ID};
-use crate::keys::{content_key, ContentKey};
+use crate::keys::{content_key, tags, ContentKey};
 use crate::llb::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryOptions};
@@ -43,8 +43,30 @@ pub fn registry_from_env(plan: &BuildPlan) -> Registry {
 pub async fn lower(spec: &Spec, plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
     let registry = registry_from_env(plan);
     let spec = on_built_parents(spec, plan, &registry).await?;
-    let (lowered, _) = lower_with(&spec, plan, &registry, &plan_images(plan)).await?;
-    Ok(lowered)
+    let mut prepared = prepare(&spec, plan, &registry).await?;
+    Ok(plan_images(plan)
+        .into_iter()
+        .filter_map(|name| prepared.images.remove(&name))
+        .map(|(image, key)| recording_key(image, &key))
+        .collect())
+}
+
+/// `image` as it is solved: its config (or, for a Dockerfile image, the
+/// frontend's labels) records its key ([`tags::KEY_LABEL`]), since a key
+/// tag is taken for a hit only when the image it names says it has that
+/// key. Added after the key is computed, so the key does not cover itself.
+pub(super) fn recording_key(mut image: LoweredImage, key: &ContentKey) -> LoweredImage {
+    if let Some(frontend) = &mut image.frontend {
+        let label = format!("label:{}", tags::KEY_LABEL);
+        frontend.attrs.insert(label, key.to_string());
+        return image;
+    }
+    let mut config = image.config.config().clone().unwrap_or_default();
+    let mut labels = config.labels().clone().unwrap_or_default();
+    labels.insert(tags::KEY_LABEL.to_owned(), key.to_string());
+    config.set_labels(Some(labels));
+    image.config.set_config(Some(config));
+    image
 }
 
 /// `spec` with the images built `from` Dockerfile images starting from
@@ -71,11 +93,11 @@ async fn on_built_parents<'s>(
     let mut pushed = BTreeMap::new();
     for parent in parents {
         let push = spec.image(&parent).and_then(|i| i.push.clone());
-        let (Some(push), Some((_, key))) = (push, keyed.images.get(&parent)) else {
+        let (Some(push), Some((lowered, key))) = (push, keyed.images.get(&parent)) else {
             continue;
         };
-        let tagged = crate::keys::tags::key_ref(&push, key);
-        match registry.manifest_digest(&tagged).await? {
+        let tagged = tags::key_ref(&push, &parent, key);
+        match tags::find(registry, &push, &parent, key, &lowered.platform).await? {
             Some(digest) => pushed.insert(parent, tagged.with_digest(&digest)),
             None => {
                 return Err(BuildError::ParentNotBuilt {

@@ -362,7 +362,7 @@ fn print_built(b: &Built) {
         println!(
             "{}: up to date ({}) in {}",
             b.image,
-            b.key.tag(),
+            b.key.tag(&b.image),
             human_duration(b.solved.duration)
         );
         print_loaded(b);

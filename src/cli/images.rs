@@ -125,7 +125,7 @@ async fn list(target: &Target) -> Result<()> {
             json.insert(k.image.clone(), entry(k, &registry, docker.as_deref()));
             continue;
         }
-        println!("{}  current {}", k.image, k.key.tag());
+        println!("{}  current {}", k.image, k.key.tag(&k.image));
         print_tags(&k.push.as_ref().map(ImageRef::name), &registry);
         if let Some(docker) = &docker {
             print_tags(&Some(format!("docker {}", k.loaded_as.name())), docker);
@@ -141,11 +141,13 @@ impl Stores {
     /// `k`'s key tags in its registry (none without a push target) and in docker.
     async fn list(&self, k: &Keyed) -> Result<(Vec<KeyTag>, Option<Vec<KeyTag>>)> {
         let registry = match &k.push {
-            Some(push) => listing::list(&self.registry, push, &k.key, &self.platform).await?,
+            Some(push) => {
+                listing::list(&self.registry, push, &k.image, &k.key, &self.platform).await?
+            }
             None => Vec::new(),
         };
         let docker = match &self.docker {
-            Some(d) => Some(listing::list_docker(d, &k.loaded_as, &k.key).await?),
+            Some(d) => Some(listing::list_docker(d, &k.loaded_as, &k.image, &k.key).await?),
             None => None,
         };
         Ok((registry, docker))
@@ -171,7 +173,7 @@ fn print_tags(place: &Option<String>, tags: &[KeyTag]) {
 fn entry(k: &Keyed, registry: &[KeyTag], docker: Option<&[KeyTag]>) -> serde_json::Value {
     serde_json::json!({
         "repository": k.push.as_ref().map(ImageRef::name),
-        "current": k.key.tag(),
+        "current": k.key.tag(&k.image),
         "tags": registry,
         "docker": docker,
     })
@@ -195,12 +197,27 @@ async fn prune_all(args: &PruneArgs) -> Result<()> {
         let (registry, docker) = stores.list(k).await?;
         let mut done = serde_json::Map::new();
         if let Some(push) = &k.push {
-            let pruned = listing::prune(&stores.registry, push, registry, args.keep).await?;
+            // Each removal is said as it happens: a later error keeps the report.
+            let json = args.target.json;
+            let say = |t: &KeyTag| {
+                if !json {
+                    println!("{}: removed {} ({})", k.image, t.reference, t.digest);
+                }
+            };
+            let pruned = listing::prune(&stores.registry, push, registry, args.keep, say).await?;
             print_pruned(&k.image, "", &pruned, args.target.json);
             done.insert("registry".into(), serde_json::to_value(&pruned)?);
         }
         if let (Some(d), Some(listed)) = (&stores.docker, docker) {
             let pruned = listing::prune_docker(d, listed, args.keep).await?;
+            if !args.target.json {
+                for t in &pruned.removed {
+                    println!(
+                        "{} (docker): removed {} ({})",
+                        k.image, t.reference, t.digest
+                    );
+                }
+            }
             print_pruned(&k.image, " (docker)", &pruned, args.target.json);
             done.insert("docker".into(), serde_json::to_value(&pruned)?);
         }
@@ -217,18 +234,21 @@ fn print_pruned(image: &str, place: &str, pruned: &Pruned, json: bool) {
         return;
     }
     let image = format!("{image}{place}");
-    for t in &pruned.removed {
-        println!("{image}: removed {} ({})", t.reference, t.digest);
-    }
     for s in &pruned.shared {
         println!(
             "{image}: kept {}: its manifest is also tagged {}",
             s.tag.reference, s.also
         );
     }
+    for t in &pruned.moved {
+        println!(
+            "{image}: kept {}: it named another manifest when checked again before the delete",
+            t.reference
+        );
+    }
     println!(
         "{image}: {} removed, {} kept",
         pruned.removed.len(),
-        pruned.kept.len() + pruned.shared.len()
+        pruned.kept.len() + pruned.shared.len() + pruned.moved.len()
     );
 }

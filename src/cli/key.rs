@@ -36,14 +36,14 @@ pub async fn run(args: &KeyArgs) -> Result<()> {
         let map: serde_json::Map<String, serde_json::Value> = keys
             .iter()
             .map(|(name, key)| {
-                let entry = serde_json::json!({ "key": key.to_string(), "tag": key.tag() });
+                let entry = serde_json::json!({ "key": key.to_string(), "tag": key.tag(name) });
                 (name.clone(), entry)
             })
             .collect();
         return super::print_json(&map);
     }
     for (name, key) in &keys {
-        println!("{name}  {key}  {}", key.tag());
+        println!("{name}  {key}  {}", key.tag(name));
     }
     tracing::debug!("keyed in {}", human_duration(began.elapsed()));
     Ok(())

@@ -4,19 +4,17 @@
 //! tag is always kept.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use super::tags::{is_key_tag_of, PREFIX};
 use super::ContentKey;
 use crate::docker::{Docker, DockerError};
 use crate::llb::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryError};
 use crate::units::{format_rfc3339, parse_rfc3339};
-
-/// The prefix every key tag has.
-pub const KEY_TAG_PREFIX: &str = "strata-";
 
 /// One key tag of a repository.
 #[derive(Debug, Clone, Serialize)]
@@ -30,39 +28,51 @@ pub struct KeyTag {
     pub current: bool,
 }
 
-/// The key tags of `push`'s repository: the current one first, then newest first.
+/// `image`'s key tags in `push`'s repository: the current one first, then
+/// newest first. Each names the manifest whose bytes it served (digests are
+/// computed, never taken from a header). Fails when the tag list cannot be
+/// read whole.
 pub async fn list(
     registry: &Registry,
     push: &ImageRef,
+    image: &str,
     current: &ContentKey,
     platform: &Platform,
 ) -> Result<Vec<KeyTag>, RegistryError> {
-    let current_tag = current.tag();
+    let current_tag = current.tag(image);
     let mut listed = Vec::new();
-    for tag in registry.tags(push).await? {
-        if !tag.starts_with(KEY_TAG_PREFIX) {
+    for (tag, digest) in tag_digests(registry, push).await? {
+        if !is_key_tag_of(&tag, image) {
             continue;
         }
-        let reference = push.with_tag(&tag);
-        let (digest, created) = match registry.config(&reference, platform).await {
-            Ok((resolved, config)) => (
-                resolved.index_digest.unwrap_or(resolved.digest),
-                config.created().clone(),
-            ),
-            // Not an image for this platform: still a key tag, of unknown age.
-            Err(_) => match registry.manifest_digest(&reference).await? {
-                Some(digest) => (digest, None),
-                None => continue,
-            },
+        // Not an image for this platform: still a key tag, of unknown age.
+        let created = match registry.config(&push.with_digest(&digest), platform).await {
+            Ok((_, config)) => config.created().clone(),
+            Err(_) => None,
         };
         listed.push(KeyTag {
-            reference,
+            current: tag == current_tag,
+            reference: push.with_tag(&tag),
             digest,
             created,
-            current: tag == current_tag,
         });
     }
     Ok(in_order(listed))
+}
+
+/// Every tag of `push`'s repository and the digest of the manifest it names,
+/// computed from the manifest's bytes (a tag gone meanwhile is left out).
+async fn tag_digests(
+    registry: &Registry,
+    push: &ImageRef,
+) -> Result<BTreeMap<String, String>, RegistryError> {
+    let mut named = BTreeMap::new();
+    for tag in registry.tags(push).await? {
+        if let Some(manifest) = registry.raw_manifest(&push.with_tag(&tag)).await? {
+            named.insert(tag, manifest.digest);
+        }
+    }
+    Ok(named)
 }
 
 /// The current tag first, then newest first, unknown ages last.
@@ -92,17 +102,25 @@ fn split(listed: Vec<KeyTag>, keep: usize) -> (Vec<KeyTag>, Vec<KeyTag>) {
 pub async fn list_docker(
     docker: &Docker,
     name: &ImageRef,
+    image_name: &str,
     current: &ContentKey,
 ) -> Result<Vec<KeyTag>, DockerError> {
     let repository = familiar(name);
-    let prefix = format!("{repository}:{KEY_TAG_PREFIX}");
-    let current_tag = current.tag();
+    let current_tag = current.tag(image_name);
     let mut listed = Vec::new();
-    for image in docker.images(&format!("{prefix}*")).await? {
-        for tag in image.tags.iter().filter(|t| t.starts_with(&prefix)) {
+    for image in docker.images(&format!("{repository}:{PREFIX}*")).await? {
+        for tag in &image.tags {
             let Ok(reference) = tag.parse::<ImageRef>() else {
                 continue;
             };
+            let ours = familiar(&reference) == repository
+                && reference
+                    .tag
+                    .as_deref()
+                    .is_some_and(|t| is_key_tag_of(t, image_name));
+            if !ours {
+                continue;
+            }
             listed.push(KeyTag {
                 current: reference.tag.as_deref() == Some(current_tag.as_str()),
                 reference,
@@ -128,7 +146,7 @@ pub async fn prune_docker(
     Ok(Pruned {
         removed: stale,
         kept,
-        shared: Vec::new(),
+        ..Pruned::default()
     })
 }
 
@@ -156,6 +174,9 @@ pub struct Pruned {
     /// Stale key tags left because another tag names the same manifest: a
     /// registry deletes manifests, and every tag naming one with it.
     pub shared: Vec<Shared>,
+    /// Stale key tags left because they named another manifest (or none)
+    /// when checked again right before their delete: a build moved them.
+    pub moved: Vec<KeyTag>,
 }
 
 /// A stale key tag that stays, and the tag it shares its manifest with.
@@ -166,55 +187,50 @@ pub struct Shared {
 }
 
 /// Deletes the key tags of `listed` (as [`list`] orders them) past the
-/// first `keep` — never the current one, nor a manifest another kept or
-/// non-key tag of the repository names.
+/// first `keep` — never the current one, nor a manifest any other tag of
+/// the repository names (kept key tags, other images' key tags, any other
+/// tag). Right before each delete the repository's tags are read again, so
+/// a tag a concurrent build moved or added is seen; `removed` hears each
+/// removal as it happens, so an error later loses no report of it.
 pub async fn prune(
     registry: &Registry,
     push: &ImageRef,
     listed: Vec<KeyTag>,
     keep: usize,
+    mut removed: impl FnMut(&KeyTag),
 ) -> Result<Pruned, RegistryError> {
     let (kept, stale) = split(listed, keep);
+    let doomed: BTreeSet<String> = stale.iter().map(|t| tag_of(&t.reference)).collect();
     let mut pruned = Pruned {
         kept,
         ..Pruned::default()
     };
-    let mut protected = other_tags(registry, push).await?;
-    for t in &pruned.kept {
-        protected.insert(t.digest.clone(), tag_of(&t.reference));
-    }
     for stale in stale {
-        if let Some(by) = protected.get(&stale.digest) {
-            pruned.shared.push(Shared {
-                tag: stale,
-                also: by.clone(),
-            });
-        } else if pruned.removed.iter().any(|r| r.digest == stale.digest) {
-            pruned.removed.push(stale); // went with the same manifest
-        } else {
-            registry.delete_manifest(push, &stale.digest).await?;
+        if pruned.removed.iter().any(|r| r.digest == stale.digest) {
+            removed(&stale); // went with the same manifest
             pruned.removed.push(stale);
-        }
-    }
-    Ok(pruned)
-}
-
-/// The manifests the repository's other (non-key) tags name → a tag naming each.
-async fn other_tags(
-    registry: &Registry,
-    push: &ImageRef,
-) -> Result<BTreeMap<String, String>, RegistryError> {
-    let mut named = BTreeMap::new();
-    for tag in registry.tags(push).await? {
-        if tag.starts_with(KEY_TAG_PREFIX) {
             continue;
         }
-        let reference = push.with_tag(&tag);
-        if let Some(digest) = registry.manifest_digest(&reference).await? {
-            named.entry(digest).or_insert(tag);
+        let now = tag_digests(registry, push).await?;
+        if now.get(&tag_of(&stale.reference)) != Some(&stale.digest) {
+            pruned.moved.push(stale);
+            continue;
         }
+        let also = now
+            .iter()
+            .find(|(tag, digest)| **digest == stale.digest && !doomed.contains(*tag));
+        if let Some((also, _)) = also {
+            pruned.shared.push(Shared {
+                tag: stale,
+                also: also.clone(),
+            });
+            continue;
+        }
+        registry.delete_manifest(push, &stale.digest).await?;
+        removed(&stale);
+        pruned.removed.push(stale);
     }
-    Ok(named)
+    Ok(pruned)
 }
 
 fn tag_of(reference: &ImageRef) -> String {

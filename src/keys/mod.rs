@@ -34,10 +34,11 @@ impl ContentKey {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The tag an image is also pushed under: `strata-` + 32 hex digits
-    /// (128 bits: collisions are not a concern, and tags stay readable).
-    pub fn tag(&self) -> String {
-        format!("strata-{}", &self.hex()[..32])
+    /// The tag image `image` is also pushed under: `strata-IMAGE-` + 32 hex
+    /// digits (128 bits: collisions are not a concern, and tags stay
+    /// readable); see [`tags`].
+    pub fn tag(&self, image: &str) -> String {
+        format!("{}{}", tags::prefix(image), &self.hex()[..32])
     }
 }
 

@@ -6,21 +6,34 @@ use http::{header, Method, StatusCode};
 
 use super::{Call, ImageRef, Registry, RegistryError, MAX_DOCUMENT};
 
-/// Pages of a tag list followed at most (10,000 tags at the page size asked).
-const MAX_PAGES: usize = 10;
+/// Pages of a tag list followed at most (100,000 tags at the page size asked).
+const MAX_PAGES: usize = 100;
 
 impl Registry {
-    /// Every tag of `image`'s repository (empty when the repository does not exist).
+    /// Every tag of `image`'s repository (empty when the repository does not
+    /// exist). Whole or an error: prune decides what other tags protect from
+    /// this list, so a list cut short (too many pages, a next page elsewhere)
+    /// is refused, never taken for all there is.
     pub async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+        let incomplete = |reason: String| RegistryError::Invalid {
+            image: image.to_string(),
+            what: "tag list".into(),
+            reason: format!(
+                "{reason}; the list would be incomplete, so nothing is decided from it"
+            ),
+        };
         let mut tags = Vec::new();
         let mut path = "tags/list?n=1000".to_owned();
-        for _ in 0..MAX_PAGES {
+        for page in 1.. {
+            if page > MAX_PAGES {
+                return Err(incomplete(format!("more than {MAX_PAGES} pages")));
+            }
             let response = self.get(image, &path, None).await?;
             if response.status == StatusCode::NOT_FOUND {
                 break;
             }
             let response = self.check(image, "tag list", response).await?;
-            let next = next_page(&response.headers, &image.repository);
+            let next = next_page(&response.headers, image).map_err(incomplete)?;
             let body = self.read(image, "tag list", response, MAX_DOCUMENT).await?;
             let page: TagList =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
@@ -72,19 +85,34 @@ struct TagList {
 }
 
 /// The path below `/v2/REPOSITORY/` of the next page a `Link: <…>; rel="next"`
-/// header names, if it is one of this repository's tag lists.
-fn next_page(headers: &http::HeaderMap, repository: &str) -> Option<String> {
-    let link = headers.get(header::LINK)?.to_str().ok()?;
-    let (target, params) = link.split_once(';')?;
+/// header names (none on the last page). A next page that is not one of
+/// this repository's tag lists on this registry (relative, or absolute with
+/// this host) is an error.
+fn next_page(headers: &http::HeaderMap, image: &ImageRef) -> Result<Option<String>, String> {
+    let Some(link) = headers.get(header::LINK) else {
+        return Ok(None);
+    };
+    let link = link
+        .to_str()
+        .map_err(|_| "a Link header that is not text".to_owned())?;
+    let Some((target, params)) = link.split_once(';') else {
+        return Err(format!("a Link header strata cannot read: {link:?}"));
+    };
     if !params.contains("rel=\"next\"") {
-        return None;
+        return Ok(None);
     }
-    let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-    let prefix = format!("/v2/{repository}/");
-    target
-        .strip_prefix(&prefix)
+    let target = target.trim().trim_start_matches('<').trim_end_matches('>');
+    let path = match target.split_once("://") {
+        Some((_, rest)) => match rest.split_once('/') {
+            Some((host, path)) if host == image.registry => format!("/{path}"),
+            _ => return Err(format!("the next page is on another host: {target}")),
+        },
+        None => target.to_owned(),
+    };
+    path.strip_prefix(&format!("/v2/{}/", image.repository))
         .filter(|rest| rest.starts_with("tags/list"))
-        .map(str::to_owned)
+        .map(|rest| Some(rest.to_owned()))
+        .ok_or_else(|| format!("the next page is not this repository's tag list: {target}"))
 }
 
 #[cfg(test)]
@@ -93,16 +121,22 @@ mod tests {
 
     #[test]
     fn follows_only_this_repositorys_next_tag_page() {
+        let image: ImageRef = "reg:5000/a/b:x".parse().unwrap();
+        let other: ImageRef = "reg:5000/other:x".parse().unwrap();
         let mut headers = http::HeaderMap::new();
+        assert_eq!(next_page(&headers, &image), Ok(None));
         let link = "</v2/a/b/tags/list?last=x&n=1000>; rel=\"next\"";
         headers.insert(header::LINK, link.parse().unwrap());
-        assert_eq!(
-            next_page(&headers, "a/b").as_deref(),
-            Some("tags/list?last=x&n=1000")
-        );
-        assert_eq!(next_page(&headers, "other"), None);
+        let next = Some("tags/list?last=x&n=1000".to_owned());
+        assert_eq!(next_page(&headers, &image), Ok(next.clone()));
+        assert!(next_page(&headers, &other).is_err());
+        let absolute = "<http://reg:5000/v2/a/b/tags/list?last=x&n=1000>; rel=\"next\"";
+        headers.insert(header::LINK, absolute.parse().unwrap());
+        assert_eq!(next_page(&headers, &image), Ok(next));
         let elsewhere = "<https://evil/v2/a/b/tags/list>; rel=\"next\"";
         headers.insert(header::LINK, elsewhere.parse().unwrap());
-        assert_eq!(next_page(&headers, "a/b"), None);
+        assert!(next_page(&headers, &image)
+            .unwrap_err()
+            .contains("another host"));
     }
 }

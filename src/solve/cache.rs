@@ -508,6 +508,30 @@ impl CacheReport {
     }
 }
 
+/// A cache entry that may name a directory on this machine (`type=local`):
+/// a spec's entries have it checked against the spec's path policy.
+pub trait LocalCachePath {
+    fn local_path(&mut self) -> Option<&mut PathBuf>;
+}
+
+impl LocalCachePath for CacheExport {
+    fn local_path(&mut self) -> Option<&mut PathBuf> {
+        match self {
+            CacheExport::Local { dest, .. } => Some(dest),
+            _ => None,
+        }
+    }
+}
+
+impl LocalCachePath for CacheImport {
+    fn local_path(&mut self) -> Option<&mut PathBuf> {
+        match self {
+            CacheImport::Local { src, .. } => Some(src),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

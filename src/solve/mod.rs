@@ -26,7 +26,9 @@ use crate::session::{
 use crate::wire::moby::buildkit::v1 as control;
 
 pub use attrs::OptionError;
-pub use cache::{CacheExport, CacheImport, CacheMode, CacheReport, Compression, LayerOptions};
+pub use cache::{
+    CacheExport, CacheImport, CacheMode, CacheReport, Compression, LayerOptions, LocalCachePath,
+};
 pub use output::Output;
 use progress::{is_cancellation, Renderer, Step, Tracker};
 

@@ -603,8 +603,8 @@ fn check_image(
         .push
         .map(|p| parse_at::<ImageRef>(src, p, &key("push")))
         .transpose()?;
-    let cache_to = check_cache_entries(src, raw.cache_to, &key("cache_to"))?;
-    let cache_from = check_cache_entries(src, raw.cache_from, &key("cache_from"))?;
+    let cache_to = check_cache_entries(src, dir, raw.cache_to, &key("cache_to"))?;
+    let cache_from = check_cache_entries(src, dir, raw.cache_from, &key("cache_from"))?;
     let steps = raw
         .toolchain
         .into_iter()
@@ -731,23 +731,30 @@ fn check_overlay(
     Ok(overlay)
 }
 
-/// `cache_to` / `cache_from` entries, parsed as the command line parses them;
-/// an error names the entry's place in the file.
+/// `cache_to` / `cache_from` entries, parsed as the command line parses them,
+/// a local cache's directory under the spec's path policy (a spec must not
+/// write or read caches elsewhere on the runner); an error names the entry's
+/// place in the file.
 fn check_cache_entries<T>(
     src: &Source,
+    policy: &PathPolicy,
     entries: Vec<Spanned<String>>,
     key: &str,
 ) -> Result<Vec<T>, SpecError>
 where
-    T: std::str::FromStr<Err = crate::solve::OptionError>,
+    T: std::str::FromStr<Err = crate::solve::OptionError> + crate::solve::LocalCachePath,
 {
     entries
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            e.get_ref()
-                .parse::<T>()
-                .map_err(|err| src.error(e.span().start, format!("{key}[{}]", i + 1), err.reason))
+            let fail =
+                |reason: String| src.error(e.span().start, format!("{key}[{}]", i + 1), reason);
+            let mut entry = e.get_ref().parse::<T>().map_err(|err| fail(err.reason))?;
+            if let Some(path) = entry.local_path() {
+                *path = policy.resolve_new(&path.to_string_lossy()).map_err(fail)?;
+            }
+            Ok(entry)
         })
         .collect()
 }

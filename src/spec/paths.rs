@@ -51,6 +51,26 @@ impl PathPolicy {
         }
     }
 
+    /// `value` as a path that may not exist yet (a cache directory strata
+    /// writes): its nearest existing ancestor must lie inside, resolved as
+    /// [`PathPolicy::resolve`] does, and what follows it names no `..`.
+    pub fn resolve_new(&self, value: &str) -> Result<PathBuf, String> {
+        let joined = self.dir.join(value);
+        let mut existing = joined.as_path();
+        let mut rest = Vec::new();
+        while std::fs::symlink_metadata(existing).is_err() {
+            let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+                return Err(format!(
+                    "{value:?}: '..' after a directory that does not exist"
+                ));
+            };
+            rest.push(name.to_owned());
+            existing = parent;
+        }
+        let root = self.resolve(&existing.to_string_lossy())?;
+        Ok(rest.iter().rev().fold(root, |path, name| path.join(name)))
+    }
+
     /// How `path` is shown in step names and history: relative to the spec's
     /// directory (`.` for the directory itself, `../x` outside it).
     pub fn shown(&self, path: &Path) -> String {
@@ -94,6 +114,18 @@ mod tests {
         }
         let allowing = PathPolicy::new(&spec, std::slice::from_ref(&secret));
         assert_eq!(allowing.resolve("link").unwrap(), secret);
+        assert_eq!(
+            policy.resolve_new("cache/new").unwrap(),
+            spec.join("cache/new")
+        );
+        for outside in [
+            "../elsewhere/new",
+            "link/new",
+            "/tmp/new-cache",
+            "missing/../../x",
+        ] {
+            assert!(policy.resolve_new(outside).is_err(), "{outside}");
+        }
         assert_eq!(policy.shown(&spec.join("src")), "src");
         assert_eq!(policy.shown(&spec), ".");
         assert_eq!(policy.shown(&secret), "../secret");

@@ -402,3 +402,186 @@ pub fn hostile_http(
     });
     (addr, seen)
 }
+
+/// Faults a [`registry_proxy`] adds to the real registry's answers.
+#[derive(Default, Clone)]
+pub struct ProxyFaults {
+    /// No `Docker-Content-Digest` header on any answer.
+    pub strip_digest: bool,
+    /// Tag lists served one tag per page, the next named by `Link`.
+    pub one_tag_pages: bool,
+    /// A next page's `Link` made absolute, on another host.
+    pub link_elsewhere: bool,
+    /// DELETEs past the first this many are answered 500.
+    pub deletes_allowed: Option<usize>,
+    /// Run once, before the second tag list is answered (as a concurrent
+    /// build that moves a tag between prune's listing and its delete).
+    pub before_second_listing: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// A proxy on a free loopback port in front of the stack's registry (a
+/// real one), adding `faults`: its `HOST:PORT`.
+pub fn registry_proxy(faults: ProxyFaults) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let upstream = stack().registry.clone();
+    let state = std::sync::Arc::new(ProxyState {
+        faults,
+        listings: Default::default(),
+        deletes: Default::default(),
+    });
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (state, upstream) = (state.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                let mut stream = std::io::BufReader::new(stream);
+                while let Some((head, body)) = read_request(&mut stream) {
+                    let answer = state.answer(&upstream, head, body);
+                    if std::io::Write::write_all(stream.get_mut(), &answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+struct ProxyState {
+    faults: ProxyFaults,
+    listings: std::sync::atomic::AtomicUsize,
+    deletes: std::sync::atomic::AtomicUsize,
+}
+
+/// A request's head (lines) and body, or none at the end of the connection.
+fn read_request(stream: &mut impl std::io::BufRead) -> Option<(Vec<String>, Vec<u8>)> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_owned();
+        if line.is_empty() {
+            break;
+        }
+        head.push(line);
+    }
+    let length = header_value(&head, "content-length").map_or(0, |v| v.parse().unwrap_or(0));
+    let mut body = vec![0; length];
+    std::io::Read::read_exact(stream, &mut body).ok()?;
+    Some((head, body))
+}
+
+fn header_value<'a>(head: &'a [String], name: &str) -> Option<&'a str> {
+    head.iter().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+impl ProxyState {
+    /// The answer to one request, as HTTP/1.1 with its length said.
+    fn answer(&self, upstream: &str, mut head: Vec<String>, body: Vec<u8>) -> Vec<u8> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let f = &self.faults;
+        let (method, path) = {
+            let mut parts = head[0].split(' ');
+            (
+                parts.next().unwrap_or("").to_owned(),
+                parts.next().unwrap_or("").to_owned(),
+            )
+        };
+        let mut path = path;
+        let second_listing = path.contains("/tags/list") && self.listings.fetch_add(1, SeqCst) == 1;
+        if let (true, Some(hook)) = (second_listing, &f.before_second_listing) {
+            hook();
+        }
+        let page_after = (f.one_tag_pages && path.contains("/tags/list")).then(|| {
+            let last = path
+                .split_once("last=")
+                .map(|(_, l)| l.split('&').next().unwrap_or(""));
+            let last = last.unwrap_or("").to_owned();
+            path = path.split('?').next().unwrap_or("").to_owned();
+            last
+        });
+        if method == "DELETE" {
+            let done = self.deletes.fetch_add(1, SeqCst);
+            if f.deletes_allowed.is_some_and(|allowed| done >= allowed) {
+                return b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n".to_vec();
+            }
+        }
+        head[0] = format!("{method} {path} HTTP/1.0");
+        head.retain(|l| !l.to_ascii_lowercase().starts_with("connection:"));
+        let (status, mut headers, mut body) = forward(upstream, &head, &body);
+        if let Some(last) = page_after {
+            body = one_tag_page(&path, &last, &body, &mut headers);
+        }
+        headers.retain(|l| {
+            let l = l.to_ascii_lowercase();
+            !(l.starts_with("connection:")
+                || l.starts_with("transfer-encoding:")
+                || (l.starts_with("content-length:") && method != "HEAD")
+                || (f.strip_digest && l.starts_with("docker-content-digest:")))
+        });
+        if f.link_elsewhere {
+            for h in headers
+                .iter_mut()
+                .filter(|h| h.to_ascii_lowercase().starts_with("link:"))
+            {
+                *h = h.replacen('<', "<http://elsewhere.invalid", 1);
+            }
+        }
+        if method != "HEAD" {
+            headers.push(format!("Content-Length: {}", body.len()));
+        }
+        let mut answer =
+            format!("HTTP/1.1 {status}\r\n{}\r\n\r\n", headers.join("\r\n")).into_bytes();
+        answer.extend(body);
+        answer
+    }
+}
+
+/// The page of a tag list (`body`, whole) holding the one tag after `last`,
+/// with a `Link` to the next page when there is one.
+fn one_tag_page(path: &str, last: &str, body: &[u8], headers: &mut Vec<String>) -> Vec<u8> {
+    let mut list: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut tags: Vec<String> = list["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    tags.sort();
+    let rest: Vec<&String> = tags.iter().filter(|t| t.as_str() > last).collect();
+    if let Some(tag) = rest.first() {
+        list["tags"] = serde_json::json!([tag]);
+        if rest.len() > 1 {
+            headers.push(format!("Link: <{path}?last={tag}&n=1>; rel=\"next\""));
+        }
+    }
+    serde_json::to_vec(&list).unwrap()
+}
+
+/// Sends one HTTP/1.0 request upstream: the status line's rest, the header
+/// lines and the body (read to the end of the connection).
+fn forward(upstream: &str, head: &[String], body: &[u8]) -> (String, Vec<String>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(upstream).expect("the registry");
+    write!(stream, "{}\r\n\r\n", head.join("\r\n")).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(answer.len());
+    let text = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut lines = text.lines().map(str::to_owned);
+    let status = lines
+        .next()
+        .and_then(|l| l.split_once(' ').map(|(_, s)| s.to_owned()))
+        .unwrap_or_default();
+    let rest = answer.get(split + 4..).unwrap_or_default().to_vec();
+    (status, lines.collect(), rest)
+}

@@ -288,3 +288,63 @@ pub fn registry_tags(repo: &str) -> Vec<String> {
     tags.sort();
     tags
 }
+
+/// One HTTP/1.0 exchange with a loopback registry: the status code, the
+/// named response header's value and the body.
+pub fn registry_call(
+    repo: &str,
+    request: &str,
+    header: &str,
+    body: &[u8],
+) -> (u16, Option<String>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let (host, _) = repo.split_once('/').expect("HOST:PORT/NAME");
+    let mut stream = std::net::TcpStream::connect(host).expect("the registry");
+    write!(
+        stream,
+        "{request}Host: {host}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let value = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(header).then(|| v.trim().to_owned())
+    });
+    (status, value, answer[split + 4..].to_vec())
+}
+
+/// Makes `repo:to` name the manifest `repo:from` names (a GET, then a PUT).
+pub fn registry_retag(repo: &str, from: &str, to: &str) {
+    let name = repo.split_once('/').unwrap().1;
+    let accept = "Accept: application/vnd.oci.image.manifest.v1+json, \
+                  application/vnd.oci.image.index.v1+json, \
+                  application/vnd.docker.distribution.manifest.v2+json, \
+                  application/vnd.docker.distribution.manifest.list.v2+json\r\n";
+    let get = format!("GET /v2/{name}/manifests/{from} HTTP/1.0\r\n{accept}");
+    let (status, media_type, manifest) = registry_call(repo, &get, "content-type", b"");
+    assert_eq!(status, 200, "GET {repo}:{from}");
+    let put = format!(
+        "PUT /v2/{name}/manifests/{to} HTTP/1.0\r\nContent-Type: {}\r\n",
+        media_type.unwrap()
+    );
+    let (status, _, body) = registry_call(repo, &put, "", &manifest);
+    assert_eq!(
+        status,
+        201,
+        "PUT {repo}:{to}: {}",
+        String::from_utf8_lossy(&body)
+    );
+}

@@ -65,7 +65,7 @@ pub(super) fn lower(
             "context".to_owned(),
             LocalDir {
                 path: dockerfile.context.clone(),
-                excludes: dockerignore(&dockerfile.context),
+                excludes: dockerignore(dockerfile),
             },
         ),
         (
@@ -107,6 +107,7 @@ pub(super) fn lower(
             inputs: frontend_inputs,
         }),
         cache_mounts: cache_mount_uses(dockerfile, platform, bases),
+        platform: platform.clone(),
     }
 }
 
@@ -188,10 +189,14 @@ fn familiar(reference: &ImageRef) -> String {
     }
 }
 
-/// The context's `.dockerignore` patterns (the frontend applies them too;
-/// here they keep ignored files out of the content key).
-fn dockerignore(context: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(context.join(".dockerignore"))
+/// The ignore patterns the frontend applies to the context (here they keep
+/// ignored files out of the content key): `NAME.dockerignore` beside the
+/// Dockerfile named NAME when there is one, as BuildKit's clients read it,
+/// else the context's `.dockerignore`.
+fn dockerignore(dockerfile: &Dockerfile) -> Vec<String> {
+    let (dir, name) = dockerfile.dir_and_name();
+    std::fs::read_to_string(dir.join(format!("{name}.dockerignore")))
+        .or_else(|_| std::fs::read_to_string(dockerfile.context.join(".dockerignore")))
         .map(|text| {
             text.lines()
                 .map(str::trim)

@@ -107,6 +107,8 @@ pub struct LoweredImage {
     pub frontend: Option<crate::solve::Frontend>,
     /// The cache mounts its steps use (its `from` images' too), each id once.
     pub cache_mounts: Vec<CacheMountUse>,
+    /// The platform it is built for, resolved once here.
+    pub platform: Platform,
 }
 
 /// An image's state so far, with what images built `from` it inherit.
@@ -330,6 +332,7 @@ impl Spec {
                     steps: at.steps.clone(),
                     frontend: None,
                     cache_mounts: at.cache_mounts.clone(),
+                    platform: self.platform_of(image, options),
                 }
             })
             .collect())
