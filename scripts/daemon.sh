@@ -507,6 +507,8 @@ stop_daemon() {
   local name=$1 exe=$2 timeout=${3:-20} pid i
   if pid=$(running_pid "$name" "$exe"); then
     log "stopping $name (pid $pid)"
+    # A stopped process (SIGSTOP: a test froze it) acts on TERM only once continued.
+    kill -CONT "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < timeout * 10; i++)); do
       kill -0 "$pid" 2>/dev/null || break
@@ -678,9 +680,15 @@ node_ready() { "$BUILDCTL" --addr "unix://$(node_sock "$1")" debug workers; }
 
 start_node() {
   local n=$1 name="buildkitd-node$1"
-  if running_pid "$name" "$BUILDKITD" >/dev/null && ((!CERTS_CHANGED)); then
-    wait_until "$name" "$BUILDKITD" 60 node_ready "$n" || die "$name is running but not answering"
-    return 0
+  local pid
+  if pid=$(running_pid "$name" "$BUILDKITD") && ((!CERTS_CHANGED)); then
+    # A node a test froze (SIGSTOP) and left so answers again; one that still
+    # does not answer is started afresh (its records are a cache, nothing more).
+    kill -CONT "$pid" 2>/dev/null || true
+    if wait_until "$name" "$BUILDKITD" 20 node_ready "$n"; then
+      return 0
+    fi
+    warn "$name (pid $pid) is running but not answering; starting it again"
   fi
   stop_daemon "$name" "$BUILDKITD"
   # A node killed a moment ago may still hold its port while it exits.
