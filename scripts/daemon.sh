@@ -69,7 +69,7 @@ DOCKER_SOCK=$DOCKER_DIR/docker.sock
 # Host packages. Everything comes from bookworm except docker.io and containerd,
 # which come from trixie through an apt pin (bookworm's docker.io is 20.10, whose
 # BuildKit is too old for what strata tests).
-HOST_PACKAGES=(ca-certificates curl openssl debootstrap runc docker-registry)
+HOST_PACKAGES=(ca-certificates curl git openssl debootstrap runc docker-registry)
 TRIXIE_PACKAGES=(docker.io containerd docker-buildx)
 # buildx, for `strata bench --compare buildx` (standalone: no docker CLI needed).
 BUILDX_EXE=/usr/libexec/docker/cli-plugins/docker-buildx

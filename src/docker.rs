@@ -203,10 +203,16 @@ impl Docker {
     /// Has the daemon pull `image` from its registry (only the layers it
     /// lacks travel), with the user's credentials for that registry.
     pub async fn pull(&self, image: &ImageRef, auth: &DockerAuth) -> Result<(), DockerError> {
+        // By digest when there is one ("tag" takes a tag or a digest).
+        let tag = image
+            .digest
+            .as_deref()
+            .or(image.tag.as_deref())
+            .unwrap_or("latest");
         let path = format!(
             "/images/create?fromImage={}&tag={}",
             escape(&image.name()),
-            escape(image.tag.as_deref().unwrap_or("latest"))
+            escape(tag)
         );
         let mut request = Self::request(Method::POST, &path, Self::empty());
         if let Some(credential) = auth.credential(&image.registry).await {

@@ -429,3 +429,127 @@ fn images_prune_of_one_image_leaves_another_images_tags_and_rechecks_before_each
     want.sort();
     assert_eq!(common::project::registry_tags(&repo), want);
 }
+
+/// `git -C DIR ARGS…`, which must succeed.
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+/// A git overlay's branch is resolved to the commit it names (as BuildKit
+/// resolves it at solve time): a new commit changes the key; a repository
+/// that cannot be reached fails the key in one line.
+#[test]
+fn a_git_overlay_is_keyed_by_the_commit_its_branch_names() {
+    let upstream = tempfile::tempdir().unwrap();
+    git(upstream.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(upstream.path().join("tool.txt"), "one").unwrap();
+    git(upstream.path(), &["add", "."]);
+    git(upstream.path(), &["commit", "-q", "-m", "one"]);
+    let url = format!("file://{}", upstream.path().display());
+    let overlay = format!("git = {{ url = \"{url}\", ref = \"main\", to = \"/opt/tool\" }}\n");
+    let spec = small_spec("g", "").replace(
+        "[images.g.overlay]\n",
+        &format!("[images.g.overlay]\n{overlay}"),
+    );
+    let p = Project::new(&spec);
+    let first = key(&p, "g", &[]);
+    assert_eq!(key(&p, "g", &[]), first, "stable while main stays");
+    std::fs::write(upstream.path().join("tool.txt"), "two").unwrap();
+    git(upstream.path(), &["commit", "-q", "-am", "two"]);
+    assert_ne!(
+        key(&p, "g", &[]),
+        first,
+        "a new commit on main is a new key"
+    );
+
+    let gone = spec.replace(&url, "file:///nonexistent/strata-no-repo");
+    std::fs::write(p.spec(), gone).unwrap();
+    let spec_path = p.spec().display().to_string();
+    let out = strata(["key", "-f", &spec_path]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("overlay git file:///nonexistent/strata-no-repo main"),
+        "{last}"
+    );
+}
+
+/// A Dockerfile whose `FROM` strata cannot read without building is not
+/// keyed: `strata key` says why, every build solves it (one line saying
+/// so) and no key tag is pushed for it.
+#[test]
+fn a_dockerfile_with_a_from_strata_cannot_read_is_always_solved() {
+    let s = stack();
+    let repo = format!("{}/strata/unkeyable-{}", s.registry, rand_suffix());
+    let spec = format!(
+        "[images.uk]\npush = \"{repo}:latest\"\ndockerfile = {{ file = \"Dockerfile\" }}\n"
+    );
+    let p = Project::new(&spec);
+    let (name, tag) = s.base_image.rsplit_once(':').unwrap();
+    let dockerfile =
+        format!("ARG TAG={tag}\nFROM {name}:${{TAG%%-*}}\nRUN echo built > /built.txt\n");
+    std::fs::write(p.path("Dockerfile"), dockerfile).unwrap();
+    let spec_path = p.spec().display().to_string();
+    let keyed = strata(["key", "-f", &spec_path]);
+    assert!(keyed.ok().contains("unkeyable: FROM"), "{keyed:?}");
+    for _ in 0..2 {
+        let built = p.build(&s.buildkit_host, &[]);
+        built.ok();
+        assert!(
+            built.run.stderr.contains("not keyed, solved every time"),
+            "{}",
+            built.run.stderr
+        );
+        assert!(
+            !built.run.stdout.contains("up to date"),
+            "{}",
+            built.run.stdout
+        );
+    }
+    assert_eq!(common::project::registry_tags(&repo), ["latest"]);
+}
+
+/// A key tag whose image does not record its key (someone pushed another
+/// image under it) is never taken for a hit: the image is built again.
+#[test]
+fn a_key_tag_whose_image_does_not_record_the_key_is_no_hit() {
+    let s = stack();
+    let repo = format!("{}/strata/poison-{}", s.registry, rand_suffix());
+    let spec = pushing(&small_spec("pz", ""), "pz", &format!("{repo}:latest"));
+    let p = Project::new(&spec);
+    let ca = ca_args();
+    std::fs::write(p.path("overlay/hello.txt"), "one").unwrap();
+    p.build(&s.buildkit_host, &[]).ok();
+    let one = key_tag("pz", &key(&p, "pz", &ca));
+    std::fs::write(p.path("overlay/hello.txt"), "two").unwrap();
+    p.build(&s.buildkit_host, &[]).ok();
+    // The first inputs' key tag now names the second image.
+    common::project::registry_retag(&repo, "latest", &one);
+    std::fs::write(p.path("overlay/hello.txt"), "one").unwrap();
+    let again = p.build(&s.buildkit_host, &[]);
+    again.ok();
+    assert!(
+        !again.run.stdout.contains("up to date"),
+        "{}",
+        again.run.stdout
+    );
+    assert!(
+        again.run.stderr.contains("does not record key"),
+        "{}",
+        again.run.stderr
+    );
+    assert!(
+        again.steps().iter().any(|s| s.name.contains("overlay")),
+        "solved"
+    );
+}

@@ -89,7 +89,7 @@ impl Known<'_> {
     async fn built_ref(&self, name: &str) -> Option<ImageRef> {
         if let Some(built) = self.built.get(name) {
             let pushed = built.pushed.as_ref()?;
-            return Some(if self.key_tags {
+            return Some(if built.key_tagged {
                 tags::key_ref(pushed, name, &built.key)
             } else {
                 pushed.clone()

@@ -154,25 +154,29 @@ impl Run<'_> {
         Some(tarball(docker, names))
     }
 
-    /// After a solve that pushed: the daemon pulls the image (key tag first,
-    /// so only its layers travel once), tagged with its name.
+    /// After a solve that pushed: the daemon pulls the image by the digest
+    /// this build pushed (a tag may have moved since: a concurrent push must
+    /// not hand docker another image under this build's names), then tags
+    /// it with each name.
     pub(super) async fn pull(
         &self,
         docker: &Docker,
         job: &Job,
-        key: &ContentKey,
+        digest: Option<&str>,
         names: &[ImageRef],
     ) -> Result<Loaded, DockerError> {
         let began = Instant::now();
         let push = job.push.as_ref().expect("pulled only when pushed");
-        let source = if self.plan.key_tags {
-            tags::key_ref(push, &job.image, key)
-        } else {
-            push.clone()
-        };
+        let digest = digest.ok_or_else(|| DockerError::Failed {
+            socket: docker.socket().to_owned(),
+            what: "pull".into(),
+            message: format!("{push}: the build did not say which digest it pushed"),
+        })?;
+        let source = push.with_digest(digest);
         docker.pull(&source, self.auth).await?;
-        for name in names.iter().filter(|n| **n != source) {
-            docker.tag(&source.to_string(), name).await?;
+        let pinned = format!("{}@{digest}", source.name());
+        for name in names {
+            docker.tag(&pinned, name).await?;
         }
         finish(docker, LoadPath::Pull, names, began).await
     }

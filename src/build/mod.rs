@@ -19,6 +19,7 @@ use crate::spec::{BuildPlan, Job, LoweredImage, Overrides, Spec, SpecError};
 
 mod context;
 mod fallback;
+pub mod git;
 mod load;
 mod mounts;
 mod pool;
@@ -30,7 +31,7 @@ pub use fallback::{Failed, Fallback};
 pub use load::{names as load_names, LoadPath, Loaded};
 pub use pool::{build_on_pool, TierReport};
 use prepare::Prepared;
-pub use prepare::{keys, lower, registry_from_env};
+pub use prepare::{keys, lower, registry_from_env, ImageKey};
 pub use summary::{hit_rate, ImageSummary, Summary, TierSummary};
 
 /// The secret id under which the CA bundle reaches the toolchain steps.
@@ -44,6 +45,9 @@ pub struct Built {
     pub pushed: Option<ImageRef>,
     /// Its content key ([`crate::keys`]).
     pub key: ContentKey,
+    /// Its push also went out under its key tag (key tags on, and the image
+    /// keyable: see `LoweredImage::unkeyable`).
+    pub key_tagged: bool,
     /// Found already built under its key tag: nothing was solved, and
     /// `solved` holds only the digest and how long the check took.
     pub up_to_date: bool,
@@ -110,6 +114,8 @@ pub enum BuildError {
     ParentNotBuilt { parent: String, reference: String },
     #[error(transparent)]
     Place(#[from] crate::pool::place::PlaceError),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
     #[error("image {image}: {source}")]
     Solve {
         image: String,
@@ -206,7 +212,7 @@ pub(crate) async fn build_all_within(
     let pushed: BTreeMap<String, ImageRef> = outcome
         .built
         .iter()
-        .filter_map(|b| Some((b.image.clone(), pinned_push(b, !overrides.no_key_tag)?)))
+        .filter_map(|b| Some((b.image.clone(), pinned_push(b)?)))
         .collect();
     let rebased = spec.rebased(&pushed);
     let rest = Overrides {
@@ -228,10 +234,10 @@ pub(crate) async fn build_all_within(
 
 /// Where a built image can be pulled from by digest: its key tag (as
 /// `strata key` finds it) or push target, pinned to what was pushed.
-fn pinned_push(built: &Built, key_tags: bool) -> Option<ImageRef> {
+fn pinned_push(built: &Built) -> Option<ImageRef> {
     let digest = built.solved.image_digest()?;
     let pushed = built.pushed.as_ref()?;
-    let named = if key_tags {
+    let named = if built.key_tagged {
         tags::key_ref(pushed, &built.image, &built.key)
     } else {
         pushed.clone()
@@ -312,6 +318,16 @@ fn with_key(job: &Job, key: &ContentKey) -> Job {
     job
 }
 
+/// A pushed image to load into docker: pulled by `digest` (what this build
+/// pushed), else `image` solved once more into a tarball.
+struct ToLoad<'a> {
+    job: &'a Job,
+    digest: Option<&'a str>,
+    image: &'a LoweredImage,
+    key: &'a ContentKey,
+    names: &'a [ImageRef],
+}
+
 /// What every job of one build shares.
 struct Run<'a> {
     daemon: &'a Daemon,
@@ -376,9 +392,13 @@ impl Run<'_> {
     ) -> Result<Built, BuildError> {
         let job = &with_key(job, &key);
         let image = prepare::recording_key(image, &key);
+        if let Some(why) = &image.unkeyable {
+            tracing::warn!("{}: not keyed, solved every time: {why}", job.image);
+        }
         let docker = self.docker();
-        let names = load::names(job, &key, self.plan.key_tags);
-        let present = match (&docker, self.plan.no_skip) {
+        let keyed = self.plan.key_tags && image.unkeyable.is_none();
+        let names = load::names(job, &key, keyed);
+        let present = match (&docker, self.plan.no_skip || !keyed) {
             (Some(d), false) => self.present(d, &names).await?,
             _ => None,
         };
@@ -386,6 +406,7 @@ impl Run<'_> {
             image: job.image.clone(),
             pushed: job.push.clone(),
             key,
+            key_tagged: keyed && job.push.is_some(),
             up_to_date,
             solved,
             lowered: image.steps.clone(),
@@ -398,10 +419,16 @@ impl Run<'_> {
         if let Some(found) = self.up_to_date(job, &image, &key, present_ref).await? {
             let loaded = match (present, &docker) {
                 (Some(present), _) => Some(present),
-                (None, Some(d)) => Some(
-                    self.pull_or_stream(d, job, &image, &key, &names, &mut renderer)
-                        .await?,
-                ),
+                (None, Some(d)) => {
+                    let to_load = ToLoad {
+                        job,
+                        digest: found.image_digest(),
+                        image: &image,
+                        key: &key,
+                        names: &names,
+                    };
+                    Some(self.pull_or_stream(d, to_load, &mut renderer).await?)
+                }
                 (None, None) => None,
             };
             return Ok(built(found, true, loaded));
@@ -417,10 +444,16 @@ impl Run<'_> {
         let loaded = match (present, &docker, load) {
             (Some(present), ..) => Some(present),
             (None, Some(d), Some(load)) => Some(load.finish(d, &names).await?),
-            (None, Some(d), None) => Some(
-                self.pull_or_stream(d, job, &image, &key, &names, &mut renderer)
-                    .await?,
-            ),
+            (None, Some(d), None) => {
+                let to_load = ToLoad {
+                    job,
+                    digest: solved.image_digest(),
+                    image: &image,
+                    key: &key,
+                    names: &names,
+                };
+                Some(self.pull_or_stream(d, to_load, &mut renderer).await?)
+            }
             (None, None, _) => None,
         };
         Ok(built(solved, false, loaded))
@@ -489,13 +522,17 @@ impl Run<'_> {
     async fn pull_or_stream(
         &self,
         docker: &Docker,
-        job: &Job,
-        image: &LoweredImage,
-        key: &ContentKey,
-        names: &[ImageRef],
+        to_load: ToLoad<'_>,
         renderer: &mut Box<dyn crate::solve::progress::Renderer>,
     ) -> Result<Loaded, BuildError> {
-        match self.pull(docker, job, key, names).await {
+        let ToLoad {
+            job,
+            digest,
+            image,
+            key,
+            names,
+        } = to_load;
+        match self.pull(docker, job, digest, names).await {
             Ok(loaded) => return Ok(loaded),
             Err(e) => tracing::warn!(
                 "{}: the docker daemon could not pull it ({e}); streaming a tarball instead",
@@ -531,7 +568,7 @@ impl Run<'_> {
         key: &ContentKey,
         loaded: Option<&Loaded>,
     ) -> Result<Option<Solved>, BuildError> {
-        if self.plan.no_skip || !self.plan.key_tags {
+        if self.plan.no_skip || !self.plan.key_tags || image.unkeyable.is_some() {
             return Ok(None);
         }
         let Some(push) = &job.push else {
@@ -596,7 +633,8 @@ fn solve_opt(
         .push
         .as_ref()
         .map(|push| tags::key_ref(push, &job.image, key));
-    if let (Some(push), Some(key_ref), true) = (&job.push, key_ref, plan.key_tags) {
+    let key_tags = plan.key_tags && image.unkeyable.is_none();
+    if let (Some(push), Some(key_ref), true) = (&job.push, key_ref, key_tags) {
         // The push also goes out under the key tag (BuildKit takes a list).
         for output in &mut exports {
             if let Output::Image { name, attrs, .. } = output {

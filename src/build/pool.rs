@@ -127,7 +127,7 @@ impl PoolBuild<'_> {
     ) -> Result<TierReport, BuildError> {
         let began = Instant::now();
         let (pool, overrides) = (self.pool, self.overrides);
-        let rebased = on_built_dockerfiles(self.spec, &all.built, !overrides.no_key_tag);
+        let rebased = on_built_dockerfiles(self.spec, &all.built);
         let built_before = all.built.len();
         let mut pending = tier.clone();
         loop {
@@ -316,11 +316,11 @@ fn take_node_outcome(
 /// based on that image as pushed, by digest, as a one-daemon build does: a
 /// later tier's node pulls it instead of building it again (to a digest of
 /// its own).
-fn on_built_dockerfiles(spec: &Spec, built: &[super::Built], key_tags: bool) -> Spec {
+fn on_built_dockerfiles(spec: &Spec, built: &[super::Built]) -> Spec {
     let pushed = built
         .iter()
         .filter(|b| b.frontend)
-        .filter_map(|b| Some((b.image.clone(), super::pinned_push(b, key_tags)?)))
+        .filter_map(|b| Some((b.image.clone(), super::pinned_push(b)?)))
         .collect();
     spec.rebased(&pushed)
 }

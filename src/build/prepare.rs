@@ -126,19 +126,35 @@ async fn lower_with(
     let options = LowerOptions {
         ca_cert: plan.ca_cert.as_ref().map(|_| CA_SECRET_ID.to_owned()),
         platform: plan.platform.clone(),
+        git_commits: super::git::commits(spec, names).await?,
     };
     Ok((spec.lower_all(names, &bases, &options)?, bases))
 }
 
+/// An image's content key, and why it cannot stand for the image if it cannot.
+#[derive(Debug, Clone)]
+pub struct ImageKey {
+    pub image: String,
+    pub key: ContentKey,
+    pub unkeyable: Option<String>,
+}
+
 /// The content key of each image the plan builds, in the plan's order. Reads
-/// the base images' manifests (to pin them), never solves.
-pub async fn keys(spec: &Spec, plan: &BuildPlan) -> Result<Vec<(String, ContentKey)>, BuildError> {
+/// the base images' manifests (to pin them) and git refs, never solves.
+pub async fn keys(spec: &Spec, plan: &BuildPlan) -> Result<Vec<ImageKey>, BuildError> {
     let registry = registry_from_env(plan);
     let spec = on_built_parents(spec, plan, &registry).await?;
     let mut prepared = prepare(&spec, plan, &registry).await?;
     Ok(plan_images(plan)
         .into_iter()
-        .filter_map(|name| prepared.images.remove(&name).map(|(_, key)| (name, key)))
+        .filter_map(|image| {
+            let (lowered, key) = prepared.images.remove(&image)?;
+            Some(ImageKey {
+                image,
+                key,
+                unkeyable: lowered.unkeyable,
+            })
+        })
         .collect())
 }
 

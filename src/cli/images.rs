@@ -89,11 +89,11 @@ impl Target {
             .jobs
             .iter()
             .zip(keys)
-            .map(|(job, (image, key))| Keyed {
-                image,
+            .map(|(job, k)| Keyed {
+                image: k.image,
                 push: job.push.clone(),
-                loaded_as: strata::build::load_names(job, &key, true).remove(0),
-                key,
+                loaded_as: strata::build::load_names(job, &k.key, true).remove(0),
+                key: k.key,
             })
             .collect();
         let docker = match &self.load {

@@ -35,15 +35,22 @@ pub async fn run(args: &KeyArgs) -> Result<()> {
     if args.json {
         let map: serde_json::Map<String, serde_json::Value> = keys
             .iter()
-            .map(|(name, key)| {
-                let entry = serde_json::json!({ "key": key.to_string(), "tag": key.tag(name) });
-                (name.clone(), entry)
+            .map(|k| {
+                let entry = serde_json::json!({
+                    "key": k.key.to_string(),
+                    "tag": k.key.tag(&k.image),
+                    "unkeyable": k.unkeyable,
+                });
+                (k.image.clone(), entry)
             })
             .collect();
         return super::print_json(&map);
     }
-    for (name, key) in &keys {
-        println!("{name}  {key}  {}", key.tag(name));
+    for k in &keys {
+        match &k.unkeyable {
+            None => println!("{}  {}  {}", k.image, k.key, k.key.tag(&k.image)),
+            Some(why) => println!("{}  {}  unkeyable: {why}", k.image, k.key),
+        }
     }
     tracing::debug!("keyed in {}", human_duration(began.elapsed()));
     Ok(())

@@ -34,6 +34,10 @@ pub struct Dockerfile {
     pub spec_froms: Vec<String>,
     /// Its `RUN --mount=type=cache` mounts that `mounts=` can carry.
     pub cache_mounts: Vec<RunCacheMount>,
+    /// Why its content key cannot stand for it, if it cannot: a `FROM`
+    /// strata cannot read without building, or a `# syntax=` frontend named
+    /// by a tag. Such an image is always solved and never key-tagged.
+    pub unkeyable: Option<String>,
 }
 
 impl Dockerfile {
@@ -64,6 +68,7 @@ impl Dockerfile {
         }
         let froms = from_images(&text, &args);
         let cache_mounts = run_cache_mounts(&text, &args, target.as_deref());
+        let unkeyable = unkeyable(&text, &args);
         Ok(Dockerfile {
             file,
             context,
@@ -72,6 +77,7 @@ impl Dockerfile {
             froms,
             spec_froms: Vec::new(),
             cache_mounts,
+            unkeyable,
         })
     }
 
@@ -134,6 +140,41 @@ pub fn from_images(text: &str, args: &BTreeMap<String, String>) -> Vec<(String, 
         .collect()
 }
 
+/// Why a Dockerfile's key could not stand for it: a `FROM` that names
+/// neither scratch, an earlier stage, nor an image strata can read (a `$`
+/// the args do not fill, a form strata does not expand), or a `# syntax=`
+/// frontend not pinned by digest (its tag may move: the key would not).
+fn unkeyable(text: &str, args: &BTreeMap<String, String>) -> Option<String> {
+    if let Some(syntax) = syntax(text).filter(|s| !s.contains("@sha256:")) {
+        return Some(format!(
+            "its # syntax={syntax} frontend is named by a tag (pin it by digest to key the image)"
+        ));
+    }
+    stages(text, args)
+        .into_iter()
+        .filter(|s| s.from_stage.is_none() && s.from != "scratch" && !s.from.contains('@'))
+        .find(|s| registry_image(&s.from).is_none())
+        .map(|s| {
+            format!(
+                "FROM {} cannot be read without building, so it cannot be pinned",
+                s.from
+            )
+        })
+}
+
+/// The `# syntax=` parser directive, if the Dockerfile starts with one
+/// (directives are `# key=value` comments before anything else).
+pub(super) fn syntax(text: &str) -> Option<String> {
+    for line in text.lines() {
+        let comment = line.trim().strip_prefix('#')?;
+        let (key, value) = comment.split_once('=')?;
+        if key.trim().eq_ignore_ascii_case("syntax") {
+            return Some(value.trim().to_owned());
+        }
+    }
+    None
+}
+
 /// `from` as a registry image, unless it is `scratch` or has a `$` left.
 pub(super) fn registry_image(from: &str) -> Option<ImageRef> {
     if from == "scratch" || from.contains('$') {
@@ -184,19 +225,37 @@ pub(super) fn stages(text: &str, args: &BTreeMap<String, String>) -> Vec<Stage> 
             stage.lines.push(line);
         } else if instruction.eq_ignore_ascii_case("ARG") {
             for decl in words {
-                let (name, value) = decl.split_once('=').unwrap_or((decl, ""));
-                defaults.insert(name.to_owned(), value.trim_matches('"').to_owned());
+                // `ARG NAME` alone declares it without a default.
+                if let Some((name, value)) = decl.split_once('=') {
+                    defaults.insert(name.to_owned(), unquote(value).to_owned());
+                }
             }
         }
     }
     stages
 }
 
-/// Lines with `\` continuations joined; comments and blank lines dropped.
+/// `value` without one pair of matching quotes around it.
+fn unquote(value: &str) -> &str {
+    for quote in ['"', '\''] {
+        if let Some(inner) = value
+            .strip_prefix(quote)
+            .and_then(|v| v.strip_suffix(quote))
+        {
+            return inner;
+        }
+    }
+    value
+}
+
+/// Lines with `\` continuations joined; comments and blank lines dropped; a
+/// heredoc's body (`<<EOF` … `EOF`) is part of the instruction that opens it,
+/// never an instruction of its own.
 pub(super) fn logical_lines(text: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let mut current = String::new();
-    for line in text.lines() {
+    let mut source = text.lines();
+    while let Some(line) = source.next() {
         let trimmed = line.trim();
         if current.is_empty() && (trimmed.starts_with('#') || trimmed.is_empty()) {
             continue;
@@ -208,6 +267,15 @@ pub(super) fn logical_lines(text: &str) -> Vec<String> {
             }
             None => {
                 current.push_str(trimmed);
+                for end in heredoc_ends(&current) {
+                    for body in source.by_ref() {
+                        if body.trim_start_matches('\t') == end {
+                            break;
+                        }
+                        current.push('\n');
+                        current.push_str(body);
+                    }
+                }
                 lines.push(std::mem::take(&mut current));
             }
         }
@@ -218,7 +286,21 @@ pub(super) fn logical_lines(text: &str) -> Vec<String> {
     lines
 }
 
-/// `$NAME` and `${NAME}` replaced by the build arg, else the `ARG` default.
+/// The words ending the heredocs an instruction opens (`<<EOF`, `<<-EOF`,
+/// `<<"EOF"`), in order.
+fn heredoc_ends(instruction: &str) -> Vec<String> {
+    instruction
+        .split_whitespace()
+        .filter_map(|w| w.split_once("<<").map(|(_, rest)| rest))
+        .map(|rest| rest.trim_start_matches('-'))
+        .map(|rest| unquote(rest).to_owned())
+        .filter(|end| !end.is_empty() && end.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect()
+}
+
+/// `$NAME` and `${NAME}` replaced by the build arg, else the `ARG` default;
+/// `${NAME:-WORD}` and `${NAME:+WORD}` as the Dockerfile frontend expands
+/// them. What is not filled (or another form) keeps its `$`.
 pub(super) fn substitute(
     word: &str,
     args: &BTreeMap<String, String>,
@@ -242,7 +324,7 @@ pub(super) fn substitute(
                 (&after[..end], &after[end..])
             }
         };
-        match lookup(name) {
+        match expand(name, &lookup) {
             Some(value) => out.push_str(&value),
             None => {
                 out.push('$');
@@ -255,9 +337,57 @@ pub(super) fn substitute(
     out
 }
 
+/// One `${…}` body (`NAME`, `NAME:-WORD`, `NAME:+WORD`) expanded, if it can be.
+fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    if let Some((name, word)) = body.split_once(":-") {
+        return Some(
+            lookup(name)
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| word.to_owned()),
+        );
+    }
+    if let Some((name, word)) = body.split_once(":+") {
+        let set = lookup(name).is_some_and(|v| !v.is_empty());
+        return Some(if set { word.to_owned() } else { String::new() });
+    }
+    if !body.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    lookup(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_args_defaults_and_heredocs_are_read_as_the_frontend_reads_them() {
+        let none = BTreeMap::new();
+        let text = "ARG BASE='reg:5000/a:1'\nARG OTHER\nFROM ${OTHER:-reg:5000/b:2} AS b\n\
+                    RUN <<EOF\nFROM reg:5000/not-a-stage:1\nEOF\nFROM $BASE\n";
+        let froms: Vec<String> = from_images(text, &none)
+            .into_iter()
+            .map(|(w, _)| w)
+            .collect();
+        assert_eq!(froms, ["reg:5000/b:2", "reg:5000/a:1"]);
+        assert_eq!(
+            stages(text, &none).len(),
+            2,
+            "a FROM in a heredoc is no stage"
+        );
+        assert_eq!(unkeyable(text, &none), None);
+        let unread = "FROM ${BASE%:*}\n";
+        assert!(unkeyable(unread, &none).unwrap().contains("cannot be read"));
+        let syntax = "# syntax=docker/dockerfile:1\nFROM scratch\n";
+        assert!(unkeyable(syntax, &none).unwrap().contains("syntax"));
+        let pinned = format!(
+            "# syntax=reg:5000/df@sha256:{}\nFROM scratch\n",
+            "a".repeat(64)
+        );
+        assert_eq!(unkeyable(&pinned, &none), None);
+        let x = BTreeMap::from([("X".to_owned(), "1".to_owned())]);
+        assert_eq!(substitute("${X:+set}${Y:+set}${Y:-d}", &x, &none), "setd");
+    }
 
     #[test]
     fn from_lines_name_registry_images_but_not_stages_or_scratch() {

@@ -29,7 +29,8 @@ use model::{
 pub use dockerfile::Dockerfile;
 pub use dockerfile_mounts::RunCacheMount;
 pub use lower::{
-    BaseImage, CacheMountUse, LowerOptions, LoweredImage, StepInfo, CA_MOUNT, DOCKERFILE_FRONTEND,
+    BaseImage, CacheMountUse, GitRef, LowerOptions, LoweredImage, StepInfo, CA_MOUNT,
+    DOCKERFILE_FRONTEND,
 };
 pub use paths::PathPolicy;
 pub use resolve::{BuildPlan, Job, Overrides, DEFAULT_MAX_PARALLEL};

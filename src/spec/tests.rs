@@ -605,6 +605,7 @@ fn from_images_inherit_the_platform() {
     let options = LowerOptions {
         ca_cert: None,
         platform: Some("linux/riscv64".parse().unwrap()),
+        ..LowerOptions::default()
     };
     let b = spec.lower("b", &BTreeMap::new(), &options).unwrap();
     assert_eq!(json(&b.config)["architecture"], "riscv64");
@@ -695,7 +696,7 @@ fn the_ca_bundle_is_a_secret_mount_and_step_env_only() {
     let spec = parse(&two_images()).unwrap();
     let options = LowerOptions {
         ca_cert: Some("strata-ca-cert".into()),
-        platform: None,
+        ..LowerOptions::default()
     };
     let app = spec.lower("app", &BTreeMap::new(), &options).unwrap();
     let execs = execs(&app);

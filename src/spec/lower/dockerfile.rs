@@ -108,6 +108,7 @@ pub(super) fn lower(
         }),
         cache_mounts: cache_mount_uses(dockerfile, platform, bases),
         platform: platform.clone(),
+        unkeyable: dockerfile.unkeyable.clone(),
     }
 }
 

@@ -55,6 +55,16 @@ pub struct LowerOptions {
     pub ca_cert: Option<String>,
     /// Overrides every image's platform.
     pub platform: Option<Platform>,
+    /// The commit each git overlay's ref names, resolved before lowering
+    /// (`build::git`): the LLB then names the commit, and so does the key.
+    pub git_commits: BTreeMap<GitRef, String>,
+}
+
+/// A git overlay's repository and ref, as the spec names them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GitRef {
+    pub url: String,
+    pub reference: String,
 }
 
 /// One step of the spec that adds a layer, as lowered.
@@ -109,6 +119,10 @@ pub struct LoweredImage {
     pub cache_mounts: Vec<CacheMountUse>,
     /// The platform it is built for, resolved once here.
     pub platform: Platform,
+    /// Why its content key cannot stand for it (see `Dockerfile::unkeyable`;
+    /// an image built `from` such an image inherits it): it is then always
+    /// solved and never key-tagged.
+    pub unkeyable: Option<String>,
 }
 
 /// An image's state so far, with what images built `from` it inherit.
@@ -333,6 +347,14 @@ impl Spec {
                     frontend: None,
                     cache_mounts: at.cache_mounts.clone(),
                     platform: self.platform_of(image, options),
+                    unkeyable: self.from_chain(image).skip(1).find_map(|parent| {
+                        match &parent.base {
+                            Base::Dockerfile(d) => d.unkeyable.as_ref().map(|why| {
+                                format!("it is built from {}, whose {why}", parent.name)
+                            }),
+                            _ => None,
+                        }
+                    }),
                 }
             })
             .collect())
@@ -390,7 +412,12 @@ impl Spec {
                     "overlay",
                 ),
                 OverlayItem::Git { url, reference, to } => {
-                    (overlay_git::lower(url, reference, to), "git")
+                    let wanted = GitRef {
+                        url: url.clone(),
+                        reference: reference.clone(),
+                    };
+                    let commit = options.git_commits.get(&wanted).map(String::as_str);
+                    (overlay_git::lower(url, reference, commit, to), "git")
                 }
             };
             let name = labels.next(&what, None);
