@@ -23,6 +23,12 @@ use crate::reference::ImageRef;
 /// How long connecting and the answer's headers may take (a pull or a load
 /// then streams for as long as it needs).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a pull or load may go without a progress message (docker sends
+/// them at least every few seconds while it downloads or extracts).
+const SILENCE: Duration = Duration::from_secs(120);
+/// How long docker may take to answer once a load's tarball is all sent
+/// (it unpacks every layer first: a 1.7 GB image took 28 s here).
+const LOAD_SETTLE: Duration = Duration::from_secs(600);
 
 /// Largest answer read whole (an image inspect, a list); progress streams
 /// are read line by line.
@@ -128,12 +134,20 @@ impl Docker {
         path: &str,
     ) -> Result<Option<Bytes>, DockerError> {
         let request = Self::request(method, path, Self::empty());
-        let (status, body) = tokio::time::timeout(ANSWER_TIMEOUT, self.send(request))
+        // One deadline for the whole exchange, body too: a daemon that sends
+        // headers and then trickles (or stalls) its body cannot hold us.
+        let exchange = async {
+            let (status, body) = self.send(request).await?;
+            let bytes = read_capped(body, MAX_ANSWER)
+                .await
+                .map_err(|e| self.failed(what, e))?;
+            Ok::<_, DockerError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
             .await
-            .map_err(|_| self.unreachable("no answer within 60s"))??;
-        let bytes = read_capped(body, MAX_ANSWER)
-            .await
-            .map_err(|e| self.failed(what, e))?;
+            .map_err(|_| {
+                self.failed(what, format!("no whole answer within {ANSWER_TIMEOUT:?}"))
+            })??;
         match status {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(bytes)),
@@ -228,7 +242,8 @@ impl Docker {
             let value = header.parse().map_err(|e| self.failed("pull", e))?;
             request.headers_mut().insert("X-Registry-Auth", value);
         }
-        self.progress_call("pull", request).await
+        self.progress_call("pull", request, Some(ANSWER_TIMEOUT))
+            .await
     }
 
     /// Loads a docker image tarball (`docker save` format) streamed from
@@ -238,22 +253,60 @@ impl Docker {
     where
         S: Stream<Item = Result<Bytes, io::Error>> + Send + Sync + 'static,
     {
-        let body = BodyExt::boxed(StreamBody::new(tar.map(|chunk| chunk.map(Frame::data))));
+        // The answer's headers come once the whole tarball is sent (as long
+        // as the build takes): from then on, docker has LOAD_SETTLE to answer.
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
+        let frames = tar.map(|chunk| chunk.map(Frame::data));
+        let end = futures::stream::once(async move {
+            let _ = sent_tx.send(());
+        })
+        .filter_map(|()| None::<Result<Frame<Bytes>, io::Error>>);
+        let body = BodyExt::boxed(StreamBody::new(frames.chain(end)));
         let mut request = Self::request(Method::POST, "/images/load?quiet=1", body);
         request.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/x-tar"),
         );
-        self.progress_call("load", request).await
+        let call = self.progress_call("load", request, None);
+        tokio::pin!(call);
+        tokio::select! {
+            done = &mut call => return done,
+            sent = sent_rx => if sent.is_err() { return call.await },
+        }
+        tokio::time::timeout(LOAD_SETTLE, call).await.map_err(|_| {
+            self.failed(
+                "load",
+                format!("no answer within {LOAD_SETTLE:?} of the tarball's end"),
+            )
+        })?
     }
 
     /// A call whose answer is a stream of JSON progress messages, any of
     /// which may carry the error.
-    async fn progress_call(&self, what: &str, request: Request<Body>) -> Result<(), DockerError> {
-        let (status, mut body) = self.send(request).await?;
+    /// The answer's headers must come within `first` (when given); then
+    /// the daemon may be silent at most SILENCE between messages.
+    async fn progress_call(
+        &self,
+        what: &str,
+        request: Request<Body>,
+        first: Option<Duration>,
+    ) -> Result<(), DockerError> {
+        let silent = |d: Duration| self.failed(what, format!("no answer for {d:?}"));
+        let (status, mut body) = match first {
+            Some(d) => tokio::time::timeout(d, self.send(request))
+                .await
+                .map_err(|_| silent(d))??,
+            None => self.send(request).await?,
+        };
         let mut pending = Vec::new();
         let mut error = None;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let frame = tokio::time::timeout(SILENCE, body.frame())
+                .await
+                .map_err(|_| silent(SILENCE))?;
+            let Some(frame) = frame else {
+                break;
+            };
             let frame = frame.map_err(|e| self.failed(what, format!("reading the answer: {e}")))?;
             let Ok(data) = frame.into_data() else {
                 continue;

@@ -153,3 +153,106 @@ fn a_failed_build_loads_nothing() {
     assert_ne!(failed.run.code, Some(0));
     assert_eq!(docker_image_id(&format!("{image}:latest")), None);
 }
+
+/// A "docker daemon" on a unix socket in `dir`: each connection's request
+/// head goes to `answer`, which may read the rest and write what it likes.
+fn hostile_docker(
+    dir: &std::path::Path,
+    answer: fn(&mut std::os::unix::net::UnixStream, &str),
+) -> String {
+    let path = dir.join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n")
+                    && std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 1
+                {
+                    head.push(byte[0]);
+                }
+                answer(&mut stream, &String::from_utf8_lossy(&head));
+            });
+        }
+    });
+    format!("docker://{}", path.display())
+}
+
+/// Headers, one byte of the body, then nothing, ever.
+fn stalls_its_body(stream: &mut std::os::unix::net::UnixStream, _head: &str) {
+    let _ = std::io::Write::write_all(stream, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[");
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+
+/// Takes every load (reads the tarball to its end, says it loaded it) and
+/// never has the image.
+fn drops_every_load(stream: &mut std::os::unix::net::UnixStream, head: &str) {
+    use std::io::{Read, Write};
+    if head.starts_with("POST /images/load") {
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 65536];
+        while !seen.ends_with(b"0\r\n\r\n") {
+            let n = stream.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            seen.extend_from_slice(&chunk[..n]);
+            let keep = seen.len().saturating_sub(8);
+            seen.drain(..keep);
+        }
+        let body = "{\"stream\":\"Loaded image: x:latest\\n\"}\n";
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    } else {
+        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}");
+    }
+}
+
+/// A docker daemon that sends headers and then stalls its body cannot hold
+/// `strata images --load`: it ends at the answer's deadline, saying so.
+#[test]
+fn a_docker_daemon_that_stalls_its_answer_ends_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let docker = hostile_docker(dir.path(), stalls_its_body);
+    let p = Project::new(&small_spec("stall", ""));
+    let spec = p.spec().display().to_string();
+    let began = std::time::Instant::now();
+    let out = strata(["images", "-f", &spec, "--load", &docker]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("no whole answer within"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(150),
+        "it ended"
+    );
+}
+
+/// A load docker says it did but whose image it does not have is an error,
+/// never "loaded into docker".
+#[test]
+fn a_load_docker_drops_is_an_error() {
+    let s = stack();
+    let dir = tempfile::tempdir().unwrap();
+    let docker = hostile_docker(dir.path(), drops_every_load);
+    let p = Project::new(&small_spec("dropped", ""));
+    let built = p.build(&s.buildkit_host, &["--load", &docker]);
+    assert_ne!(built.run.code, Some(0), "{}", built.run.stdout);
+    assert!(
+        built.run.stderr.contains("does not have"),
+        "{}",
+        built.run.stderr
+    );
+    assert!(
+        !built.run.stdout.contains("loaded into docker"),
+        "{}",
+        built.run.stdout
+    );
+}

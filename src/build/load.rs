@@ -231,7 +231,26 @@ async fn finish(
     names: &[ImageRef],
     began: Instant,
 ) -> Result<Loaded, DockerError> {
-    let image_id = docker.image_id(&names[0]).await?;
+    // Docker's word that it has the image, under every name, checked: a
+    // load docker silently dropped is an error, never "loaded".
+    let mut image_id: Option<String> = None;
+    for name in names {
+        let failed = |message: String| DockerError::Failed {
+            socket: docker.socket().to_owned(),
+            what: "load".into(),
+            message,
+        };
+        let id = docker
+            .image_id(name)
+            .await?
+            .ok_or_else(|| failed(format!("docker does not have {name} after loading it")))?;
+        match &image_id {
+            Some(first) if *first != id => {
+                return Err(failed(format!("{name} names {id}, not the loaded {first}")))
+            }
+            _ => image_id = Some(id),
+        }
+    }
     Ok(Loaded {
         path,
         names: names.to_vec(),
