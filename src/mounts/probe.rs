@@ -65,7 +65,7 @@ fn script(mounts: &[&CacheMountUse]) -> String {
            awk -F'\\t' '{s += $5} END {printf \"%d\", s}' /tmp/strata-list > /strata/out/$1.size\n",
     );
     script.push_str(&format!(
-        "  cat {STAMP} > /strata/out/$1.stamp 2>/dev/null || true\n}}\n"
+        "  head -c 4096 {STAMP} > /strata/out/$1.stamp 2>/dev/null || true\n}}\n"
     ));
     for (i, mount) in mounts.iter().enumerate() {
         script.push_str(&select_fn(&format!("sel{i}"), mount));
@@ -126,6 +126,10 @@ pub async fn what_they_hold(
     Ok(held)
 }
 
+/// The most a probe's answer may hold, and each of its files.
+const MAX_ANSWER: usize = 1 << 20;
+const MAX_ENTRY: u64 = 4096;
+
 /// What each of `mounts` holds, in their order.
 pub async fn probe(
     client: &Client,
@@ -139,10 +143,17 @@ pub async fn probe(
         exports: vec![Output::Tar { stream }],
         ..SolveOpt::default()
     };
+    // Capped: cache mounts are shared by id on a daemon, so what one build
+    // left there (a huge "stamp") must not cost every later build memory.
+    // Dropping the stream past the cap fails the probe's solve: a warning.
     let received = async move {
         let mut all = Vec::new();
         while let Some(chunk) = bytes.next().await {
             all.extend_from_slice(&chunk.map_err(MountError::Answer)?);
+            if all.len() > MAX_ANSWER {
+                let cap = format!("the answer is larger than {MAX_ANSWER} bytes");
+                return Err(MountError::Answer(std::io::Error::other(cap)));
+            }
         }
         Ok::<_, MountError>(all)
     };
@@ -165,8 +176,11 @@ fn read_answer(tar: &[u8], count: usize) -> Result<Vec<Probed>, MountError> {
         let mut entry = entry.map_err(MountError::Answer)?;
         let path = entry.path().map_err(MountError::Answer)?;
         let name = path.to_string_lossy().trim_start_matches("./").to_owned();
+        // Each file is a digest, a number or a stamp: a few bytes.
         let mut text = String::new();
         entry
+            .by_ref()
+            .take(MAX_ENTRY)
             .read_to_string(&mut text)
             .map_err(MountError::Answer)?;
         files.insert(name, text.trim().to_owned());
@@ -186,4 +200,28 @@ fn read_answer(tar: &[u8], count: usize) -> Result<Vec<Probed>, MountError> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_file_of_the_answer_is_read_only_to_its_cap() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut huge = b"sha256:".to_vec();
+        huge.resize(1 << 20, b'x');
+        for (name, data) in [
+            ("0.fingerprint", &b"a".repeat(64)[..]),
+            ("0.stamp", &huge[..]),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, name, data).unwrap();
+        }
+        let probed = read_answer(&tar.into_inner().unwrap(), 1).unwrap();
+        let stamp = probed[0].stamp.as_deref().unwrap();
+        assert_eq!(stamp.len(), MAX_ENTRY as usize, "read only to the cap");
+    }
 }

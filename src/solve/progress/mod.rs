@@ -92,6 +92,24 @@ pub struct Tracker {
     started_at: Option<SystemTime>,
 }
 
+/// Steps a tracker keeps at most, sub-tasks per step, and the length of a
+/// name, id or error it keeps (what is past them is the daemon's excess).
+const MAX_STEPS: usize = 10_000;
+const MAX_TASKS: usize = 1_000;
+const MAX_TEXT: usize = 16 << 10;
+
+/// `text`, cut at [`MAX_TEXT`] bytes (at a character boundary).
+fn capped(text: &str) -> String {
+    if text.len() <= MAX_TEXT {
+        return text.to_owned();
+    }
+    let end = (0..=MAX_TEXT)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    text[..end].to_owned()
+}
+
 /// Whether a daemon error only says the work was cancelled.
 pub fn is_cancellation(error: &str) -> bool {
     let error = error.trim_end();
@@ -171,9 +189,15 @@ impl Tracker {
             .or_else(|| failed().next())
     }
 
-    fn index_of(&mut self, digest: &str) -> usize {
+    /// The step `digest` names, new ones added up to [`MAX_STEPS`]: the
+    /// daemon chooses the digests, and a stream of new ones must not grow
+    /// this without end (updates for steps past the cap are dropped).
+    fn index_of(&mut self, digest: &str) -> Option<usize> {
         if let Some(&i) = self.by_digest.get(digest) {
-            return i;
+            return Some(i);
+        }
+        if self.steps.len() >= MAX_STEPS {
+            return None;
         }
         let i = self.steps.len();
         self.steps.push(Step {
@@ -188,17 +212,19 @@ impl Tracker {
             tasks: HashMap::new(),
         });
         self.by_digest.insert(digest.to_owned(), i);
-        i
+        Some(i)
     }
 
     /// Folds one status update in and returns what changed.
     pub fn apply(&mut self, update: &StatusResponse) -> Vec<Event> {
         let mut events = Vec::new();
         for v in &update.vertexes {
-            let i = self.index_of(&v.digest);
+            let Some(i) = self.index_of(&v.digest) else {
+                continue;
+            };
             let step = &mut self.steps[i];
             if !v.name.is_empty() {
-                step.name = v.name.clone();
+                step.name = capped(&v.name);
             }
             let was_started = step.started.is_some();
             let was_done = step.completed.is_some();
@@ -211,7 +237,7 @@ impl Tracker {
             }
             step.cached |= v.cached;
             if !v.error.is_empty() && step.error.is_none() {
-                step.error = Some(v.error.clone());
+                step.error = Some(capped(&v.error));
                 events.push(Event::Failed(i));
                 continue;
             }
@@ -227,14 +253,15 @@ impl Tracker {
             }
         }
         for s in &update.statuses {
-            let i = self.index_of(&s.vertex);
+            let Some(i) = self.index_of(&s.vertex) else {
+                continue;
+            };
             let done = time(&s.completed).is_some();
             let step = &mut self.steps[i];
-            let id = if s.name.is_empty() {
-                s.id.clone()
-            } else {
-                s.name.clone()
-            };
+            let id = capped(if s.name.is_empty() { &s.id } else { &s.name });
+            if step.tasks.len() >= MAX_TASKS && !step.tasks.contains_key(&id) {
+                continue;
+            }
             let before = step.tasks.insert(id.clone(), (s.current, s.total));
             if before != Some((s.current, s.total)) || done {
                 events.push(Event::Task {
@@ -247,7 +274,9 @@ impl Tracker {
             }
         }
         for log in &update.logs {
-            let i = self.index_of(&log.vertex);
+            let Some(i) = self.index_of(&log.vertex) else {
+                continue;
+            };
             let buf = self.partial.entry(i).or_default();
             buf.push_str(&String::from_utf8_lossy(&log.msg));
             while let Some(end) = line_end(buf) {
@@ -305,6 +334,24 @@ impl Progress for Quiet {
 mod tests {
     use super::*;
     use crate::wire::moby::buildkit::v1::{Vertex, VertexLog};
+
+    #[test]
+    fn what_the_daemon_names_is_kept_within_caps() {
+        let mut tracker = Tracker::new();
+        let vertexes = (0..MAX_STEPS + 50)
+            .map(|i| Vertex {
+                digest: format!("sha256:{i}"),
+                name: "n".repeat(if i == 0 { MAX_TEXT * 4 } else { 1 }),
+                ..Default::default()
+            })
+            .collect();
+        tracker.apply(&StatusResponse {
+            vertexes,
+            ..Default::default()
+        });
+        assert_eq!(tracker.steps().len(), MAX_STEPS);
+        assert_eq!(tracker.step(0).name.len(), MAX_TEXT);
+    }
 
     fn ts(s: i64) -> Option<prost_types::Timestamp> {
         Some(prost_types::Timestamp {
