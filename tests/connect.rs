@@ -247,3 +247,31 @@ fn help_puts_the_connection_flags_under_their_own_heading() {
         assert!(at > heading, "{flag} is under the connection heading");
     }
 }
+
+/// A `--builders` file's node without TLS files of its own takes the
+/// command line's TLS flags: a tcp:// node behind mTLS is spoken to over
+/// TLS, never in plaintext.
+#[test]
+fn a_builders_file_takes_the_tls_flags_as_its_defaults() {
+    let s = stack();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("builders.toml");
+    std::fs::write(
+        &file,
+        format!("[[node]]\nname = \"tls\"\naddr = \"{}\"\n", s.tcp_addr),
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let tlsdir = s.tls_dir.display().to_string();
+    let run = strata([
+        "--builders",
+        &path,
+        "--tlsdir",
+        &tlsdir,
+        "pool",
+        "status",
+        "--json",
+    ]);
+    let status: serde_json::Value = serde_json::from_str(run.ok()).unwrap();
+    assert_eq!(status[0]["reachable"], true, "{status:#}");
+}

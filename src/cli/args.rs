@@ -101,9 +101,10 @@ impl DaemonArgs {
         Ok(Client::connect_within(addr, &self.tls(), self.timeout).await?)
     }
 
-    /// Whether several daemons were given (a pool).
+    /// Whether several daemons were given (a pool), or a pool cache for
+    /// one (a pool of one: `--pool-cache` is never silently ignored).
     pub fn is_pool(&self) -> bool {
-        self.builders.is_some() || self.addrs.len() > 1
+        self.builders.is_some() || self.addrs.len() > 1 || self.pool_cache.is_some()
     }
 
     /// Every daemon given: `--builders FILE`, else each `--addr`.
@@ -122,7 +123,7 @@ impl DaemonArgs {
 
     fn pool_nodes(&self) -> Result<strata::pool::Pool> {
         if let Some(file) = &self.builders {
-            return Ok(strata::pool::Pool::load(file, self.timeout)?);
+            return Ok(strata::pool::Pool::load(file, self.timeout, &self.tls())?);
         }
         let addrs = self
             .addrs

@@ -21,6 +21,21 @@ pub struct TlsOptions {
 }
 
 impl TlsOptions {
+    /// These options, each one not given taken from `defaults` (a pool
+    /// file's node without TLS files of its own uses `--tlsdir` and the rest).
+    pub fn or(&self, defaults: &TlsOptions) -> TlsOptions {
+        TlsOptions {
+            ca_cert: self.ca_cert.clone().or_else(|| defaults.ca_cert.clone()),
+            cert: self.cert.clone().or_else(|| defaults.cert.clone()),
+            key: self.key.clone().or_else(|| defaults.key.clone()),
+            server_name: self
+                .server_name
+                .clone()
+                .or_else(|| defaults.server_name.clone()),
+            dir: self.dir.clone().or_else(|| defaults.dir.clone()),
+        }
+    }
+
     /// Whether the options ask for TLS at all.
     pub fn enabled(&self) -> bool {
         self.ca_cert.is_some()

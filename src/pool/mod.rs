@@ -96,10 +96,15 @@ impl Pool {
         }
     }
 
-    /// The pool `--builders FILE` describes.
-    pub fn load(path: &Path, timeout: Duration) -> Result<Pool, PoolError> {
+    /// The pool `--builders FILE` describes; `tls` (the command line's TLS
+    /// flags) fills in what a node does not say itself.
+    pub fn load(path: &Path, timeout: Duration, tls: &TlsOptions) -> Result<Pool, PoolError> {
+        let mut nodes = builders::load(path)?;
+        for node in &mut nodes {
+            node.tls = node.tls.or(tls);
+        }
         Ok(Pool {
-            nodes: builders::load(path)?,
+            nodes,
             timeout,
             placement: place::Placement::default(),
             cache: None,
