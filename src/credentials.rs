@@ -8,7 +8,7 @@
 //! hosts the user named insecure. Not even the loopback by default: on a
 //! shared machine any local process may be listening there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +66,8 @@ struct Config {
 pub struct DockerAuth {
     config: Arc<Config>,
     from_helpers: Arc<Mutex<BTreeMap<String, Option<Credential>>>>,
+    /// The only hosts credentials are given for, when limited ([`DockerAuth::only_for`]).
+    only: Option<Arc<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for DockerAuth {
@@ -141,6 +143,7 @@ impl DockerAuth {
         let auth = DockerAuth {
             config: Arc::new(config),
             from_helpers: Default::default(),
+            only: None,
         };
         Ok((auth, skipped))
     }
@@ -157,6 +160,18 @@ impl DockerAuth {
         DockerAuth {
             config: Arc::new(config),
             from_helpers: self.from_helpers,
+            only: self.only,
+        }
+    }
+
+    /// The same credentials, given only for `hosts` (the registries one
+    /// build uses): asked for another host, there are none, and no
+    /// credential helper runs.
+    pub fn only_for(self, hosts: impl IntoIterator<Item = String>) -> Self {
+        let only = hosts.into_iter().map(|h| normalize_host(&h)).collect();
+        DockerAuth {
+            only: Some(Arc::new(only)),
+            ..self
         }
     }
 
@@ -170,6 +185,10 @@ impl DockerAuth {
     /// `credsStore`), else its `auths` entry; none means anonymous.
     pub async fn credential(&self, host: &str) -> Option<Credential> {
         let host = normalize_host(host);
+        if self.only.as_ref().is_some_and(|only| !only.contains(&host)) {
+            tracing::debug!("no credentials for {host}: this build does not use it");
+            return None;
+        }
         let helper = self
             .config
             .helpers
@@ -297,6 +316,22 @@ pub(crate) fn normalize_host(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn credentials_only_for_the_hosts_a_build_uses() {
+        let (auth, _) = DockerAuth::parse(
+            r#"{"auths": {
+                "127.0.0.1:5000": {"username": "ci", "password": "s3cret"},
+                "ghcr.io": {"identitytoken": "tok"}
+            }, "credsStore": "strata-never-run"}"#,
+        )
+        .unwrap();
+        let limited = auth.only_for(["127.0.0.1:5000".to_owned()]);
+        assert_eq!(limited.credential("127.0.0.1:5000").await.unwrap().secret, "s3cret");
+        // Not asked of config.json, and no helper runs (none would be found).
+        assert_eq!(limited.credential("ghcr.io").await, None);
+        assert!(limited.from_helpers.lock().await.get("ghcr.io").is_none());
+    }
 
     #[tokio::test]
     async fn reads_docker_config_auths_and_skips_bad_entries() {

@@ -20,6 +20,7 @@ use crate::spec::{BuildPlan, Job, LoweredImage, Overrides, Spec, SpecError};
 mod context;
 mod fallback;
 pub mod git;
+mod registries;
 mod load;
 mod mounts;
 mod pool;
@@ -254,8 +255,11 @@ async fn build_plan(
     slots: Option<&tokio::sync::Semaphore>,
 ) -> Result<Outcome, BuildError> {
     let plan = plan.clone();
-    // Credentials are read once and serve the registry client and every session.
-    let auth = DockerAuth::from_env().with_insecure_hosts(&plan.insecure_registries);
+    // Credentials are read once and serve the registry client and every
+    // session, for the registries this build uses and no other.
+    let auth = DockerAuth::from_env()
+        .with_insecure_hosts(&plan.insecure_registries)
+        .only_for(registries::of_plan(spec, &plan));
     let registry = prepare::registry(&plan, &auth);
     let prepared = prepare::prepare(spec, &plan, &registry).await?;
     let run = Run {

@@ -38,6 +38,8 @@ pub struct Dockerfile {
     /// strata cannot read without building, or a `# syntax=` frontend named
     /// by a tag. Such an image is always solved and never key-tagged.
     pub unkeyable: Option<String>,
+    /// The `# syntax=` frontend image, when it names one strata can read.
+    pub syntax: Option<ImageRef>,
 }
 
 impl Dockerfile {
@@ -69,6 +71,7 @@ impl Dockerfile {
         let froms = from_images(&text, &args);
         let cache_mounts = run_cache_mounts(&text, &args, target.as_deref());
         let unkeyable = unkeyable(&text, &args);
+        let syntax = syntax(&text).and_then(|s| s.parse().ok());
         Ok(Dockerfile {
             file,
             context,
@@ -78,6 +81,7 @@ impl Dockerfile {
             spec_froms: Vec::new(),
             cache_mounts,
             unkeyable,
+            syntax,
         })
     }
 
