@@ -327,7 +327,10 @@ mod tests {
         )
         .unwrap();
         let limited = auth.only_for(["127.0.0.1:5000".to_owned()]);
-        assert_eq!(limited.credential("127.0.0.1:5000").await.unwrap().secret, "s3cret");
+        assert_eq!(
+            limited.credential("127.0.0.1:5000").await.unwrap().secret,
+            "s3cret"
+        );
         // Not asked of config.json, and no helper runs (none would be found).
         assert_eq!(limited.credential("ghcr.io").await, None);
         assert!(limited.from_helpers.lock().await.get("ghcr.io").is_none());

@@ -183,3 +183,54 @@ fn secrets_reach_the_services() {
     let without = compose(root, &[]);
     assert_ne!(without.code, Some(0), "without the secret the RUN fails");
 }
+
+/// A compose file reads files only inside its directory: a `dockerfile:`
+/// outside it is refused in one line that names --allow-path and shows
+/// nothing of the file.
+#[test]
+fn a_dockerfile_outside_the_compose_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("token.txt"), "FROM secret-token-value\n").unwrap();
+    std::fs::write(
+        project.join("compose.yaml"),
+        "services:\n  web:\n    build:\n      context: .\n      dockerfile: ../outside/token.txt\n",
+    )
+    .unwrap();
+    let run = compose(&project, &[]);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(run.stderr.contains("--allow-path"), "{}", run.stderr);
+    assert!(!run.stderr.contains("secret-token-value"), "{}", run.stderr);
+    assert!(!run.stdout.contains("secret-token-value"), "{}", run.stdout);
+}
+
+/// Values as compose reads them, through a real build: an arg without a
+/// value that is unset is left out (the Dockerfile's default holds), one
+/// set in `.env` is taken, and `${VAR:-default}` is filled.
+#[test]
+fn compose_values_are_interpolated_and_unset_args_left_out() {
+    let s = stack();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("Dockerfile"),
+        format!(
+            "FROM {}\nARG UNSET_ARG=default\nARG FROM_DOTENV\nARG FILLED\n\
+             RUN test \"$UNSET_ARG\" = default && test \"$FROM_DOTENV\" = dotenv \
+             && test \"$FILLED\" = fallback\n",
+            s.base_image
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join(".env"), "FROM_DOTENV=dotenv\n").unwrap();
+    std::fs::write(
+        root.join("compose.yaml"),
+        "services:\n  vals:\n    build:\n      context: .\n      args:\n        - UNSET_ARG\n\
+         \x20       - FROM_DOTENV\n        - FILLED=${STRATA_TEST_NEVER_SET:-fallback}\n",
+    )
+    .unwrap();
+    compose(root, &["--no-skip"]).ok();
+}

@@ -20,11 +20,11 @@ use crate::spec::{BuildPlan, Job, LoweredImage, Overrides, Spec, SpecError};
 mod context;
 mod fallback;
 pub mod git;
-mod registries;
 mod load;
 mod mounts;
 mod pool;
 mod prepare;
+mod registries;
 mod summary;
 
 use crate::docker::Docker;

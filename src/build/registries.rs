@@ -14,7 +14,12 @@ use crate::spec::{Base, BuildPlan, Spec};
 pub fn of_plan(spec: &Spec, plan: &BuildPlan) -> BTreeSet<String> {
     let mut hosts = BTreeSet::new();
     let names: Vec<String> = plan.jobs.iter().map(|j| j.image.clone()).collect();
-    for image in spec.closure(&names).unwrap_or(names).iter().filter_map(|n| spec.image(n)) {
+    for image in spec
+        .closure(&names)
+        .unwrap_or(names)
+        .iter()
+        .filter_map(|n| spec.image(n))
+    {
         match &image.base {
             Base::Image(reference) => {
                 hosts.insert(reference.registry.clone());
