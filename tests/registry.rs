@@ -412,3 +412,32 @@ async fn credentials_go_over_plain_http_only_to_hosts_named_insecure() {
         );
     }
 }
+
+/// A manifest sent one byte every 300 ms (each byte well within the
+/// per-chunk deadline) ends at the document's one deadline, not after
+/// thousands of seconds.
+#[tokio::test]
+async fn a_trickled_manifest_ends_at_one_deadline() {
+    let (addr, _) = common::hostile_http(|stream, _| {
+        let head =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                    Content-Length: 100000\r\n\r\n";
+        if stream.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        while stream.write_all(b" ").is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    });
+    let began = std::time::Instant::now();
+    let err = quick(RegistryOptions::default())
+        .manifest(&image(&format!("{addr}/x:y")), &Platform::host())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("did not arrive whole"), "{err}");
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        began.elapsed()
+    );
+}

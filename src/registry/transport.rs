@@ -4,8 +4,9 @@
 //! requests, and a new TCP (and TLS) connection each was most of their time.
 //!
 //! A registry is not trusted to behave: connecting, the TLS handshake, the
-//! answer's headers and every chunk of its body each have a deadline, and a
-//! body is read whole only up to a cap the caller names (or streamed).
+//! answer's headers and every chunk of its body each have a deadline, a
+//! document read whole has one deadline for all of it, and a body is read
+//! whole only up to a cap the caller names (or streamed).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -60,8 +61,22 @@ impl Response {
     }
 
     /// The whole body, refusing more than `limit` bytes (a manifest, a config,
-    /// a token, an error message: never gigabytes).
+    /// a token, an error message: never gigabytes), within one deadline for
+    /// all of it: a registry trickling a document a byte at a time (each
+    /// chunk well within its own deadline) cannot hold a caller.
     pub async fn bytes(self, limit: usize) -> Result<Bytes, String> {
+        let whole = self.timeout;
+        tokio::time::timeout(whole, self.bytes_unbounded(limit))
+            .await
+            .map_err(|_| {
+                format!(
+                    "the answer did not arrive whole within {}s",
+                    whole.as_secs()
+                )
+            })?
+    }
+
+    async fn bytes_unbounded(self, limit: usize) -> Result<Bytes, String> {
         let mut body = Vec::new();
         self.stream(|chunk| {
             if body.len() + chunk.len() > limit {
