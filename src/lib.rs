@@ -32,6 +32,7 @@ pub mod session;
 pub mod solve;
 pub mod spec;
 pub mod units;
+pub mod values;
 pub mod wire;
 
 pub use client::Client;

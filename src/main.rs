@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    unset_empty_variables();
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
     let runtime = match strata::runtime::new() {
@@ -32,6 +33,23 @@ fn main() -> ExitCode {
                 None => ExitCode::FAILURE,
             }
         }
+    }
+}
+
+/// An empty `STRATA_*` or `BUILDKIT_HOST` means "none", the usual way to
+/// switch a variable off (scripts/daemon.sh exports `STRATA_CA_CERT=` into
+/// shells without a CA): removed before the flags read them, instead of
+/// failing with "a value is required". Runs first, with one thread.
+fn unset_empty_variables() {
+    let empty: Vec<_> = std::env::vars_os()
+        .filter(|(k, v)| {
+            let k = k.to_string_lossy();
+            v.is_empty() && (k.starts_with("STRATA_") || k == "BUILDKIT_HOST")
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        std::env::remove_var(k);
     }
 }
 

@@ -164,6 +164,33 @@ proptest! {
     }
 
     #[test]
+    fn command_line_values_are_read_whole_or_refused(text in "[a-z=,/:.@\\x00 -]{0,24}") {
+        if let Ok((k, v)) = strata::values::parse_pair(&text) {
+            prop_assert_eq!(format!("{k}={v}"), text.clone());
+        }
+        if let Ok((k, v)) = strata::values::parse_label(&text) {
+            prop_assert!(!k.is_empty() && !k.contains('\0') && !v.contains('\0'));
+        }
+        if let Ok((id, src)) = strata::values::parse_secret(&text) {
+            prop_assert!(!id.is_empty() && !src.as_os_str().is_empty());
+            let said = format!("id={}", id);
+            prop_assert!(text.contains(&said));
+        }
+        if let Ok(addr) = text.parse::<strata::Addr>() {
+            let _ = addr.to_string();
+        }
+        let _ = text.parse::<strata::llb::Platform>();
+    }
+
+    #[test]
+    fn builders_files_never_panic(text in "(\\[\\[node\\]\\]\n|addr = \"[a-z:/0-9.]{0,12}\"\n|weight = -?[0-9.e]{1,5}\n|name = \"[a-z]{0,3}\"\n|tlsdir = \"[a-z]{0,3}\"\n|[a-z =\"\\[\\]]{0,6}\n){0,8}") {
+        if let Ok(nodes) = strata::pool::builders::parse(Path::new("b.toml"), &text) {
+            prop_assert!(!nodes.is_empty());
+            prop_assert!(nodes.iter().all(|n| n.weight > 0.0 && n.weight.is_finite()));
+        }
+    }
+
+    #[test]
     fn image_references_never_panic(text in "[a-z0-9:/@._-]{0,40}") {
         if let Ok(r) = text.parse::<ImageRef>() {
             prop_assert_eq!(r.to_string().parse::<ImageRef>().ok(), Some(r));

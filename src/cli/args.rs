@@ -180,9 +180,6 @@ impl SpecArgs {
     }
 }
 
-/// The docker API socket `--load VALUE` names: `docker://PATH` or
-/// `unix://PATH`; empty: the builder's when it is a docker daemon, else
-/// `DOCKER_HOST`'s, else the default socket.
 /// `--load [VALUE]` as given (none: not asked for), resolved to a socket.
 pub fn load_flag(value: Option<&str>, cli: &super::Cli) -> Result<Option<PathBuf>> {
     value
@@ -190,19 +187,26 @@ pub fn load_flag(value: Option<&str>, cli: &super::Cli) -> Result<Option<PathBuf
         .transpose()
 }
 
+/// The docker API socket `--load VALUE` names: `docker://PATH` or
+/// `unix://PATH`; empty: the builder's when it is a docker daemon, else
+/// `DOCKER_HOST`'s, else the default socket.
 pub fn load_socket(value: &str, builder: &str) -> Result<PathBuf> {
     let candidates = [
         Some(value.to_owned()).filter(|v| !v.is_empty()),
         Some(builder.to_owned()).filter(|b| b.starts_with("docker://")),
-        std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| h.starts_with("unix://")),
+        // Empty means unset, as with every variable strata reads.
+        std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
     ];
     let Some(chosen) = candidates.into_iter().flatten().next() else {
         return Ok(PathBuf::from(strata::connect::DEFAULT_DOCKER_SOCKET));
     };
     match chosen.parse::<strata::Addr>() {
         Ok(strata::Addr::Docker(path) | strata::Addr::Unix(path)) => Ok(path),
-        _ => anyhow::bail!("--load {chosen}: expected docker://SOCKET or unix://SOCKET"),
+        // A tcp:// or ssh:// DOCKER_HOST is refused, never swapped for the
+        // default socket (which may be another daemon).
+        _ => anyhow::bail!(
+            "--load {chosen}: strata loads through a docker daemon's unix socket \
+             (docker://SOCKET or unix://SOCKET; tcp:// and ssh:// DOCKER_HOSTs are not supported)"
+        ),
     }
 }

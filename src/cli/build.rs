@@ -38,7 +38,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "HOST")]
     insecure_registry: Vec<String>,
     /// A secret for `run` steps: id=ID,src=FILE (repeatable).
-    #[arg(long, value_name = "id=ID,src=FILE", value_parser = parse_secret)]
+    #[arg(long, value_name = "id=ID,src=FILE", value_parser = strata::values::parse_secret)]
     secret: Vec<(String, PathBuf)>,
     /// Export build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR |
     /// type=inline (repeatable; mode defaults to max, which keeps toolchain layers).
@@ -95,10 +95,10 @@ struct DockerfileArgs {
     #[arg(long, value_name = "STAGE", requires = "dockerfile")]
     target: Option<String>,
     /// A build argument (repeatable).
-    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = parse_pair, requires = "dockerfile")]
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = strata::values::parse_pair, requires = "dockerfile")]
     build_args: Vec<(String, String)>,
     /// A label on the image (repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_pair, requires = "dockerfile")]
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = strata::values::parse_label, requires = "dockerfile")]
     labels: Vec<(String, String)>,
 }
 
@@ -126,29 +126,6 @@ impl DockerfileArgs {
         .map_err(|e| anyhow::anyhow!("--dockerfile: {e}"))?;
         let labels = self.labels.iter().cloned().collect();
         Ok(Some(strata::spec::Spec::of_dockerfile(dockerfile, labels)))
-    }
-}
-
-fn parse_pair(value: &str) -> Result<(String, String), String> {
-    match value.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("{value:?}: expected KEY=VALUE")),
-    }
-}
-
-pub(super) fn parse_secret(value: &str) -> Result<(String, PathBuf), String> {
-    let (mut id, mut src) = (None, None);
-    for part in value.split(',') {
-        match part.split_once('=') {
-            Some(("id", v)) => id = Some(v.to_owned()),
-            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
-            _ => return Err(format!("{part:?}: expected id=ID,src=FILE")),
-        }
-    }
-    match (id, src) {
-        (Some(id), Some(src)) => Ok((id, src)),
-        (Some(id), None) => Ok((id.clone(), PathBuf::from(id))),
-        _ => Err("missing id= (expected id=ID,src=FILE)".into()),
     }
 }
 

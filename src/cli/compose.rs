@@ -54,7 +54,7 @@ struct ComposeBuildArgs {
     no_key_tag: bool,
     /// A secret the Dockerfiles mount (`RUN --mount=type=secret,id=ID`):
     /// id=ID,src=FILE (repeatable).
-    #[arg(long, value_name = "id=ID,src=FILE", value_parser = super::build::parse_secret)]
+    #[arg(long, value_name = "id=ID,src=FILE", value_parser = strata::values::parse_secret)]
     secret: Vec<(String, PathBuf)>,
     /// A CA bundle, served as the secret strata-ca-cert (see examples/codex/Dockerfile).
     #[arg(long, value_name = "FILE", env = "STRATA_CA_CERT")]

@@ -49,7 +49,8 @@ pub fn load(path: &Path) -> Result<Vec<Node>, PoolError> {
     parse(path, &text)
 }
 
-fn parse(path: &Path, text: &str) -> Result<Vec<Node>, PoolError> {
+/// The nodes of `text`, a builders file said to be at `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Vec<Node>, PoolError> {
     let at = |offset: Option<usize>, message: String| PoolError::File {
         file: path.to_owned(),
         line: offset.map_or(0, |o| text[..o.min(text.len())].lines().count().max(1)),

@@ -627,7 +627,7 @@ fn check_image(
             user: raw.user,
             entrypoint: raw.entrypoint,
             cmd: raw.cmd,
-            labels: raw.labels,
+            labels: check_labels(src, raw.labels, &key("labels"))?,
         },
         steps,
         overlay,
@@ -730,6 +730,35 @@ fn check_overlay(
         overlay.push(check_git(src, git, &key)?);
     }
     Ok(overlay)
+}
+
+/// The most one label may hold: the whole image config travels in one gRPC
+/// message of at most 4 MiB, and labels are for short facts.
+pub const MAX_LABEL: usize = 64 << 10;
+
+/// Labels, each within [`MAX_LABEL`] (name and value), or an error at the
+/// value that is not.
+fn check_labels(
+    src: &Source,
+    labels: BTreeMap<String, Spanned<String>>,
+    key: &str,
+) -> Result<BTreeMap<String, String>, SpecError> {
+    labels
+        .into_iter()
+        .map(|(name, value)| {
+            if name.len() + value.get_ref().len() > MAX_LABEL {
+                return Err(src.error(
+                    value.span().start,
+                    format!("{key}.{name}"),
+                    format!(
+                        "{} bytes: a label is at most {MAX_LABEL} bytes (name and value)",
+                        name.len() + value.get_ref().len()
+                    ),
+                ));
+            }
+            Ok((name, value.into_inner()))
+        })
+        .collect()
 }
 
 /// `cache_to` / `cache_from` entries, parsed as the command line parses them,

@@ -35,7 +35,7 @@ pub(super) struct RawImage {
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, Spanned<String>>,
     pub push: Option<Spanned<String>>,
     #[serde(default)]
     pub cache_to: Vec<Spanned<String>>,

@@ -1,0 +1,74 @@
+//! Values read whole or refused, as a careless user gives them: an empty
+//! `STRATA_*` variable means "none"; a `DOCKER_HOST` strata cannot load
+//! through is refused, not swapped for the default socket; a label too
+//! large for the daemon is one error at load naming file, line and column.
+
+mod common;
+
+use common::project::{small_spec, Project};
+use common::{strata, strata_command, Run};
+
+fn run(mut cmd: std::process::Command) -> Run {
+    Run::from(cmd.output().expect("running the strata binary"))
+}
+
+/// `STRATA_CA_CERT=` and `BUILDKIT_HOST=` (as scripts/daemon.sh exports
+/// the first into shells without a CA) mean unset: `strata key` works.
+#[test]
+fn empty_variables_mean_none() {
+    let p = Project::new(&small_spec("empty", ""));
+    let spec = p.spec().display().to_string();
+    let mut cmd = strata_command(["key", "-f", &spec]);
+    cmd.env("STRATA_CA_CERT", "").env("BUILDKIT_HOST", "");
+    let out = run(cmd);
+    assert!(out.ok().contains("empty  sha256:"), "{out:?}");
+}
+
+/// A tcp:// or ssh:// DOCKER_HOST is refused in one line naming it.
+#[test]
+fn a_docker_host_strata_cannot_load_through_is_refused() {
+    let p = Project::new(&small_spec("dh", ""));
+    let spec = p.spec().display().to_string();
+    for host in ["tcp://127.0.0.1:2375", "ssh://user@127.0.0.1"] {
+        let mut cmd = strata_command(["images", "-f", &spec, "--load"]);
+        cmd.env("DOCKER_HOST", host);
+        let out = run(cmd);
+        assert_ne!(out.code, Some(0), "{out:?}");
+        let line = out.clean_error();
+        assert!(
+            line.contains(host) && line.contains("unix socket"),
+            "{line}"
+        );
+    }
+}
+
+/// A 10 MB label fails at load, naming the file, line and column and the
+/// limit, before anything reaches a daemon; so does `--label`.
+#[test]
+fn a_label_too_large_is_refused_at_load() {
+    let big = "x".repeat(10 << 20);
+    let spec = small_spec("big", "").replace(
+        "labels = { \"org.example.test\" = \"big\" }",
+        &format!("labels = {{ \"org.example.test\" = \"{big}\" }}"),
+    );
+    let p = Project::new(&spec);
+    let path = p.spec().display().to_string();
+    let out = strata(["key", "-f", &path]);
+    let line = out.clean_error();
+    assert!(line.contains(&format!("{path}:")), "{line}");
+    assert!(
+        line.contains("at most 65536 bytes"),
+        "{}",
+        &line[..line.len().min(300)]
+    );
+    assert!(line.len() < 1000, "one short line");
+
+    let flag = format!("k={}", "v".repeat(70_000));
+    let out = strata(["build", "--dockerfile", "Dockerfile", "--label", &flag]);
+    assert_eq!(out.code, Some(2), "a usage error");
+    assert!(
+        out.stderr.contains("at most 65536 bytes"),
+        "{}",
+        &out.stderr[..out.stderr.len().min(300)]
+    );
+}
