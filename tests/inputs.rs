@@ -72,3 +72,51 @@ fn a_label_too_large_is_refused_at_load() {
         &out.stderr[..out.stderr.len().min(300)]
     );
 }
+
+/// `--pool-cache` with one daemon builds as a pool of one and exports the
+/// image's cache there, instead of being silently ignored.
+#[test]
+fn a_pool_cache_with_one_daemon_is_used() {
+    let s = common::stack();
+    let repo = format!(
+        "{}/strata/pool-one-{}",
+        s.registry,
+        common::project::rand_suffix()
+    );
+    let p = Project::new(&small_spec("one", ""));
+    let cache = format!("type=registry,ref={repo}:pc");
+    p.build(&s.buildkit_host, &["--pool-cache", &cache]).ok();
+    let tags = common::project::registry_tags(&repo);
+    assert_eq!(tags, ["pc-one"], "the pool cache of image one");
+}
+
+/// `NAME.dockerignore` beside a Dockerfile named NAME is what keeps files
+/// out of the context (and the key), as BuildKit's clients read it; the
+/// context's `.dockerignore` is then not used.
+#[test]
+fn a_dockerfiles_own_dockerignore_keeps_files_out_of_the_key() {
+    let s = common::stack();
+    let p = Project::new("[images.di]\ndockerfile = { file = \"app.Dockerfile\" }\n");
+    std::fs::write(
+        p.path("app.Dockerfile"),
+        format!("FROM {}\nCOPY . /app\n", s.base_image),
+    )
+    .unwrap();
+    std::fs::write(p.path("app.Dockerfile.dockerignore"), "junk.txt\n").unwrap();
+    std::fs::write(p.path(".dockerignore"), "kept.txt\n").unwrap();
+    let spec = p.spec().display().to_string();
+    let key = || strata(["key", "-f", &spec, "--json"]).ok().to_owned();
+    let first = key();
+    std::fs::write(p.path("junk.txt"), "ignored").unwrap();
+    assert_eq!(
+        key(),
+        first,
+        "junk.txt is ignored by app.Dockerfile.dockerignore"
+    );
+    std::fs::write(p.path("kept.txt"), "in the context").unwrap();
+    assert_ne!(
+        key(),
+        first,
+        "the context's .dockerignore is not the one used"
+    );
+}
