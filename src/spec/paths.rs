@@ -67,7 +67,13 @@ impl PathPolicy {
             rest.push(name.to_owned());
             existing = parent;
         }
-        let root = self.resolve(&existing.to_string_lossy())?;
+        let root = self.resolve(&existing.to_string_lossy()).map_err(|_| {
+            format!(
+                "{value:?} lies outside the spec's directory {}; a spec writes and reads \
+                 caches only beside it unless you pass --allow-path DIR",
+                self.dir.display()
+            )
+        })?;
         Ok(rest.iter().rev().fold(root, |path, name| path.join(name)))
     }
 

@@ -1014,12 +1014,22 @@ fn cache_entries_are_checked_at_load_with_their_place() {
         err(&image_a("cache_from = [\"type=local\"]\n")),
         "DIR/strata.toml:3:15: images.a.cache_from[1]: type=local needs src="
     );
+    let outside = err(&image_a("cache_to = [\"type=local,dest=/c\"]\n"));
+    assert!(
+        outside.starts_with("DIR/strata.toml:3:13: images.a.cache_to[1]: \"/c\" lies outside")
+            && outside.contains("--allow-path"),
+        "{outside}"
+    );
     let spec = parse(&image_a(
-        "cache_to = [\"type=local,dest=/c\"]\ncache_from = [\"r.io/x:cache\"]\n",
+        "cache_to = [\"type=local,dest=c\"]\ncache_from = [\"r.io/x:cache\"]\n",
     ))
     .unwrap();
     let a = spec.image("a").unwrap();
-    assert_eq!(a.cache_to[0].to_string(), "type=local,dest=/c,mode=max");
+    let dest = spec.dir.join("c").display().to_string();
+    assert_eq!(
+        a.cache_to[0].to_string(),
+        format!("type=local,dest={dest},mode=max")
+    );
     assert_eq!(
         a.cache_from[0].to_string(),
         "type=registry,ref=r.io/x:cache"

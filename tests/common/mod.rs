@@ -546,13 +546,7 @@ impl ProxyState {
 /// with a `Link` to the next page when there is one.
 fn one_tag_page(path: &str, last: &str, body: &[u8], headers: &mut Vec<String>) -> Vec<u8> {
     let mut list: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let mut tags: Vec<String> = list["tags"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t.as_str().map(str::to_owned))
-        .collect();
-    tags.sort();
+    let tags = project::tag_names(&list);
     let rest: Vec<&String> = tags.iter().filter(|t| t.as_str() > last).collect();
     if let Some(tag) = rest.first() {
         list["tags"] = serde_json::json!([tag]);

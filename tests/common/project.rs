@@ -278,8 +278,12 @@ pub fn registry_tags(repo: &str) -> Vec<String> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let json: Value = serde_json::from_str(body).unwrap_or_default();
-    let mut tags: Vec<String> = json["tags"]
+    tag_names(&serde_json::from_str(body).unwrap_or_default())
+}
+
+/// The tags of a tag list document, sorted.
+pub fn tag_names(list: &Value) -> Vec<String> {
+    let mut tags: Vec<String> = list["tags"]
         .as_array()
         .into_iter()
         .flatten()
