@@ -15,7 +15,7 @@ use std::time::Instant;
 use strata::client::PruneOptions;
 use strata::llb::source::{self, LocalOptions};
 use strata::llb::{Copy, FileAction, State};
-use strata::session::LocalDir;
+use strata::options::LocalDir;
 use strata::solve::{self, progress::Quiet, SolveOpt};
 use strata::{Addr, Client, TlsOptions};
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strata::keys::tree_digest;
-use strata::session::LocalDir;
+use strata::options::LocalDir;
 
 mod common;
 use common::{env_or, make_tree};

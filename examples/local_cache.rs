@@ -15,8 +15,9 @@ use std::path::PathBuf;
 
 use strata::client::PruneOptions;
 use strata::llb::{source, Platform, Run, State};
+use strata::options::{CacheExport, CacheImport};
 use strata::solve::progress::Quiet;
-use strata::solve::{self, CacheExport, CacheImport, SolveOpt, Solved};
+use strata::solve::{self, SolveOpt, Solved};
 use strata::{Addr, Client, TlsOptions};
 
 /// What the example shows: whether the step came from the cache each time.
@@ -101,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| strata::connect::DEFAULT_ADDR.to_owned())
         .parse()?;
     let client = Client::connect(addr, &TlsOptions::default()).await?;
-    let marker = strata::session::random_id();
+    let marker = strata::ids::random_id();
     let outcome = run(&client, base, &marker, PathBuf::from(dir), prune_between).await?;
     println!(
         "exported {} bytes to {dir}; the step was {} the second time",

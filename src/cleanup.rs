@@ -54,7 +54,7 @@ impl TempPath {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "strata".into());
-        let id = crate::session::random_id();
+        let id = crate::ids::random_id();
         TempPath::new(dest.with_file_name(format!(".{name}.strata-{}", &id[..16])))
     }
 

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use proptest::prelude::*;
+use strata::options::{CacheExport, CacheImport, Output};
 use strata::reference::ImageRef;
-use strata::solve::{CacheExport, CacheImport, Output};
 use strata::spec::Spec;
 use strata::units::{parse_duration, parse_rfc3339, parse_size};
 

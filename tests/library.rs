@@ -21,7 +21,7 @@ async fn the_library_example_exports_and_imports_a_local_cache() {
     .expect("connecting to the test daemon");
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let marker = strata::session::random_id();
+    let marker = strata::ids::random_id();
     let outcome = local_cache::run(&client, &s.base_image, &marker, cache.clone(), true)
         .await
         .unwrap_or_else(|e| panic!("the example failed: {e}"));

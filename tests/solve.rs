@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use common::stack;
 use strata::llb::{self, exec::presets, Run, State};
-use strata::session::LocalDir;
-use strata::solve::{self, progress::Quiet, Output, SolveOpt};
+use strata::options::LocalDir;
+use strata::options::Output;
+use strata::solve::{self, progress::Quiet, SolveOpt};
 use strata::{Addr, Client, TlsOptions};
 
 async fn client(addr: &str) -> Client {
@@ -53,6 +54,7 @@ async fn solves_uploads_and_pushes() {
             )]),
             exports: vec![Output::Image {
                 name: name.parse().unwrap(),
+                also: Vec::new(),
                 push: true,
                 insecure: true,
                 attrs: BTreeMap::new(),

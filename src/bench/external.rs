@@ -14,8 +14,8 @@ use tokio::process::Command;
 
 use super::{rawjson, Mode, RunResult};
 use crate::build::CA_SECRET_ID;
+use crate::options::CacheImport;
 use crate::reference::ImageRef;
-use crate::solve::CacheImport;
 use crate::spec::{Dockerfile, LoweredImage};
 
 /// A client strata is compared with.

@@ -15,10 +15,10 @@ use serde::Serialize;
 
 use super::external::{External, Tool, Work};
 use super::{built_showing, empty_builder, rawjson, write_file, BenchError, Runner};
-use crate::mounts::{MountOptions, MountSelection};
+use crate::options::{CacheExport, CacheImport, LayerOptions};
+use crate::options::{MountOptions, MountSelection};
 use crate::reference::ImageRef;
 use crate::solve::progress::{Event, Progress, Quiet, Renderer, Tracker};
-use crate::solve::{CacheExport, CacheImport, LayerOptions};
 use crate::spec::{Overrides, Spec};
 use crate::wire::moby::buildkit::v1::StatusResponse;
 

@@ -31,9 +31,9 @@ use serde::Serialize;
 
 use crate::build::{self, BuildError, Built};
 use crate::client::{Client, ClientError, PruneOptions};
+use crate::options::{CacheExport, CacheImport, CacheMode, LayerOptions};
 use crate::reference::ImageRef;
 use crate::solve::progress::Quiet;
-use crate::solve::{CacheExport, CacheImport, CacheMode, LayerOptions};
 use crate::spec::{OverlayItem, Overrides, Spec, SpecError};
 
 pub use report::{ModeSummary, Report};

@@ -22,9 +22,9 @@ use super::{BuildError, Run};
 use crate::connect::Addr;
 use crate::docker::{Docker, DockerError};
 use crate::keys::{tags, ContentKey};
+use crate::options::Output;
+use crate::options::TarStream;
 use crate::reference::ImageRef;
-use crate::session::TarStream;
-use crate::solve::Output;
 use crate::spec::Job;
 
 /// How an image got into the docker daemon.

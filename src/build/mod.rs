@@ -10,11 +10,12 @@ use futures::StreamExt;
 
 use crate::client::Daemon;
 use crate::keys::{tags, ContentKey};
+use crate::options::{CacheExport, CacheReport, ExporterResponse, Output};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryError};
 use crate::session::DockerAuth;
 use crate::solve::progress::{Deduped, Progress, Step};
-use crate::solve::{self, CacheExport, CacheReport, Output, SolveError, SolveOpt, Solved};
+use crate::solve::{self, SolveError, SolveOpt, Solved};
 use crate::spec::{BuildPlan, Job, LoweredImage, Overrides, Spec, SpecError};
 
 mod context;
@@ -593,10 +594,7 @@ impl Run<'_> {
             return Ok(None);
         };
         Ok(Some(Solved {
-            exporter_response: BTreeMap::from([
-                ("containerimage.digest".to_owned(), digest),
-                ("image.name".to_owned(), push.to_string()),
-            ]),
+            exported: ExporterResponse::found(digest, Some(push)),
             steps: Vec::new(),
             duration: began.elapsed(),
             time_to_first_step: None,
@@ -612,7 +610,7 @@ fn only_loaded(job: &Job, loaded: &Loaded) -> Option<Solved> {
     }
     let id = loaded.image_id.clone()?;
     Some(Solved {
-        exporter_response: BTreeMap::from([("containerimage.digest".to_owned(), id)]),
+        exported: ExporterResponse::found(id, None),
         steps: Vec::new(),
         duration: loaded.duration,
         time_to_first_step: None,
@@ -633,17 +631,14 @@ fn solve_opt(
         secrets.insert(CA_SECRET_ID.to_owned(), ca.clone());
     }
     let mut exports = job.outputs.clone();
-    let key_ref = job
-        .push
-        .as_ref()
-        .map(|push| tags::key_ref(push, &job.image, key));
     let key_tags = plan.key_tags && image.unkeyable.is_none();
-    if let (Some(push), Some(key_ref), true) = (&job.push, key_ref, key_tags) {
-        // The push also goes out under the key tag (BuildKit takes a list).
+    if let (Some(push), true) = (&job.push, key_tags) {
+        // The push also goes out under the key tag.
+        let key_ref = tags::key_ref(push, &job.image, key);
         for output in &mut exports {
-            if let Output::Image { name, attrs, .. } = output {
+            if let Output::Image { name, also, .. } = output {
                 if name == push && *name != key_ref {
-                    attrs.insert("name".to_owned(), format!("{push},{key_ref}"));
+                    also.push(key_ref.clone());
                 }
             }
         }

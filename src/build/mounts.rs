@@ -7,9 +7,11 @@ use std::collections::BTreeSet;
 
 use super::{Built, Run};
 use crate::mounts::artifact::Location;
-use crate::mounts::{self, MountOptions, MountReport, Outcome, Wanted};
+use crate::mounts::{self, MountReport, Outcome, Wanted};
+use crate::options::CacheMountUse;
+use crate::options::MountOptions;
 use crate::solve::progress::Progress;
-use crate::spec::{BuildPlan, CacheMountUse, Job};
+use crate::spec::{BuildPlan, Job};
 
 use super::prepare::Prepared;
 

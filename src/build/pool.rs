@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use super::{build_all_within, BuildError, Outcome};
 use crate::client::{ClientError, Daemon};
+use crate::options::{CacheExport, CacheImport};
 use crate::pool::place::{self, Item, Slot};
 use crate::pool::status::health;
 use crate::pool::Pool;
 use crate::solve::progress::{Claims, Progress, Renderer};
-use crate::solve::{CacheExport, CacheImport, SolveError};
+use crate::solve::SolveError;
 use crate::spec::{Base, Overrides, Spec};
 
 /// How long a node may take to answer before the build places nothing on it.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::solve::{CacheExport, CacheImport, Output};
+use crate::options::{CacheExport, CacheImport, Output};
 use crate::spec::{Base, BuildPlan, Spec};
 
 /// Every registry host `plan` reads from or writes to: the bases and

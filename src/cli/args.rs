@@ -39,7 +39,7 @@ pub struct DaemonArgs {
     /// so an image moved off a lost node, or placed apart from its parent,
     /// is not built cold.
     #[arg(long, value_name = "type=registry,ref=REF", global = true)]
-    pub pool_cache: Option<strata::solve::CacheExport>,
+    pub pool_cache: Option<strata::options::CacheExport>,
     /// CA certificate that signed the daemon's certificate (turns TLS on for tcp://).
     #[arg(long, value_name = "FILE", global = true)]
     pub tlscacert: Option<PathBuf>,
@@ -113,7 +113,9 @@ impl DaemonArgs {
         pool.placement = self.placement;
         pool.cache = match &self.pool_cache {
             None => None,
-            Some(strata::solve::CacheExport::Registry { reference, .. }) => Some(reference.clone()),
+            Some(strata::options::CacheExport::Registry { reference, .. }) => {
+                Some(reference.clone())
+            }
             Some(other) => anyhow::bail!(
                 "--pool-cache {other}: a pool cache is a registry (type=registry,ref=REPO[:TAG])"
             ),

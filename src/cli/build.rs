@@ -8,9 +8,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use strata::build::{BuildError, Built, Failed, Outcome, Summary};
+use strata::options::{CacheExport, CacheImport, Output};
 use strata::pool::label;
 use strata::reference::ImageRef;
-use strata::solve::{CacheExport, CacheImport, Output, SolveError};
+use strata::solve::SolveError;
 use strata::units::{human_bytes, human_duration};
 
 use super::args::SpecArgs;
@@ -406,7 +407,7 @@ fn write_metadata(path: &Path, outcome: &Outcome) -> Result<()> {
     }
     for b in &outcome.built {
         let mut entry = serde_json::Map::new();
-        for (k, v) in &b.solved.exporter_response {
+        for (k, v) in b.solved.exported.entries() {
             entry.insert(k.clone(), v.clone().into());
         }
         let (run, cached) = b.step_counts();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use strata::solve::{CacheExport, CacheImport};
+use strata::options::{CacheExport, CacheImport};
 
 use super::progress::ProgressMode;
 use super::Cli;

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::statcache::{Stamp, StatCache};
-use crate::session::{walk, LocalDir, PatternSet, WalkFilter};
+use crate::localtree::{walk, PatternSet, WalkFilter};
+use crate::options::LocalDir;
 
 /// A file to read: its index among the entries, where it is, its stamp.
 type Miss = (usize, PathBuf, Stamp);

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use crate::ocilayout::OciLayout;
+use crate::options::CacheMountUse;
+use crate::options::{CacheExport, CacheImport};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryError};
-use crate::solve::{CacheExport, CacheImport};
-use crate::spec::CacheMountUse;
 
 /// The annotation naming the cache id an artifact holds.
 pub const ID: &str = "dev.strata.mount.id";

@@ -16,16 +16,18 @@ use oci_spec::image::{
 };
 
 use super::artifact::{self, Artifact, ArtifactError, Location};
-use super::probe::{self, select_fn, Probed};
+use super::probe::{self, select_fn};
 use super::records::{self, Memory};
+use super::Probed;
 use super::{MountError, MountReport, Outcome, Wanted};
 use crate::client::Client;
 use crate::llb::{Mount, Run, State};
 use crate::ocilayout::OciLayout;
+use crate::options::CacheMountUse;
+use crate::options::Output;
 use crate::registry::Registry;
 use crate::solve::progress::Progress;
-use crate::solve::{self, Output, SolveOpt};
-use crate::spec::CacheMountUse;
+use crate::solve::{self, SolveOpt};
 
 /// Exports every `wanted` mount that changed; one report each.
 pub async fn export(
@@ -200,7 +202,7 @@ fn graph(mount: &CacheMountUse) -> State {
                 mount.target,
                 bucket + 1
             ))
-            .env("STRATA_RUN", &crate::session::random_id());
+            .env("STRATA_RUN", &crate::ids::random_id());
         out = mount
             .rootfs
             .exec(run)
@@ -249,6 +251,7 @@ fn output(location: &Location, mount: &CacheMountUse, fingerprint: &str) -> Outp
             reference,
             insecure,
         } => Output::Image {
+            also: Vec::new(),
             name: reference.clone(),
             push: true,
             insecure: *insecure,

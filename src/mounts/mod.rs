@@ -25,11 +25,19 @@ pub mod export;
 pub mod probe;
 pub mod records;
 pub mod seed;
-mod select;
-
-pub use select::{MountName, MountOptions, MountSelection};
 
 use crate::solve::SolveError;
+
+/// What one mount holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probed {
+    /// sha256 of the listing of what travels (see the module docs).
+    pub fingerprint: String,
+    /// Bytes of what travels.
+    pub size: u64,
+    /// The digest of the artifact it was last seeded from, if any.
+    pub stamp: Option<String>,
+}
 
 /// Why a cache mount could not be probed, seeded or exported. Never fails a
 /// build: it becomes a warning line.
@@ -67,7 +75,7 @@ fn brief(e: &SolveError) -> String {
 /// One mount to seed or export, and from or to where.
 #[derive(Debug, Clone)]
 pub struct Wanted {
-    pub mount: crate::spec::CacheMountUse,
+    pub mount: crate::options::CacheMountUse,
     pub location: artifact::Location,
     /// `mounts-max-size=`: a larger mount is skipped.
     pub max_size: Option<u64>,

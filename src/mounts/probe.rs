@@ -10,28 +10,18 @@ use std::io::Read;
 use futures::StreamExt;
 
 use super::records::{self, Memory};
-use super::MountError;
+use super::{MountError, Probed};
 use crate::client::Client;
 use crate::llb::exec::presets::{APT_ARCHIVES, APT_LISTS};
 use crate::llb::{Mount, Run, State};
-use crate::session::TarStream;
+use crate::options::CacheMountUse;
+use crate::options::Output;
+use crate::options::TarStream;
 use crate::solve::progress::Renderer;
-use crate::solve::{self, Output, SolveOpt};
-use crate::spec::CacheMountUse;
+use crate::solve::{self, SolveOpt};
 
 /// The file in a mount naming the artifact it was seeded from.
 pub const STAMP: &str = ".strata-mount";
-
-/// What one mount holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Probed {
-    /// sha256 of the listing of what travels (see the module docs).
-    pub fingerprint: String,
-    /// Bytes of what travels.
-    pub size: u64,
-    /// The digest of the artifact it was last seeded from, if any.
-    pub stamp: Option<String>,
-}
 
 /// A shell function `NAME FORMAT` printing, with find's `-printf FORMAT`,
 /// what of `mount` travels, run in the mount's directory: of apt's, only
@@ -84,7 +74,7 @@ fn graph(mounts: &[&CacheMountUse], on: &State) -> State {
         .mounts(cache)
         .mount(Mount::output("/strata/out"))
         .named("probe cache mounts")
-        .env("STRATA_RUN", &crate::session::random_id());
+        .env("STRATA_RUN", &crate::ids::random_id());
     on.exec(run)
         .mount("/strata/out")
         .expect("the probe has an output mount")

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::probe::Probed;
+use super::Probed;
 use crate::client::{Client, ClientError};
 
 /// One cache mount as the daemon lists it.

@@ -10,15 +10,16 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::artifact::{Artifact, Location};
-use super::probe::{self, Probed, STAMP};
+use super::probe::{self, STAMP};
 use super::records::{self, Memory};
+use super::Probed;
 use super::{MountError, MountReport, Outcome, Wanted};
 use crate::client::Client;
 use crate::llb::{source, Mount, Run, State};
+use crate::options::CacheMountUse;
 use crate::registry::Registry;
 use crate::solve::progress::Progress;
 use crate::solve::{self, SolveOpt};
-use crate::spec::CacheMountUse;
 
 /// The store id under which a seed serves a local layout's artifact.
 const STORE: &str = "strata-mounts";
@@ -191,6 +192,6 @@ fn graph(mount: &CacheMountUse, from: State, digest: &str) -> State {
             selector: String::new(),
         })
         .named(&format!("seed cache mount {}", mount.target))
-        .env("STRATA_RUN", &crate::session::random_id());
+        .env("STRATA_RUN", &crate::ids::random_id());
     mount.base.run(run)
 }

@@ -126,7 +126,7 @@ pub fn place_by(
             Ok(vec![at; items.len()])
         }
         Placement::Random => {
-            let seed = crate::session::random_id();
+            let seed = crate::ids::random_id();
             items
                 .iter()
                 .map(|item| {

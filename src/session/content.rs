@@ -61,12 +61,6 @@ const READ_CHUNK: usize = 1 << 20;
 /// Infos per List answer (containerd's batch).
 const LIST_BATCH: usize = 100;
 
-/// The store id BuildKit uses for a local cache directory: `local:` + the
-/// `dest` (export) or `src` (import) attribute, exactly as passed in the Solve request.
-pub fn local_store_id(dir: &str) -> String {
-    format!("local:{dir}")
-}
-
 /// The blob `digest` of `layout`, or the answer the daemon gets for a digest
 /// that is not `sha256:` + 64 hex digits.
 fn blob_path(layout: &OciLayout, digest: &str) -> Result<PathBuf, Status> {
@@ -442,7 +436,7 @@ impl Ingest {
         fs::create_dir_all(&dir).map_err(|e| io_status("creating", &dir, e))?;
         fs::create_dir_all(layout.dir().join("blobs/sha256"))
             .map_err(|e| io_status("creating", layout.dir(), e))?;
-        let token = super::random_id();
+        let token = crate::ids::random_id();
         let tmp = TempPath::new(dir.join(format!("{token}.strata")));
         let path = tmp.path().to_owned();
         let file = fs::OpenOptions::new()

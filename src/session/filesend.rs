@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
@@ -31,6 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::fsreceive::{receive_tree, TreeTarget};
 use super::staging::{LocalDest, StagedExports};
 use crate::cleanup::TempPath;
+use crate::options::{Output, TarStream};
 use crate::wire::moby::filesync::v1::BytesMessage;
 
 pub(crate) const METHODS: &[&str] = &["/moby.filesync.v1.FileSend/DiffCopy"];
@@ -49,44 +50,24 @@ pub enum ExportTarget {
     Stream(TarStream),
 }
 
-/// The sending end of a tarball that is not written here but passed on
-/// chunk by chunk: [`TarStream::channel`]'s other end reads it. A transfer
-/// cut short ends the reading side with an error, never a clean end.
-#[derive(Clone)]
-pub struct TarStream(Arc<Mutex<Option<TarSender>>>);
-
-/// Chunks of a tarball, or why it was cut off.
-type TarSender = mpsc::Sender<Result<Bytes, std::io::Error>>;
-
-impl TarStream {
-    /// A stream target and what reads it.
-    pub fn channel() -> (TarStream, ReceiverStream<Result<Bytes, std::io::Error>>) {
-        let (tx, rx) = mpsc::channel(16);
-        (
-            TarStream(Arc::new(Mutex::new(Some(tx)))),
-            ReceiverStream::new(rx),
-        )
-    }
-
-    /// The sender, for the one transfer that may use it.
-    fn take(&self) -> Option<TarSender> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+impl ExportTarget {
+    /// Where on this machine the exporter's output goes, if anywhere.
+    pub(crate) fn of(output: &Output) -> Option<ExportTarget> {
+        match output {
+            Output::Oci { dest, .. } | Output::Docker { dest, .. } => {
+                Some(ExportTarget::File(dest.clone()))
+            }
+            Output::Local { dest, replace } => Some(ExportTarget::Dir(LocalDest {
+                dir: dest.clone(),
+                replace: *replace,
+            })),
+            Output::DockerStream { stream, .. } | Output::Tar { stream } => {
+                Some(ExportTarget::Stream(stream.clone()))
+            }
+            Output::Image { .. } | Output::Moby { .. } | Output::OciDir { .. } => None,
+        }
     }
 }
-
-impl std::fmt::Debug for TarStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TarStream")
-    }
-}
-
-impl PartialEq for TarStream {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for TarStream {}
 
 /// Where each exporter's output goes, by exporter index, for one build.
 #[derive(Debug, Clone, Default)]
@@ -420,7 +401,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_local_export_arrives_as_a_tree() {
-        use super::super::filesync::go_mode;
+        use crate::localtree::go_mode;
         let tmp = tempfile::tempdir().unwrap();
         let tar = tmp.path().join("image.tar");
         let out = tmp.path().join("out");

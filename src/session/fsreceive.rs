@@ -42,10 +42,10 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::beneath::Beneath;
-use super::filesync::{go_mode, posix_permissions};
 use super::io_status;
 use super::staging::{LocalDest, StagedExports};
 use crate::cleanup::TempPath;
+use crate::localtree::{go_mode, posix_permissions};
 use crate::wire::fsutil::types::packet::PacketType;
 use crate::wire::fsutil::types::{Packet, Stat};
 

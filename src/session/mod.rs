@@ -9,17 +9,14 @@ mod filesend;
 mod filesync;
 mod fsreceive;
 mod health;
-mod patterns;
 mod secrets;
 pub mod staging;
 pub(crate) mod tunnel;
 
 pub use crate::credentials::DockerAuth;
-pub use content::{local_store_id, ContentStores};
-pub use filesend::{ExportFiles, ExportTarget, TarStream};
-pub(crate) use filesync::{walk, WalkFilter};
-pub use filesync::{LocalDir, LocalDirs};
-pub use patterns::PatternSet;
+pub use content::ContentStores;
+pub use filesend::{ExportFiles, ExportTarget};
+pub use filesync::LocalDirs;
 pub use secrets::SecretFiles;
 pub use staging::{ExportError, LocalDest, StagedExports};
 
@@ -42,24 +39,6 @@ use tunnel::{SessionHeaders, TunnelIo};
 const TUNNEL_CONNECTION_WINDOW: u32 = 64 << 20;
 const TUNNEL_STREAM_WINDOW: u32 = 16 << 20;
 
-/// A random identifier (128 bits, hex), for session ids and build refs.
-pub fn random_id() -> String {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_err()
-    {
-        // No /dev/urandom: mix the clock and pid; ids only need to be unique.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes[..16].copy_from_slice(&(now ^ ((std::process::id() as u128) << 64)).to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A filesystem error as the daemon sees it: what was being done, and where.
 pub(crate) fn io_status(what: &str, path: &std::path::Path, e: std::io::Error) -> tonic::Status {
     let message = format!("{what} {}: {e}", path.display());
@@ -81,7 +60,7 @@ impl Session {
     pub fn new(name: &str, shared_key: &str) -> Self {
         let mut session = Session {
             headers: SessionHeaders {
-                id: random_id(),
+                id: crate::ids::random_id(),
                 name: name.to_owned(),
                 shared_key: shared_key.to_owned(),
                 methods: Vec::new(),

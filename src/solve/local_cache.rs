@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::cache::{CacheExport, CacheImport, CacheReport};
 use super::SolveError;
 use crate::ocilayout::OciLayout;
-use crate::session::local_store_id;
+use crate::options::local_store_id;
+use crate::options::{CacheExport, CacheImport, CacheReport, ExporterResponse};
 
 /// The layouts one solve serves, by store id.
 #[derive(Debug, Default)]
@@ -105,15 +105,13 @@ impl LocalCaches {
 /// left to the caller, which has a registry client).
 pub(super) fn finish(
     exports: &[CacheExport],
-    exporter_response: &BTreeMap<String, String>,
+    exported: &ExporterResponse,
 ) -> Result<Vec<CacheReport>, SolveError> {
-    let manifest: Option<serde_json::Value> = exporter_response
-        .get("cache.manifest")
-        .and_then(|m| serde_json::from_str(m).ok());
+    let manifest = &exported.cache_manifest;
     let mut reports = Vec::new();
     for export in exports {
         let report = CacheReport::of(export);
-        let report = match (export, &manifest) {
+        let report = match (export, manifest) {
             (CacheExport::Local { dest, tag, .. }, Some(desc)) => {
                 let layout = OciLayout::new(dest);
                 layout

@@ -1,10 +1,7 @@
 //! Solving: one `Control.Solve` with its session, exporters and cache options,
 //! while `Control.Status` streams progress to a renderer.
 
-mod attrs;
-pub mod cache;
 mod local_cache;
-pub mod output;
 pub mod progress;
 mod source;
 
@@ -17,19 +14,17 @@ use oci_spec::image::ImageConfiguration;
 use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientError};
+use crate::ids::random_id;
 use crate::llb::Definition;
 use crate::ocilayout::OciLayout;
+use crate::options::LocalDir;
+use crate::options::{CacheExport, CacheImport, CacheReport, ExporterResponse, Frontend, Output};
 use crate::session::{
-    random_id, ContentStores, DockerAuth, ExportError, ExportFiles, ExportTarget, LocalDir,
-    LocalDirs, SecretFiles, Session, StagedExports,
+    ContentStores, DockerAuth, ExportError, ExportFiles, ExportTarget, LocalDirs, SecretFiles,
+    Session, StagedExports,
 };
 use crate::wire::moby::buildkit::v1 as control;
 
-pub use attrs::OptionError;
-pub use cache::{
-    CacheExport, CacheImport, CacheMode, CacheReport, Compression, LayerOptions, LocalCachePath,
-};
-pub use output::Output;
 use progress::{is_cancellation, Renderer, Step, Tracker};
 
 /// Everything one solve needs besides the graph, in the spirit of BuildKit's
@@ -78,21 +73,11 @@ impl<'a> From<&'a Frontend> for Graph<'a> {
     }
 }
 
-/// A frontend the daemon runs, e.g. `dockerfile.v0` with its options
-/// (`filename`, `target`, `build-arg:K`, `label:K`, `context:NAME`…) and
-/// the LLB inputs its `context:NAME=input:NAME` options name.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Frontend {
-    pub name: String,
-    pub attrs: BTreeMap<String, String>,
-    pub inputs: BTreeMap<String, Definition>,
-}
-
 /// A finished build.
 #[derive(Debug, Clone)]
 pub struct Solved {
-    /// `containerimage.digest`, `containerimage.config.digest`, `image.name`, …
-    pub exporter_response: BTreeMap<String, String>,
+    /// What the exporters answered (image digest, names, …).
+    pub exported: ExporterResponse,
     pub steps: Vec<Step>,
     pub duration: Duration,
     pub time_to_first_step: Option<Duration>,
@@ -102,9 +87,7 @@ pub struct Solved {
 
 impl Solved {
     pub fn image_digest(&self) -> Option<&str> {
-        self.exporter_response
-            .get("containerimage.digest")
-            .map(String::as_str)
+        self.exported.image_digest.as_deref()
     }
 }
 
@@ -201,7 +184,7 @@ impl SolveOpt {
             .exports
             .iter()
             .enumerate()
-            .filter_map(|(i, o)| o.target().map(|t| (i, t)))
+            .filter_map(|(i, o)| ExportTarget::of(o).map(|t| (i, t)))
             .collect();
         // A destination that may not be replaced fails now, not after the build.
         for target in files.values() {
@@ -323,11 +306,11 @@ pub async fn solve<'a>(
     running.close().await;
     match result {
         Ok(response) => {
-            let exporter_response = response.exporter_response;
+            let exported = ExporterResponse::new(response.exporter_response);
             staged.commit()?;
             Ok(Solved {
-                cache: local_cache::finish(&opt.cache_exports, &exporter_response)?,
-                exporter_response,
+                cache: local_cache::finish(&opt.cache_exports, &exported)?,
+                exported,
                 time_to_first_step: tracker.time_to_first_step(),
                 steps: tracker.steps().to_vec(),
                 duration: began.elapsed(),

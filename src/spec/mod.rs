@@ -6,7 +6,6 @@
 //! in every error; [`Spec::lower`] turns an image into LLB (see `lower.rs`).
 
 mod dockerfile;
-mod dockerfile_mounts;
 mod locate;
 mod lower;
 mod model;
@@ -19,18 +18,16 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use crate::llb::Platform;
+use crate::options::{CacheExport, CacheImport};
 use crate::reference::ImageRef;
-use crate::solve::{CacheExport, CacheImport};
 use locate::{join, Source};
 use model::{
     RawCopy, RawGit, RawImage, RawOverlay, RawSpec, RawStep, RawVars, SeqOrMap, STEP_KINDS,
 };
 
-pub use dockerfile::Dockerfile;
-pub use dockerfile_mounts::RunCacheMount;
+pub use dockerfile::{Dockerfile, RunCacheMount};
 pub use lower::{
-    BaseImage, CacheMountUse, GitRef, LowerOptions, LoweredImage, StepInfo, CA_MOUNT,
-    DOCKERFILE_FRONTEND,
+    BaseImage, GitRef, LowerOptions, LoweredImage, StepInfo, CA_MOUNT, DOCKERFILE_FRONTEND,
 };
 pub use paths::PathPolicy;
 pub use resolve::{BuildPlan, Job, Overrides, DEFAULT_MAX_PARALLEL};
@@ -772,7 +769,7 @@ fn check_cache_entries<T>(
     key: &str,
 ) -> Result<Vec<T>, SpecError>
 where
-    T: std::str::FromStr<Err = crate::solve::OptionError> + crate::solve::LocalCachePath,
+    T: std::str::FromStr<Err = crate::options::OptionError> + crate::options::LocalCachePath,
 {
     entries
         .into_iter()

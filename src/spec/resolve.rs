@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use super::{Spec, SpecError};
 use crate::llb::Platform;
+use crate::options::{CacheExport, CacheImport, Output};
 use crate::reference::ImageRef;
-use crate::solve::{CacheExport, CacheImport, Output};
 
 /// What a build adds to or overrides in the spec (the command line's part).
 #[derive(Debug, Clone, Default)]
@@ -130,6 +130,7 @@ impl Spec {
                 cache_imports: overrides.cache_from.clone(),
             };
             job.outputs.extend(push.map(|name| Output::Image {
+                also: Vec::new(),
                 name,
                 push: true,
                 insecure: false,

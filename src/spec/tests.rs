@@ -1056,7 +1056,7 @@ fn resolving_merges_the_spec_and_the_overrides() {
     assert!(
         matches!(
             &a.outputs[..],
-            [crate::solve::Output::Image {
+            [crate::options::Output::Image {
                 push: true,
                 insecure: true,
                 ..

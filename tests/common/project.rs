@@ -94,7 +94,7 @@ impl RunningBuild {
 }
 
 pub fn rand_suffix() -> String {
-    strata::session::random_id()[..8].to_owned()
+    strata::ids::random_id()[..8].to_owned()
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {

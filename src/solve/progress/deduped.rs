@@ -26,11 +26,7 @@ impl Deduped {
     pub fn new(inner: Box<dyn Renderer>, label: Option<&str>, claims: &Claims) -> Deduped {
         Deduped {
             inner,
-            owner: format!(
-                "{}#{}",
-                label.unwrap_or_default(),
-                crate::session::random_id()
-            ),
+            owner: format!("{}#{}", label.unwrap_or_default(), crate::ids::random_id()),
             claims: claims.clone(),
         }
     }

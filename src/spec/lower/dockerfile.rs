@@ -10,14 +10,15 @@
 
 use std::collections::BTreeMap;
 
-use super::{BaseImage, CacheMountUse, LoweredImage};
+use super::{BaseImage, LoweredImage};
+use crate::options::CacheMountUse;
 use oci_spec::image::ImageConfiguration;
 
 use crate::llb::exec::presets;
 use crate::llb::{source, Definition, Platform, State};
+use crate::options::Frontend;
+use crate::options::LocalDir;
 use crate::reference::ImageRef;
-use crate::session::LocalDir;
-use crate::solve::Frontend;
 use crate::spec::{Dockerfile, Image, RunCacheMount};
 
 /// The frontend BuildKit ships in the daemon.

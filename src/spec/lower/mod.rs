@@ -29,9 +29,10 @@ use oci_spec::image::{Config, History, ImageConfiguration};
 use super::{Base, Image, OverlayItem, Spec, SpecError, StepKind};
 use crate::llb::exec::DEFAULT_PATH;
 use crate::llb::source;
-use crate::llb::{CacheSharing, Definition, Mount, Platform, Run, State};
+use crate::llb::{Definition, Mount, Platform, Run, State};
+use crate::options::CacheMountUse;
+use crate::options::LocalDir;
 use crate::reference::ImageRef;
-use crate::session::LocalDir;
 
 pub use ca::CA_MOUNT;
 pub use dockerfile::DOCKERFILE_FRONTEND;
@@ -82,24 +83,6 @@ pub struct StepInfo {
     pub command: Vec<String>,
 }
 
-/// A cache mount a toolchain step uses, as lowered: what `mounts=` on a
-/// cache entry exports after a build and seeds before one ([`crate::mounts`]).
-#[derive(Debug, Clone)]
-pub struct CacheMountUse {
-    /// The daemon's cache id, e.g. `strata:apt:linux/amd64:/var/cache/apt`.
-    pub id: String,
-    /// Where the step mounts it.
-    pub target: String,
-    pub sharing: CacheSharing,
-    /// The step kind that uses it: `apt`, `pip`, `npm` or `run`.
-    pub tool: &'static str,
-    /// The filesystem the step ran on: it has a shell (the step ran `/bin/sh`).
-    pub rootfs: State,
-    /// The image's base (its `from` chain's first): what a seed runs on
-    /// before the build, since `rootfs` may need earlier steps built.
-    pub base: State,
-}
-
 /// An image of the spec as LLB, with what its solve needs.
 #[derive(Debug, Clone)]
 pub struct LoweredImage {
@@ -114,7 +97,7 @@ pub struct LoweredImage {
     pub steps: Vec<StepInfo>,
     /// A frontend that makes the graph instead (a Dockerfile image):
     /// `definition` is then empty and `config` unused.
-    pub frontend: Option<crate::solve::Frontend>,
+    pub frontend: Option<crate::options::Frontend>,
     /// The cache mounts its steps use (its `from` images' too), each id once.
     pub cache_mounts: Vec<CacheMountUse>,
     /// The platform it is built for, resolved once here.

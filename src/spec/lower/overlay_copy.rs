@@ -9,7 +9,7 @@ use std::path::Path;
 use super::Lowering;
 use crate::llb::source::{self, LocalOptions};
 use crate::llb::{Copy, FileAction};
-use crate::session::LocalDir;
+use crate::options::LocalDir;
 
 /// The copy of `from` (shown as `shown`) to `to`, and its default name;
 /// `from` is registered in `at` under the `local://` name the session serves it as.

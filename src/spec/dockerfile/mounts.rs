@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::dockerfile::{registry_image, stages, substitute, Stage};
+use super::text::{registry_image, stages, substitute, Stage};
 use crate::llb::CacheSharing;
 use crate::reference::ImageRef;
 

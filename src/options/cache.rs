@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::attrs::{Attrs, OptionError};
-use crate::mounts::MountOptions;
+use super::mounts::MountOptions;
 use crate::reference::ImageRef;
 use crate::wire::moby::buildkit::v1::CacheOptionsEntry;
 
@@ -530,6 +530,12 @@ impl LocalCachePath for CacheImport {
             _ => None,
         }
     }
+}
+
+/// The store id BuildKit uses for a local cache directory: `local:` + the
+/// `dest` (export) or `src` (import) attribute, exactly as passed in the Solve request.
+pub fn local_store_id(dir: &str) -> String {
+    format!("local:{dir}")
 }
 
 #[cfg(test)]

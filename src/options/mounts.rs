@@ -1,10 +1,29 @@
-//! `mounts=` on a cache entry: which of a build's cache mounts travel with
-//! its cache, and `mounts-max-size=`, the largest one that does.
+//! Cache mounts as a build uses them ([`CacheMountUse`]), and `mounts=` on a
+//! cache entry: which of them travel with its cache, and `mounts-max-size=`,
+//! the largest one that does.
 
 use std::fmt;
 
-use crate::spec::CacheMountUse;
+use crate::llb::{CacheSharing, State};
 use crate::units::parse_size;
+
+/// A cache mount a toolchain step uses, as lowered: what `mounts=` on a
+/// cache entry exports after a build and seeds before one (`crate::mounts`).
+#[derive(Debug, Clone)]
+pub struct CacheMountUse {
+    /// The daemon's cache id, e.g. `strata:apt:linux/amd64:/var/cache/apt`.
+    pub id: String,
+    /// Where the step mounts it.
+    pub target: String,
+    pub sharing: CacheSharing,
+    /// The step kind that uses it: `apt`, `pip`, `npm` or `run`.
+    pub tool: &'static str,
+    /// The filesystem the step ran on: it has a shell (the step ran `/bin/sh`).
+    pub rootfs: State,
+    /// The image's base (its `from` chain's first): what a seed runs on
+    /// before the build, since `rootfs` may need earlier steps built.
+    pub base: State,
+}
 
 /// One name of a `mounts=` list.
 #[derive(Debug, Clone, PartialEq, Eq)]

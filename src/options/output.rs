@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use std::str::FromStr;
 
+use base64::Engine;
+
 use super::attrs::{Attrs, OptionError};
+use super::stream::TarStream;
 use crate::reference::ImageRef;
-use crate::session::{ExportTarget, LocalDest, TarStream};
 
 /// Where a build's result goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +17,8 @@ pub enum Output {
     /// An image in a registry (`--push NAME`, `type=image,name=…,push=true`).
     Image {
         name: ImageRef,
+        /// More names the same image goes out under (its key tag).
+        also: Vec<ImageRef>,
         push: bool,
         insecure: bool,
         attrs: BTreeMap<String, String>,
@@ -72,6 +76,7 @@ impl FromStr for Output {
                 let insecure = a.flag("registry.insecure")?.unwrap_or(false);
                 Output::Image {
                     name,
+                    also: Vec::new(),
                     push,
                     insecure,
                     // Passed through to BuildKit's image exporter as given.
@@ -114,11 +119,13 @@ impl Output {
         let kind = match self {
             Output::Image {
                 name,
+                also,
                 push,
                 insecure,
                 attrs: extra,
             } => {
-                attrs.insert("name".into(), name.to_string());
+                let names: Vec<ImageRef> = std::iter::once(name).chain(also).cloned().collect();
+                attrs.insert("name".into(), name_list(&names));
                 if *push {
                     attrs.insert("push".into(), "true".into());
                 }
@@ -164,22 +171,67 @@ impl Output {
         };
         (kind.to_owned(), attrs)
     }
+}
 
-    /// Where on this machine the exporter's output goes, if anywhere.
-    pub(crate) fn target(&self) -> Option<ExportTarget> {
-        match self {
-            Output::Oci { dest, .. } | Output::Docker { dest, .. } => {
-                Some(ExportTarget::File(dest.clone()))
-            }
-            Output::Local { dest, replace } => Some(ExportTarget::Dir(LocalDest {
-                dir: dest.clone(),
-                replace: *replace,
-            })),
-            Output::DockerStream { stream, .. } | Output::Tar { stream } => {
-                Some(ExportTarget::Stream(stream.clone()))
-            }
-            Output::Image { .. } | Output::Moby { .. } | Output::OciDir { .. } => None,
+/// What the exporters answered, read once from the daemon's
+/// `ExporterResponse` map: the keys strata acts on, typed; every entry as
+/// given stays for `--metadata-file`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExporterResponse {
+    /// `containerimage.digest`: the image's manifest (or index) digest; for
+    /// an image found loaded in docker, its image id.
+    pub image_digest: Option<String>,
+    /// `containerimage.config.digest`.
+    pub config_digest: Option<String>,
+    /// `image.name`: the names the image went out under.
+    pub names: Vec<String>,
+    /// `containerimage.descriptor` (base64 JSON): the image's descriptor.
+    pub descriptor: Option<serde_json::Value>,
+    /// `cache.manifest`: the descriptor of a local cache export's manifest.
+    pub cache_manifest: Option<serde_json::Value>,
+    entries: BTreeMap<String, String>,
+}
+
+const IMAGE_DIGEST: &str = "containerimage.digest";
+const CONFIG_DIGEST: &str = "containerimage.config.digest";
+const IMAGE_NAME: &str = "image.name";
+const DESCRIPTOR: &str = "containerimage.descriptor";
+const CACHE_MANIFEST: &str = "cache.manifest";
+
+impl ExporterResponse {
+    /// The daemon's map, read once.
+    pub fn new(entries: BTreeMap<String, String>) -> ExporterResponse {
+        let get = |k: &str| entries.get(k).cloned();
+        let json = |text: &str| serde_json::from_str(text).ok();
+        let descriptor = entries.get(DESCRIPTOR).and_then(|d| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(d).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        });
+        ExporterResponse {
+            image_digest: get(IMAGE_DIGEST),
+            config_digest: get(CONFIG_DIGEST),
+            names: get(IMAGE_NAME)
+                .map(|n| n.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            descriptor,
+            cache_manifest: entries.get(CACHE_MANIFEST).and_then(|m| json(m)),
+            entries,
         }
+    }
+
+    /// An image that was not exported but found: its digest (or docker
+    /// image id), under `name` if it has one.
+    pub fn found(digest: String, name: Option<&ImageRef>) -> ExporterResponse {
+        let mut entries = BTreeMap::from([(IMAGE_DIGEST.to_owned(), digest)]);
+        if let Some(name) = name {
+            entries.insert(IMAGE_NAME.to_owned(), name.to_string());
+        }
+        ExporterResponse::new(entries)
+    }
+
+    /// Every entry as the daemon gave it (for `--metadata-file`).
+    pub fn entries(&self) -> &BTreeMap<String, String> {
+        &self.entries
     }
 }
 
@@ -201,6 +253,7 @@ mod tests {
                 .parse::<Output>()
                 .unwrap(),
             Output::Image {
+                also: Vec::new(),
                 name: "127.0.0.1:5000/x:y".parse().unwrap(),
                 push: true,
                 insecure: true,
