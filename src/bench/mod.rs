@@ -598,7 +598,7 @@ impl<'a> Runner<'a> {
                 ..self.base.clone()
             };
             let daemon = crate::client::Daemon::from(self.client.clone());
-            build::build(&daemon, self.spec, &opts, &Quiet).await?
+            build::build(&daemon, &self.spec.resolve(&opts)?, &Quiet).await?
         } else {
             let opts = Overrides {
                 cache_from: import.into_iter().collect(),
@@ -618,7 +618,7 @@ async fn lowered(
     llb_file: &Path,
 ) -> Result<(crate::spec::LoweredImage, Option<PathBuf>), BenchError> {
     let plan = spec.resolve(base)?;
-    let image = build::lower(spec, &plan).await?.remove(0);
+    let image = build::lower(&plan).await?.remove(0);
     std::fs::write(llb_file, image.definition.to_bytes())
         .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
     Ok((image, plan.ca_cert))
@@ -703,7 +703,7 @@ async fn built_showing(
         ..overrides.clone()
     };
     let daemon = crate::client::Daemon::from(client.clone());
-    Ok(build::build(&daemon, spec, &overrides, progress).await?)
+    Ok(build::build(&daemon, &spec.resolve(&overrides)?, progress).await?)
 }
 
 /// Brings the builder to the state `mode` starts from, whichever client runs

@@ -149,7 +149,7 @@ async fn timed_build(
         ..build.clone()
     };
     let began = Instant::now();
-    let outcome = build_on_pool(pool, spec, &overrides, &Quiet).await?;
+    let outcome = build_on_pool(pool, &spec.resolve(&overrides)?, &Quiet).await?;
     if let Some(f) = outcome.failed.first() {
         return Err(BenchError::Setup(format!("{}: {}", f.image, f.error)));
     }

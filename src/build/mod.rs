@@ -1,4 +1,4 @@
-//! A build: the jobs of a spec ([`Spec::resolve`]) lowered to LLB and solved on
+//! A build: the jobs of a plan ([`crate::spec::Spec::resolve`]) lowered to LLB and solved on
 //! one daemon. Images solve at once, each with its own [`SolveOpt`]; the daemon
 //! merges the steps they share (an image built `from` another contains its graph).
 
@@ -16,7 +16,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::session::DockerAuth;
 use crate::solve::progress::{Deduped, Progress, Step};
 use crate::solve::{self, SolveError, SolveOpt, Solved};
-use crate::spec::{BuildPlan, Job, LoweredImage, Overrides, Spec, SpecError};
+use crate::spec::{BuildPlan, Job, LoweredImage, SpecError};
 
 mod context;
 mod fallback;
@@ -126,18 +126,16 @@ pub enum BuildError {
     },
 }
 
-/// Builds the images `overrides` asks for (or every image of `spec`) on
-/// `daemon`, showing each one's progress through `progress`. An image pushed
+/// Builds the jobs of `plan` on `daemon`, showing each one's progress through `progress`. An image pushed
 /// to a repository that already holds its key tag is not solved: the push
 /// target is pointed at it (unless `no_skip`); only when some image needs
 /// solving is the daemon connected to. The first image that fails is the error.
 pub async fn build(
     daemon: &Daemon,
-    spec: &Spec,
-    overrides: &Overrides,
+    plan: &BuildPlan,
     progress: &dyn Progress,
 ) -> Result<Vec<Built>, BuildError> {
-    let outcome = build_all(daemon, spec, overrides, progress).await?;
+    let outcome = build_all(daemon, plan, progress).await?;
     match outcome.failed.into_iter().next() {
         Some(failed) => Err(failed.error),
         None => Ok(outcome.built),
@@ -166,72 +164,67 @@ impl Outcome {
     }
 }
 
-/// [`build`], reporting each image. With `overrides.keep_going` every image
+/// [`build`], reporting each image. With `plan.keep_going` every image
 /// is tried and each failure comes back with its [`Fallback`]; without it
 /// the first failure cancels the images still solving and is the error.
 pub async fn build_all(
     daemon: &Daemon,
-    spec: &Spec,
-    overrides: &Overrides,
+    plan: &BuildPlan,
     progress: &dyn Progress,
 ) -> Result<Outcome, BuildError> {
-    build_all_within(daemon, spec, overrides, progress, None).await
+    build_all_within(daemon, plan, progress, None).await
 }
 
 /// [`build_all`], each solve also holding one of `slots` (a pool's overall
 /// `--max-parallel`, shared by its nodes' builds).
 pub(crate) async fn build_all_within(
     daemon: &Daemon,
-    spec: &Spec,
-    overrides: &Overrides,
+    plan: &BuildPlan,
     progress: &dyn Progress,
     slots: Option<&tokio::sync::Semaphore>,
 ) -> Result<Outcome, BuildError> {
-    let plan = spec.resolve(overrides)?;
-    let parents = spec.dockerfile_parents(&prepare::plan_images(&plan))?;
-    if parents.is_empty() {
-        return build_plan(daemon, spec, &plan, progress, slots).await;
+    if plan.parents.is_empty() {
+        return build_plan(daemon, plan, progress, slots).await;
     }
     // First the Dockerfile images others are built from (their graphs are
     // the frontend's), then the rest on top of them as pushed.
-    let first = Overrides {
-        images: parents.clone(),
-        push: None,
-        outputs: Vec::new(),
-        ..overrides.clone()
-    };
-    let mut outcome = build_plan(daemon, spec, &spec.resolve(&first)?, progress, slots).await?;
-    if !outcome.failed.is_empty() && !overrides.keep_going {
+    let mut outcome = build_plan(daemon, &plan.parents_first(), progress, slots).await?;
+    if !outcome.failed.is_empty() && !plan.keep_going {
         return Ok(outcome);
     }
     // Images built from a Dockerfile image that failed are not attempted.
     let failed: Vec<String> = outcome.failed.iter().map(|f| f.image.clone()).collect();
     let stands_on_failed = |name: &String| {
-        spec.closure(std::slice::from_ref(name))
+        plan.spec
+            .closure(std::slice::from_ref(name))
             .map(|c| c.iter().any(|n| failed.contains(n)))
             .unwrap_or(true)
     };
-    let pushed: BTreeMap<String, ImageRef> = outcome
-        .built
-        .iter()
-        .filter_map(|b| Some((b.image.clone(), pinned_push(b)?)))
+    let first: Vec<String> = plan.parents.iter().map(|p| p.image.clone()).collect();
+    let rest: Vec<String> = plan
+        .images()
+        .into_iter()
+        .filter(|name| !first.contains(name) && !stands_on_failed(name))
         .collect();
-    let rebased = spec.rebased(&pushed);
-    let rest = Overrides {
-        images: prepare::plan_images(&plan)
-            .into_iter()
-            .filter(|name| !parents.contains(name) && !stands_on_failed(name))
-            .collect(),
-        ..overrides.clone()
-    };
-    if rest.images.is_empty() {
+    if rest.is_empty() {
         return Ok(outcome);
     }
-    let then = build_plan(daemon, &rebased, &rebased.resolve(&rest)?, progress, slots).await?;
+    let rest = plan.rebase_on(&pinned_pushes(&outcome.built)).only(&rest);
+    let then = build_plan(daemon, &rest, progress, slots).await?;
     outcome.built.extend(then.built);
     outcome.failed.extend(then.failed);
     outcome.notes.extend(then.notes);
     Ok(outcome)
+}
+
+/// The Dockerfile images of `built` as pushed, pinned by digest: what the
+/// images built `from` them start from ([`BuildPlan::rebase_on`]).
+pub(crate) fn pinned_pushes(built: &[Built]) -> BTreeMap<String, ImageRef> {
+    built
+        .iter()
+        .filter(|b| b.frontend)
+        .filter_map(|b| Some((b.image.clone(), pinned_push(b)?)))
+        .collect()
 }
 
 /// Where a built image can be pulled from by digest: its key tag (as
@@ -250,27 +243,25 @@ fn pinned_push(built: &Built) -> Option<ImageRef> {
 /// Builds the jobs of `plan` (see [`build_all`]).
 async fn build_plan(
     daemon: &Daemon,
-    spec: &Spec,
     plan: &BuildPlan,
     progress: &dyn Progress,
     slots: Option<&tokio::sync::Semaphore>,
 ) -> Result<Outcome, BuildError> {
-    let plan = plan.clone();
     // Credentials are read once and serve the registry client and every
     // session, for the registries this build uses and no other.
     let auth = DockerAuth::from_env()
         .with_insecure_hosts(&plan.insecure_registries)
-        .only_for(registries::of_plan(spec, &plan));
-    let registry = prepare::registry(&plan, &auth);
-    let prepared = prepare::prepare(spec, &plan, &registry).await?;
+        .only_for(registries::of_plan(plan));
+    let registry = prepare::registry(plan, &auth);
+    let prepared = prepare::prepare(plan, &registry).await?;
     let run = Run {
         daemon,
-        plan: &plan,
+        plan,
         registry: &registry,
         auth: &auth,
         slots,
     };
-    let seeds = mounts::seeds(&plan, &prepared);
+    let seeds = mounts::seeds(plan, &prepared);
     let seeded = run.mounts(true, &seeds, progress).await;
     let results = run.every_job(&prepared, progress).await?;
     let (mut built, mut errors) = (Vec::new(), Vec::new());
@@ -280,13 +271,13 @@ async fn build_plan(
             Err(e) => errors.push((job.image.clone(), e)),
         }
     }
-    let exports = mounts::exports(&plan, &prepared, &built);
+    let exports = mounts::exports(plan, &prepared, &built);
     let exported = run.mounts(false, &exports, progress).await;
     mounts::attach(&mut built, &seeds, seeded);
     mounts::attach(&mut built, &exports, exported);
     let failed_names: Vec<String> = errors.iter().map(|(name, _)| name.clone()).collect();
     let known = fallback::Known {
-        spec,
+        spec: &plan.spec,
         registry: &registry,
         prepared: &prepared,
         built: built.iter().map(|b| (b.image.as_str(), b)).collect(),

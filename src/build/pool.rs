@@ -1,7 +1,8 @@
-//! A build over a pool ([`crate::pool`]): the nodes are probed, each image
+//! A build over a pool ([`crate::pool`]): the nodes are probed, each job
 //! of the plan is placed on one (rendezvous hashing with bounded load, keyed
 //! by the spec's file name, the image's name and its platform), and each
-//! node builds its images as a one-daemon build, all nodes at once.
+//! node builds its sub-plan ([`BuildPlan::only`]) as a one-daemon build, all
+//! nodes at once.
 //!
 //! Failover: an image whose node is lost (the connection breaks, the node
 //! stops answering) is placed again among the nodes left, and built there,
@@ -13,7 +14,7 @@
 
 use std::time::Instant;
 
-use super::{build_all_within, BuildError, Outcome};
+use super::{build_all_within, pinned_pushes, BuildError, Outcome};
 use crate::client::{ClientError, Daemon};
 use crate::options::{CacheExport, CacheImport};
 use crate::pool::place::{self, Item, Slot};
@@ -21,7 +22,7 @@ use crate::pool::status::health;
 use crate::pool::Pool;
 use crate::solve::progress::{Claims, Progress, Renderer};
 use crate::solve::SolveError;
-use crate::spec::{Base, Overrides, Spec};
+use crate::spec::{BuildPlan, Job};
 
 /// How long a node may take to answer before the build places nothing on it.
 const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -41,15 +42,12 @@ pub struct TierReport {
     pub freed: std::collections::BTreeMap<String, u64>,
 }
 
-/// Builds what `overrides` asks over `pool`, tier by tier; each built image
-/// names its node.
+/// Builds `plan` over `pool`, tier by tier; each built image names its node.
 pub async fn build_on_pool(
     pool: &Pool,
-    spec: &Spec,
-    overrides: &Overrides,
+    plan: &BuildPlan,
     progress: &dyn Progress,
 ) -> Result<Outcome, BuildError> {
-    let plan = spec.resolve(overrides)?;
     let nodes = health(pool, PROBE_DEADLINE.min(pool.timeout)).await;
     let mut healthy: Vec<bool> = nodes.iter().map(|n| n.reachable).collect();
     let mut all = Outcome::default();
@@ -61,12 +59,11 @@ pub async fn build_on_pool(
         ));
     }
     let platforms: Vec<Vec<String>> = nodes.iter().map(|n| n.platforms.clone()).collect();
-    let images: Vec<String> = plan.jobs.iter().map(|j| j.image.clone()).collect();
+    let images = plan.images();
     // Placed once for the whole plan: the load bound holds over all of it.
     let first = Places {
         pool,
-        spec,
-        overrides,
+        plan,
         healthy: &healthy,
         platforms: &platforms,
     };
@@ -74,8 +71,7 @@ pub async fn build_on_pool(
     // One connection and one view per node for the whole build (every tier).
     let run = PoolBuild {
         pool,
-        spec,
-        overrides,
+        plan,
         platforms,
         daemons: pool.daemons(),
         views: pool
@@ -88,7 +84,7 @@ pub async fn build_on_pool(
             })
             .collect(),
     };
-    for (t, tier) in tiers(spec, &images).into_iter().enumerate() {
+    for (t, tier) in tiers(plan).into_iter().enumerate() {
         let placed: Vec<usize> = tier
             .iter()
             .map(|i| placed_all[images.iter().position(|n| n == i).expect("a plan image")])
@@ -107,8 +103,7 @@ pub async fn build_on_pool(
 /// What every tier of one pool build shares.
 struct PoolBuild<'a> {
     pool: &'a Pool,
-    spec: &'a Spec,
-    overrides: &'a Overrides,
+    plan: &'a BuildPlan,
     /// What each node builds, from the probe.
     platforms: Vec<Vec<String>>,
     daemons: Vec<Daemon>,
@@ -127,29 +122,29 @@ impl PoolBuild<'_> {
         all: &mut Outcome,
     ) -> Result<TierReport, BuildError> {
         let began = Instant::now();
-        let (pool, overrides) = (self.pool, self.overrides);
-        let rebased = on_built_dockerfiles(self.spec, &all.built);
+        let pool = self.pool;
+        // A later tier's node pulls a Dockerfile parent built before as
+        // pushed, instead of building it again (to a digest of its own).
+        let rebased = self.plan.rebase_on(&pinned_pushes(&all.built));
         let built_before = all.built.len();
         let mut pending = tier.clone();
         loop {
             let places = Places {
                 pool,
-                spec: self.spec,
-                overrides,
+                plan: &rebased,
                 healthy,
                 platforms: &self.platforms,
             };
             places.move_off_lost(&pending, &mut placed)?;
             let nodes = (self.daemons.as_slice(), self.views.as_slice());
-            let lost =
-                build_placed(pool, &rebased, overrides, nodes, &pending, &placed, all).await?;
+            let lost = build_placed(pool, &rebased, nodes, &pending, &placed, all).await?;
             if lost.is_empty() {
                 break;
             }
             pending = moved(pool, &mut all.notes, healthy, lost, &pending)?;
             placed = vec![usize::MAX; pending.len()];
         }
-        let freed = keep_storage(pool, &self.daemons, healthy, overrides.keep_storage).await;
+        let freed = keep_storage(pool, &self.daemons, healthy, self.plan.keep_storage).await;
         let (steps_run, steps_cached) = all.built[built_before..]
             .iter()
             .map(|b| b.step_counts())
@@ -165,18 +160,22 @@ impl PoolBuild<'_> {
     }
 }
 
-/// `images` in tiers: an image's tier is one after its `from` parent's
-/// (when the parent is built too), the first for the others.
-fn tiers(spec: &Spec, images: &[String]) -> Vec<Vec<String>> {
-    fn depth(spec: &Spec, images: &[String], name: &str) -> usize {
-        match spec.image(name).map(|i| &i.base) {
-            Some(Base::From(p)) if images.iter().any(|i| i == p) => 1 + depth(spec, images, p),
-            _ => 0,
+/// The plan's images in tiers: an image's tier is one after its `from`
+/// parent's (when the parent is built too), the first for the others.
+fn tiers(plan: &BuildPlan) -> Vec<Vec<String>> {
+    let images = plan.images();
+    let depth = |name: &str| {
+        let mut depth = 0;
+        let mut at = name;
+        while let Some(parent) = plan.parent_of(at).filter(|p| images.iter().any(|i| i == p)) {
+            depth += 1;
+            at = parent;
         }
-    }
+        depth
+    };
     let mut tiers: Vec<Vec<String>> = Vec::new();
-    for name in images {
-        let d = depth(spec, images, name);
+    for name in &images {
+        let d = depth(name);
         if tiers.len() <= d {
             tiers.resize(d + 1, Vec::new());
         }
@@ -220,8 +219,7 @@ async fn keep_storage(
 /// failed goes into `all`. Returns the images of lost nodes, by node.
 async fn build_placed(
     pool: &Pool,
-    spec: &Spec,
-    overrides: &Overrides,
+    plan: &BuildPlan,
     (daemons, views): (&[Daemon], &[OnNode<'_>]),
     pending: &[String],
     placed: &[usize],
@@ -229,8 +227,8 @@ async fn build_placed(
 ) -> Result<Vec<Lost>, BuildError> {
     // --max-parallel holds per node (each node's build) and over the pool;
     // without it, each node's default alone.
-    let limit = overrides
-        .max_parallel
+    let limit = plan
+        .max_parallel_given
         .map_or(tokio::sync::Semaphore::MAX_PERMITS, |n| n.get());
     let slots = &tokio::sync::Semaphore::new(limit);
     let groups = (0..pool.nodes.len()).filter_map(|n| {
@@ -246,13 +244,9 @@ async fn build_placed(
         let daemon = &daemons[n];
         let progress = &views[n];
         let node = pool.nodes[n].name.clone();
-        let spec = with_pool_cache(pool, spec, &mine);
-        let wanted = Overrides {
-            images: mine.clone(),
-            ..overrides.clone()
-        };
+        let sub = with_pool_cache(pool, plan.only(&mine));
         async move {
-            let outcome = build_all_within(daemon, &spec, &wanted, progress, Some(slots)).await;
+            let outcome = build_all_within(daemon, &sub, progress, Some(slots)).await;
             (n, node, mine, outcome)
         }
     });
@@ -311,19 +305,6 @@ fn take_node_outcome(
         all.built.push(b);
     }
     gone
-}
-
-/// `spec` with each image `from` a Dockerfile image built in an earlier tier
-/// based on that image as pushed, by digest, as a one-daemon build does: a
-/// later tier's node pulls it instead of building it again (to a digest of
-/// its own).
-fn on_built_dockerfiles(spec: &Spec, built: &[super::Built]) -> Spec {
-    let pushed = built
-        .iter()
-        .filter(|b| b.frontend)
-        .filter_map(|b| Some((b.image.clone(), super::pinned_push(b)?)))
-        .collect();
-    spec.rebased(&pushed)
 }
 
 /// A node lost during a build: the images it had not finished, and why.
@@ -393,39 +374,34 @@ fn why_lost(e: &BuildError) -> Option<String> {
     lost.then(|| source.to_string())
 }
 
-/// `spec` with the pool cache on each of `images`: each exports to its own
-/// tag of it and imports its own and its parent's.
-fn with_pool_cache(pool: &Pool, spec: &Spec, images: &[String]) -> Spec {
+/// `plan` with the pool cache added to each job: it exports to its image's
+/// own tag of it and imports its own and its parent's.
+fn with_pool_cache(pool: &Pool, mut plan: BuildPlan) -> BuildPlan {
     let Some(cache) = &pool.cache else {
-        return spec.clone();
+        return plan;
     };
     let prefix = cache.tag.as_deref().unwrap_or("pool");
     let tag = |image: &str| cache.with_tag(&format!("{prefix}-{image}"));
-    let caches = images
-        .iter()
-        .map(|image| {
-            let export = CacheExport::Registry {
-                reference: tag(image),
-                options: Default::default(),
+    let mut jobs = std::mem::take(&mut plan.jobs);
+    for job in &mut jobs {
+        let export = CacheExport::Registry {
+            reference: tag(&job.image),
+            options: Default::default(),
+            insecure: cache.is_loopback(),
+            mounts: None,
+        };
+        let imports = std::iter::once(job.image.as_str())
+            .chain(plan.parent_of(&job.image))
+            .map(|from| CacheImport::Registry {
+                reference: tag(from),
                 insecure: cache.is_loopback(),
                 mounts: None,
-            };
-            let parent = match spec.image(image).map(|i| &i.base) {
-                Some(Base::From(p)) => Some(p.as_str()),
-                _ => None,
-            };
-            let imports = std::iter::once(image.as_str())
-                .chain(parent)
-                .map(|from| CacheImport::Registry {
-                    reference: tag(from),
-                    insecure: cache.is_loopback(),
-                    mounts: None,
-                })
-                .collect();
-            (image.clone(), (vec![export], imports))
-        })
-        .collect();
-    spec.with_caches(&caches)
+            })
+            .collect();
+        job.add_caches(vec![export], imports);
+    }
+    plan.jobs = jobs;
+    plan
 }
 
 /// A node's part of the one progress view: its lines carry the node, and
@@ -453,8 +429,7 @@ impl Progress for OnNode<'_> {
 /// What placing needs to know of the pool now.
 struct Places<'a> {
     pool: &'a Pool,
-    spec: &'a Spec,
-    overrides: &'a Overrides,
+    plan: &'a BuildPlan,
     healthy: &'a [bool],
     platforms: &'a [Vec<String>],
 }
@@ -489,6 +464,7 @@ impl Places<'_> {
             })
             .collect();
         let spec_name = self
+            .plan
             .spec
             .path()
             .file_name()
@@ -496,9 +472,10 @@ impl Places<'_> {
             .unwrap_or_default();
         let items: Vec<Item> = images
             .iter()
-            .map(|name| self.item(&spec_name, images, name))
+            .map(|name| self.item(&spec_name, images, self.job(name)))
             .collect();
         let context = self
+            .plan
             .spec
             .path()
             .parent()
@@ -507,23 +484,25 @@ impl Places<'_> {
         place::place_by(self.pool.placement, &items, &slots, &context).map_err(BuildError::Place)
     }
 
-    /// Image `name` as placement sees it: its stable key, its parent among
+    /// The plan's job of image `name`.
+    fn job(&self, name: &str) -> &Job {
+        self.plan
+            .jobs
+            .iter()
+            .find(|j| j.image == name)
+            .expect("placed images are the plan's")
+    }
+
+    /// Job `job` as placement sees it: its stable key, its parent among
     /// `images`, the nodes that build its platform.
-    fn item(&self, spec_name: &str, images: &[String], name: &str) -> Item {
-        let image = self
-            .spec
-            .image(name)
-            .expect("the plan's images are the spec's");
-        let platform = self
-            .spec
-            .platform_for(image, self.overrides.platform.as_ref())
-            .to_string();
-        let parent = match &image.base {
-            Base::From(p) => images.iter().position(|i| i == p),
-            _ => None,
-        };
+    fn item(&self, spec_name: &str, images: &[String], job: &Job) -> Item {
+        let platform = self.plan.platform_of(job).to_string();
+        let parent = self
+            .plan
+            .parent_of(&job.image)
+            .and_then(|p| images.iter().position(|i| i == p));
         Item {
-            key: format!("{spec_name}#{name}@{platform}"),
+            key: format!("{spec_name}#{}@{platform}", job.image),
             parent,
             fits: self
                 .platforms

@@ -9,7 +9,7 @@ use crate::llb::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryOptions};
 use crate::session::DockerAuth;
-use crate::spec::{Base, BaseImage, BuildPlan, LowerOptions, LoweredImage, Spec};
+use crate::spec::{Base, BaseImage, BuildPlan, LowerOptions, LoweredImage};
 
 /// An image lowered, with its content key.
 pub(super) type KeyedImage = (LoweredImage, ContentKey);
@@ -40,11 +40,12 @@ pub fn registry_from_env(plan: &BuildPlan) -> Registry {
 /// Lowers the plan's images to LLB, after fetching their base images'
 /// configs (raw LLB carries no image config: the base's ENV PATH, WORKDIR…
 /// come from the registry). Returns them in the order of `plan.jobs`.
-pub async fn lower(spec: &Spec, plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
+pub async fn lower(plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
     let registry = registry_from_env(plan);
-    let spec = on_built_parents(spec, plan, &registry).await?;
-    let mut prepared = prepare(&spec, plan, &registry).await?;
-    Ok(plan_images(plan)
+    let plan = on_built_parents(plan, &registry).await?;
+    let mut prepared = prepare(&plan, &registry).await?;
+    Ok(plan
+        .images()
         .into_iter()
         .filter_map(|name| prepared.images.remove(&name))
         .map(|(image, key)| recording_key(image, &key))
@@ -69,60 +70,43 @@ pub(super) fn recording_key(mut image: LoweredImage, key: &ContentKey) -> Lowere
     image
 }
 
-/// `spec` with the images built `from` Dockerfile images starting from
+/// `plan` with the images built `from` Dockerfile images starting from
 /// those as their key tags say they were pushed (for keys and LLB without
 /// a build, which would push them first).
-async fn on_built_parents<'s>(
-    spec: &'s Spec,
-    plan: &BuildPlan,
-    registry: &Registry,
-) -> Result<std::borrow::Cow<'s, Spec>, BuildError> {
-    let parents = spec.dockerfile_parents(&plan_images(plan))?;
-    if parents.is_empty() {
-        return Ok(std::borrow::Cow::Borrowed(spec));
+async fn on_built_parents(plan: &BuildPlan, registry: &Registry) -> Result<BuildPlan, BuildError> {
+    if plan.parents.is_empty() {
+        return Ok(plan.clone());
     }
-    let only = crate::spec::Overrides {
-        images: parents.clone(),
-        ..Default::default()
-    };
-    let parent_plan = BuildPlan {
-        jobs: spec.resolve(&only)?.jobs,
-        ..plan.clone()
-    };
-    let keyed = prepare(spec, &parent_plan, registry).await?;
+    let keyed = prepare(&plan.parents_first(), registry).await?;
     let mut pushed = BTreeMap::new();
-    for parent in parents {
-        let push = spec.image(&parent).and_then(|i| i.push.clone());
-        let (Some(push), Some((lowered, key))) = (push, keyed.images.get(&parent)) else {
+    for parent in &plan.parents {
+        let (Some(push), Some((lowered, key))) = (&parent.name, keyed.images.get(&parent.image))
+        else {
             continue;
         };
-        let tagged = tags::key_ref(&push, &parent, key);
-        match tags::find(registry, &push, &parent, key, &lowered.platform).await? {
-            Some(digest) => pushed.insert(parent, tagged.with_digest(&digest)),
+        let tagged = tags::key_ref(push, &parent.image, key);
+        match tags::find(registry, push, &parent.image, key, &lowered.platform).await? {
+            Some(digest) => pushed.insert(parent.image.clone(), tagged.with_digest(&digest)),
             None => {
                 return Err(BuildError::ParentNotBuilt {
-                    parent,
+                    parent: parent.image.clone(),
                     reference: tagged.to_string(),
                 })
             }
         };
     }
-    Ok(std::borrow::Cow::Owned(spec.rebased(&pushed)))
-}
-
-pub(super) fn plan_images(plan: &BuildPlan) -> Vec<String> {
-    plan.jobs.iter().map(|j| j.image.clone()).collect()
+    Ok(plan.rebase_on(&pushed))
 }
 
 /// Lowers images `names` (in that order) with their bases pinned; returns
 /// the pinned bases too.
 async fn lower_with(
-    spec: &Spec,
     plan: &BuildPlan,
     registry: &Registry,
     names: &[String],
 ) -> Result<(Vec<LoweredImage>, BTreeMap<ImageRef, BaseImage>), BuildError> {
-    let bases = base_configs(spec, names, plan, registry).await?;
+    let spec = &plan.spec;
+    let bases = base_configs(plan, names, registry).await?;
     let options = LowerOptions {
         ca_cert: plan.ca_cert.as_ref().map(|_| CA_SECRET_ID.to_owned()),
         platform: plan.platform.clone(),
@@ -141,11 +125,12 @@ pub struct ImageKey {
 
 /// The content key of each image the plan builds, in the plan's order. Reads
 /// the base images' manifests (to pin them) and git refs, never solves.
-pub async fn keys(spec: &Spec, plan: &BuildPlan) -> Result<Vec<ImageKey>, BuildError> {
+pub async fn keys(plan: &BuildPlan) -> Result<Vec<ImageKey>, BuildError> {
     let registry = registry_from_env(plan);
-    let spec = on_built_parents(spec, plan, &registry).await?;
-    let mut prepared = prepare(&spec, plan, &registry).await?;
-    Ok(plan_images(plan)
+    let plan = on_built_parents(plan, &registry).await?;
+    let mut prepared = prepare(&plan, &registry).await?;
+    Ok(plan
+        .images()
         .into_iter()
         .filter_map(|image| {
             let (lowered, key) = prepared.images.remove(&image)?;
@@ -160,20 +145,15 @@ pub async fn keys(spec: &Spec, plan: &BuildPlan) -> Result<Vec<ImageKey>, BuildE
 
 /// The plan's images and every image they are built `from` (a child's key
 /// holds its parent's), lowered and keyed.
-pub(super) async fn prepare(
-    spec: &Spec,
-    plan: &BuildPlan,
-    registry: &Registry,
-) -> Result<Prepared, BuildError> {
-    let closure = spec.closure(&plan_images(plan))?;
-    let (lowered, bases) = lower_with(spec, plan, registry, &closure).await?;
+pub(super) async fn prepare(plan: &BuildPlan, registry: &Registry) -> Result<Prepared, BuildError> {
+    let closure = plan.spec.closure(&plan.images())?;
+    let (lowered, bases) = lower_with(plan, registry, &closure).await?;
     let mut keyed: BTreeMap<String, KeyedImage> = BTreeMap::new();
     // The closure lists parents before their children.
     for image in lowered {
-        let parent = match &spec.image(&image.name).expect("closure names images").base {
-            Base::From(parent) => keyed.get(parent).map(|(_, key)| key),
-            _ => None,
-        };
+        let parent = plan
+            .parent_of(&image.name)
+            .and_then(|parent| keyed.get(parent).map(|(_, key)| key));
         let key = content_key(&image, parent)?;
         keyed.insert(image.name.clone(), (image, key));
     }
@@ -185,14 +165,13 @@ pub(super) async fn prepare(
 
 /// The configs of the bases `names` stand on, each for the platform it builds for.
 async fn base_configs(
-    spec: &Spec,
-    names: &[String],
     plan: &BuildPlan,
+    names: &[String],
     registry: &Registry,
 ) -> Result<BTreeMap<ImageRef, BaseImage>, BuildError> {
     let mut bases = BTreeMap::new();
-    for name in spec.closure(names)? {
-        let image = spec.image(&name).expect("closure names images");
+    for name in plan.spec.closure(names)? {
+        let image = plan.spec.image(&name).expect("closure names images");
         let references = match &image.base {
             Base::Image(reference) => vec![reference.clone()],
             Base::Dockerfile(d) => d.froms.iter().map(|(_, r)| r.clone()).collect(),

@@ -5,15 +5,16 @@
 use std::collections::BTreeSet;
 
 use crate::options::{CacheExport, CacheImport, Output};
-use crate::spec::{Base, BuildPlan, Spec};
+use crate::spec::{Base, BuildPlan};
 
 /// Every registry host `plan` reads from or writes to: the bases and
 /// Dockerfile `FROM`s of its images (and of what they are built `from`),
 /// push targets and image outputs, and registry caches (the pool cache and
 /// cache-mount artifacts among them, as they live beside the caches).
-pub fn of_plan(spec: &Spec, plan: &BuildPlan) -> BTreeSet<String> {
+pub fn of_plan(plan: &BuildPlan) -> BTreeSet<String> {
     let mut hosts = BTreeSet::new();
-    let names: Vec<String> = plan.jobs.iter().map(|j| j.image.clone()).collect();
+    let spec = &plan.spec;
+    let names = plan.images();
     for image in spec
         .closure(&names)
         .unwrap_or(names)

@@ -153,33 +153,31 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
     };
     build_and_report(
         cli,
-        &spec,
-        &overrides,
+        &spec.resolve(&overrides)?,
         &args.progress,
         args.metadata_file.as_deref(),
     )
     .await
 }
 
-/// Builds `spec` as `overrides` say, prints a line per image (and per
-/// failure), writes `--metadata-file`; an error when any image failed.
+/// Builds `plan`, prints a line per image (and per failure), writes
+/// `--metadata-file`; an error when any image failed.
 pub async fn build_and_report(
     cli: &Cli,
-    spec: &strata::spec::Spec,
-    overrides: &strata::spec::Overrides,
+    plan: &strata::spec::BuildPlan,
     progress: &ProgressMode,
     metadata_file: Option<&Path>,
 ) -> Result<()> {
     let began = std::time::Instant::now();
     // Tiers (and the budget between them) are the pool build's; one daemon
     // with a budget is a pool of one.
-    let tiered = cli.daemon.is_pool() || overrides.keep_storage.is_some();
+    let tiered = cli.daemon.is_pool() || plan.keep_storage.is_some();
     let outcome = if tiered {
         let pool = cli.daemon.pool()?;
-        strata::build::build_on_pool(&pool, spec, overrides, progress).await
+        strata::build::build_on_pool(&pool, plan, progress).await
     } else {
         let daemon = cli.daemon.daemon()?;
-        strata::build::build_all(&daemon, spec, overrides, progress).await
+        strata::build::build_all(&daemon, plan, progress).await
     };
     let outcome = outcome.inspect_err(print_failed_step_logs)?;
     let summary = Summary::of(&outcome, began.elapsed());

@@ -111,8 +111,7 @@ pub async fn run(cli: &Cli, args: &ComposeArgs) -> Result<()> {
     };
     super::build::build_and_report(
         cli,
-        &spec,
-        &overrides,
+        &spec.resolve(&overrides)?,
         &args.progress,
         args.metadata_file.as_deref(),
     )

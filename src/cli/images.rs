@@ -84,7 +84,7 @@ impl Target {
             ..self.spec.overrides()
         };
         let plan = spec.resolve(&overrides)?;
-        let keys = strata::build::keys(&spec, &plan).await?;
+        let keys = strata::build::keys(&plan).await?;
         let keyed = plan
             .jobs
             .iter()

@@ -31,7 +31,7 @@ pub async fn run(args: &KeyArgs) -> Result<()> {
         ..args.spec.overrides()
     };
     let plan = spec.resolve(&overrides)?;
-    let keys = strata::build::keys(&spec, &plan).await?;
+    let keys = strata::build::keys(&plan).await?;
     if args.json {
         let map: serde_json::Map<String, serde_json::Value> = keys
             .iter()

@@ -26,7 +26,7 @@ pub async fn run(args: &LlbArgs) -> Result<()> {
         ..args.spec.overrides()
     };
     let plan = spec.resolve(&overrides)?;
-    let Some(image) = strata::build::lower(&spec, &plan).await?.into_iter().next() else {
+    let Some(image) = strata::build::lower(&plan).await?.into_iter().next() else {
         bail!("no image {:?} in {}", args.image, args.spec.file.display());
     };
     let mut stdout = std::io::stdout();

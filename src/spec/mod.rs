@@ -435,22 +435,6 @@ impl Spec {
         spec
     }
 
-    /// This spec with `cache_to` and `cache_from` added to each image's own
-    /// entries, by image name (a pool's per-image cache).
-    pub fn with_caches(
-        &self,
-        caches: &BTreeMap<String, (Vec<CacheExport>, Vec<CacheImport>)>,
-    ) -> Spec {
-        let mut spec = self.clone();
-        for image in &mut spec.images {
-            if let Some((to, from)) = caches.get(&image.name) {
-                image.cache_to.extend(to.iter().cloned());
-                image.cache_from.extend(from.iter().cloned());
-            }
-        }
-        spec
-    }
-
     /// An image built `from` another runs on its platform: the two may not differ.
     fn check_platforms(&self, src: &Source, positions: &[Positions]) -> Result<(), SpecError> {
         for (i, image) in self.images.iter().enumerate() {

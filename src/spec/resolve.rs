@@ -1,11 +1,16 @@
-//! The spec plus what the command line adds or overrides → the jobs of one
+//! The spec plus what the command line adds or overrides → the plan of one
 //! build. This is the only place where the two meet: a library caller and the
-//! CLI get the same CA bundle, push targets, outputs and cache lists.
+//! CLI get the same CA bundle, push targets, outputs and cache lists. Below
+//! it everything (one-daemon builds, pools, keys, LLB, mounts) takes the
+//! [`BuildPlan`]: a pool hands each node a sub-plan ([`BuildPlan::only`]),
+//! adds its cache to the jobs ([`Job::add_caches`]), and images built `from`
+//! a built Dockerfile image start from it as pushed ([`BuildPlan::rebase_on`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::{Spec, SpecError};
+use super::{Base, Image, Spec, SpecError};
 use crate::llb::Platform;
 use crate::options::{CacheExport, CacheImport, Output};
 use crate::reference::ImageRef;
@@ -69,16 +74,35 @@ pub struct Job {
     pub cache_imports: Vec<CacheImport>,
 }
 
-/// A whole build: its jobs and the settings they share.
+impl Job {
+    /// Adds `exports` and `imports` to the job's own (a pool's cache).
+    pub fn add_caches(&mut self, exports: Vec<CacheExport>, imports: Vec<CacheImport>) {
+        self.cache_exports.extend(exports);
+        self.cache_imports.extend(imports);
+    }
+}
+
+/// A whole build: the spec it was resolved from, its jobs and the settings
+/// they share.
 #[derive(Debug, Clone)]
 pub struct BuildPlan {
+    /// The images' definitions (shared by every sub-plan of one build).
+    pub spec: Arc<Spec>,
     pub jobs: Vec<Job>,
+    /// The Dockerfile images that images of the jobs (or their `from`
+    /// closure) are built from: built and pushed first, then used by digest
+    /// ([`BuildPlan::rebase_on`]). Not pushed by `--push`, no `--output`.
+    pub parents: Vec<Job>,
     pub ca_cert: Option<PathBuf>,
     pub platform: Option<Platform>,
     pub secrets: BTreeMap<String, PathBuf>,
     pub insecure_registries: Vec<String>,
-    /// How many jobs are solved at once.
+    /// How many jobs are solved at once on one daemon.
     pub max_parallel: usize,
+    /// `--max-parallel` as given: over a pool it also bounds all nodes at once.
+    pub max_parallel_given: Option<std::num::NonZeroUsize>,
+    /// A pool's disk budget per node, pruned to between tiers.
+    pub keep_storage: Option<u64>,
     /// Solve even images found under their key tag.
     pub no_skip: bool,
     /// Push images under their key tag too (and look for it before solving).
@@ -94,6 +118,80 @@ impl BuildPlan {
     pub fn insecure(&self, reference: &ImageRef) -> bool {
         reference.is_loopback() || self.insecure_registries.contains(&reference.registry)
     }
+
+    /// The images the jobs build, in order.
+    pub fn images(&self) -> Vec<String> {
+        self.jobs.iter().map(|j| j.image.clone()).collect()
+    }
+
+    /// The spec's definition of a job's image.
+    pub fn image(&self, job: &Job) -> &Image {
+        self.spec
+            .image(&job.image)
+            .expect("a plan's jobs name its spec's images")
+    }
+
+    /// The image a job's image is built `from`, when that is a spec image.
+    pub fn parent_of(&self, name: &str) -> Option<&str> {
+        match self.spec.image(name).map(|i| &i.base) {
+            Some(Base::From(parent)) => Some(parent),
+            _ => None,
+        }
+    }
+
+    /// The platform job `job` builds for.
+    pub fn platform_of(&self, job: &Job) -> Platform {
+        self.spec
+            .platform_for(self.image(job), self.platform.as_ref())
+    }
+
+    /// This plan with only the jobs of `images` (and the parents they need).
+    pub fn only(&self, images: &[String]) -> BuildPlan {
+        let closure = self.spec.closure(images).unwrap_or_default();
+        BuildPlan {
+            jobs: self
+                .jobs
+                .iter()
+                .filter(|j| images.contains(&j.image))
+                .cloned()
+                .collect(),
+            parents: self
+                .parents
+                .iter()
+                .filter(|p| closure.contains(&p.image))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// The plan that builds this one's Dockerfile parents (and nothing else).
+    pub fn parents_first(&self) -> BuildPlan {
+        BuildPlan {
+            jobs: self.parents.clone(),
+            parents: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// This plan with every image built `from` one of `built` starting from
+    /// that image as pushed (a registry reference pinned by digest); those
+    /// are no longer parents to build first.
+    pub fn rebase_on(&self, built: &BTreeMap<String, ImageRef>) -> BuildPlan {
+        if built.is_empty() {
+            return self.clone();
+        }
+        BuildPlan {
+            spec: Arc::new(self.spec.rebased(built)),
+            parents: self
+                .parents
+                .iter()
+                .filter(|p| !built.contains_key(&p.image))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
 }
 
 impl Spec {
@@ -102,7 +200,9 @@ impl Spec {
     pub fn resolve(&self, overrides: &Overrides) -> Result<BuildPlan, SpecError> {
         let names = self.wanted(overrides)?;
         let mut plan = BuildPlan {
+            spec: Arc::new(self.clone()),
             jobs: Vec::new(),
+            parents: Vec::new(),
             ca_cert: overrides.ca_cert.clone().or_else(|| self.ca_cert.clone()),
             platform: overrides.platform.clone(),
             secrets: overrides.secrets.clone(),
@@ -110,38 +210,57 @@ impl Spec {
             max_parallel: overrides
                 .max_parallel
                 .map_or(DEFAULT_MAX_PARALLEL, std::num::NonZeroUsize::get),
+            max_parallel_given: overrides.max_parallel,
+            keep_storage: overrides.keep_storage,
             no_skip: overrides.no_skip,
             key_tags: !overrides.no_key_tag,
             keep_going: overrides.keep_going,
             load: overrides.load.clone(),
         };
+        let parents = self.dockerfile_parents(&names)?;
         for name in names {
-            let image = self.named(&name)?;
-            let named = overrides.push.clone().or_else(|| image.push.clone());
-            let push = named
-                .clone()
-                .filter(|_| overrides.push.is_some() || !overrides.no_push);
-            let mut job = Job {
-                image: name,
-                outputs: overrides.outputs.clone(),
-                push: push.clone(),
-                name: named,
-                cache_exports: overrides.cache_to.clone(),
-                cache_imports: overrides.cache_from.clone(),
-            };
-            job.outputs.extend(push.map(|name| Output::Image {
-                also: Vec::new(),
-                name,
-                push: true,
-                insecure: false,
-                attrs: BTreeMap::new(),
-            }));
-            job.cache_exports.extend(image.cache_to.iter().cloned());
-            job.cache_imports.extend(image.cache_from.iter().cloned());
-            plan.mark_insecure(&mut job);
+            let job = self.job(&plan, name, overrides)?;
             plan.jobs.push(job);
         }
+        // Built first, for the images on them: their own push, no `--output`.
+        let for_parents = Overrides {
+            push: None,
+            outputs: Vec::new(),
+            ..overrides.clone()
+        };
+        for name in parents {
+            let job = self.job(&plan, name, &for_parents)?;
+            plan.parents.push(job);
+        }
         Ok(plan)
+    }
+
+    /// The job that builds image `name` with `overrides`.
+    fn job(&self, plan: &BuildPlan, name: String, overrides: &Overrides) -> Result<Job, SpecError> {
+        let image = self.named(&name)?;
+        let named = overrides.push.clone().or_else(|| image.push.clone());
+        let push = named
+            .clone()
+            .filter(|_| overrides.push.is_some() || !overrides.no_push);
+        let mut job = Job {
+            image: name,
+            outputs: overrides.outputs.clone(),
+            push: push.clone(),
+            name: named,
+            cache_exports: overrides.cache_to.clone(),
+            cache_imports: overrides.cache_from.clone(),
+        };
+        job.outputs.extend(push.map(|name| Output::Image {
+            also: Vec::new(),
+            name,
+            push: true,
+            insecure: false,
+            attrs: BTreeMap::new(),
+        }));
+        job.cache_exports.extend(image.cache_to.iter().cloned());
+        job.cache_imports.extend(image.cache_from.iter().cloned());
+        plan.mark_insecure(&mut job);
+        Ok(job)
     }
 
     /// The images a build solves: the ones asked for, or every image.

@@ -1091,6 +1091,56 @@ fn resolving_merges_the_spec_and_the_overrides() {
 }
 
 #[test]
+fn a_plan_knows_its_dockerfile_parents_and_splits_and_rebases_without_resolving_again() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), format!("FROM {BASE}\n")).unwrap();
+    let text = format!(
+        "[images.web]\ndockerfile = {{ file = \"Dockerfile\" }}\npush = \"{BASE}-web\"\n\
+         [images.app]\nfrom = \"web\"\n[images.other]\nbase = \"{BASE}\"\n"
+    );
+    let spec = spec_in(dir.path(), &text).unwrap();
+    let only_app = Overrides {
+        images: vec!["app".into()],
+        cache_to: vec!["type=inline".parse().unwrap()],
+        ..Overrides::default()
+    };
+    let plan = spec.resolve(&only_app).unwrap();
+    // The parent is not asked for, but is built first, with the command
+    // line's caches and its own push target.
+    assert_eq!(plan.images(), ["app"]);
+    let parents: Vec<&str> = plan.parents.iter().map(|p| p.image.as_str()).collect();
+    assert_eq!(parents, ["web"]);
+    assert_eq!(plan.parents[0].cache_exports.len(), 1);
+    assert_eq!(plan.parents_first().images(), ["web"]);
+    assert!(plan.parents_first().parents.is_empty());
+
+    let all = spec.resolve(&Overrides::default()).unwrap();
+    let other = all.only(&["other".to_owned()]);
+    assert_eq!(other.images(), ["other"]);
+    assert!(other.parents.is_empty(), "other is not built from web");
+    assert_eq!(all.only(&["app".to_owned()]).parents.len(), 1);
+
+    let pinned: ImageRef = format!("{BASE}-web@sha256:{}", "a".repeat(64))
+        .parse()
+        .unwrap();
+    let rebased = all.rebase_on(&BTreeMap::from([("web".to_owned(), pinned.clone())]));
+    assert!(
+        rebased.parents.is_empty(),
+        "web is built: no parent left to build"
+    );
+    let app = rebased.spec.image("app").unwrap();
+    assert_eq!(app.base, Base::Image(pinned));
+    assert!(matches!(all.spec.image("app").unwrap().base, Base::From(_)));
+
+    let mut job = other.jobs[0].clone();
+    job.add_caches(vec!["type=inline".parse().unwrap()], Vec::new());
+    assert_eq!(
+        job.cache_exports.len(),
+        other.jobs[0].cache_exports.len() + 1
+    );
+}
+
+#[test]
 fn each_image_is_lowered_once_and_its_children_start_from_it() {
     let spec = parse(&two_images()).unwrap();
     let names = vec!["python-base".to_owned(), "app".to_owned()];
