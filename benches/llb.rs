@@ -3,9 +3,9 @@
 //! target is "cheap enough to never matter next to a build".
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use strata::llb::exec::presets;
 use strata::llb::source::{self, LocalOptions};
 use strata::llb::{Copy, FileAction, Platform, Run, State};
+use strata::tools::Tool;
 
 fn graph(steps: usize) -> State {
     let platform = Platform::host();
@@ -14,7 +14,7 @@ fn graph(steps: usize) -> State {
     for i in 0..steps {
         state = state.env("STEP", &i.to_string()).run(
             Run::shell(&format!("echo step {i} >> /steps.txt"))
-                .mounts(presets::apt(&platform))
+                .mounts(Tool::Apt.cache_mounts(&platform))
                 .named(&format!("[bench {i}/{steps}] step")),
         );
     }

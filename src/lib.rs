@@ -38,6 +38,7 @@ pub mod runtime;
 pub mod session;
 pub mod solve;
 pub mod spec;
+pub mod tools;
 pub mod units;
 pub mod values;
 pub mod wire;

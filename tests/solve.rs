@@ -6,10 +6,11 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::stack;
-use strata::llb::{self, exec::presets, Run, State};
+use strata::llb::{self, Run, State};
 use strata::options::LocalDir;
 use strata::options::Output;
 use strata::solve::{self, progress::Quiet, SolveOpt};
+use strata::tools::Tool;
 use strata::{Addr, Client, TlsOptions};
 
 async fn client(addr: &str) -> Client {
@@ -24,7 +25,7 @@ fn graph(base: &str, marker: &str) -> State {
     let ctx = llb::source::local("ctx", &Default::default());
     root.run(
         Run::shell(&format!("echo {marker} > /marker && ls /root/.cache/pip"))
-            .mounts(presets::pip(&platform))
+            .mounts(Tool::Pip.cache_mounts(&platform))
             .named("write marker"),
     )
     .file(

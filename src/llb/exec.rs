@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::platform::Platform;
 use super::source::CUSTOM_NAME;
 use super::state::{clean_path, Node, Output, State};
 use crate::wire::pb;
@@ -127,60 +126,6 @@ impl Mount {
             | Mount::Output { target, .. }
             | Mount::ReadOnly { target, .. } => target,
         }
-    }
-}
-
-/// The stable id of a cache mount: the same tool, directory and platform share
-/// one cache across images; two platforms never clash.
-pub fn cache_id(tool: &str, target: &str, platform: &Platform) -> String {
-    format!("strata:{tool}:{platform}:{}", clean_path(target))
-}
-
-/// Cache mounts every step of a package manager gets.
-pub mod presets {
-    use super::*;
-
-    /// apt's downloaded archives (`archives/*.deb`).
-    pub const APT_ARCHIVES: &str = "/var/cache/apt";
-    /// apt's state, the package lists in it (`lists/`).
-    pub const APT_LISTS: &str = "/var/lib/apt";
-
-    /// apt's archive and lists, locked: apt takes exclusive locks in both.
-    pub fn apt(platform: &Platform) -> Vec<Mount> {
-        [APT_ARCHIVES, APT_LISTS]
-            .iter()
-            .map(|t| Mount::cache(t, &cache_id("apt", t, platform), CacheSharing::Locked))
-            .collect()
-    }
-
-    /// pip's cache and the step's wheelhouse in it, locked: `pip wheel`
-    /// copies wheels into the wheelhouse in place, not atomically.
-    pub fn pip(platform: &Platform) -> Vec<Mount> {
-        let t = "/root/.cache/pip";
-        vec![Mount::cache(
-            t,
-            &cache_id("pip", t, platform),
-            CacheSharing::Locked,
-        )]
-    }
-
-    /// npm's content-addressed cache.
-    pub fn npm(platform: &Platform) -> Vec<Mount> {
-        let t = "/root/.npm";
-        vec![Mount::cache(
-            t,
-            &cache_id("npm", t, platform),
-            CacheSharing::Shared,
-        )]
-    }
-
-    /// A user-declared cache directory of a `run` step.
-    pub fn custom(target: &str, platform: &Platform) -> Mount {
-        Mount::cache(
-            target,
-            &cache_id("run", target, platform),
-            CacheSharing::Shared,
-        )
     }
 }
 

@@ -203,7 +203,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::super::exec::{presets, Run};
+    use super::super::exec::{CacheSharing, Mount, Run};
     use super::super::file::{Copy, FileAction};
     use super::super::source::{image, local, LocalOptions};
     use super::super::Platform;
@@ -215,14 +215,21 @@ mod tests {
             &"127.0.0.1:5000/strata/debian:bookworm".parse().unwrap(),
             Some("base"),
         );
-        let apt = base.run(
-            Run::shell("apt-get update && apt-get install -y git")
-                .mounts(presets::apt(&p))
-                .named("apt: git"),
-        );
+        let apt =
+            base.run(
+                Run::shell("apt-get update && apt-get install -y git")
+                    .mounts(["/var/cache/apt", "/var/lib/apt"].map(|dir| {
+                        Mount::cache(dir, &format!("apt:{p}:{dir}"), CacheSharing::Locked)
+                    }))
+                    .named("apt: git"),
+            );
         let pip = apt
             .env("PIP_NO_INPUT", "1")
-            .run(Run::shell("pip install six").mounts(presets::pip(&p)));
+            .run(Run::shell("pip install six").mount(Mount::cache(
+                "/root/.cache/pip",
+                "pip",
+                CacheSharing::Locked,
+            )));
         let files = local(
             overlay_name,
             &LocalOptions {

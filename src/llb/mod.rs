@@ -3,7 +3,7 @@
 //! user and platform that later steps inherit); every method returns a new one.
 //!
 //! - [`source`]: images, local directories, git, http;
-//! - [`exec`]: running commands, with mounts and the package-manager cache presets;
+//! - [`exec`]: running commands, with mounts (the tools' cache mounts are `crate::tools`');
 //! - [`file`]: mkdir, mkfile, copy, rm;
 //! - [`marshal`]: the deterministic `pb.Definition` and its digests.
 

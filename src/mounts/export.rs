@@ -351,8 +351,9 @@ impl LocalBlobs {
 mod tests {
     use super::*;
     use crate::llb::CacheSharing;
+    use crate::tools::Tool;
 
-    fn mount(tool: &'static str, target: &str) -> CacheMountUse {
+    fn mount(tool: Tool, target: &str) -> CacheMountUse {
         CacheMountUse {
             id: format!("strata:{tool}:linux/amd64:{target}"),
             target: target.into(),
@@ -373,7 +374,7 @@ mod tests {
             std::fs::write(dir.join(format!("f{i}.whl")), i.to_string()).unwrap();
         }
         let to = tempfile::tempdir().unwrap();
-        let m = mount("pip", "/root/.cache/pip");
+        let m = mount(Tool::Pip, "/root/.cache/pip");
         let mut layers = Vec::new();
         for bucket in 0..LAYERS {
             let out = to.path().join(bucket.to_string());
@@ -418,7 +419,7 @@ mod tests {
         ]
         .into_iter()
         .map(|location| Wanted {
-            mount: mount("apt", "/var/cache/apt"),
+            mount: mount(Tool::Apt, "/var/cache/apt"),
             location,
             max_size: None,
         })

@@ -109,7 +109,7 @@ pub struct MountReport {
     pub action: &'static str,
     /// The cache id.
     pub mount: String,
-    pub tool: &'static str,
+    pub tool: crate::tools::Tool,
     pub target: String,
     pub location: String,
     /// Bytes of what travels (the mount's, for an export; the artifact's

@@ -12,7 +12,6 @@ use futures::StreamExt;
 use super::records::{self, Memory};
 use super::{MountError, Probed};
 use crate::client::Client;
-use crate::llb::exec::presets::{APT_ARCHIVES, APT_LISTS};
 use crate::llb::{Mount, Run, State};
 use crate::options::CacheMountUse;
 use crate::options::Output;
@@ -29,16 +28,7 @@ pub const STAMP: &str = ".strata-mount";
 /// downloads or the package caches apt rebuilds); of others, every file
 /// but the stamp. Directories are not listed: they are made as needed.
 pub(super) fn select_fn(name: &str, mount: &CacheMountUse) -> String {
-    let find = match (mount.tool, mount.target.as_str()) {
-        ("apt", APT_ARCHIVES) => {
-            "find archives -maxdepth 1 -type f -name '*.deb' -printf \"$1\"".to_owned()
-        }
-        ("apt", APT_LISTS) => {
-            "find lists -path lists/partial -prune -o ! -type d ! -name lock -printf \"$1\""
-                .to_owned()
-        }
-        _ => format!("find . -mindepth 1 -path ./{STAMP} -prune -o ! -type d -printf \"$1\""),
-    };
+    let find = mount.tool.travelling_files(&mount.target, STAMP);
     format!("{name}() {{ {find} 2>/dev/null || true; }}")
 }
 

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::llb::{CacheSharing, State};
+use crate::tools::Tool;
 use crate::units::parse_size;
 
 /// A cache mount a toolchain step uses, as lowered: what `mounts=` on a
@@ -16,8 +17,8 @@ pub struct CacheMountUse {
     /// Where the step mounts it.
     pub target: String,
     pub sharing: CacheSharing,
-    /// The step kind that uses it: `apt`, `pip`, `npm` or `run`.
-    pub tool: &'static str,
+    /// The tool whose step uses it.
+    pub tool: Tool,
     /// The filesystem the step ran on: it has a shell (the step ran `/bin/sh`).
     pub rootfs: State,
     /// The image's base (its `from` chain's first): what a seed runs on
@@ -29,7 +30,7 @@ pub struct CacheMountUse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountName {
     /// Every mount of a package manager's steps: `apt`, `pip` or `npm`.
-    Tool(&'static str),
+    Tool(Tool),
     /// A `run` step's cache directory, as its `cache = [...]` names it.
     Path(String),
 }
@@ -48,8 +49,6 @@ pub struct MountOptions {
     /// A mount larger than this is skipped (and the build says so).
     pub max_size: Option<u64>,
 }
-
-const TOOLS: [&str; 3] = ["apt", "pip", "npm"];
 
 impl MountOptions {
     /// From the attribute values; the error is the reason, for the entry's message.
@@ -79,7 +78,7 @@ impl MountOptions {
             MountSelection::All => true,
             MountSelection::Only(names) => names.iter().any(|n| match n {
                 MountName::Tool(tool) => *tool == mount.tool,
-                MountName::Path(path) => mount.tool == "run" && *path == mount.target,
+                MountName::Path(path) => mount.tool == Tool::Run && *path == mount.target,
             }),
         }
     }
@@ -95,7 +94,7 @@ impl MountOptions {
 }
 
 fn name(text: &str) -> Result<MountName, String> {
-    if let Some(tool) = TOOLS.iter().find(|t| **t == text) {
+    if let Some(tool) = Tool::package_manager(text) {
         return Ok(MountName::Tool(tool));
     }
     if text.starts_with('/') {
@@ -114,7 +113,7 @@ impl fmt::Display for MountSelection {
                 let names: Vec<&str> = names
                     .iter()
                     .map(|n| match n {
-                        MountName::Tool(t) => t,
+                        MountName::Tool(t) => t.name(),
                         MountName::Path(p) => p.as_str(),
                     })
                     .collect();
@@ -136,8 +135,8 @@ mod tests {
         assert_eq!(
             o.select,
             MountSelection::Only(vec![
-                MountName::Tool("apt"),
-                MountName::Tool("pip"),
+                MountName::Tool(Tool::Apt),
+                MountName::Tool(Tool::Pip),
                 MountName::Path("/root/.cache/x".into())
             ])
         );

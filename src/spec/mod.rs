@@ -20,6 +20,7 @@ use toml::Spanned;
 use crate::llb::Platform;
 use crate::options::{CacheExport, CacheImport};
 use crate::reference::ImageRef;
+use crate::tools::{Tool, ToolStep};
 use locate::{join, Source};
 use model::{
     RawCopy, RawGit, RawImage, RawOverlay, RawSpec, RawStep, RawVars, SeqOrMap, STEP_KINDS,
@@ -27,7 +28,8 @@ use model::{
 
 pub use dockerfile::{Dockerfile, RunCacheMount};
 pub use lower::{
-    BaseImage, GitRef, LowerOptions, LoweredImage, StepInfo, CA_MOUNT, DOCKERFILE_FRONTEND,
+    BaseImage, GitRef, LayerKind, LowerOptions, LoweredImage, StepInfo, CA_MOUNT,
+    DOCKERFILE_FRONTEND,
 };
 pub use paths::PathPolicy;
 pub use resolve::{BuildPlan, Job, Overrides, DEFAULT_MAX_PARALLEL};
@@ -65,18 +67,8 @@ fn render(e: &SpecError) -> String {
 /// One step of an image's toolchain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepKind {
-    Apt(Vec<String>),
-    Pip(Vec<String>),
-    Npm {
-        packages: Vec<String>,
-        /// `None`: a global install (`npm install -g`).
-        dir: Option<String>,
-    },
-    Run {
-        script: String,
-        /// Absolute paths mounted as caches.
-        cache: Vec<String>,
-    },
+    /// apt, pip, npm or run: a command with its tool's cache mounts.
+    Tool(ToolStep),
     /// In file order; values may use `$NAME` / `${NAME}` of earlier ones.
     Env(Vec<(String, String)>),
     Workdir(String),
@@ -813,21 +805,16 @@ fn check_vars(
         .collect()
 }
 
-/// A package list: at least one, none empty.
+/// A package list, as its tool checks it, located in the file.
 fn check_packages(
     src: &Source,
     list: Spanned<Vec<String>>,
-    kind: &str,
+    tool: Tool,
     key: &str,
 ) -> Result<Vec<String>, SpecError> {
     let at = list.span().start;
     let list = list.into_inner();
-    if list.is_empty() {
-        return Err(src.error(at, key, format!("{kind} needs at least one package")));
-    }
-    if list.iter().any(|p| p.trim().is_empty()) {
-        return Err(src.error(at, key, "a package name is empty"));
-    }
+    crate::tools::check_packages(tool, &list).map_err(|why| src.error(at, key, why))?;
     Ok(list)
 }
 
@@ -893,10 +880,10 @@ fn check_run(
         }
         paths.push(path.into_inner());
     }
-    Ok(StepKind::Run {
+    Ok(StepKind::Tool(ToolStep::Run {
         script: script.into_inner(),
         cache: paths,
-    })
+    }))
 }
 
 /// One toolchain table: exactly one kind, `cache` only with `run`, no empty lists.
@@ -914,9 +901,19 @@ fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, S
     }
     let name = raw.name.filter(|n| !n.trim().is_empty());
     let kind = if let Some(list) = raw.apt {
-        StepKind::Apt(check_packages(src, list, "apt", &field("apt"))?)
+        StepKind::Tool(ToolStep::Apt(check_packages(
+            src,
+            list,
+            Tool::Apt,
+            &field("apt"),
+        )?))
     } else if let Some(list) = raw.pip {
-        StepKind::Pip(check_packages(src, list, "pip", &field("pip"))?)
+        StepKind::Tool(ToolStep::Pip(check_packages(
+            src,
+            list,
+            Tool::Pip,
+            &field("pip"),
+        )?))
     } else if let Some(npm) = raw.npm {
         let span = npm.span();
         let (packages, dir) = match npm.into_inner() {
@@ -926,10 +923,8 @@ fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, S
         if dir.as_deref().is_some_and(|d| d.trim().is_empty()) {
             return Err(src.error(span.start, field("npm.dir"), "must not be empty"));
         }
-        StepKind::Npm {
-            packages: check_packages(src, Spanned::new(span, packages), "npm", &field("npm"))?,
-            dir,
-        }
+        let packages = check_packages(src, Spanned::new(span, packages), Tool::Npm, &field("npm"))?;
+        StepKind::Tool(ToolStep::Npm { packages, dir })
     } else if let Some(script) = raw.run {
         check_run(src, key, script, raw.cache)?
     } else if let Some(env) = raw.env {

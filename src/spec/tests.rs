@@ -130,7 +130,7 @@ fn parses_images_in_file_order_with_their_steps() {
     assert_eq!(app.base, Base::From("python-base".into()));
     assert_eq!(app.steps.len(), 2);
     assert!(
-        matches!(&app.steps[1].kind, StepKind::Run { cache, .. } if cache == &["/root/.cargo/registry"])
+        matches!(&app.steps[1].kind, StepKind::Tool(crate::tools::ToolStep::Run { cache, .. }) if cache == &["/root/.cargo/registry"])
     );
     assert!(
         matches!(&app.overlay[0], OverlayItem::Copy { from, to, exclude, .. }
@@ -527,7 +527,7 @@ fn overlay_changes_leave_toolchain_digests_alone() {
     assert_eq!(toolchain_digests(&before), toolchain_digests(&after));
     assert_ne!(before.definition.to_bytes(), after.definition.to_bytes());
     assert_eq!(after.local_dirs.len(), 2);
-    let kinds: Vec<&str> = after.steps.iter().map(|s| s.kind).collect();
+    let kinds: Vec<String> = after.steps.iter().map(|s| s.kind.to_string()).collect();
     assert_eq!(
         kinds,
         ["apt", "pip", "npm", "run", "overlay", "overlay", "git"]
@@ -873,12 +873,15 @@ fn from_wires_the_other_image_state() {
 
 #[test]
 fn package_names_are_shell_quoted() {
-    assert_eq!(lower::quote("requests==2.31.0"), "requests==2.31.0");
-    assert_eq!(lower::quote("a b"), "'a b'");
-    assert_eq!(lower::quote("$(id)"), "'$(id)'");
-    assert_eq!(lower::quote("~root"), "'~root'");
-    assert_eq!(lower::quote("pkg=1.0~rc1"), "pkg=1.0~rc1");
-    assert_eq!(lower::quote("x';rm -rf /;'"), r"'x'\'';rm -rf /;'\'''");
+    assert_eq!(crate::tools::quote("requests==2.31.0"), "requests==2.31.0");
+    assert_eq!(crate::tools::quote("a b"), "'a b'");
+    assert_eq!(crate::tools::quote("$(id)"), "'$(id)'");
+    assert_eq!(crate::tools::quote("~root"), "'~root'");
+    assert_eq!(crate::tools::quote("pkg=1.0~rc1"), "pkg=1.0~rc1");
+    assert_eq!(
+        crate::tools::quote("x';rm -rf /;'"),
+        r"'x'\'';rm -rf /;'\'''"
+    );
 }
 
 // ---- the example ----
@@ -893,7 +896,7 @@ fn the_codex_example_lowers() {
     assert_eq!(spec.names(), ["codex"]);
     assert_eq!(spec.base_refs(), [BASE.parse::<ImageRef>().unwrap()]);
     let codex = lower(&spec, "codex");
-    let kinds: Vec<&str> = codex.steps.iter().map(|s| s.kind).collect();
+    let kinds: Vec<String> = codex.steps.iter().map(|s| s.kind.to_string()).collect();
     assert_eq!(kinds, ["apt", "pip", "npm", "run", "overlay"]);
     assert!(codex.steps[0]
         .name
@@ -935,7 +938,7 @@ fn the_documented_example_is_valid() {
         Some(&*std::fs::canonicalize(dir.path().join("certs/corp-ca.pem")).unwrap())
     );
     let app = lower(&spec, "app");
-    let kinds: Vec<&str> = app.steps.iter().map(|s| s.kind).collect();
+    let kinds: Vec<String> = app.steps.iter().map(|s| s.kind.to_string()).collect();
     assert_eq!(kinds, ["apt", "pip", "apt", "npm", "run", "overlay", "git"]);
     assert_eq!(app.steps[4].name, "[app 3/5] install rust");
     assert_eq!(json(&app.config)["architecture"], "amd64");

@@ -14,12 +14,12 @@ use super::{BaseImage, LoweredImage};
 use crate::options::CacheMountUse;
 use oci_spec::image::ImageConfiguration;
 
-use crate::llb::exec::presets;
 use crate::llb::{source, Definition, Platform, State};
 use crate::options::Frontend;
 use crate::options::LocalDir;
 use crate::reference::ImageRef;
 use crate::spec::{Dockerfile, Image, RunCacheMount};
+use crate::tools::Tool;
 
 /// The frontend BuildKit ships in the daemon.
 pub const DOCKERFILE_FRONTEND: &str = "dockerfile.v0";
@@ -142,24 +142,12 @@ fn cache_mount_uses(
                 id: m.id.clone(),
                 target: m.target.clone(),
                 sharing: m.sharing,
-                tool: tool_of(&m.target),
+                tool: Tool::of_cache_dir(&m.target),
                 rootfs: state.clone(),
                 base: state,
             })
         })
         .collect()
-}
-
-/// The tool `mounts=` names a Dockerfile's cache mount by: apt's two are
-/// the directories strata's own apt steps mount (only `.deb` files and the
-/// package lists travel); any other mount travels whole, as a `run` cache.
-fn tool_of(target: &str) -> &'static str {
-    match target {
-        presets::APT_ARCHIVES | presets::APT_LISTS => "apt",
-        t if t.ends_with("/.cache/pip") => "pip",
-        t if t.ends_with("/.npm") => "npm",
-        _ => "run",
-    }
 }
 
 /// `{"containerimage.config": <config JSON, base64>}`: what the frontend

@@ -1,6 +1,6 @@
 //! Spec → LLB, one module per step kind (as BuildKit's `client/llb` has one
-//! file per op): `apt`, `pip`, `npm`, `run` make one exec op (one layer) each
-//! with the cache mounts of their package manager; `settings` (env, workdir,
+//! file per op): a tool's step (apt, pip, npm, run: `crate::tools`) makes one
+//! exec op (one layer) with its tool's cache mounts; `settings` (env, workdir,
 //! user) changes what later steps inherit; `overlay_copy` and `overlay_git`
 //! come last, from sources whose LLB does not depend on file contents, so
 //! editing the overlay never changes a toolchain op's digest. `config` writes
@@ -10,17 +10,12 @@
 //! entry and its [`StepInfo`] with the op's digest, which is what progress,
 //! the build summary, `--metadata-file` and `strata bench` count.
 
-mod apt;
 mod ca;
 mod config;
 mod dockerfile;
-mod npm;
 mod overlay_copy;
 mod overlay_git;
-mod pip;
-mod run;
 mod settings;
-mod shell;
 
 use std::collections::BTreeMap;
 
@@ -33,11 +28,10 @@ use crate::llb::{Definition, Mount, Platform, Run, State};
 use crate::options::CacheMountUse;
 use crate::options::LocalDir;
 use crate::reference::ImageRef;
+use crate::tools::{self, Tool};
 
 pub use ca::CA_MOUNT;
 pub use dockerfile::DOCKERFILE_FRONTEND;
-#[cfg(test)]
-pub(crate) use shell::quote;
 
 /// A registry base image as resolved before lowering.
 #[derive(Debug, Clone)]
@@ -68,13 +62,36 @@ pub struct GitRef {
     pub reference: String,
 }
 
+/// What made a layer of the spec: a tool's step, an overlay copy or a checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    Tool(Tool),
+    Overlay,
+    Git,
+}
+
+impl std::fmt::Display for LayerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayerKind::Tool(tool) => f.write_str(tool.name()),
+            LayerKind::Overlay => f.write_str("overlay"),
+            LayerKind::Git => f.write_str("git"),
+        }
+    }
+}
+
+impl serde::Serialize for LayerKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// One step of the spec that adds a layer, as lowered.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StepInfo {
     /// The name progress shows, e.g. `[codex 2/6] apt install git curl`.
     pub name: String,
-    /// `apt`, `pip`, `npm`, `run`, `overlay`, `git`.
-    pub kind: &'static str,
+    pub kind: LayerKind,
     /// The digest of its op: the vertex the daemon reports it as.
     pub digest: String,
     /// What it runs (`/bin/sh -c …`), for a toolchain step: a runner falling
@@ -162,7 +179,7 @@ impl Lowering {
     }
 
     /// Records a layer: `state` becomes current, with its history entry and step.
-    fn layer(&mut self, state: State, name: String, kind: &'static str, command: Vec<String>) {
+    fn layer(&mut self, state: State, name: String, kind: LayerKind, command: Vec<String>) {
         self.history.push(config::step_history(&name));
         self.steps.push(StepInfo {
             digest: state.digest().unwrap_or_default(),
@@ -174,7 +191,7 @@ impl Lowering {
     }
 
     /// Runs a toolchain step named `name` (with the CA bundle, if any).
-    fn run(&mut self, run: Run, name: String, kind: &'static str) {
+    fn run(&mut self, run: Run, name: String, kind: LayerKind) {
         let mut run = run.named(&name);
         if let Some(id) = &self.ca_secret {
             run = ca::trust(run, id);
@@ -187,8 +204,11 @@ impl Lowering {
 }
 
 impl Lowering {
-    /// Notes the cache mounts of `run` (a step of kind `tool`), each id once.
-    fn record_cache_mounts(&mut self, run: &Run, tool: &'static str) {
+    /// Notes the cache mounts of `run` (a step of kind `kind`), each id once.
+    fn record_cache_mounts(&mut self, run: &Run, kind: LayerKind) {
+        let LayerKind::Tool(tool) = kind else {
+            return;
+        };
         for mount in run.get_mounts() {
             let Mount::Cache {
                 id,
@@ -373,12 +393,14 @@ impl Spec {
                     at.state = at.state.user(u);
                     continue;
                 }
-                StepKind::Apt(packages) => with_kind(apt::lower(packages, &at), "apt"),
-                StepKind::Pip(packages) => with_kind(pip::lower(packages, &at), "pip"),
-                StepKind::Npm { packages, dir } => {
-                    with_kind(npm::lower(packages, dir.as_deref(), &at), "npm")
+                StepKind::Tool(step) => {
+                    let context = tools::Context {
+                        platform: at.state.get_platform(),
+                        ca_file: at.ca_secret.as_ref().map(|_| CA_MOUNT),
+                    };
+                    let (run, what) = step.lower(&context);
+                    (run, what, LayerKind::Tool(step.tool()))
                 }
-                StepKind::Run { script, cache } => with_kind(run::lower(script, cache, &at), "run"),
             };
             let name = labels.next(&what, step.name.as_deref());
             at.run(run, name, kind);
@@ -392,7 +414,7 @@ impl Spec {
                     exclude,
                 } => (
                     overlay_copy::lower(&image.name, i, (from, shown), to, exclude, &mut at),
-                    "overlay",
+                    LayerKind::Overlay,
                 ),
                 OverlayItem::Git { url, reference, to } => {
                     let wanted = GitRef {
@@ -400,7 +422,10 @@ impl Spec {
                         reference: reference.clone(),
                     };
                     let commit = options.git_commits.get(&wanted).map(String::as_str);
-                    (overlay_git::lower(url, reference, commit, to), "git")
+                    (
+                        overlay_git::lower(url, reference, commit, to),
+                        LayerKind::Git,
+                    )
                 }
             };
             let name = labels.next(&what, None);
@@ -409,8 +434,4 @@ impl Spec {
         }
         at
     }
-}
-
-fn with_kind((run, what): (Run, String), kind: &'static str) -> (Run, String, &'static str) {
-    (run, what, kind)
 }

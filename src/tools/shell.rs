@@ -1,4 +1,4 @@
-//! Shell words for the scripts the package-manager steps run.
+//! Shell words for the scripts the tools' steps run.
 
 /// Quotes a word for `/bin/sh` (package names, versions, paths).
 pub(crate) fn quote(word: &str) -> String {
@@ -16,12 +16,12 @@ pub(crate) fn quote(word: &str) -> String {
 }
 
 /// The words quoted and joined by spaces.
-pub(super) fn words(list: &[String]) -> String {
+pub(crate) fn words(list: &[String]) -> String {
     list.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
 }
 
 /// The first non-empty line of a script, cut to `max` characters, for a step's name.
-pub(super) fn first_line(script: &str, max: usize) -> String {
+pub(crate) fn first_line(script: &str, max: usize) -> String {
     let line = script
         .lines()
         .map(str::trim)

@@ -10,19 +10,23 @@
 //! seeded mount (`mounts=`, see `crate::mounts`) means no wheel travels twice.
 
 use super::shell::words;
-use super::Lowering;
-use crate::llb::exec::presets;
-use crate::llb::Run;
+use super::{Context, Tool};
+use crate::llb::{CacheSharing, Run};
 
+/// pip's cache directory.
+pub const CACHE: &str = "/root/.cache/pip";
 /// The wheelhouse, inside pip's cache mount.
 pub const WHEELS: &str = "/root/.cache/pip/strata-wheels";
 
-pub(super) fn lower(packages: &[String], at: &Lowering) -> (Run, String) {
+/// Locked: `pip wheel` copies wheels into the wheelhouse in place, not atomically.
+pub(super) const CACHES: [(&str, CacheSharing); 1] = [(CACHE, CacheSharing::Locked)];
+
+pub(super) fn lower(packages: &[String], at: &Context) -> (Run, String) {
     let packages_words = words(packages);
     let script = format!(
         "set -e; python3 -m pip wheel --wheel-dir {WHEELS} --find-links {WHEELS} {packages_words}; \
          python3 -m pip install --break-system-packages --no-index --find-links {WHEELS} {packages_words}"
     );
-    let run = Run::shell(&script).mounts(presets::pip(at.state.get_platform()));
+    let run = Run::shell(&script).mounts(Tool::Pip.cache_mounts(at.platform));
     (run, format!("pip install {}", packages.join(" ")))
 }

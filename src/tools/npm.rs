@@ -2,11 +2,13 @@
 //! with npm's cache mounted.
 
 use super::shell::{quote, words};
-use super::Lowering;
-use crate::llb::exec::presets;
-use crate::llb::Run;
+use super::{Context, Tool};
+use crate::llb::{CacheSharing, Run};
 
-pub(super) fn lower(packages: &[String], dir: Option<&str>, at: &Lowering) -> (Run, String) {
+/// npm's content-addressed cache: shared, writers do not clash.
+pub(super) const CACHES: [(&str, CacheSharing); 1] = [("/root/.npm", CacheSharing::Shared)];
+
+pub(super) fn lower(packages: &[String], dir: Option<&str>, at: &Context) -> (Run, String) {
     let (script, what) = match dir {
         Some(d) => (
             format!(
@@ -21,6 +23,6 @@ pub(super) fn lower(packages: &[String], dir: Option<&str>, at: &Lowering) -> (R
             format!("npm install -g {}", packages.join(" ")),
         ),
     };
-    let run = Run::shell(&script).mounts(presets::npm(at.state.get_platform()));
+    let run = Run::shell(&script).mounts(Tool::Npm.cache_mounts(at.platform));
     (run, what)
 }
