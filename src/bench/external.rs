@@ -114,7 +114,7 @@ impl External {
     ) -> Result<RunResult, String> {
         let captured = self.capture(work, import).await?;
         let image = work.image;
-        let frontend = image.frontend.is_some();
+        let frontend = image.frontend().is_some();
         let spec_step = move |digest: &str, name: &str| {
             if frontend {
                 crate::build::is_dockerfile_step(name)
@@ -187,7 +187,7 @@ impl External {
                 .arg(format!("{name}={}", dir.path.display()));
         }
         common_flags(&mut cmd, work, import, "--import-cache");
-        match &work.image.frontend {
+        match work.image.frontend() {
             Some(frontend) => {
                 cmd.args(["--frontend", &frontend.name]);
                 for (k, v) in &frontend.attrs {
@@ -204,7 +204,7 @@ impl External {
         work: &'w Work<'_>,
         import: Option<&CacheImport>,
     ) -> Result<(Command, Option<&'w Path>), String> {
-        let (Some(dockerfile), Some(frontend)) = (work.dockerfile, &work.image.frontend) else {
+        let (Some(dockerfile), Some(frontend)) = (work.dockerfile, work.image.frontend()) else {
             return Err("buildx builds Dockerfiles only (it cannot take raw LLB)".into());
         };
         let mut cmd = Command::new(&self.exe);
@@ -259,10 +259,10 @@ fn common_flags(
         ""
     };
     let mut output = format!("type=image,name={},push=true{insecure}", work.output);
-    if work.image.frontend.is_none() {
+    if let Some(llb) = work.image.llb() {
         // Raw LLB carries no image config: the exporter gets the one strata
         // sends (as a CSV field, quoted), so the pushed images are the same.
-        let config = serde_json::to_value(&work.image.config)
+        let config = serde_json::to_value(&llb.config)
             .map(|v| v.to_string())
             .unwrap_or_default();
         let field = format!("containerimage.config={config}").replace('"', "\"\"");

@@ -619,7 +619,13 @@ async fn lowered(
 ) -> Result<(crate::spec::LoweredImage, Option<PathBuf>), BenchError> {
     let plan = spec.resolve(base)?;
     let image = build::lower(&plan).await?.remove(0);
-    std::fs::write(llb_file, image.definition.to_bytes())
+    // A Dockerfile image has no LLB of strata's: the other clients run its
+    // frontend (an empty file is theirs to ignore).
+    let definition = image
+        .llb()
+        .map(|l| l.definition.to_bytes())
+        .unwrap_or_default();
+    std::fs::write(llb_file, definition)
         .map_err(|e| BenchError::Setup(format!("writing {}: {e}", llb_file.display())))?;
     Ok((image, plan.ca_cert))
 }

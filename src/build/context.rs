@@ -27,8 +27,7 @@ pub(super) fn gates<'a>(images: impl Iterator<Item = &'a LoweredImage>) -> Vec<G
     images
         .map(|image| {
             let context = image
-                .frontend
-                .as_ref()
+                .frontend()
                 .and(image.local_dirs.get("context"))
                 .map(|dir| dir.path.clone());
             let Some(dir) = context else {

@@ -16,7 +16,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::session::DockerAuth;
 use crate::solve::progress::{Deduped, Progress, Step};
 use crate::solve::{self, SolveError, SolveOpt, Solved};
-use crate::spec::{BuildPlan, Job, LoweredImage, SpecError};
+use crate::spec::{BuildPlan, ImageGraph, Job, LoweredImage, SpecError};
 
 mod context;
 mod fallback;
@@ -407,7 +407,7 @@ impl Run<'_> {
             solved,
             lowered: image.steps.clone(),
             loaded,
-            frontend: image.frontend.is_some(),
+            frontend: image.frontend().is_some(),
             mounts: Vec::new(),
             node: None,
         };
@@ -501,9 +501,9 @@ impl Run<'_> {
             .map_err(|e| failed(SolveError::Client(e)))?;
         let mut opt = solve_opt(job, image, self.plan, self.auth, key);
         opt.exports.extend(extra);
-        let solved = match &image.frontend {
-            Some(frontend) => solve::solve(client, frontend, &opt, renderer).await,
-            None => solve::solve(client, &image.definition, &opt, renderer).await,
+        let solved = match &image.graph {
+            ImageGraph::Frontend(frontend) => solve::solve(client, frontend, &opt, renderer).await,
+            ImageGraph::Llb(llb) => solve::solve(client, &llb.definition, &opt, renderer).await,
         };
         // A tarball stream that was never sent ends with the options holding it.
         drop(opt);
@@ -642,7 +642,7 @@ fn solve_opt(
         secrets,
         auth: Some(auth.clone()),
         // A frontend writes its own image config.
-        image_config: image.frontend.is_none().then(|| image.config.clone()),
+        image_config: image.llb().map(|llb| llb.config.clone()),
         shared_key: shared_key(image),
         oci_layouts: BTreeMap::new(),
     }
@@ -653,7 +653,7 @@ fn solve_opt(
 /// images built from one context share the daemon's record of it (a later
 /// upload sends only what changed; see [`context`] for images of one build).
 fn shared_key(image: &LoweredImage) -> String {
-    match (&image.frontend, image.local_dirs.get("context")) {
+    match (image.frontend(), image.local_dirs.get("context")) {
         (Some(_), Some(context)) => {
             use sha2::Digest;
             let digest = sha2::Sha256::digest(context.path.as_os_str().as_encoded_bytes());

@@ -9,7 +9,7 @@ use crate::llb::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryOptions};
 use crate::session::DockerAuth;
-use crate::spec::{Base, BaseImage, BuildPlan, LowerOptions, LoweredImage};
+use crate::spec::{Base, BaseImage, BuildPlan, ImageGraph, LowerOptions, LoweredImage};
 
 /// An image lowered, with its content key.
 pub(super) type KeyedImage = (LoweredImage, ContentKey);
@@ -57,16 +57,19 @@ pub async fn lower(plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
 /// tag is taken for a hit only when the image it names says it has that
 /// key. Added after the key is computed, so the key does not cover itself.
 pub(super) fn recording_key(mut image: LoweredImage, key: &ContentKey) -> LoweredImage {
-    if let Some(frontend) = &mut image.frontend {
-        let label = format!("label:{}", tags::KEY_LABEL);
-        frontend.attrs.insert(label, key.to_string());
-        return image;
+    match &mut image.graph {
+        ImageGraph::Frontend(frontend) => {
+            let label = format!("label:{}", tags::KEY_LABEL);
+            frontend.attrs.insert(label, key.to_string());
+        }
+        ImageGraph::Llb(llb) => {
+            let mut config = llb.config.config().clone().unwrap_or_default();
+            let mut labels = config.labels().clone().unwrap_or_default();
+            labels.insert(tags::KEY_LABEL.to_owned(), key.to_string());
+            config.set_labels(Some(labels));
+            llb.config.set_config(Some(config));
+        }
     }
-    let mut config = image.config.config().clone().unwrap_or_default();
-    let mut labels = config.labels().clone().unwrap_or_default();
-    labels.insert(tags::KEY_LABEL.to_owned(), key.to_string());
-    config.set_labels(Some(labels));
-    image.config.set_config(Some(config));
     image
 }
 

@@ -29,6 +29,12 @@ pub async fn run(args: &LlbArgs) -> Result<()> {
     let Some(image) = strata::build::lower(&plan).await?.into_iter().next() else {
         bail!("no image {:?} in {}", args.image, args.spec.file.display());
     };
+    let Some(llb) = image.llb() else {
+        bail!(
+            "image {:?} is a Dockerfile image: the dockerfile frontend makes its graph on the daemon, so there is no LLB to write (build it with strata build {0})",
+            args.image
+        );
+    };
     let mut stdout = std::io::stdout();
     if stdout.is_terminal() {
         bail!(
@@ -36,7 +42,7 @@ pub async fn run(args: &LlbArgs) -> Result<()> {
             args.image
         );
     }
-    stdout.write_all(&image.definition.to_bytes())?;
+    stdout.write_all(&llb.definition.to_bytes())?;
     stdout.flush()?;
     let mut flags: Vec<String> = image
         .local_dirs

@@ -23,7 +23,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::spec::LoweredImage;
+use crate::llb::State;
+use crate::spec::{ImageGraph, LoweredImage};
 
 /// The key of one image: `sha256:` + 64 hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -69,9 +70,16 @@ pub fn content_key(
 ) -> Result<ContentKey, KeyError> {
     let mut key = Sha256::new();
     key.update(b"strata content key v1\0");
-    key.update(image.definition.to_bytes());
+    // A frontend's image is keyed as v1 always keyed it, as an empty graph
+    // with the default config (plus the frontend's part below), so the keys
+    // (and key tags) of Dockerfile images stay what they were.
+    let (definition, config) = match &image.graph {
+        ImageGraph::Llb(llb) => (llb.definition.to_bytes(), llb.config.clone()),
+        ImageGraph::Frontend(_) => (State::scratch().marshal().to_bytes(), Default::default()),
+    };
+    key.update(definition);
     // Through `Value`, whose maps are sorted: labels are a HashMap.
-    let config = serde_json::to_value(&image.config)
+    let config = serde_json::to_value(&config)
         .map(|v| v.to_string())
         .map_err(|e| KeyError::Config {
             image: image.name.clone(),
@@ -81,7 +89,7 @@ pub fn content_key(
     key.update([0]);
     // A frontend's options (a Dockerfile image: file name, target, build
     // args, labels, platform, its FROM images pinned) and inputs.
-    if let Some(frontend) = &image.frontend {
+    if let Some(frontend) = image.frontend() {
         key.update(frontend.name.as_bytes());
         for (k, v) in &frontend.attrs {
             key.update([0]);

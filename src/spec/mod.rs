@@ -28,8 +28,8 @@ use model::{
 
 pub use dockerfile::{Dockerfile, RunCacheMount};
 pub use lower::{
-    BaseImage, GitRef, LayerKind, LowerOptions, LoweredImage, StepInfo, CA_MOUNT,
-    DOCKERFILE_FRONTEND,
+    BaseImage, GitRef, ImageGraph, LayerKind, LlbImage, LowerOptions, LoweredImage, StepInfo,
+    CA_MOUNT, DOCKERFILE_FRONTEND,
 };
 pub use paths::PathPolicy;
 pub use resolve::{BuildPlan, Job, Overrides, DEFAULT_MAX_PARALLEL};

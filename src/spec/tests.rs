@@ -81,6 +81,8 @@ fn lower(spec: &Spec, name: &str) -> LoweredImage {
 
 fn ops(image: &LoweredImage) -> Vec<(String, pb::Op)> {
     image
+        .llb()
+        .unwrap()
         .definition
         .ops()
         .iter()
@@ -175,7 +177,7 @@ fn env_keeps_file_order() {
         a.settings.env,
         vec![("Z".into(), "1".into()), ("A".into(), "$Z-2".into())]
     );
-    let env = json(&lower(&spec, "a").config)["config"]["Env"].clone();
+    let env = json(&lower(&spec, "a").llb().unwrap().config)["config"]["Env"].clone();
     assert_eq!(
         env,
         serde_json::json!([format!("PATH={DEFAULT_PATH}"), "Z=1", "A=1-2"])
@@ -497,11 +499,17 @@ fn the_same_spec_marshals_to_the_same_bytes() {
     let spec = spec_in(dir.path(), &two_images()).unwrap();
     let a = lower(&spec, "app");
     let b = lower(&spec, "app");
-    assert_eq!(a.definition.to_bytes(), b.definition.to_bytes());
+    assert_eq!(
+        a.llb().unwrap().definition.to_bytes(),
+        b.llb().unwrap().definition.to_bytes()
+    );
     let reparsed = Spec::load(&dir.path().join("strata.toml")).unwrap();
     let c = lower(&reparsed, "app");
-    assert_eq!(a.definition.to_bytes(), c.definition.to_bytes());
-    assert_eq!(a.config, c.config);
+    assert_eq!(
+        a.llb().unwrap().definition.to_bytes(),
+        c.llb().unwrap().definition.to_bytes()
+    );
+    assert_eq!(a.llb().unwrap().config, c.llb().unwrap().config);
 }
 
 #[test]
@@ -525,7 +533,10 @@ fn overlay_changes_leave_toolchain_digests_alone() {
     assert_eq!(spec.image("app").unwrap().overlay.len(), 3);
     let after = lower(&spec, "app");
     assert_eq!(toolchain_digests(&before), toolchain_digests(&after));
-    assert_ne!(before.definition.to_bytes(), after.definition.to_bytes());
+    assert_ne!(
+        before.llb().unwrap().definition.to_bytes(),
+        after.llb().unwrap().definition.to_bytes()
+    );
     assert_eq!(after.local_dirs.len(), 2);
     let kinds: Vec<String> = after.steps.iter().map(|s| s.kind.to_string()).collect();
     assert_eq!(
@@ -595,7 +606,7 @@ fn from_images_inherit_the_platform() {
     let spec = parse(&text).unwrap();
     let b = lower(&spec, "b");
     assert_eq!(cache_ids(&b), ["strata:pip:linux/arm64:/root/.cache/pip"]);
-    assert_eq!(json(&b.config)["architecture"], "arm64");
+    assert_eq!(json(&b.llb().unwrap().config)["architecture"], "arm64");
     for (_, op) in ops(&b) {
         if let Some(pb::op::Op::Exec(_)) = op.op {
             assert_eq!(op.platform.unwrap().architecture, "arm64");
@@ -608,7 +619,7 @@ fn from_images_inherit_the_platform() {
         ..LowerOptions::default()
     };
     let b = spec.lower("b", &BTreeMap::new(), &options).unwrap();
-    assert_eq!(json(&b.config)["architecture"], "riscv64");
+    assert_eq!(json(&b.llb().unwrap().config)["architecture"], "riscv64");
 }
 
 #[test]
@@ -672,6 +683,8 @@ fn package_steps_run_the_documented_commands() {
     assert!(targets(&execs[5]).is_empty());
     // Progress shows the spec's names.
     let described: Vec<String> = a
+        .llb()
+        .unwrap()
         .definition
         .metadata()
         .values()
@@ -730,7 +743,7 @@ fn the_ca_bundle_is_a_secret_mount_and_step_env_only() {
          DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::https::CAInfo=/run/secrets/strata-ca.crt install"
     ));
     // Never in the image: not in its config, not in any file op.
-    let env = json(&app.config)["config"]["Env"].to_string();
+    let env = json(&app.llb().unwrap().config)["config"]["Env"].to_string();
     assert!(
         !env.contains("SSL_CERT_FILE") && !env.contains("strata-ca"),
         "{env}"
@@ -758,7 +771,7 @@ fn image_config_merges_the_base_config() {
     .unwrap();
     let bases = BTreeMap::from([(BASE.parse::<ImageRef>().unwrap(), pinned(base))]);
     let app = spec.lower("app", &bases, &LowerOptions::default()).unwrap();
-    let app_config = json(&app.config);
+    let app_config = json(&app.llb().unwrap().config);
     let c = &app_config["config"];
     assert_eq!(
         c["Env"],
@@ -768,12 +781,12 @@ fn image_config_merges_the_base_config() {
     assert_eq!(c["Cmd"], serde_json::json!(["python3", "-m", "app"]));
     assert_eq!(c["Labels"]["from"], "base");
     assert_eq!(
-        json(&app.config)["rootfs"],
+        json(&app.llb().unwrap().config)["rootfs"],
         serde_json::json!({"type": "layers", "diff_ids": []})
     );
-    assert_eq!(json(&app.config)["os"], "linux");
+    assert_eq!(json(&app.llb().unwrap().config)["os"], "linux");
     // The config is a valid OCI image config.
-    let typed: oci_spec::image::ImageConfiguration = app.config.clone();
+    let typed: oci_spec::image::ImageConfiguration = app.llb().unwrap().config.clone();
     assert_eq!(
         typed.config().as_ref().unwrap().working_dir().as_deref(),
         Some("/app")
@@ -802,7 +815,7 @@ fn entrypoint_drops_the_inherited_cmd_and_labels_merge() {
     .unwrap();
     let bases = BTreeMap::from([(BASE.parse::<ImageRef>().unwrap(), pinned(base))]);
     let a = spec.lower("a", &bases, &LowerOptions::default()).unwrap();
-    let a_config = json(&a.config);
+    let a_config = json(&a.llb().unwrap().config);
     let c = &a_config["config"];
     assert_eq!(c["Entrypoint"], serde_json::json!(["bash", "-lc"]));
     assert!(c.get("Cmd").is_none(), "{c}");
@@ -824,7 +837,7 @@ fn env_workdir_and_user_steps_change_later_steps_and_the_image() {
     );
     let spec = parse(&text).unwrap();
     let a = lower(&spec, "a");
-    let a_config = json(&a.config);
+    let a_config = json(&a.llb().unwrap().config);
     let c = &a_config["config"];
     assert_eq!(
         c["Env"],
@@ -849,9 +862,9 @@ fn from_wires_the_other_image_state() {
     let spec = spec_in(dir.path(), &two_images()).unwrap();
     let base = lower(&spec, "python-base");
     let app = lower(&spec, "app");
-    let base_digests = base.definition.digests();
+    let base_digests = base.llb().unwrap().definition.digests();
     // Every op of python-base (but its terminal) is in app's definition.
-    let app_digests = app.definition.digests();
+    let app_digests = app.llb().unwrap().definition.digests();
     let shared = base_digests
         .iter()
         .filter(|d| app_digests.contains(d))
@@ -904,7 +917,7 @@ fn the_codex_example_lowers() {
     assert_eq!(codex.local_dirs.len(), 1);
     let overlay = codex.local_dirs.values().next().unwrap();
     assert!(overlay.path.join("AGENTS.md").is_file());
-    let codex_config = json(&codex.config);
+    let codex_config = json(&codex.llb().unwrap().config);
     let c = &codex_config["config"];
     assert_eq!(c["WorkingDir"], "/workspace");
     assert!(c["Entrypoint"].is_array() && c["Cmd"].is_array());
@@ -916,7 +929,10 @@ fn the_codex_example_lowers() {
         .any(|e| e.as_str().unwrap().starts_with("PATH=/workspace/bin:")));
     // Deterministic.
     let again = lower(&Spec::load(&example()).unwrap(), "codex");
-    assert_eq!(codex.definition.to_bytes(), again.definition.to_bytes());
+    assert_eq!(
+        codex.llb().unwrap().definition.to_bytes(),
+        again.llb().unwrap().definition.to_bytes()
+    );
 }
 
 /// The complete example of docs/spec.md is valid and lowers.
@@ -941,7 +957,7 @@ fn the_documented_example_is_valid() {
     let kinds: Vec<String> = app.steps.iter().map(|s| s.kind.to_string()).collect();
     assert_eq!(kinds, ["apt", "pip", "apt", "npm", "run", "overlay", "git"]);
     assert_eq!(app.steps[4].name, "[app 3/5] install rust");
-    assert_eq!(json(&app.config)["architecture"], "amd64");
+    assert_eq!(json(&app.llb().unwrap().config)["architecture"], "amd64");
     assert_eq!(spec.image("app").unwrap().cache_to.len(), 1);
     assert_eq!(
         spec.image("python-base")
@@ -960,7 +976,7 @@ fn the_base_image_is_pulled_for_the_image_platform() {
     let arm = spec
         .lower("arm", &BTreeMap::new(), &LowerOptions::default())
         .unwrap();
-    for bytes in arm.definition.ops() {
+    for bytes in arm.llb().unwrap().definition.ops() {
         let op = pb::Op::decode(bytes.as_ref()).unwrap();
         if let Some(pb::op::Op::Source(_)) = op.op {
             assert_eq!(op.platform.unwrap().architecture, "arm64");
@@ -989,16 +1005,18 @@ fn scratch_starts_from_nothing() {
         "no image source: {sources:?}"
     );
     assert_eq!(
-        json(&root.config)["config"]["Cmd"],
+        json(&root.llb().unwrap().config)["config"]["Cmd"],
         serde_json::json!(["bash"])
     );
-    let env = json(&root.config)["config"]["Env"].to_string();
+    let env = json(&root.llb().unwrap().config)["config"]["Env"].to_string();
     assert!(
         env.contains("PATH="),
         "the default PATH, as FROM scratch: {env}"
     );
     assert_eq!(
-        json(&root.config)["history"].as_array().map(Vec::len),
+        json(&root.llb().unwrap().config)["history"]
+            .as_array()
+            .map(Vec::len),
         Some(1)
     );
 }
@@ -1154,14 +1172,19 @@ fn each_image_is_lowered_once_and_its_children_start_from_it() {
     // The child's steps start with the parent's, digest for digest.
     assert_eq!(app.steps[..base.steps.len()], base.steps[..]);
     assert!(app
+        .llb()
+        .unwrap()
         .definition
         .digests()
-        .contains(&base.state.digest().unwrap()));
+        .contains(&base.llb().unwrap().state.digest().unwrap()));
     // Every recorded step is an op of the image's graph.
-    let digests = app.definition.digests();
+    let digests = app.llb().unwrap().definition.digests();
     assert!(app.steps.iter().all(|s| digests.contains(&s.digest)));
     // One history entry per layer, each recorded once (no base config here).
-    let history = json(&app.config)["history"].as_array().unwrap().len();
+    let history = json(&app.llb().unwrap().config)["history"]
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(history, app.steps.len());
 }
 
@@ -1218,7 +1241,7 @@ fn a_spec_reads_only_inside_its_directory_unless_allowed() {
     let a = lower(&spec, "a");
     let names: Vec<&str> = a.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["[a 1/1] overlay overlay -> /w"]);
-    let history = json(&a.config)["history"].to_string();
+    let history = json(&a.llb().unwrap().config)["history"].to_string();
     assert!(!history.contains(&*root.display().to_string()), "{history}");
 }
 

@@ -10,11 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use super::{BaseImage, LoweredImage};
+use super::{BaseImage, ImageGraph, LoweredImage};
 use crate::options::CacheMountUse;
 use oci_spec::image::ImageConfiguration;
 
-use crate::llb::{source, Definition, Platform, State};
+use crate::llb::{source, Definition, Platform};
 use crate::options::Frontend;
 use crate::options::LocalDir;
 use crate::reference::ImageRef;
@@ -97,16 +97,13 @@ pub(super) fn lower(
     }
     LoweredImage {
         name: image.name.clone(),
-        state: State::scratch(),
-        definition: State::scratch().marshal(),
-        config: Default::default(),
-        local_dirs,
-        steps: Vec::new(),
-        frontend: Some(Frontend {
+        graph: ImageGraph::Frontend(Frontend {
             name: DOCKERFILE_FRONTEND.to_owned(),
             attrs,
             inputs: frontend_inputs,
         }),
+        local_dirs,
+        steps: Vec::new(),
         cache_mounts: cache_mount_uses(dockerfile, platform, bases),
         platform: platform.clone(),
         unkeyable: dockerfile.unkeyable.clone(),

@@ -43,6 +43,24 @@ pub struct BaseImage {
     pub config: ImageConfiguration,
 }
 
+impl LoweredImage {
+    /// Its own LLB, unless a frontend makes it.
+    pub fn llb(&self) -> Option<&LlbImage> {
+        match &self.graph {
+            ImageGraph::Llb(llb) => Some(llb),
+            ImageGraph::Frontend(_) => None,
+        }
+    }
+
+    /// The frontend that makes it, if one does.
+    pub fn frontend(&self) -> Option<&crate::options::Frontend> {
+        match &self.graph {
+            ImageGraph::Frontend(frontend) => Some(frontend),
+            ImageGraph::Llb(_) => None,
+        }
+    }
+}
+
 /// Build-wide settings that shape the LLB.
 #[derive(Debug, Clone, Default)]
 pub struct LowerOptions {
@@ -100,21 +118,34 @@ pub struct StepInfo {
     pub command: Vec<String>,
 }
 
-/// An image of the spec as LLB, with what its solve needs.
+/// What makes an image's filesystem: strata's own LLB, or a frontend.
 #[derive(Debug, Clone)]
-pub struct LoweredImage {
-    pub name: String,
+pub enum ImageGraph {
+    /// Boxed: an image config is large beside a frontend's name and options.
+    Llb(Box<LlbImage>),
+    /// A frontend makes the graph on the daemon (a Dockerfile image); the
+    /// image config is the frontend's too.
+    Frontend(crate::options::Frontend),
+}
+
+/// An image strata lowered to LLB itself.
+#[derive(Debug, Clone)]
+pub struct LlbImage {
     pub state: State,
     pub definition: Definition,
     /// The OCI image config the image exporter writes (see `config`).
     pub config: ImageConfiguration,
+}
+
+/// An image of the spec lowered, with what its solve needs.
+#[derive(Debug, Clone)]
+pub struct LoweredImage {
+    pub name: String,
+    pub graph: ImageGraph,
     /// `local://NAME` sources → directories.
     pub local_dirs: BTreeMap<String, LocalDir>,
     /// Every step of the image's graph, its `from` images' first.
     pub steps: Vec<StepInfo>,
-    /// A frontend that makes the graph instead (a Dockerfile image):
-    /// `definition` is then empty and `config` unused.
-    pub frontend: Option<crate::options::Frontend>,
     /// The cache mounts its steps use (its `from` images' too), each id once.
     pub cache_mounts: Vec<CacheMountUse>,
     /// The platform it is built for, resolved once here.
@@ -342,12 +373,13 @@ impl Spec {
                 }
                 LoweredImage {
                     name: name.clone(),
-                    definition: at.state.marshal(),
-                    state: at.state.clone(),
-                    config: config::finish(at, &image.settings),
+                    graph: ImageGraph::Llb(Box::new(LlbImage {
+                        definition: at.state.marshal(),
+                        state: at.state.clone(),
+                        config: config::finish(at, &image.settings),
+                    })),
                     local_dirs: at.local_dirs.clone(),
                     steps: at.steps.clone(),
-                    frontend: None,
                     cache_mounts: at.cache_mounts.clone(),
                     platform: self.platform_of(image, options),
                     unkeyable: self.from_chain(image).skip(1).find_map(|parent| {
