@@ -1,11 +1,13 @@
-//! Flags several commands share: how to reach the daemon (global), and the
-//! spec with its build-wide settings (`build`, `bench`, `llb`).
+//! Flags several commands share: how to reach the daemon (global), the
+//! spec with its build-wide settings (`build`, `bench`, `llb`), and how a
+//! build runs (`build` and `compose build`: [`BuildFlags`]).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 
+use strata::options::{CacheExport, CacheImport};
 use strata::spec::{Overrides, Spec};
 use strata::{Addr, Client, TlsOptions};
 
@@ -179,6 +181,78 @@ impl SpecArgs {
             platform: self.platform.clone(),
             ..Overrides::default()
         }
+    }
+}
+
+/// How a build runs and what it reads and writes besides the images: one
+/// set for `strata build` and `strata compose build`.
+#[derive(Args)]
+#[command(next_help_heading = "Build")]
+pub struct BuildFlags {
+    /// Export build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR |
+    /// type=inline (repeatable; mode defaults to max, which keeps toolchain layers).
+    #[arg(long, value_name = "SPEC")]
+    pub cache_to: Vec<CacheExport>,
+    /// Import build cache: type=registry,ref=REF | type=local,src=DIR (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub cache_from: Vec<CacheImport>,
+    /// A secret for `run` steps and Dockerfile `RUN --mount=type=secret,id=ID`:
+    /// id=ID,src=FILE (repeatable).
+    #[arg(long, value_name = "id=ID,src=FILE", value_parser = strata::values::parse_secret)]
+    pub secret: Vec<(String, PathBuf)>,
+    /// Reach this registry (HOST[:PORT]) over plain http, and allow sending it
+    /// credentials that way (repeatable; loopback registries always are plain http).
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// Solve at most N images at once (default 4).
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<std::num::NonZeroUsize>,
+    /// Solve even an image whose key tag (REPO:strata-KEY) says it is built.
+    #[arg(long)]
+    pub no_skip: bool,
+    /// Do not also push images under their key tag (nor look for it first).
+    #[arg(long)]
+    pub no_key_tag: bool,
+    /// Load each image into a docker daemon (default: the builder when it is a
+    /// docker:// daemon, else DOCKER_HOST, else /var/run/docker.sock): skipped if it has
+    /// the image already, exported by the builder when that daemon builds, pulled
+    /// when the image was pushed, else a docker tarball streamed into it.
+    #[arg(long, value_name = "docker://SOCKET", num_args = 0..=1, default_missing_value = "")]
+    pub load: Option<String>,
+    /// Build every image that can be built even when one fails; a failed
+    /// image's --metadata-file entry names the nearest built ancestor to fall
+    /// back to and the steps it lacks. Exits non-zero if any image failed.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// A disk budget, e.g. 20GB: images are built in tiers (those whose
+    /// parents are built), and after each tier every builder above SIZE is
+    /// pruned down to it, saying what was freed.
+    #[arg(long, value_name = "SIZE", value_parser = strata::units::parse_size)]
+    pub keep_storage: Option<u64>,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: super::progress::ProgressMode,
+    /// Write what the exporters returned (image digests, …) as JSON, by image.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+}
+
+impl BuildFlags {
+    /// `overrides` with what these flags set.
+    pub fn apply(&self, overrides: Overrides, cli: &super::Cli) -> Result<Overrides> {
+        Ok(Overrides {
+            insecure_registries: self.insecure_registry.clone(),
+            secrets: self.secret.iter().cloned().collect(),
+            cache_to: self.cache_to.clone(),
+            cache_from: self.cache_from.clone(),
+            max_parallel: self.max_parallel,
+            no_skip: self.no_skip,
+            no_key_tag: self.no_key_tag,
+            keep_going: self.keep_going,
+            load: load_flag(self.load.as_deref(), cli)?,
+            keep_storage: self.keep_storage,
+            ..overrides
+        })
     }
 }
 

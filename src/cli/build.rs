@@ -8,13 +8,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use strata::build::{BuildError, Built, Failed, Outcome, Summary};
-use strata::options::{CacheExport, CacheImport, Output};
+use strata::options::Output;
 use strata::pool::label;
 use strata::reference::ImageRef;
 use strata::solve::SolveError;
 use strata::units::{human_bytes, human_duration};
 
-use super::args::SpecArgs;
+use super::args::{BuildFlags, SpecArgs};
 use super::progress::ProgressMode;
 use super::Cli;
 
@@ -34,51 +34,8 @@ pub struct BuildArgs {
     /// type=oci,dest=FILE | type=docker,dest=FILE | type=local,dest=DIR (repeatable).
     #[arg(short, long, value_name = "SPEC")]
     output: Vec<Output>,
-    /// Reach this registry (HOST[:PORT]) over plain http, and allow sending it
-    /// credentials that way (repeatable; loopback registries always are plain http).
-    #[arg(long, value_name = "HOST")]
-    insecure_registry: Vec<String>,
-    /// A secret for `run` steps: id=ID,src=FILE (repeatable).
-    #[arg(long, value_name = "id=ID,src=FILE", value_parser = strata::values::parse_secret)]
-    secret: Vec<(String, PathBuf)>,
-    /// Export build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR |
-    /// type=inline (repeatable; mode defaults to max, which keeps toolchain layers).
-    #[arg(long, value_name = "SPEC")]
-    cache_to: Vec<CacheExport>,
-    /// Import build cache: type=registry,ref=REF | type=local,src=DIR (repeatable).
-    #[arg(long, value_name = "SPEC")]
-    cache_from: Vec<CacheImport>,
-    /// How to show progress.
-    #[arg(long, value_enum, default_value = "auto")]
-    progress: ProgressMode,
-    /// Solve at most N images at once (default 4).
-    #[arg(long, value_name = "N")]
-    max_parallel: Option<std::num::NonZeroUsize>,
-    /// Solve even an image whose key tag (REPO:strata-KEY) says it is built.
-    #[arg(long)]
-    no_skip: bool,
-    /// Do not also push images under their key tag (nor look for it first).
-    #[arg(long)]
-    no_key_tag: bool,
-    /// Load each image into a docker daemon (default: the builder when it is a
-    /// docker:// daemon, else DOCKER_HOST, else /var/run/docker.sock): skipped if it has
-    /// the image already, exported by the builder when that daemon builds, pulled
-    /// when the image was pushed, else a docker tarball streamed into it.
-    #[arg(long, value_name = "docker://SOCKET", num_args = 0..=1, default_missing_value = "")]
-    load: Option<String>,
-    /// Build every image that can be built even when one fails; a failed
-    /// image's --metadata-file entry names the nearest built ancestor to fall
-    /// back to and the steps it lacks. Exits non-zero if any image failed.
-    #[arg(long)]
-    keep_going: bool,
-    /// Write what the exporters returned (image digests, …) as JSON, by image.
-    #[arg(long, value_name = "FILE")]
-    metadata_file: Option<PathBuf>,
-    /// A disk budget, e.g. 20GB: images are built in tiers (those whose
-    /// parents are built), and after each tier every builder above SIZE is
-    /// pruned down to it, saying what was freed.
-    #[arg(long, value_name = "SIZE", value_parser = strata::units::parse_size)]
-    keep_storage: Option<u64>,
+    #[command(flatten)]
+    build: BuildFlags,
 }
 
 /// `--dockerfile`: one Dockerfile instead of a spec.
@@ -139,23 +96,14 @@ pub async fn run(cli: &Cli, args: &BuildArgs) -> Result<()> {
         images: args.images.clone(),
         push: args.push.clone(),
         outputs: args.output.clone(),
-        insecure_registries: args.insecure_registry.clone(),
-        secrets: args.secret.iter().cloned().collect(),
-        cache_to: args.cache_to.clone(),
-        cache_from: args.cache_from.clone(),
-        max_parallel: args.max_parallel,
-        no_skip: args.no_skip,
-        no_key_tag: args.no_key_tag,
-        keep_going: args.keep_going,
-        load: super::args::load_flag(args.load.as_deref(), cli)?,
-        keep_storage: args.keep_storage,
         ..args.spec.overrides()
     };
+    let overrides = args.build.apply(overrides, cli)?;
     build_and_report(
         cli,
         &spec.resolve(&overrides)?,
-        &args.progress,
-        args.metadata_file.as_deref(),
+        &args.build.progress,
+        args.build.metadata_file.as_deref(),
     )
     .await
 }

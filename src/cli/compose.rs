@@ -8,9 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use strata::options::{CacheExport, CacheImport};
-
-use super::progress::ProgressMode;
+use super::args::BuildFlags;
 use super::Cli;
 
 #[derive(Args)]
@@ -36,47 +34,14 @@ struct ComposeBuildArgs {
     /// Push each service to its `image` name (and its key tag).
     #[arg(long)]
     push: bool,
-    /// Load each service into a docker daemon under its `image` name, skipping
-    /// what it already has (see `strata build --load`).
-    #[arg(long, value_name = "docker://SOCKET", num_args = 0..=1, default_missing_value = "")]
-    load: Option<String>,
-    /// Export build cache (as `strata build --cache-to`; repeatable).
-    #[arg(long, value_name = "SPEC")]
-    cache_to: Vec<CacheExport>,
-    /// Import build cache (as `strata build --cache-from`; repeatable).
-    #[arg(long, value_name = "SPEC")]
-    cache_from: Vec<CacheImport>,
-    /// Solve even services whose key tag says they are built.
-    #[arg(long)]
-    no_skip: bool,
-    /// Do not also push services under their key tag (nor look for it first).
-    #[arg(long)]
-    no_key_tag: bool,
-    /// A secret the Dockerfiles mount (`RUN --mount=type=secret,id=ID`):
-    /// id=ID,src=FILE (repeatable).
-    #[arg(long, value_name = "id=ID,src=FILE", value_parser = strata::values::parse_secret)]
-    secret: Vec<(String, PathBuf)>,
     /// A CA bundle, served as the secret strata-ca-cert (see examples/codex/Dockerfile).
     #[arg(long, value_name = "FILE", env = "STRATA_CA_CERT")]
     ca_cert: Option<PathBuf>,
-    /// Reach this registry (HOST[:PORT]) over plain http (repeatable).
-    #[arg(long, value_name = "HOST")]
-    insecure_registry: Vec<String>,
-    /// Solve at most N services at once (default 4).
-    #[arg(long, value_name = "N")]
-    max_parallel: Option<std::num::NonZeroUsize>,
-    /// Build every service that can be built even when one fails.
-    #[arg(long)]
-    keep_going: bool,
     /// Let compose files read contexts in DIR besides their own directory (repeatable).
     #[arg(long, value_name = "DIR")]
     allow_path: Vec<PathBuf>,
-    /// How to show progress.
-    #[arg(long, value_enum, default_value = "auto")]
-    progress: ProgressMode,
-    /// Write what was built, per service, as JSON (as `strata build`).
-    #[arg(long, value_name = "FILE")]
-    metadata_file: Option<PathBuf>,
+    #[command(flatten)]
+    build: BuildFlags,
 }
 
 pub async fn run(cli: &Cli, args: &ComposeArgs) -> Result<()> {
@@ -97,23 +62,15 @@ pub async fn run(cli: &Cli, args: &ComposeArgs) -> Result<()> {
             .map(|s| s.to_ascii_lowercase())
             .collect(),
         no_push: !args.push,
-        cache_to: args.cache_to.clone(),
-        cache_from: args.cache_from.clone(),
-        no_skip: args.no_skip,
-        no_key_tag: args.no_key_tag,
-        secrets: args.secret.iter().cloned().collect(),
         ca_cert: args.ca_cert.clone(),
-        insecure_registries: args.insecure_registry.clone(),
-        max_parallel: args.max_parallel,
-        keep_going: args.keep_going,
-        load: super::args::load_flag(args.load.as_deref(), cli)?,
         ..strata::spec::Overrides::default()
     };
+    let overrides = args.build.apply(overrides, cli)?;
     super::build::build_and_report(
         cli,
         &spec.resolve(&overrides)?,
-        &args.progress,
-        args.metadata_file.as_deref(),
+        &args.build.progress,
+        args.build.metadata_file.as_deref(),
     )
     .await
 }
