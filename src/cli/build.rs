@@ -25,8 +25,6 @@ pub struct BuildArgs {
     /// Images to build (default: every image of the spec).
     #[arg(value_name = "IMAGE")]
     images: Vec<String>,
-    #[command(flatten)]
-    dockerfile: DockerfileArgs,
     /// Push the image to this reference (one image only).
     #[arg(long, value_name = "REF")]
     push: Option<ImageRef>,
@@ -36,6 +34,8 @@ pub struct BuildArgs {
     output: Vec<Output>,
     #[command(flatten)]
     build: BuildFlags,
+    #[command(flatten)]
+    dockerfile: DockerfileArgs,
 }
 
 /// `--dockerfile`: one Dockerfile instead of a spec.
