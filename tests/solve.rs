@@ -115,3 +115,39 @@ fn a_step_quiet_past_the_silence_probe_is_not_a_lost_daemon() {
     let run = common::strata(&args);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 }
+
+/// A library caller's own session service goes through the same door as the
+/// built-in ones: a secrets service attached to the SolveOpt (its `secrets`
+/// field left empty) answers the step's secret mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_attached_service_is_served() {
+    let s = stack();
+    let client = client(&s.buildkit_host).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "attached-secret").unwrap();
+    let root = llb::source::image(&s.base_image.parse().unwrap(), None);
+    let graph = root.run(
+        Run::shell(&format!(
+            "test \"$(cat /run/secrets/token)\" = attached-secret # {}",
+            strata::ids::random_id()
+        ))
+        .mount(llb::Mount::secret("/run/secrets/token", "token"))
+        .named("read the attached secret"),
+    );
+    // Without it the step has no secret to read (first: a step that ran
+    // would be cached, secrets are not part of its key).
+    let err = solve::solve(&client, &graph.marshal(), &SolveOpt::default(), &mut Quiet)
+        .await
+        .expect_err("no secrets service, no secret");
+    assert!(err.to_string().contains("secret"), "{err}");
+    let mut opt = SolveOpt::default();
+    opt.attachables
+        .add(strata::session::SecretFiles::new(BTreeMap::from([(
+            "token".to_owned(),
+            file.clone(),
+        )])));
+    solve::solve(&client, &graph.marshal(), &opt, &mut Quiet)
+        .await
+        .expect("the attached secrets service answers the mount");
+}

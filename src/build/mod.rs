@@ -645,6 +645,7 @@ fn solve_opt(
         image_config: image.llb().map(|llb| llb.config.clone()),
         shared_key: shared_key(image),
         oci_layouts: BTreeMap::new(),
+        attachables: plan.attachables.clone(),
     }
 }
 

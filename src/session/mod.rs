@@ -1,6 +1,11 @@
 //! The session: the gRPC services strata serves *to* the daemon while a build
 //! runs (health, and per build: local files, credentials, secrets, exporter
 //! output, a local content store), carried through the [`tunnel`].
+//!
+//! Each per-build service is an [`Attachable`], as in BuildKit's Go client:
+//! the built-in ones and any a library caller adds to a `SolveOpt` go
+//! through the same door ([`Session::attach`]). A new service is a folder
+//! or file here with an `Attachable` impl.
 
 mod auth;
 mod beneath;
@@ -48,10 +53,76 @@ pub(crate) fn io_status(what: &str, path: &std::path::Path, e: std::io::Error) -
     }
 }
 
+/// A service a session offers the daemon (BuildKit's `session.Attachable`).
+pub trait Attachable: Send + Sync {
+    /// Registers its gRPC service(s) with `session` ([`Session::serve`]).
+    fn attach(&self, session: &mut Session);
+}
+
+/// Session services a caller adds to a solve or a build, besides the
+/// built-in ones (BuildKit's `SolveOpt.Session`).
+#[derive(Clone, Default)]
+pub struct Attachables(Vec<std::sync::Arc<dyn Attachable>>);
+
+impl Attachables {
+    /// Adds `service`, served during each solve as the built-in ones are.
+    pub fn add(&mut self, service: impl Attachable + 'static) -> &mut Self {
+        self.0.push(std::sync::Arc::new(service));
+        self
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &dyn Attachable> {
+        self.0.iter().map(|s| s.as_ref())
+    }
+}
+
+impl std::fmt::Debug for Attachables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Attachables({})", self.0.len())
+    }
+}
+
+/// Local directories (overlays, contexts) by name.
+impl Attachable for LocalDirs {
+    fn attach(&self, session: &mut Session) {
+        session.serve(self.clone().service(), filesync::METHODS);
+    }
+}
+
+/// Registry credentials.
+impl Attachable for DockerAuth {
+    fn attach(&self, session: &mut Session) {
+        session.serve(auth::service(self.clone()), auth::METHODS);
+    }
+}
+
+/// Secrets by id.
+impl Attachable for SecretFiles {
+    fn attach(&self, session: &mut Session) {
+        session.serve(self.clone().service(), secrets::METHODS);
+    }
+}
+
+/// Local cache directories and OCI layouts as content stores.
+impl Attachable for ContentStores {
+    fn attach(&self, session: &mut Session) {
+        session.serve(self.clone().service(), content::METHODS);
+    }
+}
+
+/// The receiver of exporter output files.
+impl Attachable for ExportFiles {
+    fn attach(&self, session: &mut Session) {
+        session.serve(self.clone().service(), filesend::METHODS);
+    }
+}
+
 /// The services one session offers, before it is started.
 pub struct Session {
     headers: SessionHeaders,
     routes: RoutesBuilder,
+    /// The gRPC services added, by name: each once.
+    served: std::collections::BTreeSet<&'static str>,
 }
 
 impl Session {
@@ -66,6 +137,7 @@ impl Session {
                 methods: Vec::new(),
             },
             routes: RoutesBuilder::default(),
+            served: Default::default(),
         };
         session.serve(health::service(), health::METHODS);
         session
@@ -76,7 +148,8 @@ impl Session {
         &self.headers.id
     }
 
-    /// Adds a gRPC service and the methods of it the daemon may call.
+    /// Adds a gRPC service and the methods of it the daemon may call; a
+    /// service of a name already served is not added again (the first wins).
     pub fn serve<S>(&mut self, service: S, methods: &[&str]) -> &mut Self
     where
         S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -87,6 +160,9 @@ impl Session {
             + 'static,
         S::Future: Send + 'static,
     {
+        if !self.served.insert(S::NAME) {
+            return self;
+        }
         self.routes.add_service(service);
         self.headers
             .methods
@@ -94,29 +170,10 @@ impl Session {
         self
     }
 
-    /// Serves local directories (overlays, contexts) by name.
-    pub fn local_dirs(&mut self, dirs: LocalDirs) -> &mut Self {
-        self.serve(dirs.service(), filesync::METHODS)
-    }
-
-    /// Serves registry credentials.
-    pub fn auth(&mut self, auth: DockerAuth) -> &mut Self {
-        self.serve(auth::service(auth), auth::METHODS)
-    }
-
-    /// Serves secrets by id.
-    pub fn secrets(&mut self, secrets: SecretFiles) -> &mut Self {
-        self.serve(secrets.service(), secrets::METHODS)
-    }
-
-    /// Serves local cache directories as content stores.
-    pub fn content_stores(&mut self, stores: ContentStores) -> &mut Self {
-        self.serve(stores.service(), content::METHODS)
-    }
-
-    /// Receives exporter output files.
-    pub fn export_files(&mut self, files: ExportFiles) -> &mut Self {
-        self.serve(files.service(), filesend::METHODS)
+    /// Adds what `service` serves.
+    pub fn attach(&mut self, service: &dyn Attachable) -> &mut Self {
+        service.attach(self);
+        self
     }
 
     /// Opens the tunnel to the daemon and starts serving in the background.

@@ -20,8 +20,8 @@ use crate::ocilayout::OciLayout;
 use crate::options::LocalDir;
 use crate::options::{CacheExport, CacheImport, CacheReport, ExporterResponse, Frontend, Output};
 use crate::session::{
-    ContentStores, DockerAuth, ExportError, ExportFiles, ExportTarget, LocalDirs, SecretFiles,
-    Session, StagedExports,
+    Attachables, ContentStores, DockerAuth, ExportError, ExportFiles, ExportTarget, LocalDirs,
+    SecretFiles, Session, StagedExports,
 };
 use crate::wire::moby::buildkit::v1 as control;
 
@@ -51,6 +51,10 @@ pub struct SolveOpt {
     /// OCI layouts on this machine that `oci-layout://` sources of the graph
     /// read, by the store id they name (`oci.store`).
     pub oci_layouts: BTreeMap<String, PathBuf>,
+    /// Session services besides the built-in ones the fields above make
+    /// (BuildKit's `SolveOpt.Session`): a library caller's own. One of the
+    /// name of a built-in service replaces it.
+    pub attachables: Attachables,
 }
 
 /// What a solve builds: an LLB graph strata wrote, or a frontend the daemon
@@ -155,14 +159,18 @@ impl SolveOpt {
             self.shared_key.clone()
         };
         let mut session = Session::new("strata", &key);
+        // A caller's service replaces the built-in one of its name.
+        for service in self.attachables.iter() {
+            session.attach(service);
+        }
         if !self.local_dirs.is_empty() {
-            session.local_dirs(LocalDirs::new(self.local_dirs.clone()));
+            session.attach(&LocalDirs::new(self.local_dirs.clone()));
         }
         if let Some(auth) = &self.auth {
-            session.auth(auth.clone());
+            session.attach(auth);
         }
         if !self.secrets.is_empty() {
-            session.secrets(SecretFiles::new(self.secrets.clone()));
+            session.attach(&SecretFiles::new(self.secrets.clone()));
         }
         let mut caches = local_cache::LocalCaches::default();
         let imports = caches.attach(&self.cache_exports, &self.cache_imports)?;
@@ -178,7 +186,7 @@ impl SolveOpt {
             }
         }
         if !caches.stores.is_empty() {
-            session.content_stores(ContentStores::new(caches.stores));
+            session.attach(&ContentStores::new(caches.stores));
         }
         let files: BTreeMap<usize, _> = self
             .exports
@@ -193,8 +201,9 @@ impl SolveOpt {
             }
         }
         if !files.is_empty() {
-            session.export_files(ExportFiles::new(files, staged));
+            session.attach(&ExportFiles::new(files, staged));
         }
+
         Ok((session, imports))
     }
 

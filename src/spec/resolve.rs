@@ -103,6 +103,8 @@ pub struct BuildPlan {
     pub max_parallel_given: Option<std::num::NonZeroUsize>,
     /// A pool's disk budget per node, pruned to between tiers.
     pub keep_storage: Option<u64>,
+    /// Session services a library caller adds to every solve of the build.
+    pub attachables: crate::session::Attachables,
     /// Solve even images found under their key tag.
     pub no_skip: bool,
     /// Push images under their key tag too (and look for it before solving).
@@ -212,6 +214,7 @@ impl Spec {
                 .map_or(DEFAULT_MAX_PARALLEL, std::num::NonZeroUsize::get),
             max_parallel_given: overrides.max_parallel,
             keep_storage: overrides.keep_storage,
+            attachables: Default::default(),
             no_skip: overrides.no_skip,
             key_tags: !overrides.no_key_tag,
             keep_going: overrides.keep_going,
