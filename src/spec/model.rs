@@ -1,145 +1,236 @@
-//! strata.toml as written: serde types that keep source positions, so every
-//! later check can name the line. Unknown keys and wrong types are rejected here.
+//! The checked spec: images with their base, toolchain steps, overlay,
+//! settings and caches, as `parse` makes them (or code does: `--dockerfile`,
+//! compose files).
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::marker::PhantomData;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-use serde::de::{MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
-use toml::Spanned;
+use super::{Dockerfile, SpecError};
+use crate::llb::Platform;
+use crate::options::{CacheExport, CacheImport};
+use crate::reference::ImageRef;
+use crate::tools::ToolStep;
 
-/// A TOML table of strings whose keys remember where they are (for file order
-/// and for naming a bad key).
-pub(super) type RawVars = BTreeMap<Spanned<String>, String>;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawSpec {
-    pub ca_cert: Option<Spanned<String>>,
-    #[serde(default)]
-    pub images: BTreeMap<Spanned<String>, Spanned<RawImage>>,
+/// One step of an image's toolchain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepKind {
+    /// apt, pip, npm or run: a command with its tool's cache mounts.
+    Tool(ToolStep),
+    /// In file order; values may use `$NAME` / `${NAME}` of earlier ones.
+    Env(Vec<(String, String)>),
+    Workdir(String),
+    User(String),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawImage {
-    pub base: Option<Spanned<String>>,
-    pub from: Option<Spanned<String>>,
-    pub platform: Option<Spanned<String>>,
-    #[serde(default)]
-    pub env: RawVars,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The spec's `name`, if it gives one.
+    pub name: Option<String>,
+    pub kind: StepKind,
+}
+
+/// Where an image starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// A registry image (`docker.io/library/debian:bookworm`).
+    Image(ImageRef),
+    /// Another image of the same spec, wired in as its LLB state.
+    From(String),
+    /// `base = "scratch"`: nothing, as Dockerfile's `FROM scratch` (for an
+    /// image made from a root filesystem copied in by the overlay).
+    Scratch,
+    /// `dockerfile = {…}`: the whole image is the Dockerfile's.
+    Dockerfile(Dockerfile),
+}
+
+/// Part of the overlay, applied after the toolchain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayItem {
+    Copy {
+        /// Absolute directory on this machine, inside the spec's [`PathPolicy`].
+        from: PathBuf,
+        /// `from` relative to the spec, as step names and history show it.
+        shown: String,
+        /// In the image; relative to the working directory if not absolute.
+        to: String,
+        /// `.dockerignore` patterns.
+        exclude: Vec<String>,
+    },
+    Git {
+        url: String,
+        /// Branch, tag or commit; empty for the default branch.
+        reference: String,
+        to: String,
+    },
+}
+
+/// Image config settings of the spec (merged over the base image's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageSettings {
+    /// In file order.
+    pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, Spanned<String>>,
-    pub push: Option<Spanned<String>>,
-    #[serde(default)]
-    pub cache_to: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub cache_from: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub toolchain: Vec<Spanned<RawStep>>,
-    pub overlay: Option<Spanned<RawOverlay>>,
-    pub dockerfile: Option<Spanned<RawDockerfile>>,
+    pub labels: BTreeMap<String, String>,
 }
 
-/// `dockerfile = { file, context, target, args }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawDockerfile {
-    pub file: Option<Spanned<String>>,
-    pub context: Option<Spanned<String>>,
-    pub target: Option<String>,
-    #[serde(default)]
-    pub args: BTreeMap<String, String>,
+/// One `[images.NAME]` of the spec, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    pub base: Base,
+    /// As written; `None` inherits the `from` image's, else the host's.
+    pub platform: Option<Platform>,
+    pub settings: ImageSettings,
+    pub steps: Vec<Step>,
+    /// Copies first, then git checkouts.
+    pub overlay: Vec<OverlayItem>,
+    pub push: Option<ImageRef>,
+    pub cache_to: Vec<CacheExport>,
+    pub cache_from: Vec<CacheImport>,
 }
 
-/// One `[[images.NAME.toolchain]]` table. Every kind is optional here; the
-/// check that exactly one is present comes after, with its position.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawStep {
-    pub apt: Option<Spanned<Vec<String>>>,
-    pub pip: Option<Spanned<Vec<String>>>,
-    /// `npm = ["pkg"]` (global) or `npm = { packages = [...], dir = "/app" }`.
-    pub npm: Option<Spanned<SeqOrMap<Vec<String>, RawNpmDir>>>,
-    pub run: Option<Spanned<String>>,
-    pub cache: Option<Spanned<Vec<Spanned<String>>>>,
-    pub name: Option<String>,
-    pub env: Option<Spanned<RawVars>>,
-    pub workdir: Option<Spanned<String>>,
-    pub user: Option<Spanned<String>>,
+/// A parsed, checked strata.toml.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub(super) path: PathBuf,
+    /// The directory relative paths of the spec are taken from (absolute when it exists).
+    pub(super) dir: PathBuf,
+    pub(super) ca_cert: Option<PathBuf>,
+    /// In file order.
+    pub(super) images: Vec<Image>,
 }
 
-/// The step kinds, as the keys are spelled (in the order errors list them).
-pub(super) const STEP_KINDS: [&str; 7] = ["apt", "pip", "npm", "run", "env", "workdir", "user"];
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawNpmDir {
-    pub packages: Vec<String>,
-    pub dir: Option<String>,
+/// Image names: `[a-z0-9][a-z0-9._-]*`.
+pub fn valid_image_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawOverlay {
-    pub copy: Option<SeqOrMap<Vec<RawCopy>, RawCopy>>,
-    pub git: Option<SeqOrMap<Vec<RawGit>, RawGit>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawCopy {
-    pub from: Spanned<String>,
-    pub to: Spanned<String>,
-    #[serde(default)]
-    pub exclude: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawGit {
-    pub url: Spanned<String>,
-    #[serde(rename = "ref", default)]
-    pub reference: String,
-    pub to: Spanned<String>,
-}
-
-/// An array (`S`) or a table (`M`). Unlike `#[serde(untagged)]`, which buffers
-/// its input and answers "data did not match any variant", this hands the
-/// value straight to the matching type, so an unknown or missing key inside
-/// keeps its own message and position.
-#[derive(Debug)]
-pub(super) enum SeqOrMap<S, M> {
-    Seq(S),
-    Map(M),
-}
-
-impl<'de, S: Deserialize<'de>, M: Deserialize<'de>> Deserialize<'de> for SeqOrMap<S, M> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Either<S, M>(PhantomData<(S, M)>);
-
-        impl<'de, S: Deserialize<'de>, M: Deserialize<'de>> Visitor<'de> for Either<S, M> {
-            type Value = SeqOrMap<S, M>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array or a table")
+/// An image name from a context directory's name: lowercased, other
+/// characters as `-`; `image` when nothing is left.
+fn dockerfile_image_name(context: &Path) -> String {
+    let base = context
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_lowercase()))
+        .unwrap_or_default();
+    let name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
             }
+        })
+        .collect();
+    let name = name.trim_start_matches(['.', '_', '-']).to_owned();
+    if valid_image_name(&name) {
+        name
+    } else {
+        "image".to_owned()
+    }
+}
 
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                S::deserialize(SeqAccessDeserializer::new(seq)).map(SeqOrMap::Seq)
-            }
+impl Spec {
+    /// A spec of one Dockerfile image (`strata build --dockerfile`), named
+    /// after its context directory; `labels` go on the image.
+    pub fn of_dockerfile(dockerfile: Dockerfile, labels: BTreeMap<String, String>) -> Spec {
+        let name = dockerfile_image_name(&dockerfile.context);
+        let image = Image {
+            name,
+            base: Base::Dockerfile(dockerfile.clone()),
+            platform: None,
+            settings: ImageSettings {
+                labels,
+                ..ImageSettings::default()
+            },
+            steps: Vec::new(),
+            overlay: Vec::new(),
+            push: None,
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
+        };
+        Spec::of_images(&dockerfile.file, &dockerfile.context, vec![image])
+    }
 
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                M::deserialize(MapAccessDeserializer::new(map)).map(SeqOrMap::Map)
-            }
+    /// A spec made in code (`--dockerfile`, compose files): `path` is what
+    /// errors name, `dir` where relative paths were taken from.
+    pub fn of_images(path: &Path, dir: &Path, images: Vec<Image>) -> Spec {
+        Spec {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+            ca_cert: None,
+            images,
         }
+    }
 
-        deserializer.deserialize_any(Either(PhantomData))
+    /// The spec file, as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory relative paths are taken from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CA bundle the spec asks for (relative to [`Spec::dir`]), if any.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.ca_cert.as_deref()
+    }
+
+    /// Every image, in file order.
+    pub fn images(&self) -> &[Image] {
+        &self.images
+    }
+
+    pub fn image(&self, name: &str) -> Option<&Image> {
+        self.images.iter().find(|i| i.name == name)
+    }
+
+    /// Image names in file order.
+    pub fn names(&self) -> Vec<&str> {
+        self.images.iter().map(|i| i.name.as_str()).collect()
+    }
+
+    /// Every registry base image the spec uses, once each (sorted).
+    pub fn base_refs(&self) -> Vec<ImageRef> {
+        let refs: BTreeSet<ImageRef> = self
+            .images
+            .iter()
+            .filter_map(|i| match &i.base {
+                Base::Image(r) => Some(r.clone()),
+                Base::From(_) | Base::Scratch | Base::Dockerfile(_) => None,
+            })
+            .collect();
+        refs.into_iter().collect()
+    }
+
+    /// An error about the spec as a whole (no one place in it).
+    pub(super) fn error(&self, message: String) -> SpecError {
+        SpecError {
+            file: self.path.clone(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message,
+        }
+    }
+
+    /// An image by name, or an error listing the spec's images.
+    pub(super) fn named(&self, name: &str) -> Result<&Image, SpecError> {
+        self.image(name).ok_or_else(|| {
+            self.error(format!(
+                "no image named {name:?} (images: {})",
+                self.names().join(", ")
+            ))
+        })
     }
 }

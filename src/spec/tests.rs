@@ -6,6 +6,7 @@ use prost::Message;
 use super::*;
 use crate::llb::exec::DEFAULT_PATH;
 use crate::llb::marshal::digest_of;
+use crate::reference::ImageRef;
 use crate::wire::pb;
 
 /// An image config as JSON, to look into.

@@ -13,8 +13,8 @@ mod mounts;
 mod text;
 
 use super::locate::Source;
-use super::model::RawDockerfile;
 use super::paths::PathPolicy;
+use super::raw::RawDockerfile;
 use super::SpecError;
 use crate::reference::ImageRef;
 use mounts::run_cache_mounts;
