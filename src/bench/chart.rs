@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::report::Report;
@@ -24,38 +25,7 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     let fail = |e: &dyn std::fmt::Display| format!("drawing {}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "strata bench: {} (median wall time, min-max whiskers)",
-                report.image
-            ),
-            ("sans-serif", 20),
-        )
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(-0.5..(modes.len() as f64 - 0.5), 0.0..top)
-        .map_err(|e| fail(&e))?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .y_desc("seconds")
-        .x_labels(modes.len())
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 {
-                modes
-                    .get(i as usize)
-                    .map(|m| m.mode.name().to_owned())
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .draw()
-        .map_err(|e| fail(&e))?;
-
+    let mut chart = axes(&root, report, top).map_err(|e| fail(&e))?;
     let compared = modes.iter().any(|m| other(m).is_some());
     let other_name = modes
         .iter()
@@ -103,6 +73,47 @@ pub fn write_svg(report: &Report, path: &Path) -> Result<(), String> {
         .draw()
         .map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))
+}
+
+type Chart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The caption, the seconds axis and a label per mode.
+fn axes<'a>(
+    root: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    report: &'a Report,
+    top: f64,
+) -> Result<Chart<'a>, DrawingAreaErrorKind<std::io::Error>> {
+    let modes = &report.modes;
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!(
+                "strata bench: {} (median wall time, min-max whiskers)",
+                report.image
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5..(modes.len() as f64 - 0.5), 0.0..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc("seconds")
+        .x_labels(modes.len())
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 0.01 && i >= 0.0 {
+                modes
+                    .get(i as usize)
+                    .map(|m| m.mode.name().to_owned())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .draw()?;
+    Ok(chart)
 }
 
 /// The first client compared, if any.

@@ -368,40 +368,18 @@ impl State {
             mounts.push(wire);
         }
 
-        let mut env: Vec<(String, String)> = self.meta.env.clone();
-        for (k, v) in &run.env {
-            match env.iter_mut().find(|(ek, _)| ek == k) {
-                Some(slot) => slot.1 = v.clone(),
-                None => env.push((k.clone(), v.clone())),
-            }
-        }
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
-        }
-        let secretenv = run
-            .secret_env
-            .iter()
-            .map(|(name, id)| pb::SecretEnv {
-                id: id.clone(),
-                name: name.clone(),
-                optional: false,
-            })
-            .collect::<Vec<_>>();
+        let secretenv = secret_env(&run);
         if !secretenv.is_empty() {
             caps.insert("exec.secret.env");
         }
-        let network = match run.network {
-            Network::Default => pb::NetMode::Unset,
-            Network::Host => pb::NetMode::Host,
-            Network::None => pb::NetMode::None,
-        };
+        let network = net_mode(run.network);
         if network != pb::NetMode::Unset {
             caps.insert("exec.meta.network");
         }
         let exec = pb::ExecOp {
             meta: Some(pb::Meta {
                 args: run.args.clone(),
-                env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                env: self.env_with(&run.env),
                 cwd: self.meta.cwd.clone(),
                 user: self.meta.user.clone(),
                 ..Default::default()
@@ -435,5 +413,41 @@ impl State {
                 .map(|(target, index)| (target, at(index)))
                 .collect(),
         }
+    }
+
+    /// The command's environment: this state's, with the run's variables
+    /// replacing or adding to it, and BuildKit's default PATH when none is set.
+    fn env_with(&self, extra: &[(String, String)]) -> Vec<String> {
+        let mut env: Vec<(String, String)> = self.meta.env.clone();
+        for (k, v) in extra {
+            match env.iter_mut().find(|(ek, _)| ek == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => env.push((k.clone(), v.clone())),
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.insert(0, ("PATH".into(), DEFAULT_PATH.into()));
+        }
+        env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+}
+
+/// Secrets the command sees as environment variables.
+fn secret_env(run: &Run) -> Vec<pb::SecretEnv> {
+    run.secret_env
+        .iter()
+        .map(|(name, id)| pb::SecretEnv {
+            id: id.clone(),
+            name: name.clone(),
+            optional: false,
+        })
+        .collect()
+}
+
+fn net_mode(network: Network) -> pb::NetMode {
+    match network {
+        Network::Default => pb::NetMode::Unset,
+        Network::Host => pb::NetMode::Host,
+        Network::None => pb::NetMode::None,
     }
 }

@@ -501,6 +501,63 @@ impl Drop for Ingest {
     }
 }
 
+impl Ingest {
+    /// Appends `data` at `offset`, which must be where the blob ends; offset
+    /// 0 restarts the blob (containerd's rule).
+    fn write_at(&mut self, offset: i64, data: &[u8]) -> Result<(), Status> {
+        if offset > 0 && offset != self.offset {
+            return Err(Status::out_of_range(format!(
+                "write @{offset} must occur at current offset {}",
+                self.offset
+            )));
+        }
+        let path = self.tmp.path().to_owned();
+        let written = |e: std::io::Error| io_status("writing", &path, e);
+        if offset == 0 && self.offset > 0 {
+            use std::io::Seek;
+            self.file.set_len(0).map_err(written)?;
+            self.file.rewind().map_err(written)?;
+            self.hasher = Sha256::new();
+            self.offset = 0;
+        }
+        if !data.is_empty() {
+            self.file.write_all(data).map_err(written)?;
+            self.hasher.update(data);
+            self.offset += data.len() as i64;
+        }
+        Ok(())
+    }
+
+    /// Checks size and digest against what the writer announced, then moves
+    /// the ingest file into place as the blob (synced, so a crash after the
+    /// reply keeps it). Returns the blob's digest.
+    fn commit(&mut self, layout: &OciLayout) -> Result<String, Status> {
+        if self.total > 0 && self.offset != self.total {
+            return Err(Status::failed_precondition(format!(
+                "unexpected commit size {}, expected {}",
+                self.offset, self.total
+            )));
+        }
+        let digest = self.digest();
+        if !self.expected.is_empty() && digest != self.expected {
+            return Err(Status::failed_precondition(format!(
+                "unexpected commit digest {digest}, expected {}",
+                self.expected
+            )));
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| io_status("writing", self.tmp.path(), e))?;
+        let blob = blob_path(layout, &digest)?;
+        fs::rename(self.tmp.path(), &blob).map_err(|e| io_status("committing", &blob, e))?;
+        self.tmp.keep();
+        if let Some(dir) = blob.parent() {
+            sync_dir(dir);
+        }
+        Ok(digest)
+    }
+}
+
 /// One message of a Write stream (blocking: disk I/O and hashing).
 fn handle_write(
     stores: &ContentStores,
@@ -533,30 +590,8 @@ fn handle_write(
     if req.total > 0 {
         current.total = req.total;
     }
-    let written = |e: std::io::Error| io_status("writing", current.tmp.path(), e);
-    match action {
-        pb::WriteAction::Stat => {}
-        pb::WriteAction::Write | pb::WriteAction::Commit => {
-            if req.offset > 0 && req.offset != current.offset {
-                return Err(Status::out_of_range(format!(
-                    "write @{} must occur at current offset {}",
-                    req.offset, current.offset
-                )));
-            }
-            if req.offset == 0 && current.offset > 0 {
-                // Offset 0 restarts the blob.
-                use std::io::Seek;
-                current.file.set_len(0).map_err(written)?;
-                current.file.rewind().map_err(written)?;
-                current.hasher = Sha256::new();
-                current.offset = 0;
-            }
-            if !req.data.is_empty() {
-                current.file.write_all(&req.data).map_err(written)?;
-                current.hasher.update(&req.data);
-                current.offset += req.data.len() as i64;
-            }
-        }
+    if matches!(action, pb::WriteAction::Write | pb::WriteAction::Commit) {
+        current.write_at(req.offset, &req.data)?;
     }
     current.publish();
     let reply = pb::WriteContentResponse {
@@ -568,32 +603,13 @@ fn handle_write(
         digest: current.digest(),
     };
     if action == pb::WriteAction::Commit {
-        if current.total > 0 && current.offset != current.total {
-            return Err(Status::failed_precondition(format!(
-                "unexpected commit size {}, expected {}",
-                current.offset, current.total
-            )));
-        }
-        let digest = current.digest();
-        if !current.expected.is_empty() && digest != current.expected {
-            return Err(Status::failed_precondition(format!(
-                "unexpected commit digest {digest}, expected {}",
-                current.expected
-            )));
-        }
-        current.file.sync_all().map_err(written)?;
-        let blob = blob_path(layout, &digest)?;
-        fs::rename(current.tmp.path(), &blob).map_err(|e| io_status("committing", &blob, e))?;
-        current.tmp.keep();
+        let digest = current.commit(layout)?;
         *ingest = None;
-        if let Some(dir) = blob.parent() {
-            sync_dir(dir);
-        }
         if !req.labels.is_empty() {
             stores
                 .state()
                 .labels
-                .insert((layout.dir().to_owned(), digest), req.labels.clone());
+                .insert((layout.dir().to_owned(), digest), req.labels);
         }
     }
     Ok(reply)

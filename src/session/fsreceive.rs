@@ -29,7 +29,7 @@
 //! handed to the build's [`StagedExports`], which moves it over the
 //! destination only once the whole build succeeded (see [`super::staging`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -200,22 +200,15 @@ async fn receive_packets<S>(
 where
     S: Stream<Item = Result<Bytes, Status>> + Unpin,
 {
-    let to_writer = |op: Op| async move {
-        ops.send(op)
-            .await
-            .map_err(|_| Status::aborted("the export writer stopped"))
+    let mut receiving = Receiving {
+        outbound,
+        ops,
+        next_id: 0,
+        pending: HashSet::new(),
+        listing_done: false,
+        sockets: 0,
     };
-    let mut next_id: u32 = 0;
-    let mut pending: HashMap<u32, ()> = HashMap::new();
-    let mut listing_done = false;
-    let mut sockets = 0usize;
-    loop {
-        if listing_done && pending.is_empty() {
-            if sockets > 0 {
-                tracing::warn!("the local export skipped {sockets} sockets");
-            }
-            return to_writer(Op::Commit).await;
-        }
+    while !(receiving.listing_done && receiving.pending.is_empty()) {
         let Some(message) = inbound.next().await else {
             return Err(Status::aborted(
                 "the export stream ended before it was complete",
@@ -223,72 +216,101 @@ where
         };
         let p = Packet::decode(message?)
             .map_err(|e| Status::invalid_argument(format!("bad export packet: {e}")))?;
+        receiving.on_packet(p).await?;
+    }
+    if receiving.sockets > 0 {
+        tracing::warn!("the local export skipped {} sockets", receiving.sockets);
+    }
+    receiving.to_writer(Op::Commit).await
+}
+
+/// The receiving side's state: files requested and not yet complete, and
+/// whether the sender's listing has ended.
+struct Receiving<'a> {
+    outbound: &'a mpsc::Sender<Result<Bytes, Status>>,
+    ops: &'a mpsc::Sender<Op>,
+    next_id: u32,
+    pending: HashSet<u32>,
+    listing_done: bool,
+    sockets: usize,
+}
+
+impl Receiving<'_> {
+    async fn to_writer(&self, op: Op) -> Result<(), Status> {
+        self.ops
+            .send(op)
+            .await
+            .map_err(|_| Status::aborted("the export writer stopped"))
+    }
+
+    async fn on_packet(&mut self, p: Packet) -> Result<(), Status> {
         match PacketType::try_from(p.r#type) {
-            Ok(PacketType::PacketStat) => {
-                let Some(stat) = p.stat else {
-                    listing_done = true;
-                    continue;
-                };
-                if listing_done {
-                    return Err(Status::invalid_argument(
-                        "STAT after the end of the listing",
-                    ));
+            Ok(PacketType::PacketStat) => match p.stat {
+                None => {
+                    self.listing_done = true;
+                    Ok(())
                 }
-                let id = next_id;
-                next_id += 1;
-                let path = safe_relative(&stat.path)?;
-                if stat.mode & go_mode::DIR != 0 {
-                    to_writer(Op::Dir(path, stat)).await?;
-                } else if stat.mode & go_mode::SYMLINK != 0 {
-                    to_writer(Op::Symlink(path, stat)).await?;
-                } else if stat.mode & go_mode::SOCKET != 0 {
-                    sockets += 1;
-                } else if stat.mode & SPECIAL != 0 {
-                    to_writer(Op::Node(path, stat)).await?;
-                } else if !stat.linkname.is_empty() {
-                    let target = safe_relative(&stat.linkname)?;
-                    to_writer(Op::Hardlink { path, target }).await?;
-                } else {
-                    to_writer(Op::Create { id, path, stat }).await?;
-                    pending.insert(id, ());
-                    outbound
-                        .send(Ok(packet(PacketType::PacketReq, id, &[])))
-                        .await
-                        .map_err(|_| Status::cancelled("the export stream closed"))?;
-                }
-            }
-            Ok(PacketType::PacketData) => {
-                if !pending.contains_key(&p.id) {
-                    return Err(Status::invalid_argument(format!(
-                        "data for unrequested file {}",
-                        p.id
-                    )));
-                }
-                if p.data.is_empty() {
-                    pending.remove(&p.id);
-                    to_writer(Op::Close { id: p.id }).await?;
-                } else {
-                    to_writer(Op::Data {
-                        id: p.id,
-                        data: p.data,
-                    })
-                    .await?;
-                }
-            }
-            Ok(PacketType::PacketFin) => {
-                return Err(Status::aborted("the daemon ended the export early"));
-            }
-            Ok(PacketType::PacketErr) => {
-                return Err(Status::aborted(format!(
-                    "the daemon failed sending the export: {}",
-                    String::from_utf8_lossy(&p.data)
-                )));
-            }
-            Ok(PacketType::PacketReq) => {
-                return Err(Status::invalid_argument("REQ from the sending side"));
-            }
+                Some(stat) => self.on_stat(stat).await,
+            },
+            Ok(PacketType::PacketData) => self.on_data(p.id, p.data).await,
+            Ok(PacketType::PacketFin) => Err(Status::aborted("the daemon ended the export early")),
+            Ok(PacketType::PacketErr) => Err(Status::aborted(format!(
+                "the daemon failed sending the export: {}",
+                String::from_utf8_lossy(&p.data)
+            ))),
+            Ok(PacketType::PacketReq) => Err(Status::invalid_argument("REQ from the sending side")),
             // Like fsutil, ignore packet types we do not know.
-            Err(_) => {}
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// One entry of the listing: everything but a regular file is written
+    /// at once; a regular file is created and its data requested.
+    async fn on_stat(&mut self, stat: Stat) -> Result<(), Status> {
+        if self.listing_done {
+            return Err(Status::invalid_argument(
+                "STAT after the end of the listing",
+            ));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let path = safe_relative(&stat.path)?;
+        let op = if stat.mode & go_mode::DIR != 0 {
+            Op::Dir(path, stat)
+        } else if stat.mode & go_mode::SYMLINK != 0 {
+            Op::Symlink(path, stat)
+        } else if stat.mode & go_mode::SOCKET != 0 {
+            self.sockets += 1;
+            return Ok(());
+        } else if stat.mode & SPECIAL != 0 {
+            Op::Node(path, stat)
+        } else if !stat.linkname.is_empty() {
+            let target = safe_relative(&stat.linkname)?;
+            Op::Hardlink { path, target }
+        } else {
+            self.to_writer(Op::Create { id, path, stat }).await?;
+            self.pending.insert(id);
+            return self
+                .outbound
+                .send(Ok(packet(PacketType::PacketReq, id, &[])))
+                .await
+                .map_err(|_| Status::cancelled("the export stream closed"));
+        };
+        self.to_writer(op).await
+    }
+
+    /// A chunk of a requested file; an empty one closes it.
+    async fn on_data(&mut self, id: u32, data: Bytes) -> Result<(), Status> {
+        if !self.pending.contains(&id) {
+            return Err(Status::invalid_argument(format!(
+                "data for unrequested file {id}"
+            )));
+        }
+        if data.is_empty() {
+            self.pending.remove(&id);
+            self.to_writer(Op::Close { id }).await
+        } else {
+            self.to_writer(Op::Data { id, data }).await
         }
     }
 }
