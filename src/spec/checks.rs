@@ -498,15 +498,9 @@ fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, S
         }
         StepKind::Env(vars)
     } else if let Some(w) = raw.workdir {
-        if w.get_ref().trim().is_empty() {
-            return Err(src.error(w.span().start, field("workdir"), "must not be empty"));
-        }
-        StepKind::Workdir(w.into_inner())
+        StepKind::Workdir(non_empty(src, w, &field("workdir"))?)
     } else if let Some(u) = raw.user {
-        if u.get_ref().trim().is_empty() {
-            return Err(src.error(u.span().start, field("user"), "must not be empty"));
-        }
-        StepKind::User(u.into_inner())
+        StepKind::User(non_empty(src, u, &field("user"))?)
     } else {
         // `present` held exactly one kind.
         return Err(src.error(step_at, key, "a step needs a kind"));
@@ -535,50 +529,40 @@ fn check_copy(
             format!("{from:?} is not a directory ({})", path.display()),
         ));
     }
-    if copy.to.get_ref().trim().is_empty() {
-        return Err(src.error(
-            copy.to.span().start,
-            format!("{key}.to"),
-            "must not be empty",
-        ));
-    }
+    let to = non_empty(src, copy.to, &format!("{key}.to"))?;
     Ok(OverlayItem::Copy {
         shown: policy.shown(&path),
         from: path,
-        to: copy.to.into_inner(),
+        to,
         exclude: copy.exclude,
     })
 }
 
 fn check_git(src: &Source, git: RawGit, key: &str) -> Result<OverlayItem, SpecError> {
-    if git.url.get_ref().trim().is_empty() {
+    let url_at = git.url.span().start;
+    let url = non_empty(src, git.url, &format!("{key}.url"))?;
+    if url_has_credentials(&url) {
         return Err(src.error(
-            git.url.span().start,
-            format!("{key}.url"),
-            "must not be empty",
-        ));
-    }
-    if url_has_credentials(git.url.get_ref()) {
-        return Err(src.error(
-            git.url.span().start,
+            url_at,
             format!("{key}.url"),
             "the URL carries credentials, which would be kept in the image's history and \
              the daemon's cache keys; give a token as a secret instead: \
              --secret id=GIT_AUTH_TOKEN,src=FILE",
         ));
     }
-    if git.to.get_ref().trim().is_empty() {
-        return Err(src.error(
-            git.to.span().start,
-            format!("{key}.to"),
-            "must not be empty",
-        ));
-    }
     Ok(OverlayItem::Git {
-        url: git.url.into_inner(),
+        url,
         reference: git.reference,
-        to: git.to.into_inner(),
+        to: non_empty(src, git.to, &format!("{key}.to"))?,
     })
+}
+
+/// A string field that must say something: its value, or the error at its position.
+fn non_empty(src: &Source, value: Spanned<String>, key: &str) -> Result<String, SpecError> {
+    if value.get_ref().trim().is_empty() {
+        return Err(src.error(value.span().start, key, "must not be empty"));
+    }
+    Ok(value.into_inner())
 }
 
 /// `scheme://user[:token]@host/…`: credentials in the URL's authority (not
