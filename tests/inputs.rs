@@ -120,3 +120,49 @@ fn a_dockerfiles_own_dockerignore_keeps_files_out_of_the_key() {
         "the context's .dockerignore is not the one used"
     );
 }
+
+/// A platform list given where one platform is built is refused in one line
+/// naming the flag (it was once read as os "linux", arch "amd64,linux",
+/// variant "arm64", and pushed so); a spec's unknown architecture names
+/// file, line and column. Nothing reaches a daemon.
+#[test]
+fn platforms_are_parsed_strictly() {
+    let p = Project::new(&small_spec("plat", ""));
+    let spec = p.spec().display().to_string();
+    let out = run(strata_command([
+        "key",
+        "-f",
+        &spec,
+        "--platform",
+        "linux/amd64,linux/arm64",
+    ]));
+    // A flag clap refuses: exit 2, its line first (then the usage hint).
+    assert_eq!(out.code, Some(2), "{out:?}");
+    let line = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        line.contains("--platform") && line.contains("several platforms"),
+        "{line}"
+    );
+    // Normalised as containerd does: the key of aarch64 is the key of arm64.
+    let key = |platform: &str| {
+        run(strata_command(["key", "-f", &spec, "--platform", platform]))
+            .ok()
+            .to_owned()
+    };
+    assert_eq!(key("linux/aarch64"), key("linux/arm64"));
+    let bad = small_spec("plat", "").replace(
+        "workdir = \"/work\"\n",
+        "workdir = \"/work\"\nplatform = \"linux/amd65\"\n",
+    );
+    let bad = Project::new(&bad);
+    let out = run(strata_command([
+        "key",
+        "-f",
+        &bad.spec().display().to_string(),
+    ]));
+    let line = out.clean_error();
+    assert!(
+        line.contains("strata.toml:") && line.contains("unknown architecture \"amd65\""),
+        "{line}"
+    );
+}

@@ -171,16 +171,11 @@ fn registry_detail(body: &[u8]) -> String {
 /// Whether an index entry's platform serves `wanted`: same OS and architecture,
 /// and the variant if one is asked for (arm64's variant defaults to v8).
 fn platform_matches(wanted: &Platform, os: &str, arch: &str, variant: &str) -> bool {
-    let normal = |arch: &str, variant: &str| -> String {
-        match (arch, variant) {
-            ("arm64", "") => "v8".to_owned(),
-            _ => variant.to_owned(),
-        }
-    };
+    // The manifest's names, normalised as the wanted platform was parsed.
+    let (arch, variant) = crate::llb::normalize_arch(arch, variant);
     os == wanted.os
         && arch == wanted.architecture
-        && (wanted.variant.is_empty()
-            || normal(arch, variant) == normal(&wanted.architecture, &wanted.variant))
+        && (wanted.variant.is_empty() || variant == wanted.variant)
 }
 
 /// Reads a Docker schema2 or OCI manifest (they share a shape; the media types
@@ -760,16 +755,19 @@ mod tests {
         assert!(!platform_matches(&p("linux/amd64"), "windows", "amd64", ""));
         assert!(platform_matches(&p("linux/arm/v7"), "linux", "arm", "v7"));
         assert!(!platform_matches(&p("linux/arm/v7"), "linux", "arm", "v6"));
+        // arm alone is arm/v7, on either side.
+        assert!(platform_matches(&p("linux/arm"), "linux", "arm", ""));
+        assert!(!platform_matches(&p("linux/arm"), "linux", "arm", "v6"));
         // No variant asked: any will do.
-        assert!(platform_matches(&p("linux/arm"), "linux", "arm", "v6"));
+        let any_arm = Platform {
+            variant: String::new(),
+            ..p("linux/arm")
+        };
+        assert!(platform_matches(&any_arm, "linux", "arm", "v6"));
         // arm64 means arm64/v8.
         assert!(platform_matches(&p("linux/arm64/v8"), "linux", "arm64", ""));
-        assert!(platform_matches(
-            &p("linux/arm64/v8"),
-            "linux",
-            "arm64",
-            "v8"
-        ));
+        assert!(platform_matches(&p("linux/arm64"), "linux", "arm64", "v8"));
+        assert!(platform_matches(&p("linux/arm64"), "linux", "aarch64", ""));
     }
 
     #[test]

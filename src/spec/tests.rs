@@ -331,7 +331,7 @@ fn cycles() {
 fn platforms() {
     assert_eq!(
         err(&image_a("platform = \"linux\"\n")),
-        "DIR/strata.toml:3:12: images.a.platform: \"linux\" is not a platform (expected OS/ARCH[/VARIANT], e.g. linux/amd64)"
+        "DIR/strata.toml:3:12: images.a.platform: \"linux\" is not a platform (linux is an OS: name its architecture too; expected OS/ARCH[/VARIANT], e.g. linux/amd64)"
     );
     assert_eq!(
         err(&image_a(
