@@ -121,3 +121,137 @@ async fn a_client_side_frontend_solves_reads_and_returns() {
         .unwrap()
         .expect("the build succeeds");
 }
+
+/// A graph per platform in one solve through `Graph::Platforms`: the pushed
+/// tag names an image index listing both platforms, each manifest's config
+/// saying its own architecture and its layer holding its own file. linux/386
+/// stands beside linux/amd64 because file ops need no emulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platforms_solved_in_one_build_push_one_index() {
+    use common::project::registry_call;
+    use oci_spec::image::{Arch, ConfigBuilder, ImageConfigurationBuilder, Os};
+    use strata::llb::{FileAction, Platform, State};
+    use strata::options::Output;
+    use strata::solve::{self, progress::Quiet, Graph, PlatformGraph, SolveOpt};
+
+    let s = stack();
+    let client = strata::Client::connect(s.buildkit_host.parse().unwrap(), &TlsOptions::default())
+        .await
+        .unwrap();
+    let graph = |platform: &str, arch: Arch| {
+        let platform: Platform = platform.parse().unwrap();
+        let state = State::scratch().platform(platform.clone()).file(
+            vec![FileAction::mkfile("/arch", 0o644, platform.to_string())],
+            Some("write arch"),
+        );
+        let config = ImageConfigurationBuilder::default()
+            .architecture(arch)
+            .os(Os::Linux)
+            .config(ConfigBuilder::default().build().unwrap())
+            .build()
+            .unwrap();
+        PlatformGraph {
+            platform,
+            definition: state.marshal(),
+            config: Some(config),
+        }
+    };
+    let graphs = [
+        graph("linux/amd64", Arch::Amd64),
+        graph("linux/386", Arch::i386),
+    ];
+    let repo = format!("{}/strata/gateway-index", s.registry);
+    let opt = SolveOpt {
+        exports: vec![Output::Image {
+            name: format!("{repo}:latest").parse().unwrap(),
+            also: Vec::new(),
+            push: true,
+            insecure: true,
+            attrs: Default::default(),
+        }],
+        ..SolveOpt::default()
+    };
+    let solved = solve::solve(&client, Graph::Platforms(&graphs), &opt, &mut Quiet)
+        .await
+        .expect("a two-platform build");
+    let digest = solved.image_digest().expect("the index digest").to_owned();
+
+    let get = |what: &str| {
+        let accept =
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+                      application/vnd.docker.distribution.manifest.list.v2+json, \
+                      application/vnd.docker.distribution.manifest.v2+json";
+        let name = repo.split_once('/').unwrap().1;
+        let request = format!("GET /v2/{name}/{what} HTTP/1.0\r\nAccept: {accept}\r\n");
+        let (code, _, body) = registry_call(&repo, &request, "", b"");
+        assert_eq!(code, 200, "{what}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    let index = get(&format!("manifests/{digest}"));
+    // An index (Docker's media types unless the exporter is asked for OCI's).
+    let kind = index["mediaType"].as_str().unwrap_or_default();
+    assert!(
+        kind.ends_with("image.index.v1+json") || kind.ends_with("manifest.list.v2+json"),
+        "{index}"
+    );
+    let mut seen = Vec::new();
+    for entry in index["manifests"].as_array().unwrap() {
+        let arch = entry["platform"]["architecture"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let manifest = get(&format!("manifests/{}", entry["digest"].as_str().unwrap()));
+        let config = get(&format!(
+            "blobs/{}",
+            manifest["config"]["digest"].as_str().unwrap()
+        ));
+        assert_eq!(config["architecture"], arch.as_str(), "{config}");
+        seen.push(arch);
+    }
+    seen.sort();
+    assert_eq!(seen, ["386", "amd64"], "{index}");
+}
+
+/// One platform's failing step fails the whole build, named with its log,
+/// as a one-graph build's would (the gateway's solves are lazy: the step
+/// runs, and fails, when the result is built). The other platform's graph is
+/// empty, whose ref has no id: sent as a default message it would be left out
+/// of the refs map, and this daemon's Return panics on the missing ref.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_that_fails_fails_the_build() {
+    use strata::llb::{Platform, State};
+    use strata::solve::{self, progress::Quiet, Graph, PlatformGraph, SolveError, SolveOpt};
+
+    let s = stack();
+    let client = strata::Client::connect(s.buildkit_host.parse().unwrap(), &TlsOptions::default())
+        .await
+        .unwrap();
+    let base = llb::source::image(&s.base_image.parse().unwrap(), None);
+    let ok = State::scratch().platform(Platform::host());
+    let failing =
+        base.run(Run::shell("echo broken >&2; exit 4").named("the failing platform's step"));
+    let graphs = [
+        PlatformGraph {
+            platform: Platform::host(),
+            definition: ok.marshal(),
+            config: None,
+        },
+        PlatformGraph {
+            platform: "linux/386".parse().unwrap(),
+            definition: failing.marshal(),
+            config: None,
+        },
+    ];
+    let err = solve::solve(
+        &client,
+        Graph::Platforms(&graphs),
+        &SolveOpt::default(),
+        &mut Quiet,
+    )
+    .await
+    .expect_err("a step exits 4");
+    match err {
+        SolveError::StepFailed { name, .. } => assert_eq!(name, "the failing platform's step"),
+        other => panic!("expected the failing step, got {other}"),
+    }
+}

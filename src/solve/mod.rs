@@ -1,6 +1,7 @@
 //! Solving: one `Control.Solve` with its session, exporters and cache options,
 //! while `Control.Status` streams progress to a renderer.
 
+mod gateway;
 mod local_cache;
 pub mod progress;
 mod source;
@@ -25,6 +26,7 @@ use crate::session::{
 };
 use crate::wire::moby::buildkit::v1 as control;
 
+pub use gateway::PlatformGraph;
 use progress::{is_cancellation, Renderer, Step, Tracker};
 
 /// Everything one solve needs besides the graph, in the spirit of BuildKit's
@@ -63,6 +65,9 @@ pub struct SolveOpt {
 pub enum Graph<'a> {
     Llb(&'a Definition),
     Frontend(&'a Frontend),
+    /// One graph per platform, solved side by side through the gateway into
+    /// one result: the image exporters write an image index.
+    Platforms(&'a [PlatformGraph]),
 }
 
 impl<'a> From<&'a Definition> for Graph<'a> {
@@ -253,6 +258,8 @@ impl SolveOpt {
         match graph {
             Graph::Llb(definition) => request.definition = Some(definition.to_pb()),
             Graph::Frontend(frontend) => frontend_request(&mut request, frontend, imports),
+            // Neither definition nor frontend: the daemon waits for ours.
+            Graph::Platforms(_) => {}
         }
         // Daemons before v0.13 read only the single, deprecated exporter fields.
         if let [first] = exporters.as_slice() {
@@ -311,7 +318,14 @@ pub async fn solve<'a>(
     let build_ref = random_id();
     let request = opt.request(graph, running.id(), &build_ref, &imports)?;
     let mut tracker = Tracker::new();
-    let result = run_with_status(client, request, build_ref, &mut tracker, renderer).await;
+    let status = run_with_status(client, request, build_ref.clone(), &mut tracker, renderer);
+    let result = match graph {
+        Graph::Platforms(graphs) => {
+            let served = gateway::serve(client.channel(), &build_ref, graphs, &imports);
+            with_gateway(status, served).await
+        }
+        _ => status.await,
+    };
     running.close().await;
     match result {
         Ok(response) => {
@@ -346,6 +360,22 @@ enum Ended {
     Daemon(tonic::Status),
     /// Progress went silent and the daemon did not answer the probe.
     Silent(crate::client::ClientError),
+}
+
+/// The build's Solve call, while `served` answers its gateway; a gateway
+/// that never answered ends the build (dropping the Solve call cancels it).
+async fn with_gateway(
+    status: impl std::future::Future<Output = Result<control::SolveResponse, Ended>>,
+    served: impl std::future::Future<Output = Result<(), tonic::Status>>,
+) -> Result<control::SolveResponse, Ended> {
+    tokio::pin!(status);
+    tokio::select! {
+        r = &mut status => r,
+        s = served => match s {
+            Ok(()) => status.await,
+            Err(e) => Err(Ended::Daemon(e)),
+        },
+    }
 }
 
 /// Calls Solve while following `Control.Status` for the same build ref.
