@@ -52,6 +52,9 @@ struct BuildSection {
     target: Option<String>,
     #[serde(default)]
     labels: Pairs,
+    /// The platforms to build for (compose's `build.platforms`).
+    #[serde(default)]
+    platforms: Vec<String>,
     #[serde(flatten)]
     other: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -417,6 +420,16 @@ fn service_image(
     let dockerfile = policy
         .resolve(&dockerfile.to_string_lossy())
         .map_err(|e| fail(format!("dockerfile: {e}")))?;
+    let platform = match section.platforms.is_empty() {
+        true => None,
+        false => Some(
+            section
+                .platforms
+                .join(",")
+                .parse::<crate::llb::Platforms>()
+                .map_err(|e| fail(format!("build.platforms: {e}")))?,
+        ),
+    };
     let args = section.args.into_args(vars);
     let dockerfile = Dockerfile::new(dockerfile, context, section.target, args).map_err(fail)?;
     let push = service
@@ -436,7 +449,7 @@ fn service_image(
     Ok(Image {
         name: image_name,
         base: Base::Dockerfile(dockerfile),
-        platform: None,
+        platform,
         settings: ImageSettings {
             labels: section.labels.into_map(),
             ..ImageSettings::default()

@@ -121,10 +121,11 @@ fn a_dockerfiles_own_dockerignore_keeps_files_out_of_the_key() {
     );
 }
 
-/// A platform list given where one platform is built is refused in one line
-/// naming the flag (it was once read as os "linux", arch "amd64,linux",
-/// variant "arm64", and pushed so); a spec's unknown architecture names
-/// file, line and column. Nothing reaches a daemon.
+/// A platform list is read entry by entry (it was once read as os "linux",
+/// arch "amd64,linux", variant "arm64", and pushed so): a bad entry is one
+/// line naming the flag; the key of a list is not any one platform's; a
+/// spec's unknown architecture, or a list in a string, names file, line and
+/// column. Nothing reaches a daemon.
 #[test]
 fn platforms_are_parsed_strictly() {
     let p = Project::new(&small_spec("plat", ""));
@@ -134,13 +135,13 @@ fn platforms_are_parsed_strictly() {
         "-f",
         &spec,
         "--platform",
-        "linux/amd64,linux/arm64",
+        "linux/amd64,linux/amd65",
     ]));
     // A flag clap refuses: exit 2, its line first (then the usage hint).
     assert_eq!(out.code, Some(2), "{out:?}");
     let line = out.stderr.lines().next().unwrap_or_default();
     assert!(
-        line.contains("--platform") && line.contains("several platforms"),
+        line.contains("--platform") && line.contains("unknown architecture \"amd65\""),
         "{line}"
     );
     // Normalised as containerd does: the key of aarch64 is the key of arm64.
@@ -150,6 +151,10 @@ fn platforms_are_parsed_strictly() {
             .to_owned()
     };
     assert_eq!(key("linux/aarch64"), key("linux/arm64"));
+    let both = key("linux/amd64,linux/arm64");
+    assert_ne!(both, key("linux/amd64"));
+    assert_ne!(both, key("linux/arm64"));
+    assert_eq!(both, key("linux/amd64,aarch64"));
     let bad = small_spec("plat", "").replace(
         "workdir = \"/work\"\n",
         "workdir = \"/work\"\nplatform = \"linux/amd65\"\n",
@@ -163,6 +168,22 @@ fn platforms_are_parsed_strictly() {
     let line = out.clean_error();
     assert!(
         line.contains("strata.toml:") && line.contains("unknown architecture \"amd65\""),
+        "{line}"
+    );
+    let listed = bad.spec().display().to_string();
+    std::fs::write(
+        &listed,
+        std::fs::read_to_string(&listed)
+            .unwrap()
+            .replace("\"linux/amd65\"", "\"linux/amd64,linux/arm64\""),
+    )
+    .unwrap();
+    let out = run(strata_command(["key", "-f", &listed]));
+    let line = out.clean_error();
+    assert!(
+        line.contains("strata.toml:")
+            && line.contains("several platforms")
+            && line.contains("array"),
         "{line}"
     );
 }

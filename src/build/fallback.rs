@@ -52,10 +52,10 @@ impl Known<'_> {
     /// The fallback of image `name`, which failed.
     pub async fn fallback(&self, name: &str) -> Fallback {
         let image = self.spec.image(name).expect("a planned image");
-        let steps = &self.prepared.images[name].0.steps;
+        let steps = &self.prepared.images[name].lowered().steps;
         for ancestor in self.spec.from_chain(image).skip(1) {
             if let Some(reference) = self.built_ref(&ancestor.name).await {
-                let baked = &self.prepared.images[&ancestor.name].0.steps;
+                let baked = &self.prepared.images[&ancestor.name].lowered().steps;
                 return Fallback {
                     image: Some(ancestor.name.clone()),
                     reference: Some(reference),
@@ -99,8 +99,9 @@ impl Known<'_> {
             return None;
         }
         let push = self.spec.image(name)?.push.as_ref()?;
-        let (lowered, key) = &self.prepared.images[name];
-        let found = tags::find(self.registry, push, name, key, &lowered.platform).await;
+        let keyed = &self.prepared.images[name];
+        let (key, platform) = (&keyed.key, &keyed.lowered().platform);
+        let found = tags::find(self.registry, push, name, key, platform).await;
         match found {
             Ok(Some(digest)) => Some(tags::key_ref(push, name, key).with_digest(&digest)),
             _ => None,

@@ -174,7 +174,7 @@ async fn build_plan(
     for (image, error) in errors {
         failed.push(Failed {
             fallback: known.fallback(&image).await,
-            key: prepared.images[&image].1,
+            key: prepared.images[&image].key,
             image,
             error,
         });

@@ -55,7 +55,7 @@ fn wanted(
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for job in &plan.jobs {
-        let image = &prepared.images[&job.image].0;
+        let image = prepared.images[&job.image].lowered();
         for mount in &image.cache_mounts {
             for (location, options) in entries(job, mount) {
                 if !options.selects(mount) || !seen.insert((mount.id.clone(), location.to_string()))

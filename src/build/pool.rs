@@ -494,20 +494,21 @@ impl Places<'_> {
     }
 
     /// Job `job` as placement sees it: its stable key, its parent among
-    /// `images`, the nodes that build its platform.
+    /// `images`, the nodes that build all its platforms (one solve builds
+    /// them together).
     fn item(&self, spec_name: &str, images: &[String], job: &Job) -> Item {
-        let platform = self.plan.platform_of(job).to_string();
+        let wanted: Vec<String> = job.platforms.iter().map(ToString::to_string).collect();
         let parent = self
             .plan
             .parent_of(&job.image)
             .and_then(|p| images.iter().position(|i| i == p));
         Item {
-            key: format!("{spec_name}#{}@{platform}", job.image),
+            key: format!("{spec_name}#{}@{}", job.image, job.platforms),
             parent,
             fits: self
                 .platforms
                 .iter()
-                .map(|p| p.is_empty() || p.contains(&platform))
+                .map(|p| p.is_empty() || wanted.iter().all(|w| p.contains(w)))
                 .collect(),
         }
     }

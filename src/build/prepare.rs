@@ -4,21 +4,69 @@
 use std::collections::BTreeMap;
 
 use super::{BuildError, CA_SECRET_ID};
-use crate::keys::{content_key, tags, ContentKey};
+use crate::keys::{content_key, index_key, tags, ContentKey};
 use crate::llb::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryOptions};
 use crate::session::DockerAuth;
 use crate::spec::{Base, BaseImage, BuildPlan, ImageGraph, LowerOptions, LoweredImage};
 
-/// An image lowered, with its content key.
-pub(super) type KeyedImage = (LoweredImage, ContentKey);
+/// An image lowered for each platform it is built for, with its keys.
+#[derive(Debug, Clone)]
+pub(super) struct KeyedImage {
+    /// One lowering per platform, each with its own key, in the order the
+    /// job names the platforms (a frontend image: one, which builds them all).
+    pub variants: Vec<(LoweredImage, ContentKey)>,
+    /// The image's key: its one platform's, else [`index_key`] of them all.
+    pub key: ContentKey,
+}
+
+impl KeyedImage {
+    /// The first platform's lowering: what the steps, mounts and local dirs
+    /// of the image are read from (they are the same on every platform).
+    pub fn lowered(&self) -> &LoweredImage {
+        &self.variants[0].0
+    }
+
+    /// What is solved: the one lowering, or every platform's graph together.
+    pub fn solvable(&self) -> LoweredImage {
+        let mut first = self.lowered().clone();
+        if self.variants.len() > 1 {
+            let graphs = self
+                .variants
+                .iter()
+                .filter_map(|(image, _)| Some((image.platform.clone(), image.llb()?.clone())))
+                .collect();
+            first.graph = ImageGraph::Platforms(graphs);
+        }
+        first
+    }
+
+    /// The lowering a single-platform consumer (docker) gets: the host's
+    /// platform when the image is built for it, else the first.
+    pub fn for_docker(&self) -> &LoweredImage {
+        let host = Platform::host();
+        self.variants
+            .iter()
+            .map(|(image, _)| image)
+            .find(|image| image.platform == host)
+            .unwrap_or_else(|| self.lowered())
+    }
+
+    fn one(image: LoweredImage, key: ContentKey) -> Self {
+        KeyedImage {
+            variants: vec![(image, key)],
+            key,
+        }
+    }
+}
 
 /// What a build knows before it solves anything.
 pub(super) struct Prepared {
     /// The plan's images and every image they are built `from`, by name.
     pub images: BTreeMap<String, KeyedImage>,
-    /// The registry base images they stand on, pinned.
+    /// The registry base images they stand on, pinned (as read for the
+    /// first platform that uses them).
     pub bases: BTreeMap<ImageRef, BaseImage>,
 }
 
@@ -48,7 +96,7 @@ pub async fn lower(plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
         .images()
         .into_iter()
         .filter_map(|name| prepared.images.remove(&name))
-        .map(|(image, key)| recording_key(image, &key))
+        .map(|keyed| recording_key(keyed.solvable(), &keyed.key))
         .collect())
 }
 
@@ -62,15 +110,22 @@ pub(super) fn recording_key(mut image: LoweredImage, key: &ContentKey) -> Lowere
             let label = format!("label:{}", tags::KEY_LABEL);
             frontend.attrs.insert(label, key.to_string());
         }
-        ImageGraph::Llb(llb) => {
-            let mut config = llb.config.config().clone().unwrap_or_default();
-            let mut labels = config.labels().clone().unwrap_or_default();
-            labels.insert(tags::KEY_LABEL.to_owned(), key.to_string());
-            config.set_labels(Some(labels));
-            llb.config.set_config(Some(config));
+        ImageGraph::Llb(llb) => labelled(&mut llb.config, key),
+        ImageGraph::Platforms(graphs) => {
+            for (_, llb) in graphs {
+                labelled(&mut llb.config, key);
+            }
         }
     }
     image
+}
+
+fn labelled(image: &mut oci_spec::image::ImageConfiguration, key: &ContentKey) {
+    let mut config = image.config().clone().unwrap_or_default();
+    let mut labels = config.labels().clone().unwrap_or_default();
+    labels.insert(tags::KEY_LABEL.to_owned(), key.to_string());
+    config.set_labels(Some(labels));
+    image.set_config(Some(config));
 }
 
 /// `plan` with the images built `from` Dockerfile images starting from
@@ -83,12 +138,12 @@ async fn on_built_parents(plan: &BuildPlan, registry: &Registry) -> Result<Build
     let keyed = prepare(&plan.parents_first(), registry).await?;
     let mut pushed = BTreeMap::new();
     for parent in &plan.parents {
-        let (Some(push), Some((lowered, key))) = (&parent.name, keyed.images.get(&parent.image))
-        else {
+        let (Some(push), Some(keyed)) = (&parent.name, keyed.images.get(&parent.image)) else {
             continue;
         };
+        let (key, platform) = (&keyed.key, &keyed.lowered().platform);
         let tagged = tags::key_ref(push, &parent.image, key);
-        match tags::find(registry, push, &parent.image, key, &lowered.platform).await? {
+        match tags::find(registry, push, &parent.image, key, platform).await? {
             Some(digest) => pushed.insert(parent.image.clone(), tagged.with_digest(&digest)),
             None => {
                 return Err(BuildError::ParentNotBuilt {
@@ -101,18 +156,19 @@ async fn on_built_parents(plan: &BuildPlan, registry: &Registry) -> Result<Build
     Ok(plan.rebase_on(&pushed))
 }
 
-/// Lowers images `names` (in that order) with their bases pinned; returns
-/// the pinned bases too.
+/// Lowers images `names` (in that order) for `platform` with their bases
+/// pinned; returns the pinned bases too.
 async fn lower_with(
     plan: &BuildPlan,
     registry: &Registry,
     names: &[String],
+    platform: &Platform,
 ) -> Result<(Vec<LoweredImage>, BTreeMap<ImageRef, BaseImage>), BuildError> {
     let spec = &plan.spec;
-    let bases = base_configs(plan, names, registry).await?;
+    let bases = base_configs(plan, names, registry, platform).await?;
     let options = LowerOptions {
         ca_cert: plan.ca_cert.as_ref().map(|_| CA_SECRET_ID.to_owned()),
-        platform: plan.platform.clone(),
+        platform: Some(platform.clone()),
         git_commits: super::git::commits(spec, names).await?,
     };
     Ok((spec.lower_all(names, &bases, &options)?, bases))
@@ -136,22 +192,83 @@ pub async fn keys(plan: &BuildPlan) -> Result<Vec<ImageKey>, BuildError> {
         .images()
         .into_iter()
         .filter_map(|image| {
-            let (lowered, key) = prepared.images.remove(&image)?;
+            let keyed = prepared.images.remove(&image)?;
             Some(ImageKey {
                 image,
-                key,
-                unkeyable: lowered.unkeyable,
+                unkeyable: keyed.lowered().unkeyable.clone(),
+                key: keyed.key,
             })
         })
         .collect())
 }
 
 /// The plan's images and every image they are built `from` (a child's key
-/// holds its parent's), lowered and keyed.
+/// holds its parent's), lowered and keyed for each platform a job builds.
 pub(super) async fn prepare(plan: &BuildPlan, registry: &Registry) -> Result<Prepared, BuildError> {
-    let closure = plan.spec.closure(&plan.images())?;
-    let (lowered, bases) = lower_with(plan, registry, &closure).await?;
-    let mut keyed: BTreeMap<String, KeyedImage> = BTreeMap::new();
+    let mut passes = Vec::new();
+    let mut bases = BTreeMap::new();
+    for platform in platforms_of(plan) {
+        let names: Vec<String> = plan
+            .jobs
+            .iter()
+            .filter(|j| j.platforms.contains(&platform))
+            .map(|j| j.image.clone())
+            .collect();
+        let (pass, pass_bases) = keyed_for(plan, registry, &names, &platform).await?;
+        for (reference, base) in pass_bases {
+            bases.entry(reference).or_insert(base);
+        }
+        passes.push((platform, pass));
+    }
+    let mut images = BTreeMap::new();
+    for (platform, pass) in &passes {
+        for name in pass.keys() {
+            if images.contains_key(name) {
+                continue;
+            }
+            let wanted = plan.jobs.iter().find(|j| &j.image == name);
+            let order = wanted.map_or_else(
+                || vec![platform.clone()],
+                |j| j.platforms.iter().cloned().collect(),
+            );
+            let variants = order
+                .iter()
+                .filter_map(|p| passes.iter().find(|(q, _)| q == p)?.1.get(name).cloned())
+                .collect();
+            images.insert(name.clone(), merged(variants)?);
+        }
+    }
+    Ok(Prepared { images, bases })
+}
+
+/// Every platform the plan's jobs build, each once, in the order named.
+fn platforms_of(plan: &BuildPlan) -> Vec<Platform> {
+    let mut all: Vec<Platform> = Vec::new();
+    for platform in plan.jobs.iter().flat_map(|j| j.platforms.iter()) {
+        if !all.contains(platform) {
+            all.push(platform.clone());
+        }
+    }
+    all
+}
+
+/// Images `names` and what they are built `from`, lowered for `platform`
+/// and keyed.
+async fn keyed_for(
+    plan: &BuildPlan,
+    registry: &Registry,
+    names: &[String],
+    platform: &Platform,
+) -> Result<
+    (
+        BTreeMap<String, (LoweredImage, ContentKey)>,
+        BTreeMap<ImageRef, BaseImage>,
+    ),
+    BuildError,
+> {
+    let closure = plan.spec.closure(names)?;
+    let (lowered, bases) = lower_with(plan, registry, &closure, platform).await?;
+    let mut keyed: BTreeMap<String, (LoweredImage, ContentKey)> = BTreeMap::new();
     // The closure lists parents before their children.
     for image in lowered {
         let parent = plan
@@ -160,10 +277,38 @@ pub(super) async fn prepare(plan: &BuildPlan, registry: &Registry) -> Result<Pre
         let key = content_key(&image, parent)?;
         keyed.insert(image.name.clone(), (image, key));
     }
-    Ok(Prepared {
-        images: keyed,
-        bases,
-    })
+    Ok((keyed, bases))
+}
+
+/// An image's lowerings, one per platform, as one [`KeyedImage`]. A
+/// frontend builds every platform itself: its first lowering is kept,
+/// asked for all of them.
+fn merged(variants: Vec<(LoweredImage, ContentKey)>) -> Result<KeyedImage, BuildError> {
+    if variants.len() == 1 {
+        let (image, key) = variants.into_iter().next().expect("one");
+        return Ok(KeyedImage::one(image, key));
+    }
+    let key = index_key(variants.iter().map(|(image, key)| (&image.platform, key)));
+    let list = variants
+        .iter()
+        .map(|(image, _)| image.platform.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (mut first, _) = variants[0].clone();
+    if let ImageGraph::Frontend(frontend) = &mut first.graph {
+        if !frontend.inputs.is_empty() {
+            return Err(BuildError::PlatformsWithInputs {
+                image: first.name.clone(),
+                platforms: list,
+            });
+        }
+        frontend.attrs.insert("platform".to_owned(), list);
+        return Ok(KeyedImage {
+            variants: vec![(first, key)],
+            key,
+        });
+    }
+    Ok(KeyedImage { variants, key })
 }
 
 /// The configs of the bases `names` stand on, each for the platform it builds for.
@@ -171,6 +316,7 @@ async fn base_configs(
     plan: &BuildPlan,
     names: &[String],
     registry: &Registry,
+    platform: &Platform,
 ) -> Result<BTreeMap<ImageRef, BaseImage>, BuildError> {
     let mut bases = BTreeMap::new();
     for name in plan.spec.closure(names)? {
@@ -180,16 +326,11 @@ async fn base_configs(
             Base::Dockerfile(d) => d.froms.iter().map(|(_, r)| r.clone()).collect(),
             Base::From(_) | Base::Scratch => continue,
         };
-        let platform = plan
-            .platform
-            .clone()
-            .or_else(|| image.platform.clone())
-            .unwrap_or_else(Platform::host);
         for reference in references {
             if bases.contains_key(&reference) {
                 continue;
             }
-            let (resolved, config) = registry.config(&reference, &platform).await?;
+            let (resolved, config) = registry.config(&reference, platform).await?;
             let digest = resolved.index_digest.unwrap_or(resolved.digest);
             let pinned = reference.with_digest(&digest);
             bases.insert(reference, BaseImage { pinned, config });

@@ -14,11 +14,11 @@ use crate::options::{CacheExport, ExporterResponse, Output};
 use crate::registry::Registry;
 use crate::session::DockerAuth;
 use crate::solve::progress::{Deduped, Progress};
-use crate::solve::{self, SolveError, SolveOpt, Solved};
+use crate::solve::{self, Graph, PlatformGraph, SolveError, SolveOpt, Solved};
 use crate::spec::{BuildPlan, ImageGraph, Job, LoweredImage};
 
 use super::load::Loaded;
-use super::prepare::Prepared;
+use super::prepare::{KeyedImage, Prepared};
 use super::{context, load, prepare, BuildError, Built, Run, ToLoad, CA_SECRET_ID};
 
 /// `job` with every `{key}` tag (push target, image outputs) filled in.
@@ -45,11 +45,16 @@ impl Run<'_> {
         progress: &dyn Progress,
     ) -> Result<Vec<Result<Built, BuildError>>, BuildError> {
         let several = self.plan.jobs.len() > 1;
-        let gates = context::gates(self.plan.jobs.iter().map(|j| &prepared.images[&j.image].0));
+        let gates = context::gates(
+            self.plan
+                .jobs
+                .iter()
+                .map(|j| prepared.images[&j.image].lowered()),
+        );
         let jobs = self.plan.jobs.iter().zip(gates).enumerate();
         let claims = progress.step_claims();
         let jobs = jobs.map(|(i, (job, mut gate))| {
-            let (image, key) = prepared.images[&job.image].clone();
+            let keyed = &prepared.images[&job.image];
             let label = several.then_some(job.image.as_str());
             let mut renderer = progress.renderer(label);
             if let Some(claims) = &claims {
@@ -62,7 +67,7 @@ impl Run<'_> {
                     Some(slots) => slots.acquire().await.ok(),
                     None => None,
                 };
-                let built = self.build_one(job, image, key, renderer).await;
+                let built = self.build_one(job, keyed, renderer).await;
                 drop((gate, slot));
                 (i, built)
             }
@@ -83,12 +88,18 @@ impl Run<'_> {
     async fn build_one(
         &self,
         job: &Job,
-        image: LoweredImage,
-        key: ContentKey,
+        keyed: &KeyedImage,
         mut renderer: Box<dyn crate::solve::progress::Renderer>,
     ) -> Result<Built, BuildError> {
+        let key = keyed.key;
         let job = &with_key(job, &key);
-        let image = prepare::recording_key(image, &key);
+        let several = keyed.variants.len() > 1;
+        if several {
+            one_platform_outputs(job)?;
+        }
+        let image = prepare::recording_key(keyed.solvable(), &key);
+        // What docker gets: its own platform's image (an index's first else).
+        let for_docker = prepare::recording_key(keyed.for_docker().clone(), &key);
         if let Some(why) = &image.unkeyable {
             tracing::warn!("{}: not keyed, solved every time: {why}", job.image);
         }
@@ -120,7 +131,7 @@ impl Run<'_> {
                     let to_load = ToLoad {
                         job,
                         digest: found.image_digest(),
-                        image: &image,
+                        image: &for_docker,
                         key: &key,
                         names: &names,
                     };
@@ -130,8 +141,9 @@ impl Run<'_> {
             };
             return Ok(built(found, true, loaded));
         }
+        // A multi-platform result goes to docker after the solve, one platform.
         let load = match (&docker, &present) {
-            (Some(d), None) => self.solve_load(d, job, &names),
+            (Some(d), None) if !several => self.solve_load(d, job, &names),
             _ => None,
         };
         let extra = load.as_ref().map(|l| l.output.clone());
@@ -145,7 +157,7 @@ impl Run<'_> {
                 let to_load = ToLoad {
                     job,
                     digest: solved.image_digest(),
-                    image: &image,
+                    image: &for_docker,
                     key: &key,
                     names: &names,
                 };
@@ -205,6 +217,17 @@ impl Run<'_> {
         let solved = match &image.graph {
             ImageGraph::Frontend(frontend) => solve::solve(client, frontend, &opt, renderer).await,
             ImageGraph::Llb(llb) => solve::solve(client, &llb.definition, &opt, renderer).await,
+            ImageGraph::Platforms(graphs) => {
+                let graphs: Vec<PlatformGraph> = graphs
+                    .iter()
+                    .map(|(platform, llb)| PlatformGraph {
+                        platform: platform.clone(),
+                        definition: llb.definition.clone(),
+                        config: Some(llb.config.clone()),
+                    })
+                    .collect();
+                solve::solve(client, Graph::Platforms(&graphs), &opt, renderer).await
+            }
         };
         // A tarball stream that was never sent ends with the options holding it.
         drop(opt);
@@ -293,6 +316,23 @@ impl Run<'_> {
             cache: Vec::new(),
         }))
     }
+}
+
+/// A multi-platform job's outputs: none that holds one platform only.
+fn one_platform_outputs(job: &Job) -> Result<(), BuildError> {
+    for output in &job.outputs {
+        let kind = match output {
+            Output::Docker { .. } | Output::DockerStream { .. } => "type=docker",
+            Output::Moby { .. } => "the docker daemon's image store",
+            _ => continue,
+        };
+        return Err(BuildError::OnePlatformOutput {
+            image: job.image.clone(),
+            output: kind.to_owned(),
+            platforms: job.platforms.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// A job that asks only for `--load`, found loaded: its `Solved`.

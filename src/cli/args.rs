@@ -160,9 +160,10 @@ pub struct SpecArgs {
     /// mounted as a secret, never stored in a layer. Overrides the spec's ca_cert.
     #[arg(long, value_name = "FILE", env = "STRATA_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
-    /// Target platform, e.g. linux/arm64 (default: the spec's, else this machine's).
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<strata::llb::Platform>,
+    /// Target platforms, e.g. linux/arm64 or linux/amd64,linux/arm64: several
+    /// make one image index, built in one solve (default: the spec's, else this machine's).
+    #[arg(long, value_name = "PLATFORMS")]
+    pub platform: Option<strata::llb::Platforms>,
     /// Let the spec read files in DIR (overlay copies, ca_cert) besides its own
     /// directory, which is all an untrusted spec may read by default (repeatable).
     #[arg(long, value_name = "DIR")]

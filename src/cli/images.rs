@@ -65,12 +65,13 @@ struct Keyed {
     push: Option<ImageRef>,
     loaded_as: ImageRef,
     key: ContentKey,
+    /// The platform whose config records the key (the first of an index's).
+    platform: Platform,
 }
 
 /// Where key tags are looked for.
 struct Stores {
     registry: Registry,
-    platform: Platform,
     docker: Option<Docker>,
 }
 
@@ -94,6 +95,7 @@ impl Target {
                 push: job.push.clone(),
                 loaded_as: strata::build::load_names(job, &k.key, true).remove(0),
                 key: k.key,
+                platform: job.platforms.first().clone(),
             })
             .collect();
         let docker = match &self.load {
@@ -102,7 +104,6 @@ impl Target {
         };
         let stores = Stores {
             registry: strata::build::registry_from_env(&plan),
-            platform: plan.platform.clone().unwrap_or_else(Platform::host),
             docker,
         };
         Ok((keyed, stores))
@@ -142,7 +143,7 @@ impl Stores {
     async fn list(&self, k: &Keyed) -> Result<(Vec<KeyTag>, Option<Vec<KeyTag>>)> {
         let registry = match &k.push {
             Some(push) => {
-                listing::list(&self.registry, push, &k.image, &k.key, &self.platform).await?
+                listing::list(&self.registry, push, &k.image, &k.key, &k.platform).await?
             }
             None => Vec::new(),
         };

@@ -29,6 +29,14 @@ pub async fn run(args: &LlbArgs) -> Result<()> {
     let Some(image) = strata::build::lower(&plan).await?.into_iter().next() else {
         bail!("no image {:?} in {}", args.image, args.spec.file.display());
     };
+    if let strata::spec::ImageGraph::Platforms(graphs) = &image.graph {
+        let platforms: Vec<String> = graphs.iter().map(|(p, _)| p.to_string()).collect();
+        bail!(
+            "image {:?} is built for {}: one definition holds one platform; name one with --platform",
+            args.image,
+            platforms.join(", ")
+        );
+    }
     let Some(llb) = image.llb() else {
         bail!(
             "image {:?} is a Dockerfile image: the dockerfile frontend makes its graph on the daemon, so there is no LLB to write (build it with strata build {0})",

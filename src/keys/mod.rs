@@ -63,6 +63,22 @@ pub enum KeyError {
     Config { image: String, reason: String },
 }
 
+/// The key of an image built for several platforms (one index): of each
+/// platform's key, in the order the platforms are named. A single-platform
+/// image's key is its platform's, as before lists existed.
+pub fn index_key<'a>(
+    platforms: impl IntoIterator<Item = (&'a crate::llb::Platform, &'a ContentKey)>,
+) -> ContentKey {
+    let mut key = Sha256::new();
+    key.update(b"strata index key v1\0");
+    for (platform, platform_key) in platforms {
+        key.update(platform.to_string().as_bytes());
+        key.update([0]);
+        key.update(platform_key.0);
+    }
+    ContentKey(key.finalize().into())
+}
+
 /// The key of `image`, lowered with its base pinned, built `from` `parent`.
 pub fn content_key(
     image: &LoweredImage,
@@ -76,6 +92,11 @@ pub fn content_key(
     let (definition, config) = match &image.graph {
         ImageGraph::Llb(llb) => (llb.definition.to_bytes(), llb.config.clone()),
         ImageGraph::Frontend(_) => (State::scratch().marshal().to_bytes(), Default::default()),
+        // Keyed per platform before they are put together ([`index_key`]).
+        ImageGraph::Platforms(graphs) => {
+            let all = graphs.iter().flat_map(|(_, llb)| llb.definition.to_bytes());
+            (all.collect(), Default::default())
+        }
     };
     key.update(definition);
     // Through `Value`, whose maps are sorted: labels are a HashMap.

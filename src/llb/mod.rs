@@ -17,6 +17,6 @@ mod state;
 pub use exec::{CacheSharing, Exec, Mount, Run};
 pub use file::{Copy, FileAction};
 pub use marshal::Definition;
-pub use platform::{normalize_arch, Platform};
+pub use platform::{normalize_arch, Platform, Platforms};
 pub(crate) use state::clean_path;
 pub use state::State;

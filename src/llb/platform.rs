@@ -137,7 +137,7 @@ impl FromStr for Platform {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.contains(',') {
             return Err(format!(
-                "{s:?} names several platforms; strata builds one platform per image for now: give one"
+                "{s:?} names several platforms where one is expected (a list is an array, or --platform a,b)"
             ));
         }
         let bad = |why: String| {
@@ -177,6 +177,95 @@ impl FromStr for Platform {
             architecture,
             variant,
         })
+    }
+}
+
+/// The platforms one image is built for: at least one, each once, in the
+/// order given (the first is the one a single-platform consumer, such as
+/// `--load`, falls back to when none matches).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Platforms(Vec<Platform>);
+
+impl Platforms {
+    /// `platforms`, unless empty or naming one twice (after normalising).
+    pub fn new(platforms: Vec<Platform>) -> Result<Self, String> {
+        if platforms.is_empty() {
+            return Err("no platform given".into());
+        }
+        for (i, p) in platforms.iter().enumerate() {
+            if platforms[..i].contains(p) {
+                return Err(format!("{p} is named twice"));
+            }
+        }
+        Ok(Platforms(platforms))
+    }
+
+    pub fn one(platform: Platform) -> Self {
+        Platforms(vec![platform])
+    }
+
+    pub fn first(&self) -> &Platform {
+        &self.0[0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true: kept for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Platform> {
+        self.0.iter()
+    }
+
+    pub fn contains(&self, platform: &Platform) -> bool {
+        self.0.contains(platform)
+    }
+
+    /// Whether every one of `self` is among `other`.
+    pub fn within(&self, other: &Platforms) -> bool {
+        self.0.iter().all(|p| other.contains(p))
+    }
+}
+
+impl<'a> IntoIterator for &'a Platforms {
+    type Item = &'a Platform;
+    type IntoIter = std::slice::Iter<'a, Platform>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl FromStr for Platforms {
+    type Err = String;
+
+    /// A comma-separated list (`linux/amd64,linux/arm64`), as buildx and
+    /// BuildKit's Dockerfile frontend take it: each entry a [`Platform`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut list = Vec::new();
+        for entry in s.split(',') {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                return Err(format!("{s:?} has an empty entry"));
+            }
+            list.push(entry.parse::<Platform>()?);
+        }
+        Platforms::new(list).map_err(|why| format!("{s:?}: {why}"))
+    }
+}
+
+impl fmt::Display for Platforms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
     }
 }
 
@@ -224,5 +313,17 @@ mod tests {
         assert!(err("linux/amd64/v3/x").contains("expected OS/ARCH[/VARIANT]"));
         assert!(err("linux/am d64").contains("letters, digits"));
         assert!(err("").contains("not a platform"));
+    }
+
+    #[test]
+    fn lists_are_parsed_entry_by_entry() {
+        let list: Platforms = "linux/amd64, aarch64".parse().unwrap();
+        assert_eq!(list.to_string(), "linux/amd64,linux/arm64");
+        assert_eq!(list.first().architecture, "amd64");
+        let err = |s: &str| s.parse::<Platforms>().unwrap_err();
+        assert!(err("linux/amd64,,linux/arm64").contains("empty entry"));
+        assert!(err("linux/arm64,aarch64").contains("linux/arm64 is named twice"));
+        assert!(err("linux/amd64,linux/amd65").contains("unknown architecture"));
+        assert!(Platforms::new(Vec::new()).is_err());
     }
 }

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::locate::{join, Source};
-use super::raw::{RawCopy, RawGit, RawImage, RawOverlay, RawStep, RawVars, SeqOrMap, STEP_KINDS};
+use super::raw::{
+    OneOrMany, RawCopy, RawGit, RawImage, RawOverlay, RawStep, RawVars, SeqOrMap, STEP_KINDS,
+};
 use super::{
     dockerfile, Base, Image, ImageSettings, OverlayItem, PathPolicy, Spec, SpecError, Step,
     StepKind,
 };
-use crate::llb::Platform;
+use crate::llb::{Platform, Platforms};
 use crate::reference::ImageRef;
 use crate::tools::{Tool, ToolStep};
 
@@ -76,7 +78,8 @@ impl Spec {
         Ok(())
     }
 
-    /// An image built `from` another runs on its platform: the two may not differ.
+    /// An image built `from` another runs on its platforms: it may name
+    /// some of them, no other.
     pub(super) fn check_platforms(
         &self,
         src: &Source,
@@ -87,13 +90,13 @@ impl Spec {
             let differing = self
                 .from_chain(image)
                 .skip(1)
-                .find(|parent| parent.platform.as_ref().is_some_and(|p| p != own));
+                .find(|parent| parent.platform.as_ref().is_some_and(|p| !own.within(p)));
             if let Some(parent) = differing {
                 return Err(src.error(
                     positions[i].platform,
                     format!("{}.platform", join("images", &image.name)),
                     format!(
-                        "{own} differs from {}, the platform of {} it is built from",
+                        "{own} is not among {}, the platforms of {} it is built from",
                         parent.platform.as_ref().expect("found by it"),
                         parent.name
                     ),
@@ -133,7 +136,7 @@ pub(super) fn check_image(
     };
     let platform = raw
         .platform
-        .map(|p| parse_at::<Platform>(src, p, &key("platform")))
+        .map(|p| check_platforms(src, p, &key("platform")))
         .transpose()?;
     let env = check_vars(src, raw.env, &key("env"), at)?;
     let push = raw
@@ -198,6 +201,25 @@ fn only_dockerfile(src: &Source, raw: &RawImage, at: usize, prefix: &str) -> Res
 }
 
 /// A value parsed where it stands; an error names its place and key.
+/// `platform`: one platform (a string) or a list (an array), each entry
+/// checked where it is written.
+fn check_platforms(
+    src: &Source,
+    value: Spanned<OneOrMany>,
+    key: &str,
+) -> Result<Platforms, SpecError> {
+    let at = value.span().start;
+    let list = match value.into_inner() {
+        OneOrMany::One(one) => vec![one.parse().map_err(|e: String| src.error(at, key, e))?],
+        OneOrMany::Many(many) => many
+            .iter()
+            .map(|p| p.parse::<Platform>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| src.error(at, key, e))?,
+    };
+    Platforms::new(list).map_err(|e| src.error(at, key, e))
+}
+
 fn parse_at<T>(src: &Source, value: Spanned<String>, key: &str) -> Result<T, SpecError>
 where
     T: std::str::FromStr,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::{Dockerfile, SpecError};
-use crate::llb::Platform;
+use crate::llb::Platforms;
 use crate::options::{CacheExport, CacheImport};
 use crate::reference::ImageRef;
 use crate::tools::ToolStep;
@@ -82,7 +82,7 @@ pub struct Image {
     pub name: String,
     pub base: Base,
     /// As written; `None` inherits the `from` image's, else the host's.
-    pub platform: Option<Platform>,
+    pub platform: Option<Platforms>,
     pub settings: ImageSettings,
     pub steps: Vec<Step>,
     /// Copies first, then git checkouts.

@@ -27,7 +27,7 @@ pub(super) struct RawSpec {
 pub(super) struct RawImage {
     pub base: Option<Spanned<String>>,
     pub from: Option<Spanned<String>>,
-    pub platform: Option<Spanned<String>>,
+    pub platform: Option<Spanned<OneOrMany>>,
     #[serde(default)]
     pub env: RawVars,
     pub workdir: Option<String>,
@@ -141,5 +141,37 @@ impl<'de, S: Deserialize<'de>, M: Deserialize<'de>> Deserialize<'de> for SeqOrMa
         }
 
         deserializer.deserialize_any(Either(PhantomData))
+    }
+}
+
+/// A string, or an array of strings (`platform = "linux/arm64"` or
+/// `platform = ["linux/amd64", "linux/arm64"]`).
+#[derive(Debug, Clone)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Strings;
+
+        impl<'de> Visitor<'de> for Strings {
+            type Value = OneOrMany;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OneOrMany::One(v.to_owned()))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(OneOrMany::Many)
+            }
+        }
+
+        deserializer.deserialize_any(Strings)
     }
 }

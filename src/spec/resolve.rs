@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Base, Image, Spec, SpecError};
-use crate::llb::Platform;
+use crate::llb::Platforms;
 use crate::options::{CacheExport, CacheImport, Output};
 use crate::reference::ImageRef;
 
@@ -29,8 +29,8 @@ pub struct Overrides {
     pub cache_from: Vec<CacheImport>,
     /// A CA bundle for networks that re-sign TLS, instead of the spec's.
     pub ca_cert: Option<PathBuf>,
-    /// Every image's platform.
-    pub platform: Option<Platform>,
+    /// Every image's platforms (`--platform a,b`).
+    pub platform: Option<Platforms>,
     /// Secret ids and the files holding them, for `run` steps.
     pub secrets: BTreeMap<String, PathBuf>,
     /// Registry hosts (`host[:port]`) reached over plain http, which may also
@@ -72,6 +72,9 @@ pub struct Job {
     pub name: Option<ImageRef>,
     pub cache_exports: Vec<CacheExport>,
     pub cache_imports: Vec<CacheImport>,
+    /// The platforms it is built for (`--platform`, else the spec's, else
+    /// the host's), resolved once here: more than one makes an image index.
+    pub platforms: Platforms,
 }
 
 impl Job {
@@ -94,7 +97,7 @@ pub struct BuildPlan {
     /// ([`BuildPlan::rebase_on`]). Not pushed by `--push`, no `--output`.
     pub parents: Vec<Job>,
     pub ca_cert: Option<PathBuf>,
-    pub platform: Option<Platform>,
+    pub platform: Option<Platforms>,
     pub secrets: BTreeMap<String, PathBuf>,
     pub insecure_registries: Vec<String>,
     /// How many jobs are solved at once on one daemon.
@@ -139,12 +142,6 @@ impl BuildPlan {
             Some(Base::From(parent)) => Some(parent),
             _ => None,
         }
-    }
-
-    /// The platform job `job` builds for.
-    pub fn platform_of(&self, job: &Job) -> Platform {
-        self.spec
-            .platform_for(self.image(job), self.platform.as_ref())
     }
 
     /// This plan with only the jobs of `images` (and the parents they need).
@@ -252,6 +249,7 @@ impl Spec {
             name: named,
             cache_exports: overrides.cache_to.clone(),
             cache_imports: overrides.cache_from.clone(),
+            platforms: self.platforms_for(image, overrides.platform.as_ref()),
         };
         job.outputs.extend(push.map(|name| Output::Image {
             also: Vec::new(),

@@ -337,9 +337,56 @@ fn platforms() {
         err(&image_a(
             "platform = \"linux/arm64\"\n[images.b]\nfrom = \"a\"\nplatform = \"linux/amd64\"\n"
         )),
-        "DIR/strata.toml:6:12: images.b.platform: linux/amd64 differs from linux/arm64, the \
-         platform of a it is built from"
+        "DIR/strata.toml:6:12: images.b.platform: linux/amd64 is not among linux/arm64, the \
+         platforms of a it is built from"
     );
+    // A list is an array, each entry checked; a child may take some of its parent's.
+    let listed = parse(&image_a(
+        "platform = [\"linux/amd64\", \"aarch64\"]\n[images.b]\nfrom = \"a\"\nplatform = \"arm64\"\n",
+    ))
+    .unwrap();
+    let a = listed.image("a").unwrap();
+    assert_eq!(
+        a.platform.as_ref().unwrap().to_string(),
+        "linux/amd64,linux/arm64"
+    );
+    assert_eq!(
+        err(&image_a("platform = [\"linux/amd64\", \"linux/amd65\"]\n")),
+        "DIR/strata.toml:3:12: images.a.platform: \"linux/amd65\" is not a platform (unknown \
+         architecture \"amd65\"; expected OS/ARCH[/VARIANT], e.g. linux/amd64)"
+    );
+    assert_eq!(
+        err(&image_a("platform = [\"arm64\", \"linux/aarch64\"]\n")),
+        "DIR/strata.toml:3:12: images.a.platform: linux/arm64 is named twice"
+    );
+    assert_eq!(
+        err(&image_a("platform = []\n")),
+        "DIR/strata.toml:3:12: images.a.platform: no platform given"
+    );
+    assert!(err(&image_a("platform = 3\n")).contains("a string or an array of strings"));
+}
+
+/// Run steps get the TARGET* variables of the platform they run for; the
+/// image config does not.
+#[test]
+fn run_steps_get_the_target_platform_and_the_config_does_not() {
+    let spec = parse(&image_a("[[images.a.toolchain]]\nrun = \"true\"\n")).unwrap();
+    let options = LowerOptions {
+        platform: Some("linux/arm/v7".parse().unwrap()),
+        ..LowerOptions::default()
+    };
+    let image = spec.lower("a", &BTreeMap::new(), &options).unwrap();
+    let env = execs(&image)[0].meta.as_ref().unwrap().env.clone();
+    for want in [
+        "TARGETPLATFORM=linux/arm/v7",
+        "TARGETOS=linux",
+        "TARGETARCH=arm",
+        "TARGETVARIANT=v7",
+    ] {
+        assert!(env.iter().any(|e| e == want), "{want} in {env:?}");
+    }
+    let config = json(&image.llb().unwrap().config);
+    assert!(!config.to_string().contains("TARGET"), "{config}");
 }
 
 #[test]

@@ -34,10 +34,13 @@ pub(super) fn step_history(name: &str) -> History {
 /// The finished image config of an image lowered to `at`, with `settings`.
 pub(super) fn finish(at: &Lowering, settings: &ImageSettings) -> ImageConfiguration {
     let mut config = at.config.clone();
+    // The steps' TARGET* variables, unless a setting changed one.
+    let target = super::settings::target_vars(at.state.get_platform());
     let env: Vec<String> = at
         .state
         .env_list()
         .iter()
+        .filter(|(k, v)| !target.iter().any(|(tk, tv)| tk == k && tv == v))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     if !env.is_empty() {

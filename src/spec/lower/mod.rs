@@ -24,7 +24,7 @@ use oci_spec::image::{Config, History, ImageConfiguration};
 use super::{Base, Image, OverlayItem, Spec, SpecError, StepKind};
 use crate::llb::exec::DEFAULT_PATH;
 use crate::llb::source;
-use crate::llb::{Definition, Mount, Platform, Run, State};
+use crate::llb::{Definition, Mount, Platform, Platforms, Run, State};
 use crate::options::CacheMountUse;
 use crate::options::LocalDir;
 use crate::reference::ImageRef;
@@ -48,7 +48,7 @@ impl LoweredImage {
     pub fn llb(&self) -> Option<&LlbImage> {
         match &self.graph {
             ImageGraph::Llb(llb) => Some(llb),
-            ImageGraph::Frontend(_) => None,
+            ImageGraph::Frontend(_) | ImageGraph::Platforms(_) => None,
         }
     }
 
@@ -56,7 +56,7 @@ impl LoweredImage {
     pub fn frontend(&self) -> Option<&crate::options::Frontend> {
         match &self.graph {
             ImageGraph::Frontend(frontend) => Some(frontend),
-            ImageGraph::Llb(_) => None,
+            ImageGraph::Llb(_) | ImageGraph::Platforms(_) => None,
         }
     }
 }
@@ -66,7 +66,8 @@ impl LoweredImage {
 pub struct LowerOptions {
     /// Secret id of a CA bundle to trust in every toolchain step.
     pub ca_cert: Option<String>,
-    /// Overrides every image's platform.
+    /// The one platform every image is lowered for (a build lowers a
+    /// multi-platform image once per platform); none: each image's first.
     pub platform: Option<Platform>,
     /// The commit each git overlay's ref names, resolved before lowering
     /// (`build::git`): the LLB then names the commit, and so does the key.
@@ -126,6 +127,9 @@ pub enum ImageGraph {
     /// A frontend makes the graph on the daemon (a Dockerfile image); the
     /// image config is the frontend's too.
     Frontend(crate::options::Frontend),
+    /// One LLB image per platform, solved together into one image index
+    /// (an image lowered once per platform it is built for).
+    Platforms(Vec<(Platform, LlbImage)>),
 }
 
 /// An image strata lowered to LLB itself.
@@ -297,15 +301,18 @@ impl Spec {
     /// The platform an image builds for: `--platform`, else its own, else the
     /// one of the nearest image of its `from` chain that names one, else the host's.
     fn platform_of(&self, image: &Image, options: &LowerOptions) -> Platform {
-        self.platform_for(image, options.platform.as_ref())
+        match &options.platform {
+            Some(forced) => forced.clone(),
+            None => self.platforms_for(image, None).first().clone(),
+        }
     }
 
     /// [`Spec::platform_of`] with the `--platform` override given alone.
-    pub fn platform_for(&self, image: &Image, forced: Option<&Platform>) -> Platform {
+    pub fn platforms_for(&self, image: &Image, forced: Option<&Platforms>) -> Platforms {
         forced
             .cloned()
             .or_else(|| self.from_chain(image).find_map(|i| i.platform.clone()))
-            .unwrap_or_else(Platform::host)
+            .unwrap_or_else(|| Platforms::one(Platform::host()))
     }
 
     /// Lowers image `name` (and what it is built `from`) to LLB. `bases` holds
@@ -397,7 +404,8 @@ impl Spec {
 
     /// `image`'s own settings, toolchain and overlay, on top of `at`.
     fn lower_image(&self, image: &Image, mut at: Lowering, options: &LowerOptions) -> Lowering {
-        at.state = at.state.platform(self.platform_of(image, options));
+        let platform = self.platform_of(image, options);
+        at.state = settings::target_platform(at.state.platform(platform.clone()), &platform);
         let s = &image.settings;
         at.state = settings::env(at.state, &s.env);
         if let Some(w) = &s.workdir {
