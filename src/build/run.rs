@@ -123,18 +123,20 @@ impl Run<'_> {
             mounts: Vec::new(),
             node: None,
         };
+        // What docker pulls (or is streamed): the image as pushed at `digest`.
+        let pushed = |digest| ToLoad {
+            job,
+            digest,
+            image: &for_docker,
+            key: &key,
+            names: &names,
+        };
         let present_ref = present.as_ref();
         if let Some(found) = self.up_to_date(job, &image, &key, present_ref).await? {
             let loaded = match (present, &docker) {
                 (Some(present), _) => Some(present),
                 (None, Some(d)) => {
-                    let to_load = ToLoad {
-                        job,
-                        digest: found.image_digest(),
-                        image: &for_docker,
-                        key: &key,
-                        names: &names,
-                    };
+                    let to_load = pushed(found.image_digest());
                     Some(self.pull_or_stream(d, to_load, &mut renderer).await?)
                 }
                 (None, None) => None,
@@ -154,13 +156,7 @@ impl Run<'_> {
             (Some(present), ..) => Some(present),
             (None, Some(d), Some(load)) => Some(load.finish(d, &names).await?),
             (None, Some(d), None) => {
-                let to_load = ToLoad {
-                    job,
-                    digest: solved.image_digest(),
-                    image: &for_docker,
-                    key: &key,
-                    names: &names,
-                };
+                let to_load = pushed(solved.image_digest());
                 Some(self.pull_or_stream(d, to_load, &mut renderer).await?)
             }
             (None, None, _) => None,
