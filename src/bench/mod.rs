@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use crate::build::{self, BuildError, Built};
 use crate::client::{Client, ClientError, PruneOptions};
+use crate::llb::Platform;
 use crate::options::{CacheExport, CacheImport, CacheMode, LayerOptions};
 use crate::reference::ImageRef;
 use crate::solve::progress::Quiet;
@@ -308,7 +309,8 @@ fn edit_file(spec: &Spec, image: &str) -> Result<PathBuf, BenchError> {
         .image(image)
         .and_then(|i| {
             i.overlay.iter().find_map(|o| match o {
-                OverlayItem::Copy { from, .. } => Some(from.clone()),
+                // The host platform's directory, for a per-platform one.
+                OverlayItem::Copy { from, .. } => from.dir_for(&Platform::host()).ok(),
                 OverlayItem::Git { .. } => None,
             })
         })
@@ -317,8 +319,11 @@ fn edit_file(spec: &Spec, image: &str) -> Result<PathBuf, BenchError> {
                 "the edit mode needs an overlay copy in image {image}"
             ))
         })?;
-    first_file(&dir).ok_or_else(|| {
-        BenchError::Setup(format!("the edit mode needs a file in {}", dir.display()))
+    first_file(&dir.path).ok_or_else(|| {
+        BenchError::Setup(format!(
+            "the edit mode needs a file in {}",
+            dir.path.display()
+        ))
     })
 }
 

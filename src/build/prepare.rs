@@ -38,6 +38,10 @@ impl KeyedImage {
                 .filter_map(|(image, _)| Some((image.platform.clone(), image.llb()?.clone())))
                 .collect();
             first.graph = ImageGraph::Platforms(graphs);
+            // A per-platform overlay serves each platform its own directory.
+            for (image, _) in &self.variants[1..] {
+                first.local_dirs.extend(image.local_dirs.clone());
+            }
         }
         first
     }

@@ -11,8 +11,8 @@ use super::raw::{
     OneOrMany, RawCopy, RawGit, RawImage, RawOverlay, RawStep, RawVars, SeqOrMap, STEP_KINDS,
 };
 use super::{
-    dockerfile, Base, Image, ImageSettings, OverlayItem, PathPolicy, Spec, SpecError, Step,
-    StepKind,
+    dockerfile, Base, CopyFrom, Image, ImageSettings, LocalPath, OverlayItem, PathPolicy,
+    PlatformPath, Spec, SpecError, Step, StepKind,
 };
 use crate::llb::{Platform, Platforms};
 use crate::reference::ImageRef;
@@ -149,7 +149,19 @@ pub(super) fn check_image(
         .toolchain
         .into_iter()
         .enumerate()
-        .map(|(i, step)| check_step(src, &format!("{prefix}.toolchain[{}]", i + 1), step))
+        .map(|(i, step)| {
+            let key = format!("{prefix}.toolchain[{}]", i + 1);
+            let at = step.span().start;
+            let step = check_step(src, &key, step)?;
+            match (&step.platforms, &platform) {
+                (Some(only), Some(all)) if !only.within(all) => Err(src.error(
+                    at,
+                    format!("{key}.platforms"),
+                    format!("{only} is not among {all}, the platforms of {name}"),
+                )),
+                _ => Ok(step),
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let overlay = match raw.overlay {
@@ -485,6 +497,10 @@ fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, S
         ));
     }
     let name = raw.name.filter(|n| !n.trim().is_empty());
+    let platforms = raw
+        .platforms
+        .map(|p| check_platforms(src, p, &field("platforms")))
+        .transpose()?;
     let kind = if let Some(list) = raw.apt {
         StepKind::Tool(ToolStep::Apt(check_packages(
             src,
@@ -527,7 +543,11 @@ fn check_step(src: &Source, key: &str, step: Spanned<RawStep>) -> Result<Step, S
         // `present` held exactly one kind.
         return Err(src.error(step_at, key, "a step needs a kind"));
     };
-    Ok(Step { name, kind })
+    Ok(Step {
+        name,
+        kind,
+        platforms,
+    })
 }
 
 fn check_copy(
@@ -538,23 +558,22 @@ fn check_copy(
 ) -> Result<OverlayItem, SpecError> {
     let from = copy.from.get_ref();
     let at = copy.from.span().start;
+    let from_key = format!("{key}.from");
     if from.trim().is_empty() {
-        return Err(src.error(at, format!("{key}.from"), "must not be empty"));
+        return Err(src.error(at, from_key, "must not be empty"));
     }
-    let path = policy
-        .resolve(from)
-        .map_err(|e| src.error(at, format!("{key}.from"), e))?;
-    if !path.is_dir() {
-        return Err(src.error(
-            at,
-            format!("{key}.from"),
-            format!("{from:?} is not a directory ({})", path.display()),
-        ));
-    }
+    let from = match PlatformPath::new(from, policy).map_err(|e| src.error(at, &from_key, e))? {
+        Some(path) => CopyFrom::PerPlatform {
+            path,
+            at: src.place(at, from_key),
+        },
+        None => {
+            CopyFrom::Dir(LocalPath::dir(policy, from).map_err(|e| src.error(at, from_key, e))?)
+        }
+    };
     let to = non_empty(src, copy.to, &format!("{key}.to"))?;
     Ok(OverlayItem::Copy {
-        shown: policy.shown(&path),
-        from: path,
+        from,
         to,
         exclude: copy.exclude,
     })

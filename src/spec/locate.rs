@@ -8,7 +8,7 @@ use std::path::Path;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use super::SpecError;
+use super::{Place, SpecError};
 
 /// A key or a value of the document, with its span and dotted path.
 struct Entry {
@@ -111,13 +111,17 @@ impl<'a> Source<'a> {
         key: impl Into<String>,
         message: impl Into<String>,
     ) -> SpecError {
+        self.place(offset, key).error(message)
+    }
+
+    /// Where `offset` is, under `key`.
+    pub fn place(&self, offset: usize, key: impl Into<String>) -> Place {
         let (line, column) = self.line_col(offset);
-        SpecError {
+        Place {
             file: self.path.to_owned(),
             line,
             column,
             key: key.into(),
-            message: message.into(),
         }
     }
 

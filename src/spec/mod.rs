@@ -28,8 +28,10 @@ pub use lower::{
     BaseImage, GitRef, ImageGraph, LayerKind, LlbImage, LowerOptions, LoweredImage, StepInfo,
     CA_MOUNT, DOCKERFILE_FRONTEND,
 };
-pub use model::{valid_image_name, Base, Image, ImageSettings, OverlayItem, Spec, Step, StepKind};
-pub use paths::PathPolicy;
+pub use model::{
+    valid_image_name, Base, CopyFrom, Image, ImageSettings, OverlayItem, Spec, Step, StepKind,
+};
+pub use paths::{LocalPath, PathPolicy, PlatformPath};
 pub use resolve::{BuildPlan, Job, Overrides, DEFAULT_MAX_PARALLEL};
 
 /// A problem with the spec, located in the file. Displays as one line:
@@ -46,6 +48,28 @@ pub struct SpecError {
     /// empty for the whole file.
     pub key: String,
     pub message: String,
+}
+
+/// Where a value is written in a spec, for a problem found after the file
+/// was read (a platform's directory, looked up when lowering for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+}
+
+impl Place {
+    pub fn error(&self, message: impl Into<String>) -> SpecError {
+        SpecError {
+            file: self.file.clone(),
+            line: self.line,
+            column: self.column,
+            key: self.key.clone(),
+            message: message.into(),
+        }
+    }
 }
 
 fn render(e: &SpecError) -> String {

@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::{Dockerfile, SpecError};
-use crate::llb::Platforms;
+use super::paths::{LocalPath, PlatformPath};
+use super::{Dockerfile, Place, SpecError};
+use crate::llb::{Platform, Platforms};
 use crate::options::{CacheExport, CacheImport};
 use crate::reference::ImageRef;
 use crate::tools::ToolStep;
@@ -27,6 +28,16 @@ pub struct Step {
     /// The spec's `name`, if it gives one.
     pub name: Option<String>,
     pub kind: StepKind,
+    /// `platforms = [..]`: the step runs only when the image is built for
+    /// one of these; `None` runs it for every platform.
+    pub platforms: Option<Platforms>,
+}
+
+impl Step {
+    /// Whether an image built for `platform` runs this step.
+    pub fn runs_for(&self, platform: &Platform) -> bool {
+        self.platforms.as_ref().is_none_or(|p| p.contains(platform))
+    }
 }
 
 /// Where an image starts.
@@ -47,10 +58,7 @@ pub enum Base {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OverlayItem {
     Copy {
-        /// Absolute directory on this machine, inside the spec's [`PathPolicy`].
-        from: PathBuf,
-        /// `from` relative to the spec, as step names and history show it.
-        shown: String,
+        from: CopyFrom,
         /// In the image; relative to the working directory if not absolute.
         to: String,
         /// `.dockerignore` patterns.
@@ -62,6 +70,29 @@ pub enum OverlayItem {
         reference: String,
         to: String,
     },
+}
+
+/// Where an overlay copy reads: one directory, or one per platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyFrom {
+    Dir(LocalPath),
+    /// `from` names the platform (`rootfs/{arch}`): each platform's
+    /// directory is checked when the image is lowered for it, and a missing
+    /// one is an error at `at`.
+    PerPlatform {
+        path: PlatformPath,
+        at: Place,
+    },
+}
+
+impl CopyFrom {
+    /// The directory an image built for `platform` copies.
+    pub fn dir_for(&self, platform: &Platform) -> Result<LocalPath, SpecError> {
+        match self {
+            CopyFrom::Dir(dir) => Ok(dir.clone()),
+            CopyFrom::PerPlatform { path, at } => path.dir_for(platform).map_err(|e| at.error(e)),
+        }
+    }
 }
 
 /// Image config settings of the spec (merged over the base image's).

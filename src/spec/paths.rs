@@ -6,8 +6,10 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::llb::Platform;
+
 /// Where a spec may read host files from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPolicy {
     /// The spec's directory, canonical when it exists.
     dir: PathBuf,
@@ -95,6 +97,79 @@ impl PathPolicy {
         } else {
             rel.display().to_string()
         }
+    }
+}
+
+/// A host directory the spec reads, with how step names show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPath {
+    /// Absolute, inside the spec's [`PathPolicy`].
+    pub path: PathBuf,
+    /// Relative to the spec, as step names and history show it.
+    pub shown: String,
+}
+
+impl LocalPath {
+    /// `value` resolved through `policy`; it must be a directory.
+    pub fn dir(policy: &PathPolicy, value: &str) -> Result<LocalPath, String> {
+        let path = policy.resolve(value)?;
+        if !path.is_dir() {
+            return Err(format!("{value:?} is not a directory ({})", path.display()));
+        }
+        Ok(LocalPath {
+            shown: policy.shown(&path),
+            path,
+        })
+    }
+}
+
+/// A path naming the platform: `{os}`, `{arch}` and `{variant}` are filled in
+/// for each platform an image is built for. It is resolved then, not when the
+/// spec is read: `--platform` may ask for one the file does not name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformPath {
+    written: String,
+    policy: PathPolicy,
+}
+
+/// The placeholders a [`PlatformPath`] may hold.
+const PLACEHOLDERS: [&str; 3] = ["{os}", "{arch}", "{variant}"];
+
+impl PlatformPath {
+    /// `written` as a platform path when it names the platform (`None` when
+    /// it holds no braces); an unknown placeholder is an error.
+    pub fn new(written: &str, policy: &PathPolicy) -> Result<Option<PlatformPath>, String> {
+        if !written.contains(['{', '}']) {
+            return Ok(None);
+        }
+        let rest = PLACEHOLDERS
+            .iter()
+            .fold(written.to_owned(), |s, p| s.replace(p, ""));
+        if rest.contains(['{', '}']) {
+            return Err(format!(
+                "{written:?}: a path may name the platform only with {}",
+                PLACEHOLDERS.join(", ")
+            ));
+        }
+        Ok(Some(PlatformPath {
+            written: written.to_owned(),
+            policy: policy.clone(),
+        }))
+    }
+
+    /// The path for `platform` (`{variant}` is empty when it has none).
+    pub fn fill(&self, platform: &Platform) -> String {
+        self.written
+            .replace("{os}", &platform.os)
+            .replace("{arch}", &platform.architecture)
+            .replace("{variant}", &platform.variant)
+    }
+
+    /// The directory for `platform`, checked as a fixed path is when the
+    /// spec is read.
+    pub fn dir_for(&self, platform: &Platform) -> Result<LocalPath, String> {
+        LocalPath::dir(&self.policy, &self.fill(platform))
+            .map_err(|e| format!("{:?} for {platform}: {e}", self.written))
     }
 }
 

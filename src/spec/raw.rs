@@ -73,6 +73,8 @@ pub(super) struct RawStep {
     pub env: Option<Spanned<RawVars>>,
     pub workdir: Option<Spanned<String>>,
     pub user: Option<Spanned<String>>,
+    /// The platforms the step runs for (all of the image's when absent).
+    pub platforms: Option<Spanned<OneOrMany>>,
 }
 
 /// The step kinds, as the keys are spelled (in the order errors list them).

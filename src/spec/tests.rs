@@ -136,8 +136,8 @@ fn parses_images_in_file_order_with_their_steps() {
         matches!(&app.steps[1].kind, StepKind::Tool(crate::tools::ToolStep::Run { cache, .. }) if cache == &["/root/.cargo/registry"])
     );
     assert!(
-        matches!(&app.overlay[0], OverlayItem::Copy { from, to, exclude, .. }
-        if from.is_absolute() && from.ends_with("overlay") && to == "/app" && exclude == &["*.pyc"])
+        matches!(&app.overlay[0], OverlayItem::Copy { from: CopyFrom::Dir(dir), to, exclude }
+        if dir.path.is_absolute() && dir.path.ends_with("overlay") && to == "/app" && exclude == &["*.pyc"])
     );
 }
 
@@ -209,7 +209,7 @@ fn unknown_keys() {
     assert_eq!(
         err(&text),
         "DIR/strata.toml:8:1: images.codex.toolchain[2]: unknown key \"aptt\" \
-         (expected one of apt, pip, npm, run, cache, name, env, workdir, user)"
+         (expected one of apt, pip, npm, run, cache, name, env, workdir, user, platforms)"
     );
     assert_eq!(
         err("[images.a]\nbse = \"x\"\n"),
@@ -387,6 +387,69 @@ fn run_steps_get_the_target_platform_and_the_config_does_not() {
     }
     let config = json(&image.llb().unwrap().config);
     assert!(!config.to_string().contains("TARGET"), "{config}");
+}
+
+/// `image` lowered for `platform`.
+fn lower_for(spec: &Spec, image: &str, platform: &str) -> Result<LoweredImage, SpecError> {
+    let options = LowerOptions {
+        platform: Some(platform.parse().unwrap()),
+        ..LowerOptions::default()
+    };
+    spec.lower(image, &BTreeMap::new(), &options)
+}
+
+#[test]
+fn a_step_limited_to_platforms_runs_only_for_them() {
+    let spec = parse(&image_a(
+        "platform = [\"linux/amd64\", \"linux/arm64\"]\n\
+         [[images.a.toolchain]]\nrun = \"echo all\"\n\
+         [[images.a.toolchain]]\nrun = \"echo amd\"\nplatforms = [\"amd64\"]\n",
+    ))
+    .unwrap();
+    let names = |p: &str| -> Vec<String> {
+        let image = lower_for(&spec, "a", p).unwrap();
+        image.steps.iter().map(|s| s.name.clone()).collect()
+    };
+    assert_eq!(
+        names("linux/amd64"),
+        ["[a 1/2] run: echo all", "[a 2/2] run: echo amd"]
+    );
+    assert_eq!(names("linux/arm64"), ["[a 1/1] run: echo all"]);
+    assert_eq!(
+        err(&image_a(
+            "platform = \"linux/amd64\"\n[[images.a.toolchain]]\nrun = \"x\"\n\
+             platforms = [\"linux/arm64\"]\n"
+        )),
+        "DIR/strata.toml:4:1: images.a.toolchain[1].platforms: linux/arm64 is not among \
+         linux/amd64, the platforms of a"
+    );
+}
+
+#[test]
+fn an_overlay_path_may_name_the_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["amd64", "arm64"] {
+        std::fs::create_dir_all(dir.path().join("rootfs").join(arch)).unwrap();
+    }
+    let text = image_a("[images.a.overlay]\ncopy = { from = \"rootfs/{arch}\", to = \"/\" }\n");
+    let spec = spec_in(dir.path(), &text).unwrap();
+    let arm = lower_for(&spec, "a", "linux/arm64").unwrap();
+    let local = &arm.local_dirs["a-overlay-0-linux-arm64"];
+    assert!(local.path.ends_with("rootfs/arm64"), "{local:?}");
+    assert_eq!(arm.steps[0].name, "[a 1/1] overlay rootfs/arm64 -> /");
+    let amd = lower_for(&spec, "a", "linux/amd64").unwrap();
+    assert!(amd.local_dirs.contains_key("a-overlay-0-linux-amd64"));
+    let missing = lower_for(&spec, "a", "linux/386").unwrap_err().to_string();
+    assert!(
+        missing.contains("strata.toml:4:17: images.a.overlay.copy.from: \"rootfs/{arch}\" for linux/386: \"rootfs/386\": No such file"),
+        "{missing}"
+    );
+    let unknown = image_a("[images.a.overlay]\ncopy = { from = \"rootfs/{cpu}\", to = \"/\" }\n");
+    assert_eq!(
+        err(&unknown),
+        "DIR/strata.toml:4:17: images.a.overlay.copy.from: \"rootfs/{cpu}\": a path may name \
+         the platform only with {os}, {arch}, {variant}"
+    );
 }
 
 #[test]
@@ -1276,8 +1339,12 @@ fn a_spec_reads_only_inside_its_directory_unless_allowed() {
         assert_eq!(e.key, key, "{e}");
         assert!(e.message.contains("--allow-path"), "{e}");
         let allowed = Spec::load_allowing(&path, std::slice::from_ref(&private)).unwrap();
-        if let Some(OverlayItem::Copy { shown, .. }) = allowed.image("a").unwrap().overlay.first() {
-            assert_eq!(shown, "../private");
+        if let Some(OverlayItem::Copy {
+            from: CopyFrom::Dir(dir),
+            ..
+        }) = allowed.image("a").unwrap().overlay.first()
+        {
+            assert_eq!(dir.shown, "../private");
         }
     }
     std::fs::write(

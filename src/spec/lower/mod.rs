@@ -285,13 +285,14 @@ impl Labels<'_> {
 }
 
 impl Image {
-    /// How many steps add a layer (the `N` of `[IMAGE n/N]`).
-    fn layer_count(&self) -> usize {
+    /// How many steps add a layer on `platform` (the `N` of `[IMAGE n/N]`).
+    fn layer_count(&self, platform: &Platform) -> usize {
         let adds_layer = |st: &&super::Step| {
-            !matches!(
-                st.kind,
-                StepKind::Env(_) | StepKind::Workdir(_) | StepKind::User(_)
-            )
+            st.runs_for(platform)
+                && !matches!(
+                    st.kind,
+                    StepKind::Env(_) | StepKind::Workdir(_) | StepKind::User(_)
+                )
         };
         self.steps.iter().filter(adds_layer).count() + self.overlay.len()
     }
@@ -355,7 +356,7 @@ impl Spec {
                     Lowering::starting_from(State::scratch(), None, options)
                 }
             };
-            let lowered = self.lower_image(image, start, options);
+            let lowered = self.lower_image(image, start, options)?;
             done.insert(name, lowered);
         }
         Ok(names
@@ -403,7 +404,12 @@ impl Spec {
     }
 
     /// `image`'s own settings, toolchain and overlay, on top of `at`.
-    fn lower_image(&self, image: &Image, mut at: Lowering, options: &LowerOptions) -> Lowering {
+    fn lower_image(
+        &self,
+        image: &Image,
+        mut at: Lowering,
+        options: &LowerOptions,
+    ) -> Result<Lowering, SpecError> {
         let platform = self.platform_of(image, options);
         at.state = settings::target_platform(at.state.platform(platform.clone()), &platform);
         let s = &image.settings;
@@ -417,9 +423,9 @@ impl Spec {
         let mut labels = Labels {
             image: &image.name,
             number: 0,
-            total: image.layer_count(),
+            total: image.layer_count(&platform),
         };
-        for step in &image.steps {
+        for step in image.steps.iter().filter(|step| step.runs_for(&platform)) {
             let (run, what, kind) = match &step.kind {
                 StepKind::Env(vars) => {
                     at.state = settings::env(at.state, vars);
@@ -447,13 +453,8 @@ impl Spec {
         }
         for (i, item) in image.overlay.iter().enumerate() {
             let ((action, what), kind) = match item {
-                OverlayItem::Copy {
-                    from,
-                    shown,
-                    to,
-                    exclude,
-                } => (
-                    overlay_copy::lower(&image.name, i, (from, shown), to, exclude, &mut at),
+                OverlayItem::Copy { from, to, exclude } => (
+                    overlay_copy::lower((&image.name, i), (from, &platform), to, exclude, &mut at)?,
                     LayerKind::Overlay,
                 ),
                 OverlayItem::Git { url, reference, to } => {
@@ -472,6 +473,6 @@ impl Spec {
             let state = at.state.file(vec![action], Some(&name));
             at.layer(state, name, kind, Vec::new());
         }
-        at
+        Ok(at)
     }
 }

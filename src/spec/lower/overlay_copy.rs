@@ -4,24 +4,34 @@
 //! toolchain op, only this copy's result. Names show the directory relative
 //! to the spec: an image does not record where a runner keeps its checkouts.
 
-use std::path::Path;
-
 use super::Lowering;
 use crate::llb::source::{self, LocalOptions};
-use crate::llb::{Copy, FileAction};
+use crate::llb::{Copy, FileAction, Platform};
 use crate::options::LocalDir;
+use crate::spec::{CopyFrom, SpecError};
 
-/// The copy of `from` (shown as `shown`) to `to`, and its default name;
-/// `from` is registered in `at` under the `local://` name the session serves it as.
+/// The copy of `from` (as built for `platform`) to `to`, and its default
+/// name; the directory is registered in `at` under the `local://` name the
+/// session serves it as. A per-platform `from` gets a name per platform, so
+/// one solve of several platforms serves each its own directory.
 pub(super) fn lower(
-    image: &str,
-    index: usize,
-    (from, shown): (&Path, &str),
+    (image, index): (&str, usize),
+    (from, platform): (&CopyFrom, &Platform),
     to: &str,
     exclude: &[String],
     at: &mut Lowering,
-) -> (FileAction, String) {
-    let local_name = format!("{image}-overlay-{index}");
+) -> Result<(FileAction, String), SpecError> {
+    let dir = from.dir_for(platform)?;
+    let shown = dir.shown.as_str();
+    let local_name = match from {
+        CopyFrom::Dir(_) => format!("{image}-overlay-{index}"),
+        CopyFrom::PerPlatform { .. } => {
+            format!(
+                "{image}-overlay-{index}-{}",
+                platform.to_string().replace('/', "-")
+            )
+        }
+    };
     let local = source::local(
         &local_name,
         &LocalOptions {
@@ -36,12 +46,12 @@ pub(super) fn lower(
     at.local_dirs.insert(
         local_name,
         LocalDir {
-            path: from.to_owned(),
+            path: dir.path.clone(),
             excludes: exclude.to_vec(),
         },
     );
-    (
+    Ok((
         FileAction::copy(Copy::new(&local, "/", to)),
         format!("overlay {shown} -> {to}"),
-    )
+    ))
 }
