@@ -161,3 +161,33 @@ run = "echo \"$TARGETPLATFORM $TARGETOS $TARGETARCH [$TARGETVARIANT]\" > /target
     let written = std::fs::read_to_string(dest.join("target.txt")).unwrap();
     assert_eq!(written.trim(), "linux/amd64 linux amd64 []");
 }
+
+/// An overlay path naming the platform copies each platform its own
+/// directory in one solve; a `type=local` output of an index is a directory
+/// per platform, as BuildKit writes it.
+#[test]
+fn each_platform_copies_its_own_overlay_directory() {
+    let s = stack();
+    let spec = r#"
+[images.perarch]
+base = "scratch"
+platform = ["linux/amd64", "linux/386"]
+
+[images.perarch.overlay]
+copy = { from = "files/{arch}/", to = "/" }
+"#;
+    let p = Project::new(spec);
+    for arch in ["amd64", "386"] {
+        let dir = p.path(&format!("files/{arch}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("arch.txt"), arch).unwrap();
+    }
+    let dest = p.path("out");
+    let output = format!("type=local,dest={}", dest.display());
+    p.build(&s.buildkit_host, &["perarch", "--output", &output])
+        .ok();
+    for (dir, arch) in [("linux_amd64", "amd64"), ("linux_386", "386")] {
+        let written = std::fs::read_to_string(dest.join(dir).join("arch.txt")).unwrap();
+        assert_eq!(written, arch, "{dir}");
+    }
+}
