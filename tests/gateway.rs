@@ -128,7 +128,7 @@ async fn a_client_side_frontend_solves_reads_and_returns() {
 /// stands beside linux/amd64 because file ops need no emulator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platforms_solved_in_one_build_push_one_index() {
-    use common::project::registry_call;
+    use common::project::registry_json;
     use oci_spec::image::{Arch, ConfigBuilder, ImageConfigurationBuilder, Os};
     use strata::llb::{FileAction, Platform, State};
     use strata::options::Output;
@@ -176,17 +176,7 @@ async fn platforms_solved_in_one_build_push_one_index() {
         .expect("a two-platform build");
     let digest = solved.image_digest().expect("the index digest").to_owned();
 
-    let get = |what: &str| {
-        let accept =
-            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
-                      application/vnd.docker.distribution.manifest.list.v2+json, \
-                      application/vnd.docker.distribution.manifest.v2+json";
-        let name = repo.split_once('/').unwrap().1;
-        let request = format!("GET /v2/{name}/{what} HTTP/1.0\r\nAccept: {accept}\r\n");
-        let (code, _, body) = registry_call(&repo, &request, "", b"");
-        assert_eq!(code, 200, "{what}: {}", String::from_utf8_lossy(&body));
-        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
-    };
+    let get = |what: &str| registry_json(&repo, what);
     let index = get(&format!("manifests/{digest}"));
     // An index (Docker's media types unless the exporter is asked for OCI's).
     let kind = index["mediaType"].as_str().unwrap_or_default();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::project::{rand_suffix, registry, registry_call, Project};
+use common::project::{rand_suffix, registry, registry_json, Project};
 use common::stack;
 use strata::llb::Platform;
 use strata::registry::ImageRef;
@@ -25,19 +25,6 @@ copy = {{ from = "overlay/", to = "/work" }}
     )
 }
 
-/// The manifest (or index) `what` of `repo`, as JSON.
-fn manifest(repo: &str, what: &str) -> serde_json::Value {
-    let accept =
-        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
-                  application/vnd.docker.distribution.manifest.list.v2+json, \
-                  application/vnd.docker.distribution.manifest.v2+json";
-    let name = repo.split_once('/').unwrap().1;
-    let request = format!("GET /v2/{name}/manifests/{what} HTTP/1.0\r\nAccept: {accept}\r\n");
-    let (code, _, body) = registry_call(repo, &request, "", b"");
-    assert_eq!(code, 200, "{what}: {}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).unwrap()
-}
-
 /// A spec's `platform = [..]` builds one index in one solve: the tag lists
 /// both platforms, each manifest's config names its architecture and holds
 /// the overlay; unchanged, the key tag answers and nothing is solved; the
@@ -52,7 +39,7 @@ async fn two_platforms_are_one_index_and_a_hit_when_unchanged() {
     built.ok();
     let digest = built.meta("duo", "containerimage.digest");
 
-    let index = manifest(&repo, &digest);
+    let index = registry_json(&repo, &format!("manifests/{digest}"));
     let kind = index["mediaType"].as_str().unwrap_or_default();
     assert!(
         kind.ends_with("image.index.v1+json") || kind.ends_with("manifest.list.v2+json"),

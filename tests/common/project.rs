@@ -293,6 +293,20 @@ pub fn tag_names(list: &Value) -> Vec<String> {
     tags
 }
 
+/// A JSON document of `repo` at `what` (`manifests/REF` or `blobs/DIGEST`),
+/// manifests asked for in every kind, indexes too; anything but 200 fails.
+pub fn registry_json(repo: &str, what: &str) -> serde_json::Value {
+    let accept =
+        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+         application/vnd.docker.distribution.manifest.list.v2+json, \
+         application/vnd.docker.distribution.manifest.v2+json";
+    let name = repo.split_once('/').unwrap().1;
+    let request = format!("GET /v2/{name}/{what} HTTP/1.0\r\nAccept: {accept}\r\n");
+    let (code, _, body) = registry_call(repo, &request, "", b"");
+    assert_eq!(code, 200, "{what}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
 /// One HTTP/1.0 exchange with a loopback registry: the status code, the
 /// named response header's value and the body.
 pub fn registry_call(
