@@ -14,6 +14,9 @@
 #              on tcp://127.0.0.1:1234 with mutual TLS
 #   containerd + dockerd 26 (from trixie) with its embedded BuildKit and the
 #              containerd image store, on unix://$STATE/docker/docker.sock
+#   binfmt     qemu-user-static's arm64 emulator registered with binfmt_misc (flag
+#              F: opened once, so it runs inside buildkitd's containers too), so
+#              buildkitd lists and runs linux/arm64
 #   base image 127.0.0.1:5000/strata/debian:bookworm (debootstrap minbase, built
 #              and pushed by strata from scratch)
 #
@@ -69,7 +72,7 @@ DOCKER_SOCK=$DOCKER_DIR/docker.sock
 # Host packages. Everything comes from bookworm except docker.io and containerd,
 # which come from trixie through an apt pin (bookworm's docker.io is 20.10, whose
 # BuildKit is too old for what strata tests).
-HOST_PACKAGES=(ca-certificates curl git openssl debootstrap runc docker-registry)
+HOST_PACKAGES=(ca-certificates curl git openssl debootstrap runc docker-registry qemu-user-static)
 TRIXIE_PACKAGES=(docker.io containerd docker-buildx)
 # buildx, for `strata bench --compare buildx` (standalone: no docker CLI needed).
 BUILDX_EXE=/usr/libexec/docker/cli-plugins/docker-buildx
@@ -670,6 +673,28 @@ start_buildkitd() {
   wait_until buildkitd "$BUILDKITD" 60 buildkitd_ready || die "buildkitd did not start"
 }
 
+# qemu-user-static's arm64 emulator, registered with binfmt_misc as its
+# binfmt.d file says (Debian leaves that to systemd-binfmt, which does not run
+# here). buildkitd reads its platforms from what the kernel can run, so it then
+# lists linux/arm64 (a running one picks it up on its next workers call).
+BINFMT=/proc/sys/fs/binfmt_misc
+BINFMT_EMULATED=(aarch64)
+
+ensure_binfmt() {
+  if [[ ! -e $BINFMT/register ]]; then
+    mount -t binfmt_misc binfmt_misc "$BINFMT" 2>/dev/null ||
+      die "cannot mount binfmt_misc on $BINFMT (arm64 builds need it; is this a privileged machine?)"
+  fi
+  local name conf
+  for name in "${BINFMT_EMULATED[@]}"; do
+    [[ -e $BINFMT/qemu-$name ]] && continue
+    conf=/usr/lib/binfmt.d/qemu-$name.conf
+    [[ -r $conf ]] || die "$conf is missing (qemu-user-static not installed?)"
+    log "registering qemu-$name with binfmt_misc"
+    grep -v '^#' "$conf" >"$BINFMT/register" || die "cannot register $conf with binfmt_misc"
+  done
+}
+
 # Pool nodes: more instances of the same buildkitd, node 2 and up (node 1 is
 # the one above), each with its own root, socket and loopback TCP port
 # (mutual TLS with the same certificates): `up --nodes N`.
@@ -1128,6 +1153,7 @@ cmd_up() {
   mkdir -p "$STATE" "$RUN_DIR" "$LOG_DIR"
   ensure_certs
   start_registry
+  ensure_binfmt
   start_buildkitd
   for ((n = 2; n <= nodes; n++)); do
     start_node "$n"
