@@ -17,8 +17,9 @@
 #   binfmt     qemu-user-static's arm64 emulator registered with binfmt_misc (flag
 #              F: opened once, so it runs inside buildkitd's containers too), so
 #              buildkitd lists and runs linux/arm64
-#   base image 127.0.0.1:5000/strata/debian:bookworm (debootstrap minbase, built
-#              and pushed by strata from scratch)
+#   base image 127.0.0.1:5000/strata/debian:bookworm, an index of linux/amd64
+#              and linux/arm64 (debootstrap minbase per architecture, built and
+#              pushed by strata from scratch in one solve)
 #
 # Where things are:
 #   $STATE = ${STRATA_STATE_DIR:-/var/lib/strata-dev}
@@ -35,8 +36,9 @@
 #   $CACHE = ${STRATA_CACHE_DIR:-/var/cache/strata}
 #     chroot-trixie/           throwaway trixie chroot where buildkitd/buildctl are built
 #     bin/<debian version>/    buildkitd, buildctl, BUILD-INFO; bin/current -> the one in use
-#     base/rootfs/, base/strata.toml   the bookworm root filesystem, and the spec strata
-#                              builds the base image from (FROM scratch + that rootfs)
+#     base/rootfs/ARCH/, base/strata.toml   the bookworm root filesystem per architecture,
+#                              and the spec strata builds the base image from
+#                              (FROM scratch + rootfs/{arch}/, for each platform)
 #
 # BuildKit itself is not packaged by Debian. Trixie's golang-github-docker-docker-dev
 # ships its Go source; we build it in GOPATH mode inside the chroot (the host stays on
@@ -72,7 +74,7 @@ DOCKER_SOCK=$DOCKER_DIR/docker.sock
 # Host packages. Everything comes from bookworm except docker.io and containerd,
 # which come from trixie through an apt pin (bookworm's docker.io is 20.10, whose
 # BuildKit is too old for what strata tests).
-HOST_PACKAGES=(ca-certificates curl git openssl debootstrap runc docker-registry qemu-user-static)
+HOST_PACKAGES=(ca-certificates curl git openssl debootstrap runc docker-registry qemu-user-static binfmt-support)
 TRIXIE_PACKAGES=(docker.io containerd docker-buildx)
 # buildx, for `strata bench --compare buildx` (standalone: no docker CLI needed).
 BUILDX_EXE=/usr/libexec/docker/cli-plugins/docker-buildx
@@ -675,24 +677,49 @@ start_buildkitd() {
 
 # qemu-user-static's arm64 emulator, registered with binfmt_misc as its
 # binfmt.d file says (Debian leaves that to systemd-binfmt, which does not run
-# here). buildkitd reads its platforms from what the kernel can run, so it then
-# lists linux/arm64 (a running one picks it up on its next workers call).
+# here), with flag F: the kernel opens the emulator once, at registration, so
+# it runs inside buildkitd's containers, where /usr/bin/qemu-* is absent.
+# buildkitd reads its platforms from what the kernel can run, so it then lists
+# linux/arm64 (a running one picks it up on its next workers call). A kernel
+# that refuses leaves amd64 working: a warning says so, and the base image is
+# then amd64 alone.
 BINFMT=/proc/sys/fs/binfmt_misc
 BINFMT_EMULATED=(aarch64)
+# The platforms the base image is built for: amd64, plus arm64 once registered.
+BASE_ARCHES=(amd64)
+
+# Registers qemu-$1 with flag F (re-registering one without it) through
+# binfmt-support's update-binfmts (qemu-user-static's entry says fix_binary),
+# else from its binfmt.d file; on failure prints the reason on stdout.
+register_binfmt() {
+  local name=$1 entry=$BINFMT/qemu-$1 conf=/usr/lib/binfmt.d/qemu-$1.conf
+  if [[ -e $entry ]]; then
+    grep -q '^flags:.*F' "$entry" && return 0
+    log "qemu-$name is registered without flag F; registering it again"
+    echo -1 >"$entry" 2>/dev/null || { echo "cannot unregister $entry"; return 1; }
+  fi
+  log "registering qemu-$name with binfmt_misc"
+  update-binfmts --enable "qemu-$name" >/dev/null 2>&1 || true
+  if [[ ! -e $entry ]]; then
+    [[ -r $conf ]] || { echo "$conf is missing (qemu-user-static not installed?)"; return 1; }
+    grep -v '^#' "$conf" 2>/dev/null >"$BINFMT/register" || { echo "the kernel refused $conf"; return 1; }
+  fi
+  grep -q '^flags:.*F' "$entry" || { echo "$entry has no flag F"; return 1; }
+}
 
 ensure_binfmt() {
-  if [[ ! -e $BINFMT/register ]]; then
-    mount -t binfmt_misc binfmt_misc "$BINFMT" 2>/dev/null ||
-      die "cannot mount binfmt_misc on $BINFMT (arm64 builds need it; is this a privileged machine?)"
+  if [[ ! -e $BINFMT/register ]] && ! mount -t binfmt_misc binfmt_misc "$BINFMT" 2>/dev/null; then
+    warn "cannot mount binfmt_misc on $BINFMT (not a privileged machine?): linux/amd64 builds work; linux/arm64 ones do not, and the base image is amd64 alone"
+    return 0
   fi
-  local name conf
+  local name why
   for name in "${BINFMT_EMULATED[@]}"; do
-    [[ -e $BINFMT/qemu-$name ]] && continue
-    conf=/usr/lib/binfmt.d/qemu-$name.conf
-    [[ -r $conf ]] || die "$conf is missing (qemu-user-static not installed?)"
-    log "registering qemu-$name with binfmt_misc"
-    grep -v '^#' "$conf" >"$BINFMT/register" || die "cannot register $conf with binfmt_misc"
+    if ! why=$(register_binfmt "$name"); then
+      warn "qemu-$name could not be registered with binfmt_misc ($why): linux/amd64 builds work; linux/arm64 ones do not, and the base image is amd64 alone"
+      return 0
+    fi
   done
+  BASE_ARCHES=(amd64 arm64)
 }
 
 # Pool nodes: more instances of the same buildkitd, node 2 and up (node 1 is
@@ -839,38 +866,45 @@ start_docker_stack() {
 # ---------------------------------------------------------------------------
 MANIFEST_ACCEPT="application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.list.v2+json,application/vnd.docker.distribution.manifest.v2+json"
 
+# The base image is in the registry, holding every architecture it is built for.
 base_image_present() {
-  local repo=${BASE_IMAGE#*/} tag
+  local repo=${BASE_IMAGE#*/} tag manifest arch
   tag=${repo##*:}
   repo=${repo%:*}
-  curl -fs -o /dev/null -I -H "Accept: $MANIFEST_ACCEPT" "http://$REGISTRY_ADDR/v2/$repo/manifests/$tag"
+  manifest=$(curl -fs -H "Accept: $MANIFEST_ACCEPT" "http://$REGISTRY_ADDR/v2/$repo/manifests/$tag") || return 1
+  for arch in "${BASE_ARCHES[@]}"; do
+    grep -q "\"architecture\": *\"$arch\"" <<<"$manifest" || return 1
+  done
 }
 
-# The bookworm root filesystem as a directory (cached; debootstrap takes ~30 s).
+# Earlier versions of this script kept one amd64 rootfs in base/rootfs/.
+migrate_base_rootfs() {
+  [[ -f $BASE_CACHE/rootfs.done && -d $BASE_CACHE/rootfs/etc ]] || return 0
+  log "moving the cached amd64 base rootfs to $BASE_CACHE/rootfs/amd64"
+  mv "$BASE_CACHE/rootfs" "$BASE_CACHE/rootfs.amd64" &&
+    mkdir "$BASE_CACHE/rootfs" && mv "$BASE_CACHE/rootfs.amd64" "$BASE_CACHE/rootfs/amd64" &&
+    mv "$BASE_CACHE/rootfs.done" "$BASE_CACHE/rootfs-amd64.done" ||
+    die "could not move the cached base rootfs"
+}
+
+# The bookworm root filesystem of Debian architecture $1 as a directory
+# (cached; debootstrap takes ~30 s for amd64, ~2 min for arm64 under QEMU).
 ensure_base_rootfs() {
-  local rootfs=$BASE_CACHE/rootfs
-  [[ -f $BASE_CACHE/rootfs.done && -d $rootfs ]] && return 0
-  local tmp=$BASE_CACHE/rootfs.tmp old_tar=$BASE_CACHE/context/rootfs.tar t0=$SECONDS mirror
+  local arch=$1 rootfs=$BASE_CACHE/rootfs/$1 done=$BASE_CACHE/rootfs-$1.done
+  [[ -f $done && -d $rootfs ]] && return 0
+  local tmp=$BASE_CACHE/rootfs-$arch.tmp t0=$SECONDS mirror log=$BASE_CACHE/debootstrap-bookworm-$arch.log
   wipe_dir "$tmp"
-  mkdir -p "$BASE_CACHE"
-  if [[ -s $old_tar ]]; then
-    # Kept as a tarball by earlier versions of this script.
-    log "unpacking the cached base rootfs"
-    mkdir -p "$tmp"
-    tar --numeric-owner --xattrs -xpf "$old_tar" -C "$tmp" || die "could not unpack $old_tar"
-  else
-    mirror=$(debian_mirror)
-    log "debootstrap bookworm (minbase) for the base image"
-    debootstrap --variant=minbase bookworm "$tmp" "$mirror" >"$BASE_CACHE/debootstrap-bookworm.log" 2>&1 ||
-      die "debootstrap bookworm failed; see $BASE_CACHE/debootstrap-bookworm.log"
-    # An image carries no device nodes, package caches or apt lists.
-    rm -rf "${tmp:?}"/dev/* "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*
-  fi
+  mkdir -p "$BASE_CACHE/rootfs"
+  mirror=$(debian_mirror)
+  log "debootstrap bookworm (minbase, $arch) for the base image"
+  debootstrap --variant=minbase --arch="$arch" bookworm "$tmp" "$mirror" >"$log" 2>&1 ||
+    die "debootstrap bookworm ($arch) failed; see $log"
+  # An image carries no device nodes, package caches or apt lists.
+  rm -rf "${tmp:?}"/dev/* "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*
   wipe_dir "$rootfs"
   mv "$tmp" "$rootfs"
-  touch "$BASE_CACHE/rootfs.done"
-  wipe_dir "$BASE_CACHE/context"
-  log "base rootfs ready in $((SECONDS - t0)) s"
+  touch "$done"
+  log "base rootfs ($arch) ready in $((SECONDS - t0)) s"
 }
 
 # The strata binary that builds the base image: $STRATA_BIN, else this
@@ -893,25 +927,31 @@ strata_binary() {
 
 ensure_base_image() {
   base_image_present && return 0
-  ensure_base_rootfs
-  local spec=$BASE_CACHE/strata.toml strata t0=$SECONDS
+  migrate_base_rootfs
+  local arch platforms=() spec=$BASE_CACHE/strata.toml strata t0=$SECONDS
+  for arch in "${BASE_ARCHES[@]}"; do
+    ensure_base_rootfs "$arch"
+    platforms+=("\"linux/$arch\"")
+  done
   strata=$(strata_binary)
-  cat >"$spec" <<'EOT'
+  cat >"$spec" <<EOT
 # The base image of strata's tests and demo, written by scripts/daemon.sh:
-# a debootstrapped bookworm root filesystem, as FROM scratch + ADD would make it.
+# a debootstrapped bookworm root filesystem per platform, as FROM scratch + ADD
+# would make it, in one index.
 [images.debian]
 base = "scratch"
+platform = [$(IFS=,; echo "${platforms[*]}")]
 env = { PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG = "C.UTF-8" }
 cmd = ["bash"]
 
 [images.debian.overlay]
-copy = { from = "rootfs/", to = "/" }
+copy = { from = "rootfs/{arch}/", to = "/" }
 EOT
-  log "building and pushing $BASE_IMAGE with strata"
+  log "building and pushing $BASE_IMAGE (${BASE_ARCHES[*]}) with strata"
   "$strata" --addr "unix://$BUILDKIT_SOCK" build -f "$spec" debian \
     --push "$BASE_IMAGE" --progress plain >"$LOG_DIR/base-image.log" 2>&1 ||
     die "building/pushing $BASE_IMAGE failed; see $LOG_DIR/base-image.log"
-  base_image_present || die "$BASE_IMAGE was pushed but the registry does not list it"
+  base_image_present || die "$BASE_IMAGE was pushed but the registry does not list ${BASE_ARCHES[*]}"
   log "base image pushed in $((SECONDS - t0)) s"
 }
 
