@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::project::{rand_suffix, registry, registry_json, Project};
+use common::project::{layer_file, rand_suffix, registry, registry_call, registry_json, Project};
 use common::stack;
+use common::{docker_run, strata};
 use strata::llb::Platform;
 use strata::registry::ImageRef;
 
@@ -45,20 +46,10 @@ async fn two_platforms_are_one_index_and_a_hit_when_unchanged() {
         kind.ends_with("image.index.v1+json") || kind.ends_with("manifest.list.v2+json"),
         "{index}"
     );
-    let listed: Vec<String> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            let p = &m["platform"];
-            format!(
-                "{}/{}",
-                p["os"].as_str().unwrap(),
-                p["architecture"].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert_eq!(listed, ["linux/amd64", "linux/386"], "{index}");
+    assert_eq!(
+        listed_platforms(&repo, &digest),
+        ["linux/amd64", "linux/386"]
+    );
     let reference: ImageRef = target.parse().unwrap();
     for platform in ["linux/amd64", "linux/386"] {
         let platform: Platform = platform.parse().unwrap();
@@ -177,4 +168,179 @@ copy = { from = "files/{arch}/", to = "/" }
         let written = std::fs::read_to_string(dest.join(dir).join("arch.txt")).unwrap();
         assert_eq!(written, arch, "{dir}");
     }
+}
+
+/// The platforms an index lists, as `os/arch`.
+fn listed_platforms(repo: &str, digest: &str) -> Vec<String> {
+    let index = registry_json(repo, &format!("manifests/{digest}"));
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let p = &m["platform"];
+            format!(
+                "{}/{}",
+                p["os"].as_str().unwrap(),
+                p["architecture"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// When one platform's input changes, only that platform is solved: the
+/// other is found under its own key tag and the index is written from both
+/// manifests (the unchanged one as it was).
+#[test]
+fn a_change_to_one_platform_solves_only_it() {
+    let s = stack();
+    let repo = format!("{}/strata/split-{}", s.registry, rand_suffix());
+    let target = format!("{repo}:v1");
+    let spec = format!(
+        r#"
+[images.split]
+base = "scratch"
+platform = ["linux/amd64", "linux/386"]
+push = "{target}"
+
+[images.split.overlay]
+copy = {{ from = "files/{{arch}}/", to = "/" }}
+"#
+    );
+    let p = Project::new(&spec);
+    for arch in ["amd64", "386"] {
+        let dir = p.path(&format!("files/{arch}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("arch.txt"), arch).unwrap();
+    }
+    let first = p.build(&s.buildkit_host, &["split"]);
+    let first_digest = first.ok().meta("split", "containerimage.digest");
+    let amd64_before = platform_digest(&repo, &first_digest, "amd64");
+
+    std::fs::write(p.path("files/386/arch.txt"), "386, changed").unwrap();
+    let second = p.build(&s.buildkit_host, &["split"]);
+    let out = &second.ok().run.stdout;
+    assert!(
+        out.contains("linux/amd64 up to date under its key tag, not solved"),
+        "{out}"
+    );
+    let digest = second.meta("split", "containerimage.digest");
+    assert_ne!(digest, first_digest);
+    assert_eq!(
+        listed_platforms(&repo, &digest),
+        ["linux/amd64", "linux/386"]
+    );
+    assert_eq!(platform_digest(&repo, &digest, "amd64"), amd64_before);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let arch = rt.block_on(layer_file(&target, "linux/386", "arch.txt"));
+    assert_eq!(arch.as_deref(), Some("386, changed"));
+
+    // The written index is the image's: unchanged now, a hit.
+    let third = p.build(&s.buildkit_host, &["split"]);
+    assert!(third.ok().run.stdout.contains("split: up to date ("));
+    assert_eq!(third.meta("split", "containerimage.digest"), digest);
+
+    // Pruning the old index keeps every platform the current one lists
+    // (each has a key tag of its own, which prune must not delete).
+    let spec_path = p.spec().display().to_string();
+    let old_386 = platform_digest(&repo, &first_digest, "386");
+    strata(["images", "prune", "--keep", "1", "-f", &spec_path]).ok();
+    for arch in ["amd64", "386"] {
+        let child = platform_digest(&repo, &digest, arch);
+        registry_json(&repo, &format!("manifests/{child}"));
+    }
+    let name = repo.split_once('/').unwrap().1;
+    let get = format!("GET /v2/{name}/manifests/{old_386} HTTP/1.0\r\n");
+    assert_eq!(
+        registry_call(&repo, &get, "", b"").0,
+        404,
+        "the old 386 manifest is pruned"
+    );
+}
+
+/// The digest of the `arch` manifest in the index `repo@digest`.
+fn platform_digest(repo: &str, digest: &str, arch: &str) -> String {
+    let index = registry_json(repo, &format!("manifests/{digest}"));
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == arch)
+        .and_then(|m| m["digest"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+/// linux/arm64 runs through QEMU on this daemon: one step writes `uname -m`
+/// on each platform of the two-platform base, and each platform's layer
+/// holds its machine. A step limited to arm64, added later, solves arm64
+/// alone.
+#[test]
+fn arm64_steps_run_emulated_beside_amd64() {
+    let s = stack();
+    let spec = |extra: &str| {
+        format!(
+            r#"
+[images.machine]
+base = "{base}"
+platform = ["linux/amd64", "linux/arm64"]
+
+[[images.machine.toolchain]]
+run = "uname -m > /uname.txt"
+{extra}
+"#,
+            base = s.base_image
+        )
+    };
+    let p = Project::new(&spec(""));
+    let repo = format!("{}/strata/machine-{}", s.registry, rand_suffix());
+    let target = format!("{repo}:v1");
+    let built = p.build(&s.buildkit_host, &["machine", "--push", &target]);
+    let digest = built.ok().meta("machine", "containerimage.digest");
+    assert_eq!(
+        listed_platforms(&repo, &digest),
+        ["linux/amd64", "linux/arm64"]
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (platform, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
+        let written = rt.block_on(layer_file(&target, platform, "uname.txt"));
+        assert_eq!(
+            written.as_deref().map(str::trim),
+            Some(machine),
+            "{platform}"
+        );
+    }
+
+    let arm64_only = r#"
+[[images.machine.toolchain]]
+run = "echo arm64 only > /arm64.txt"
+platforms = ["linux/arm64"]
+"#;
+    std::fs::write(p.spec(), spec(arm64_only)).unwrap();
+    let again = p.build(&s.buildkit_host, &["machine", "--push", &target]);
+    let out = &again.ok().run.stdout;
+    assert!(
+        out.contains("linux/amd64 up to date under its key tag, not solved"),
+        "{out}"
+    );
+    assert_eq!(again.ran().len(), 1, "{:?}", again.ran());
+    let only = rt.block_on(layer_file(&target, "linux/arm64", "arm64.txt"));
+    assert_eq!(only.as_deref(), Some("arm64 only\n"));
+    assert_eq!(
+        rt.block_on(layer_file(&target, "linux/amd64", "arm64.txt")),
+        None
+    );
+
+    // Docker gets its own platform of the index, and runs it.
+    let load = p.build(
+        &s.buildkit_host,
+        &["machine", "--push", &target, "--load", &s.docker_host],
+    );
+    let out = &load.ok().run.stdout;
+    assert!(out.contains("machine: loaded into docker as"), "{out}");
+    let machine = docker_run(&target, &["sh", "-c", "cat /uname.txt; uname -m"]);
+    assert_eq!(
+        machine.split_whitespace().collect::<Vec<_>>(),
+        ["x86_64", "x86_64"]
+    );
 }

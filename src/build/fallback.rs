@@ -100,8 +100,8 @@ impl Known<'_> {
         }
         let push = self.spec.image(name)?.push.as_ref()?;
         let keyed = &self.prepared.images[name];
-        let (key, platform) = (&keyed.key, &keyed.lowered().platform);
-        let found = tags::find(self.registry, push, name, key, platform).await;
+        let key = &keyed.key;
+        let found = tags::find(self.registry, push, name, key, &keyed.recorded()).await;
         match found {
             Ok(Some(digest)) => Some(tags::key_ref(push, name, key).with_digest(&digest)),
             _ => None,

@@ -15,6 +15,7 @@ use crate::spec::{BuildPlan, Job, LoweredImage};
 mod context;
 mod fallback;
 pub mod git;
+mod index;
 mod load;
 mod mounts;
 mod pool;

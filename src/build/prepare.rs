@@ -28,33 +28,59 @@ impl KeyedImage {
         &self.variants[0].0
     }
 
+    /// Each platform with the key its config records (see [`recording_key`]).
+    pub fn recorded(&self) -> Vec<(Platform, ContentKey)> {
+        self.variants
+            .iter()
+            .map(|(image, key)| (image.platform.clone(), *key))
+            .collect()
+    }
+
     /// What is solved: the one lowering, or every platform's graph together.
     pub fn solvable(&self) -> LoweredImage {
-        let mut first = self.lowered().clone();
-        if self.variants.len() > 1 {
-            let graphs = self
-                .variants
-                .iter()
-                .filter_map(|(image, _)| Some((image.platform.clone(), image.llb()?.clone())))
-                .collect();
-            first.graph = ImageGraph::Platforms(graphs);
-            // A per-platform overlay serves each platform its own directory.
-            for (image, _) in &self.variants[1..] {
-                first.local_dirs.extend(image.local_dirs.clone());
-            }
+        let all: Vec<&Platform> = self.variants.iter().map(|(i, _)| &i.platform).collect();
+        self.solvable_for(&all)
+    }
+
+    /// The image on `platforms` alone (of those it is built for), each
+    /// platform's config recording its own key: one platform's lowering, or
+    /// their graphs together.
+    pub fn solvable_for(&self, platforms: &[&Platform]) -> LoweredImage {
+        let mut chosen = self
+            .variants
+            .iter()
+            .filter(|(image, _)| platforms.contains(&&image.platform))
+            .map(|(image, key)| recording_key(image.clone(), key));
+        let mut first = chosen.next().expect("a platform the image is built for");
+        let rest: Vec<LoweredImage> = chosen.collect();
+        if rest.is_empty() {
+            return first;
         }
+        let mut graphs: Vec<_> = first
+            .llb()
+            .map(|llb| (first.platform.clone(), llb.clone()))
+            .into_iter()
+            .collect();
+        for image in &rest {
+            graphs.extend(image.llb().map(|llb| (image.platform.clone(), llb.clone())));
+            // A per-platform overlay serves each platform its own directory.
+            first.local_dirs.extend(image.local_dirs.clone());
+        }
+        first.graph = ImageGraph::Platforms(graphs);
         first
     }
 
     /// The lowering a single-platform consumer (docker) gets: the host's
     /// platform when the image is built for it, else the first.
-    pub fn for_docker(&self) -> &LoweredImage {
+    pub fn for_docker(&self) -> LoweredImage {
         let host = Platform::host();
-        self.variants
+        let platform = self
+            .variants
             .iter()
-            .map(|(image, _)| image)
-            .find(|image| image.platform == host)
-            .unwrap_or_else(|| self.lowered())
+            .map(|(image, _)| &image.platform)
+            .find(|p| **p == host)
+            .unwrap_or(&self.lowered().platform);
+        self.solvable_for(&[platform])
     }
 
     fn one(image: LoweredImage, key: ContentKey) -> Self {
@@ -100,7 +126,7 @@ pub async fn lower(plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
         .images()
         .into_iter()
         .filter_map(|name| prepared.images.remove(&name))
-        .map(|keyed| recording_key(keyed.solvable(), &keyed.key))
+        .map(|keyed| keyed.solvable())
         .collect())
 }
 
@@ -108,18 +134,15 @@ pub async fn lower(plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
 /// frontend's labels) records its key ([`tags::KEY_LABEL`]), since a key
 /// tag is taken for a hit only when the image it names says it has that
 /// key. Added after the key is computed, so the key does not cover itself.
-pub(super) fn recording_key(mut image: LoweredImage, key: &ContentKey) -> LoweredImage {
+fn recording_key(mut image: LoweredImage, key: &ContentKey) -> LoweredImage {
     match &mut image.graph {
         ImageGraph::Frontend(frontend) => {
             let label = format!("label:{}", tags::KEY_LABEL);
             frontend.attrs.insert(label, key.to_string());
         }
         ImageGraph::Llb(llb) => labelled(&mut llb.config, key),
-        ImageGraph::Platforms(graphs) => {
-            for (_, llb) in graphs {
-                labelled(&mut llb.config, key);
-            }
-        }
+        // Lowered per platform and recorded before they are put together.
+        ImageGraph::Platforms(_) => {}
     }
     image
 }
@@ -145,9 +168,9 @@ async fn on_built_parents(plan: &BuildPlan, registry: &Registry) -> Result<Build
         let (Some(push), Some(keyed)) = (&parent.name, keyed.images.get(&parent.image)) else {
             continue;
         };
-        let (key, platform) = (&keyed.key, &keyed.lowered().platform);
+        let key = &keyed.key;
         let tagged = tags::key_ref(push, &parent.image, key);
-        match tags::find(registry, push, &parent.image, key, platform).await? {
+        match tags::find(registry, push, &parent.image, key, &keyed.recorded()).await? {
             Some(digest) => pushed.insert(parent.image.clone(), tagged.with_digest(&digest)),
             None => {
                 return Err(BuildError::ParentNotBuilt {

@@ -39,6 +39,9 @@ pub struct Built {
     pub mounts: Vec<crate::mounts::MountReport>,
     /// The pool node that built it, in a build over a pool.
     pub node: Option<String>,
+    /// A multi-platform image's platforms found built under their key tags
+    /// (the others were solved, and the index written from them all).
+    pub platforms_found: Vec<crate::llb::Platform>,
 }
 
 impl Built {

@@ -17,9 +17,10 @@ use crate::solve::progress::{Deduped, Progress};
 use crate::solve::{self, Graph, PlatformGraph, SolveError, SolveOpt, Solved};
 use crate::spec::{BuildPlan, ImageGraph, Job, LoweredImage};
 
+use super::index::{self, Assembled};
 use super::load::Loaded;
 use super::prepare::{KeyedImage, Prepared};
-use super::{context, load, prepare, BuildError, Built, Run, ToLoad, CA_SECRET_ID};
+use super::{context, load, BuildError, Built, Run, ToLoad, CA_SECRET_ID};
 
 /// `job` with every `{key}` tag (push target, image outputs) filled in.
 fn with_key(job: &Job, key: &ContentKey) -> Job {
@@ -97,31 +98,32 @@ impl Run<'_> {
         if several {
             one_platform_outputs(job)?;
         }
-        let image = prepare::recording_key(keyed.solvable(), &key);
+        let image = keyed.solvable();
         // What docker gets: its own platform's image (an index's first else).
-        let for_docker = prepare::recording_key(keyed.for_docker().clone(), &key);
+        let for_docker = keyed.for_docker();
         if let Some(why) = &image.unkeyable {
             tracing::warn!("{}: not keyed, solved every time: {why}", job.image);
         }
         let docker = self.docker();
-        let keyed = self.plan.key_tags && image.unkeyable.is_none();
-        let names = load::names(job, &key, keyed);
-        let present = match (&docker, self.plan.no_skip || !keyed) {
+        let key_tags = self.key_tags(keyed);
+        let names = load::names(job, &key, key_tags);
+        let present = match (&docker, self.plan.no_skip || !key_tags) {
             (Some(d), false) => self.present(d, &names).await?,
             _ => None,
         };
-        let built = |solved, up_to_date, loaded| Built {
+        let built = |solved, up_to_date, lowered, loaded| Built {
             image: job.image.clone(),
             pushed: job.push.clone(),
             key,
-            key_tagged: keyed && job.push.is_some(),
+            key_tagged: key_tags && job.push.is_some(),
             up_to_date,
             solved,
-            lowered: image.steps.clone(),
+            lowered,
             loaded,
             frontend: image.frontend().is_some(),
             mounts: Vec::new(),
             node: None,
+            platforms_found: Vec::new(),
         };
         // What docker pulls (or is streamed): the image as pushed at `digest`.
         let pushed = |digest| ToLoad {
@@ -132,7 +134,7 @@ impl Run<'_> {
             names: &names,
         };
         let present_ref = present.as_ref();
-        if let Some(found) = self.up_to_date(job, &image, &key, present_ref).await? {
+        if let Some(found) = self.up_to_date(job, keyed, present_ref).await? {
             let loaded = match (present, &docker) {
                 (Some(present), _) => Some(present),
                 (None, Some(d)) => {
@@ -141,7 +143,7 @@ impl Run<'_> {
                 }
                 (None, None) => None,
             };
-            return Ok(built(found, true, loaded));
+            return Ok(built(found, true, image.steps.clone(), loaded));
         }
         // A multi-platform result goes to docker after the solve, one platform.
         let load = match (&docker, &present) {
@@ -149,26 +151,54 @@ impl Run<'_> {
             _ => None,
         };
         let extra = load.as_ref().map(|l| l.output.clone());
-        let solved = self
-            .solve(job, &image, &key, extra, renderer.as_mut())
+        let assembled = self
+            .solve_job(job, keyed, &image, extra, renderer.as_mut())
             .await?;
         let loaded = match (present, &docker, load) {
             (Some(present), ..) => Some(present),
             (None, Some(d), Some(load)) => Some(load.finish(d, &names).await?),
             (None, Some(d), None) => {
-                let to_load = pushed(solved.image_digest());
+                let to_load = pushed(assembled.solved.image_digest());
                 Some(self.pull_or_stream(d, to_load, &mut renderer).await?)
             }
             (None, None, _) => None,
         };
-        Ok(built(solved, false, loaded))
+        Ok(Built {
+            platforms_found: assembled.found,
+            ..built(assembled.solved, false, assembled.lowered, loaded)
+        })
+    }
+
+    /// The job's image solved (with `extra` output): a multi-platform image
+    /// from those of its platforms found and the others solved, else in one
+    /// solve, after which each platform's manifest is key-tagged.
+    async fn solve_job(
+        &self,
+        job: &Job,
+        keyed: &KeyedImage,
+        image: &LoweredImage,
+        extra: Option<Output>,
+        renderer: &mut dyn crate::solve::progress::Renderer,
+    ) -> Result<Assembled, BuildError> {
+        if let Some(assembled) = self.assemble_from_platforms(job, keyed, renderer).await? {
+            return Ok(assembled);
+        }
+        let solved = self.solve(job, image, &keyed.key, extra, renderer).await?;
+        if let (true, Some(digest)) = (keyed.variants.len() > 1, solved.image_digest()) {
+            self.tag_platforms(job, keyed, digest).await;
+        }
+        Ok(Assembled {
+            solved,
+            lowered: image.steps.clone(),
+            found: Vec::new(),
+        })
     }
 
     /// Solves `job`'s image with `extra` output besides the job's own; once
     /// more if the registry refused a pushed manifest (see
     /// [`SolveError::is_manifest_refused`]; every step is cached by then,
     /// so the second solve only pushes).
-    async fn solve(
+    pub(super) async fn solve(
         &self,
         job: &Job,
         image: &LoweredImage,
@@ -280,27 +310,21 @@ impl Run<'_> {
     async fn up_to_date(
         &self,
         job: &Job,
-        image: &LoweredImage,
-        key: &ContentKey,
+        keyed: &KeyedImage,
         loaded: Option<&Loaded>,
     ) -> Result<Option<Solved>, BuildError> {
-        if self.plan.no_skip || !self.plan.key_tags || image.unkeyable.is_some() {
+        if self.plan.no_skip || !self.key_tags(keyed) {
             return Ok(None);
         }
-        let Some(push) = &job.push else {
+        if job.push.is_none() {
             return Ok(loaded.and_then(|loaded| only_loaded(job, loaded)));
-        };
-        let only_the_push = job.cache_exports.is_empty()
-            && job
-                .outputs
-                .iter()
-                .all(|o| matches!(o, Output::Image { name, .. } if name == push));
-        if !only_the_push {
-            return Ok(None);
         }
+        let Some(push) = index::only_the_push(job) else {
+            return Ok(None);
+        };
         let began = Instant::now();
-        let Some(digest) =
-            tags::reuse(self.registry, push, &job.image, key, &image.platform).await?
+        let (key, recorded) = (&keyed.key, &keyed.recorded());
+        let Some(digest) = tags::reuse(self.registry, push, &job.image, key, recorded).await?
         else {
             return Ok(None);
         };

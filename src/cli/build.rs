@@ -308,6 +308,14 @@ fn print_built(b: &Built) {
         line.push_str(&format!("  on {node}"));
     }
     println!("{line}");
+    if !b.platforms_found.is_empty() {
+        let found: Vec<String> = b.platforms_found.iter().map(|p| p.to_string()).collect();
+        println!(
+            "  {} up to date under {} key tag, not solved; the index written from its platforms",
+            found.join(", "),
+            if found.len() == 1 { "its" } else { "their" }
+        );
+    }
     print_loaded(b);
     for c in b.cache() {
         let size = match (c.bytes, c.blobs) {

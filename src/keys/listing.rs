@@ -179,7 +179,8 @@ pub struct Pruned {
     pub moved: Vec<KeyTag>,
 }
 
-/// A stale key tag that stays, and the tag it shares its manifest with.
+/// A stale key tag that stays, and the tag it shares its manifest with (or
+/// the tag of an index that lists it: a platform of a multi-platform image).
 #[derive(Debug, Serialize)]
 pub struct Shared {
     pub tag: KeyTag,
@@ -189,7 +190,9 @@ pub struct Shared {
 /// Deletes the key tags of `listed` (as [`list`] orders them) past the
 /// first `keep` — never the current one, nor a manifest any other tag of
 /// the repository names (kept key tags, other images' key tags, any other
-/// tag). Right before each delete the repository's tags are read again, so
+/// tag) or that an index such a tag names lists (each platform of a
+/// multi-platform image has its own key tag, and deleting it would break
+/// the index). Right before each delete the repository's tags are read again, so
 /// a tag a concurrent build moved or added is seen; `removed` hears each
 /// removal as it happens, so an error later loses no report of it.
 pub async fn prune(
@@ -205,6 +208,7 @@ pub async fn prune(
         kept,
         ..Pruned::default()
     };
+    let mut listed_by = BTreeMap::new();
     for stale in stale {
         if pruned.removed.iter().any(|r| r.digest == stale.digest) {
             removed(&stale); // went with the same manifest
@@ -216,14 +220,16 @@ pub async fn prune(
             pruned.moved.push(stale);
             continue;
         }
-        let also = now
+        let staying: BTreeMap<&String, &String> = now
             .iter()
-            .find(|(tag, digest)| **digest == stale.digest && !doomed.contains(*tag));
-        if let Some((also, _)) = also {
-            pruned.shared.push(Shared {
-                tag: stale,
-                also: also.clone(),
-            });
+            .filter(|(tag, _)| !doomed.contains(*tag))
+            .collect();
+        let also = match staying.iter().find(|(_, digest)| ***digest == stale.digest) {
+            Some((tag, _)) => Some((*tag).clone()),
+            None => listing_index(registry, push, &staying, &stale.digest, &mut listed_by).await?,
+        };
+        if let Some(also) = also {
+            pruned.shared.push(Shared { tag: stale, also });
             continue;
         }
         registry.delete_manifest(push, &stale.digest).await?;
@@ -231,6 +237,28 @@ pub async fn prune(
         pruned.removed.push(stale);
     }
     Ok(pruned)
+}
+
+/// The tag among `staying` naming an index that lists manifest `digest`;
+/// `listed_by` keeps each manifest's children, read once.
+async fn listing_index(
+    registry: &Registry,
+    push: &ImageRef,
+    staying: &BTreeMap<&String, &String>,
+    digest: &str,
+    listed_by: &mut BTreeMap<String, Vec<String>>,
+) -> Result<Option<String>, RegistryError> {
+    for (tag, index) in staying {
+        if !listed_by.contains_key(*index) {
+            let children = registry.index_manifests(&push.with_digest(index)).await?;
+            let children = children.into_iter().map(|(_, d)| d).collect();
+            listed_by.insert((*index).clone(), children);
+        }
+        if listed_by[*index].iter().any(|child| child == digest) {
+            return Ok(Some((*tag).clone()));
+        }
+    }
+    Ok(None)
 }
 
 fn tag_of(reference: &ImageRef) -> String {

@@ -52,36 +52,55 @@ pub fn key_ref(push: &ImageRef, image: &str, key: &ContentKey) -> ImageRef {
 }
 
 /// The image `image`'s `key` tag names in `push`'s repository, if there is
-/// one and its config (for `platform`) records that key: its digest.
+/// one and it records, for each platform of `recorded`, that platform's key
+/// in its config: its digest. A multi-platform image records each
+/// platform's own key (not the index key), so a platform's manifest is the
+/// same whether it was built alone or in an index, and can be found and
+/// reused by itself.
 pub async fn find(
     registry: &Registry,
     push: &ImageRef,
     image: &str,
     key: &ContentKey,
-    platform: &Platform,
+    recorded: &[(Platform, ContentKey)],
 ) -> Result<Option<String>, RegistryError> {
     let tagged = key_ref(push, image, key);
     let Some(found) = registry.raw_manifest(&tagged).await? else {
         return Ok(None);
     };
     let pinned = push.with_digest(&found.digest);
-    let recorded = match registry.config(&pinned, platform).await {
-        Ok((_, config)) => config
+    for (platform, expected) in recorded {
+        let recorded = recorded_key(registry, &pinned, platform).await?;
+        if recorded.as_deref() != Some(expected.to_string().as_str()) {
+            tracing::warn!(
+                "{tagged} does not record key {expected} for {platform} in its config (label \
+                 {KEY_LABEL}): not taken for a hit; building"
+            );
+            return Ok(None);
+        }
+    }
+    Ok(Some(found.digest))
+}
+
+/// The key the config of `pinned`'s `platform` manifest records, if any.
+async fn recorded_key(
+    registry: &Registry,
+    pinned: &ImageRef,
+    platform: &Platform,
+) -> Result<Option<String>, RegistryError> {
+    match registry.config(pinned, platform).await {
+        Ok((_, config)) => Ok(config
             .config()
             .as_ref()
             .and_then(|c| c.labels().as_ref())
-            .and_then(|labels| labels.get(KEY_LABEL).cloned()),
-        Err(RegistryError::Invalid { .. } | RegistryError::NotFound { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    if recorded.as_deref() != Some(key.to_string().as_str()) {
-        tracing::warn!(
-            "{tagged} does not record key {key} in its config (label {KEY_LABEL}): not taken for \
-             a hit; building"
-        );
-        return Ok(None);
+            .and_then(|labels| labels.get(KEY_LABEL).cloned())),
+        Err(
+            RegistryError::Invalid { .. }
+            | RegistryError::NotFound { .. }
+            | RegistryError::NoPlatform { .. },
+        ) => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(Some(found.digest))
 }
 
 /// If the image of `key` is in `push`'s repository (see [`find`]), makes
@@ -91,9 +110,9 @@ pub async fn reuse(
     push: &ImageRef,
     image: &str,
     key: &ContentKey,
-    platform: &Platform,
+    recorded: &[(Platform, ContentKey)],
 ) -> Result<Option<String>, RegistryError> {
-    let Some(digest) = find(registry, push, image, key, platform).await? else {
+    let Some(digest) = find(registry, push, image, key, recorded).await? else {
         return Ok(None);
     };
     let tagged = key_ref(push, image, key);

@@ -5,6 +5,7 @@
 
 mod artifact;
 mod catalog;
+mod index;
 pub(crate) mod token;
 mod transport;
 mod write;

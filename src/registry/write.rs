@@ -131,7 +131,7 @@ impl Registry {
         Ok(())
     }
 
-    async fn put_manifest(
+    pub(super) async fn put_manifest(
         &self,
         target: &ImageRef,
         reference: &str,

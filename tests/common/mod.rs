@@ -579,3 +579,60 @@ fn forward(upstream: &str, head: &[String], body: &[u8]) -> (String, Vec<String>
     let rest = answer.get(split + 4..).unwrap_or_default().to_vec();
     (status, lines.collect(), rest)
 }
+
+/// Runs `cmd` in a container of `image` on the stack's dockerd (no network,
+/// a TTY so the output is plain) and returns what it printed; the container
+/// is removed after.
+pub fn docker_run(image: &str, cmd: &[&str]) -> String {
+    let socket = stack()
+        .docker_host
+        .strip_prefix("docker://")
+        .expect("STRATA_DOCKER_HOST is docker://PATH")
+        .to_owned();
+    let call = |method: &str, path: &str, body: Option<String>| -> Vec<u8> {
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-sS",
+            "--fail-with-body",
+            "--unix-socket",
+            &socket,
+            "-X",
+            method,
+        ]);
+        if let Some(body) = body {
+            curl.args(["-H", "Content-Type: application/json", "-d", &body]);
+        }
+        let out = curl
+            .arg(format!("http://docker{path}"))
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "docker {method} {path}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        out.stdout
+    };
+    let create = serde_json::json!({
+        "Image": image,
+        "Cmd": cmd,
+        "Tty": true,
+        "HostConfig": { "NetworkMode": "none" },
+    });
+    let created: serde_json::Value = serde_json::from_slice(&call(
+        "POST",
+        "/containers/create",
+        Some(create.to_string()),
+    ))
+    .unwrap();
+    let id = created["Id"].as_str().expect("a container id").to_owned();
+    call("POST", &format!("/containers/{id}/start"), None);
+    call("POST", &format!("/containers/{id}/wait"), None);
+    let logs = call(
+        "GET",
+        &format!("/containers/{id}/logs?stdout=1&stderr=1"),
+        None,
+    );
+    call("DELETE", &format!("/containers/{id}?force=1"), None);
+    String::from_utf8_lossy(&logs).into_owned()
+}

@@ -366,3 +366,37 @@ pub fn registry_retag(repo: &str, from: &str, to: &str) {
         String::from_utf8_lossy(&body)
     );
 }
+
+/// The text of file `path` (as a tar entry path, e.g. `uname.txt`) in the
+/// topmost layer of `reference`'s `platform` image that holds it.
+pub async fn layer_file(reference: &str, platform: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Seek};
+    let image: strata::reference::ImageRef = reference.parse().expect("a reference");
+    let platform: strata::llb::Platform = platform.parse().expect("a platform");
+    let resolved = registry().manifest(&image, &platform).await.unwrap();
+    for layer in resolved.manifest.layers().iter().rev() {
+        let mut blob = tempfile::tempfile().unwrap();
+        let digest = layer.digest().to_string();
+        registry()
+            .blob_to(&image, &digest, &mut blob)
+            .await
+            .unwrap();
+        blob.rewind().unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                == path
+            {
+                let mut text = String::new();
+                entry.read_to_string(&mut text).unwrap();
+                return Some(text);
+            }
+        }
+    }
+    None
+}
