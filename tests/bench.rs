@@ -194,3 +194,53 @@ fn a_dockerfile_image_against_buildctl_and_buildx() {
     assert_eq!(digest("out-buildctl"), ours);
     assert_eq!(digest("out-buildx"), ours);
 }
+
+/// Two platforms of a Dockerfile image, benchmarked against buildx given
+/// the same `--platform`: both push the same image index.
+#[test]
+fn two_platforms_against_buildx_push_the_same_index() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stack();
+    let Some(buildx) = s.var("STRATA_BUILDX") else {
+        panic!("scripts/daemon.sh exports STRATA_BUILDX");
+    };
+    std::env::set_var("STRATA_BUILDX", buildx);
+    let p = Project::new("[images.dfduo]\ndockerfile = { file = \"Dockerfile\" }\n");
+    std::fs::write(
+        p.path("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY overlay/ /work/\n",
+    )
+    .unwrap();
+    let repo = format!("{}/strata/bench-duo-{}", s.registry, rand_suffix());
+    let run = strata([
+        "--addr",
+        &s.buildkit_host,
+        "bench",
+        "-f",
+        p.spec().to_str().unwrap(),
+        "dfduo",
+        "--platform",
+        "linux/amd64,linux/386",
+        "--modes",
+        "warm",
+        "--runs",
+        "1",
+        "--cache-repo",
+        &repo,
+        "--compare",
+        "buildx",
+    ]);
+    let table = run.ok().to_owned();
+    assert!(table.contains("BUILDX"), "{table}");
+    let digest = |tag: &str| common::project::manifest_digest(&format!("{repo}:{tag}"));
+    let ours = digest("out-strata").expect("strata pushed");
+    assert_eq!(digest("out-buildx").as_deref(), Some(ours.as_str()));
+    let index = common::project::registry_json(&repo, &format!("manifests/{ours}"));
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "386"], "{index}");
+}

@@ -3,7 +3,8 @@
 //! gets the codex example back from registry (min and max), local and inline
 //! cache with every step cached and the same image digest; what min and max
 //! export and restore; a failed export (a refused registry, a registry killed
-//! mid-upload, an unwritable directory) leaves the previous local cache intact.
+//! mid-upload, an unwritable directory) leaves the previous local cache intact;
+//! a registry cache of a two-platform image restores both platforms.
 //!
 //! The tests prune the shared daemon, so they run one at a time.
 
@@ -526,4 +527,78 @@ fn only_max_restores_a_stage_that_is_not_a_layer_of_the_image() {
         vec![("min", false), ("max", true)],
         "whether the stage came back from the cache"
     );
+}
+
+/// A registry cache exported from a two-platform build restores both
+/// platforms on a pruned builder: every step of each platform cached, the
+/// same index.
+#[test]
+fn a_two_platform_registry_cache_restores_both_platforms() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = stack();
+    let spec = format!(
+        r#"
+[images.both]
+base = "{base}"
+platform = ["linux/amd64", "linux/arm64"]
+
+[[images.both.toolchain]]
+run = "echo $TARGETARCH > /arch.txt"
+
+[images.both.overlay]
+copy = {{ from = "overlay/", to = "/work" }}
+"#,
+        base = s.base_image
+    );
+    let p = Project::new(&spec);
+    let repo = format!("{}/strata/both-{}", s.registry, rand_suffix());
+    let target = format!("{repo}:v1");
+    let cache = format!("type=registry,ref={repo}:cache,mode=max");
+    let first = p.build(
+        &s.buildkit_host,
+        &["both", "--push", &target, "--cache-to", &cache],
+    );
+    let digest = first.ok().meta("both", "containerimage.digest");
+
+    prune_all();
+    let from = format!("type=registry,ref={repo}:cache");
+    let restored = p.build(
+        &s.buildkit_host,
+        &[
+            "both",
+            "--push",
+            &target,
+            "--no-skip",
+            "--cache-from",
+            &from,
+        ],
+    );
+    assert_all_cached(&restored, "registry cache of two platforms");
+    // The same layers on each platform. (Not always the same index: BuildKit
+    // may date a layer both platforms reached from the other platform's
+    // record, a millisecond apart, in the config's history.)
+    let restored_digest = restored.meta("both", "containerimage.digest");
+    for platform in ["linux/amd64", "linux/arm64"] {
+        assert_eq!(
+            layer_digests(&target, &digest, platform),
+            layer_digests(&target, &restored_digest, platform),
+            "{platform}"
+        );
+    }
+}
+
+/// The layer digests of `platform`'s manifest in the index `reference@digest`.
+fn layer_digests(reference: &str, digest: &str, platform: &str) -> Vec<String> {
+    let image: strata::reference::ImageRef = reference.parse().unwrap();
+    let platform: strata::llb::Platform = platform.parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let resolved = rt
+        .block_on(common::project::registry().manifest(&image.with_digest(digest), &platform))
+        .unwrap();
+    resolved
+        .manifest
+        .layers()
+        .iter()
+        .map(|l| l.digest().to_string())
+        .collect()
 }
