@@ -731,7 +731,7 @@ node_tcp() { printf '127.0.0.1:%s\n' "$((1233 + $1))"; }
 node_ready() { "$BUILDCTL" --addr "unix://$(node_sock "$1")" debug workers; }
 
 start_node() {
-  local n=$1 name="buildkitd-node$1"
+  local n=$1 name="buildkitd-node$1" config=${2:-$BUILDKITD_CONFIG}
   local pid
   if pid=$(running_pid "$name" "$BUILDKITD") && ((!CERTS_CHANGED)); then
     # A node a test froze (SIGSTOP) and left so answers again; one that still
@@ -755,7 +755,7 @@ start_node() {
   rm -f "$(node_sock "$n")"
   log "starting pool node $n ($name)"
   start_daemon "$name" "$BUILDKITD" \
-    --config "$BUILDKITD_CONFIG" \
+    --config "$config" \
     --root "$(node_root "$n")" \
     --addr "unix://$(node_sock "$n")" \
     --addr "tcp://$(node_tcp "$n")" \
@@ -763,6 +763,33 @@ start_node() {
     --tlscert "$TLS_DIR/server/cert.pem" \
     --tlskey "$TLS_DIR/server/key.pem"
   wait_until "$name" "$BUILDKITD" 60 node_ready "$n" || die "pool node $n did not start"
+}
+
+# A pool node standing in for a native arm64 builder: its worker declares
+# linux/arm64 alone (buildkitd's worker.oci platforms), so it reports arm64
+# as its native platform; it runs arm64 steps through QEMU like the others.
+ARM64_NODE=9
+ARM64_CONFIG=$STATE/buildkitd-arm64.toml
+
+cmd_arm64_node() {
+  take_lock
+  find_binaries || die "buildkitd is not built yet: run scripts/daemon.sh up"
+  case ${1:-} in
+  up)
+    write_buildkitd_config
+    sed -e 's/^# Written by scripts\/daemon.sh.*/# Written by scripts\/daemon.sh (arm64-node)./' \
+      -e 's/^\[worker.oci\]$/[worker.oci]\n  platforms = ["linux\/arm64"]/' \
+      "$BUILDKITD_CONFIG" >"$ARM64_CONFIG"
+    grep -q 'platforms = \["linux/arm64"\]' "$ARM64_CONFIG" || die "could not write $ARM64_CONFIG"
+    start_node "$ARM64_NODE" "$ARM64_CONFIG"
+    emit STRATA_ARM64_NODE "unix://$(node_sock "$ARM64_NODE")"
+    ;;
+  down)
+    stop_daemon "buildkitd-node$ARM64_NODE" "$BUILDKITD"
+    log "arm64 node: stopped"
+    ;;
+  *) die "arm64-node: up or down" ;;
+  esac
 }
 
 # The pool nodes that run now (2 and up, consecutive).
@@ -1135,6 +1162,10 @@ Usage: scripts/daemon.sh COMMAND        (Debian 12, as root)
                      --near-registry leaves the registry's traffic unlimited (a cache
                      registry next to the runner). Prints STRATA_SHAPED_ADDR.
                      For 'strata bench --modes fresh-edit'.
+  arm64-node up | down
+                     Pool node $ARM64_NODE, whose worker declares linux/arm64 alone (its native
+                     platform, as a real arm64 builder's; it runs arm64 through QEMU).
+                     Prints STRATA_ARM64_NODE. For pool tests of native placement.
   down               Stop everything 'up' started and unmount what they left mounted.
                      Data (registry, caches, certificates) stays for the next 'up'.
   install            Only step 1 of 'up': packages and the buildkitd/buildctl build.
@@ -1264,6 +1295,7 @@ cmd_down() {
   for n in $(running_nodes); do
     stop_daemon "buildkitd-node$n" "$BUILDKITD"
   done
+  stop_daemon "buildkitd-node$ARM64_NODE" "${BUILDKITD:-/nonexistent}"
   stop_daemon buildkitd-shaped "${BUILDKITD:-/nonexistent}"
   shaped_link_down
   stop_daemon registry "$REGISTRY_EXE"
@@ -1282,6 +1314,7 @@ main() {
   down) require_root && cmd_down ;;
   restart-buildkitd) require_root && cmd_restart_buildkitd "$@" ;;
   shaped-node) require_root && cmd_shaped_node "$@" ;;
+  arm64-node) require_root && cmd_arm64_node "$@" ;;
   install) require_root && take_lock && install_all ;;
   -h | --help | help) usage ;;
   "") usage >&2 && exit 2 ;;

@@ -849,3 +849,192 @@ fn one_view_shows_a_shared_step_once_per_node() {
         "lines carry their node: {shown:?}"
     );
 }
+
+/// `daemon.sh arm64-node up`: the node whose worker declares linux/arm64
+/// alone (a stand-in for a native arm64 builder); its address.
+fn arm64_node() -> String {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/daemon.sh"))
+        .args(["arm64-node", "up"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "daemon.sh arm64-node up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("export STRATA_ARM64_NODE="))
+        .expect("STRATA_ARM64_NODE exported")
+        .trim_matches('\'')
+        .to_owned()
+}
+
+/// A two-platform spec image whose step writes `uname -m` (after `sleep`
+/// seconds), pushing to a new repository: the project and its push target.
+fn machine_project(sleep: u32) -> (common::project::Project, String) {
+    let s = common::stack();
+    let target = format!(
+        "{}/strata/pool-machine-{}:v1",
+        s.registry,
+        common::project::rand_suffix()
+    );
+    let spec = format!(
+        r#"
+[images.machine]
+base = "{base}"
+platform = ["linux/amd64", "linux/arm64"]
+push = "{target}"
+
+[[images.machine.toolchain]]
+run = "sleep {sleep}; uname -m > /uname.txt"
+"#,
+        base = s.base_image
+    );
+    (common::project::Project::new(&spec), target)
+}
+
+/// `strata --addr A --addr B … build` of `p` with a metadata file: the run
+/// and the metadata.
+fn pool_build(nodes: &[&str], p: &common::project::Project) -> (common::Run, Value) {
+    let meta = p.path(&format!("meta-{}.json", common::project::rand_suffix()));
+    let mut args: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| ["--addr".to_owned(), n.to_string()])
+        .collect();
+    args.extend(["build", "--progress", "plain", "-f"].map(String::from));
+    args.push(p.spec().display().to_string());
+    args.extend(["--metadata-file".to_owned(), meta.display().to_string()]);
+    let run = strata(&args);
+    let meta = std::fs::read_to_string(&meta)
+        .ok()
+        .and_then(|m| serde_json::from_str(&m).ok())
+        .unwrap_or(Value::Null);
+    (run, meta)
+}
+
+/// Each machine the index at `target` holds, per platform, from `uname.txt`.
+fn machines(target: &str) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    ["linux/amd64", "linux/arm64"]
+        .iter()
+        .map(|p| {
+            let text = rt.block_on(common::project::layer_file(target, p, "uname.txt"));
+            text.unwrap_or_default().trim().to_owned()
+        })
+        .collect()
+}
+
+/// Over a pool with a node whose worker declares linux/arm64, a
+/// two-platform image builds each platform where it runs natively (arm64
+/// there, amd64 on the other), pushed by key tag and put together as one
+/// index; unchanged, it is up to date without a solve.
+#[test]
+fn each_platform_builds_on_its_native_node_into_one_index() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let amd64 = pool()[1].clone();
+    let arm64 = arm64_node();
+    let (p, target) = machine_project(0);
+    let (run, meta) = pool_build(&[&amd64, &arm64], &p);
+    run.ok();
+    let node = meta["machine"]["strata.node"].as_str().unwrap_or_default();
+    assert!(node.contains(&amd64) && node.contains(&arm64), "{meta}");
+    // The step ran once on each node: arm64 on the arm64 node.
+    for addr in [&amd64, &arm64] {
+        let label = strata::pool::label(addr);
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("[{label}")) && l.contains("uname -m")),
+            "{label} ran its platform's step:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(machines(&target), ["x86_64", "aarch64"]);
+
+    let (again, _) = pool_build(&[&amd64, &arm64], &p);
+    assert!(
+        again.ok().contains("machine: up to date ("),
+        "{}",
+        again.stdout
+    );
+}
+
+/// A platform no node of the pool builds is one line naming the image, the
+/// platform and every node with its platforms, before anything is solved
+/// or pushed.
+#[test]
+fn a_platform_no_node_builds_is_one_clear_line() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let amd64 = pool()[1].clone();
+    let arm64 = arm64_node();
+    let (p, target) = machine_project(0);
+    let spec = std::fs::read_to_string(p.spec())
+        .unwrap()
+        .replace("\"linux/arm64\"]", "\"windows/amd64\"]");
+    std::fs::write(p.spec(), spec).unwrap();
+    let (run, _) = pool_build(&[&amd64, &arm64], &p);
+    let line = run.clean_error().to_owned();
+    assert!(
+        line.contains("image machine: no node of the pool builds windows/amd64")
+            && line.contains("linux/arm64")
+            && line.contains(&strata::pool::label(&arm64)),
+        "{line}"
+    );
+    let repo = target.rsplit_once(':').unwrap().0;
+    assert!(
+        common::project::registry_tags(repo).is_empty(),
+        "nothing pushed"
+    );
+}
+
+/// The arm64 node killed while it builds its platform: the platform moves
+/// to the node left (one line says so) and the index of both is written.
+#[test]
+fn an_arm64_node_lost_mid_build_moves_its_platform_and_the_index_is_written() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let amd64 = pool()[1].clone();
+    let arm64 = arm64_node();
+    let (p, target) = machine_project(6);
+    let meta = p.path("meta.json");
+    let args = [
+        "--addr",
+        &amd64,
+        "--addr",
+        &arm64,
+        "--timeout",
+        "5s",
+        "build",
+        "--progress",
+        "plain",
+        "-f",
+    ];
+    let mut cmd = common::strata_command(args);
+    cmd.arg(p.spec()).arg("--metadata-file").arg(&meta);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let state = std::env::var("STRATA_STATE_DIR").unwrap_or_else(|_| "/var/lib/strata-dev".into());
+    let pid = std::fs::read_to_string(format!("{state}/run/buildkitd-node9.pid")).unwrap();
+    Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    arm64_node();
+    assert!(
+        out.status.success(),
+        "completes on the node left:\n{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("was lost during the build"))
+        .unwrap_or_else(|| panic!("one line says what moved:\n{stderr}"));
+    assert!(line.contains("machine (linux/arm64)"), "{line}");
+    assert_eq!(machines(&target), ["x86_64", "aarch64"]);
+}

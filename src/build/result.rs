@@ -37,11 +37,15 @@ pub struct Built {
     pub frontend: bool,
     /// Its cache mounts seeded before the build and exported after (`mounts=`).
     pub mounts: Vec<crate::mounts::MountReport>,
-    /// The pool node that built it, in a build over a pool.
-    pub node: Option<String>,
+    /// The pool nodes that built it, in a build over a pool: one, or each
+    /// that built some of its platforms.
+    pub nodes: Vec<String>,
     /// A multi-platform image's platforms found built under their key tags
     /// (the others were solved, and the index written from them all).
     pub platforms_found: Vec<crate::llb::Platform>,
+    /// Each platform it was built for, with that platform's key (what its
+    /// manifest's config records).
+    pub platform_keys: Vec<(crate::llb::Platform, ContentKey)>,
 }
 
 impl Built {
@@ -102,6 +106,13 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Place(#[from] crate::pool::place::PlaceError),
+    #[error("image {image}: no node of the pool builds {platforms}: {nodes}")]
+    NoNodeBuilds {
+        image: String,
+        platforms: String,
+        /// Every node, with its platforms (or down).
+        nodes: String,
+    },
     #[error(transparent)]
     Git(#[from] git::GitError),
     #[error("image {image}: {source}")]
@@ -127,7 +138,7 @@ impl Outcome {
     /// How many images each pool node built (empty for one daemon).
     pub fn images_per_node(&self) -> BTreeMap<String, usize> {
         let mut per_node = BTreeMap::new();
-        for node in self.built.iter().filter_map(|b| b.node.as_ref()) {
+        for node in self.built.iter().flat_map(|b| &b.nodes) {
             *per_node.entry(node.clone()).or_default() += 1;
         }
         per_node

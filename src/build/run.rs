@@ -122,8 +122,9 @@ impl Run<'_> {
             loaded,
             frontend: image.frontend().is_some(),
             mounts: Vec::new(),
-            node: None,
+            nodes: Vec::new(),
             platforms_found: Vec::new(),
+            platform_keys: keyed.recorded(),
         };
         // What docker pulls (or is streamed): the image as pushed at `digest`.
         let pushed = |digest| ToLoad {

@@ -25,7 +25,11 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageSummary {
     pub image: String,
+    /// Its nodes, joined with `, ` (one, or each that built a platform).
     pub node: Option<String>,
+    /// The same, one by one.
+    #[serde(skip)]
+    pub nodes: Vec<String>,
     pub tier: Option<usize>,
     pub seconds: f64,
     pub steps_run: usize,
@@ -70,7 +74,8 @@ impl Summary {
                 let (run, cached) = b.step_counts();
                 ImageSummary {
                     image: b.image.clone(),
-                    node: b.node.clone(),
+                    node: (!b.nodes.is_empty()).then(|| b.nodes.join(", ")),
+                    nodes: b.nodes.clone(),
                     tier: tier_of(&b.image),
                     seconds: b.solved.duration.as_secs_f64(),
                     steps_run: run,
@@ -85,6 +90,7 @@ impl Summary {
         images.extend(outcome.failed.iter().map(|f| ImageSummary {
             image: f.image.clone(),
             node: None,
+            nodes: Vec::new(),
             tier: tier_of(&f.image),
             seconds: 0.0,
             steps_run: 0,

@@ -175,7 +175,15 @@ fn print_summary(summary: &Summary) {
         number("HIT"),
     ]);
     for i in &summary.images {
-        let node = i.node.as_deref().map_or("-".into(), label);
+        let node = match i.nodes.is_empty() {
+            true => "-".to_owned(),
+            false => i
+                .nodes
+                .iter()
+                .map(|n| label(n))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
         let tier = i.tier.map_or("-".into(), |t| t.to_string());
         let mut row = vec![i.image.clone(), node, tier];
         match &i.error {
@@ -304,8 +312,8 @@ fn print_built(b: &Built) {
     if let Some(pushed) = &b.pushed {
         line.push_str(&format!("  pushed {pushed}"));
     }
-    if let Some(node) = &b.node {
-        line.push_str(&format!("  on {node}"));
+    if !b.nodes.is_empty() {
+        line.push_str(&format!("  on {}", b.nodes.join(", ")));
     }
     println!("{line}");
     if !b.platforms_found.is_empty() {
@@ -369,8 +377,8 @@ fn write_metadata(path: &Path, outcome: &Outcome) -> Result<()> {
         entry.insert("strata.cached".into(), cached.into());
         entry.insert("strata.key".into(), b.key.to_string().into());
         entry.insert("strata.up_to_date".into(), b.up_to_date.into());
-        if let Some(node) = &b.node {
-            entry.insert("strata.node".into(), node.clone().into());
+        if !b.nodes.is_empty() {
+            entry.insert("strata.node".into(), b.nodes.join(", ").into());
         }
         if let Some(t) = outcome.tiers.iter().find(|t| t.images.contains(&b.image)) {
             entry.insert("strata.tier".into(), t.tier.into());

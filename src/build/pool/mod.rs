@@ -4,7 +4,13 @@
 //! node builds its sub-plan ([`BuildPlan::only`]) as a one-daemon build, all
 //! nodes at once.
 //!
-//! Failover: an image whose node is lost (the connection breaks, the node
+//! A multi-platform image that asks only for a push is placed platform by
+//! platform ([`units`]): each platform on a node that runs it natively (a
+//! node's native platform is the first its worker reports) when the pool
+//! has one, else on one that emulates it; each node pushes its platforms
+//! under their key tags, and the index is written after ([`assemble`]).
+//!
+//! Failover: an image (or platform) whose node is lost (the connection breaks, the node
 //! stops answering) is placed again among the nodes left, and built there,
 //! importing from the pool cache (`Pool::cache`) the other nodes export to
 //! after each image, so the new node is not cold. One line says what moved.
@@ -12,9 +18,13 @@
 //! `--max-parallel N` holds per node and over the whole pool (one semaphore
 //! its nodes' builds share); `--keep-storage` prunes nodes between tiers.
 
+mod assemble;
+mod units;
+
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{build_all_within, pinned_pushes, BuildError, Outcome};
+use super::{build_all_within, pinned_pushes, BuildError, Built, Outcome};
 use crate::client::{ClientError, Daemon};
 use crate::options::{CacheExport, CacheImport};
 use crate::pool::place::{self, Item, Slot};
@@ -23,6 +33,7 @@ use crate::pool::Pool;
 use crate::solve::progress::{Claims, Progress, Renderer};
 use crate::solve::SolveError;
 use crate::spec::{BuildPlan, Job};
+use units::Unit;
 
 /// How long a node may take to answer before the build places nothing on it.
 const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -60,6 +71,7 @@ pub async fn build_on_pool(
     }
     let platforms: Vec<Vec<String>> = nodes.iter().map(|n| n.platforms.clone()).collect();
     let images = plan.images();
+    let units = units::units_of(plan, &images, pool.nodes.len());
     // Placed once for the whole plan: the load bound holds over all of it.
     let first = Places {
         pool,
@@ -67,7 +79,8 @@ pub async fn build_on_pool(
         healthy: &healthy,
         platforms: &platforms,
     };
-    let placed_all: Vec<usize> = first.of(&images)?;
+    first.buildable(&units)?;
+    let placed_all: Vec<usize> = first.of(&units)?;
     // One connection and one view per node for the whole build (every tier).
     let run = PoolBuild {
         pool,
@@ -85,12 +98,14 @@ pub async fn build_on_pool(
             .collect(),
     };
     for (t, tier) in tiers(plan).into_iter().enumerate() {
-        let placed: Vec<usize> = tier
+        let (tier_units, placed): (Vec<Unit>, Vec<usize>) = units
             .iter()
-            .map(|i| placed_all[images.iter().position(|n| n == i).expect("a plan image")])
-            .collect();
+            .zip(&placed_all)
+            .filter(|(u, _)| tier.contains(&u.image))
+            .map(|(u, &n)| (u.clone(), n))
+            .unzip();
         let report = run
-            .tier(t + 1, tier, placed, &mut healthy, &mut all)
+            .tier(t + 1, tier, tier_units, placed, &mut healthy, &mut all)
             .await?;
         all.tiers.push(report);
     }
@@ -111,12 +126,14 @@ struct PoolBuild<'a> {
 }
 
 impl PoolBuild<'_> {
-    /// Builds `tier` where `placed` says, placing again what a lost node
-    /// had until it is built or no node is left; then the disk budget.
+    /// Builds `tier` (its images as `units`) where `placed` says, placing
+    /// again what a lost node had until it is built or no node is left;
+    /// then the indexes of images built in parts, and the disk budget.
     async fn tier(
         &self,
         number: usize,
         tier: Vec<String>,
+        units: Vec<Unit>,
         mut placed: Vec<usize>,
         healthy: &mut [bool],
         all: &mut Outcome,
@@ -127,7 +144,8 @@ impl PoolBuild<'_> {
         // pushed, instead of building it again (to a digest of its own).
         let rebased = self.plan.rebase_on(&pinned_pushes(&all.built));
         let built_before = all.built.len();
-        let mut pending = tier.clone();
+        let mut pending = units;
+        let mut parts: BTreeMap<String, Vec<Built>> = BTreeMap::new();
         loop {
             let places = Places {
                 pool,
@@ -136,14 +154,21 @@ impl PoolBuild<'_> {
                 platforms: &self.platforms,
             };
             places.move_off_lost(&pending, &mut placed)?;
+            let partial = partial(&pending, &placed, &parts);
             let nodes = (self.daemons.as_slice(), self.views.as_slice());
-            let lost = build_placed(pool, &rebased, nodes, &pending, &placed, all).await?;
+            let placing = Placing {
+                pending: &pending,
+                placed: &placed,
+                partial: &partial,
+            };
+            let lost = build_placed(pool, &rebased, nodes, placing, all, &mut parts).await?;
             if lost.is_empty() {
                 break;
             }
             pending = moved(pool, &mut all.notes, healthy, lost, &pending)?;
             placed = vec![usize::MAX; pending.len()];
         }
+        self.assemble_parts(&rebased, parts, all).await?;
         let freed = keep_storage(pool, &self.daemons, healthy, self.plan.keep_storage).await;
         let (steps_run, steps_cached) = all.built[built_before..]
             .iter()
@@ -158,6 +183,63 @@ impl PoolBuild<'_> {
             freed,
         })
     }
+}
+
+impl PoolBuild<'_> {
+    /// Each image built in parts (a platform or some on each node) put
+    /// together as one index; one whose part failed is not.
+    async fn assemble_parts(
+        &self,
+        plan: &BuildPlan,
+        parts: BTreeMap<String, Vec<Built>>,
+        all: &mut Outcome,
+    ) -> Result<(), BuildError> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let registry = super::registry_from_env(plan);
+        for (image, parts) in parts {
+            if all.failed.iter().any(|f| f.image == image) {
+                continue;
+            }
+            let job = plan.jobs.iter().find(|j| j.image == image);
+            let job = job.expect("parts are of the plan's jobs");
+            all.built
+                .push(assemble::assemble(&registry, job, parts).await?);
+        }
+        Ok(())
+    }
+}
+
+/// The images of `pending` built in parts: those whose units are placed on
+/// more than one node, or of which a part is built already (a platform
+/// whose node was lost goes elsewhere while the others are done).
+fn partial(
+    pending: &[Unit],
+    placed: &[usize],
+    parts: &BTreeMap<String, Vec<Built>>,
+) -> Vec<String> {
+    let mut partial: Vec<String> = parts.keys().cloned().collect();
+    for (unit, node) in pending.iter().zip(placed) {
+        let elsewhere = pending
+            .iter()
+            .zip(placed)
+            .any(|(other, n)| other.image == unit.image && n != node);
+        if unit.platform.is_some() && elsewhere && !partial.contains(&unit.image) {
+            partial.push(unit.image.clone());
+        }
+    }
+    partial
+}
+
+/// Where a round of a tier builds what.
+#[derive(Clone, Copy)]
+struct Placing<'a> {
+    pending: &'a [Unit],
+    /// The node of each of `pending`.
+    placed: &'a [usize],
+    /// The images built in parts ([`partial`]).
+    partial: &'a [String],
 }
 
 /// The plan's images in tiers: an image's tier is one after its `from`
@@ -216,14 +298,15 @@ async fn keep_storage(
 }
 
 /// Builds `pending` where `placed` says, all nodes at once; what was built or
-/// failed goes into `all`. Returns the images of lost nodes, by node.
+/// failed goes into `all` (a part of an image built in parts into `parts`).
+/// Returns the units of lost nodes, by node.
 async fn build_placed(
     pool: &Pool,
     plan: &BuildPlan,
     (daemons, views): (&[Daemon], &[OnNode<'_>]),
-    pending: &[String],
-    placed: &[usize],
+    placing: Placing<'_>,
     all: &mut Outcome,
+    parts: &mut BTreeMap<String, Vec<Built>>,
 ) -> Result<Vec<Lost>, BuildError> {
     // --max-parallel holds per node (each node's build) and over the pool;
     // without it, each node's default alone.
@@ -232,11 +315,12 @@ async fn build_placed(
         .map_or(tokio::sync::Semaphore::MAX_PERMITS, |n| n.get());
     let slots = &tokio::sync::Semaphore::new(limit);
     let groups = (0..pool.nodes.len()).filter_map(|n| {
-        let mine: Vec<String> = pending
+        let mine: Vec<Unit> = placing
+            .pending
             .iter()
-            .zip(placed)
+            .zip(placing.placed)
             .filter(|(_, &p)| p == n)
-            .map(|(i, _)| i.clone())
+            .map(|(u, _)| u.clone())
             .collect();
         (!mine.is_empty()).then_some((n, mine))
     });
@@ -244,7 +328,8 @@ async fn build_placed(
         let daemon = &daemons[n];
         let progress = &views[n];
         let node = pool.nodes[n].name.clone();
-        let sub = with_pool_cache(pool, plan.only(&mine));
+        let sub = units::node_plan(plan, &mine, placing.partial);
+        let sub = with_pool_cache(pool, sub, placing.partial);
         async move {
             let outcome = build_all_within(daemon, &sub, progress, Some(slots)).await;
             (n, node, mine, outcome)
@@ -256,95 +341,115 @@ async fn build_placed(
             Err(e) => match why_lost(&e) {
                 Some(why) => Lost {
                     node: n,
-                    images: mine,
+                    units: mine,
                     why,
                 },
                 None => return Err(e),
             },
-            Ok(outcome) => take_node_outcome(n, &node, &mine, outcome, all),
+            Ok(outcome) => {
+                let taken = Taken {
+                    node: (n, &node),
+                    mine: &mine,
+                    partial: placing.partial,
+                };
+                taken.into(outcome, all, parts)
+            }
         };
-        if !gone.images.is_empty() {
+        if !gone.units.is_empty() {
             lost.push(gone);
         }
     }
     Ok(lost)
 }
 
-/// What node `n` built of `mine` goes into `all`, marked with the node;
-/// what it failed on goes there too, unless the failure was losing the node:
-/// those images come back to be placed again.
-fn take_node_outcome(
-    n: usize,
-    node: &str,
-    mine: &[String],
-    outcome: Outcome,
-    all: &mut Outcome,
-) -> Lost {
-    let mut gone = Lost {
-        node: n,
-        images: Vec::new(),
-        why: String::new(),
-    };
-    for f in outcome.failed {
-        match why_lost(&f.error) {
-            Some(why) => {
-                gone.why = why;
-                gone.images.push(f.image);
-            }
-            None => all.failed.push(f),
-        }
-    }
-    // A node's plan holds the parents its images need; those were built in
-    // an earlier tier (found there by key tag).
-    for mut b in outcome
-        .built
-        .into_iter()
-        .filter(|b| mine.contains(&b.image))
-    {
-        b.node = Some(node.to_owned());
-        all.built.push(b);
-    }
-    gone
+/// What node `node` built of `mine` (an image of `partial` being a part).
+struct Taken<'a> {
+    node: (usize, &'a str),
+    mine: &'a [Unit],
+    partial: &'a [String],
 }
 
-/// A node lost during a build: the images it had not finished, and why.
+impl Taken<'_> {
+    /// The node's outcome into `all` (parts into `parts`), marked with the
+    /// node; what it failed on goes there too, unless the failure was
+    /// losing the node: those units come back to be placed again.
+    fn into(
+        self,
+        outcome: Outcome,
+        all: &mut Outcome,
+        parts: &mut BTreeMap<String, Vec<Built>>,
+    ) -> Lost {
+        let (n, node) = self.node;
+        let mut gone = Lost {
+            node: n,
+            units: Vec::new(),
+            why: String::new(),
+        };
+        for f in outcome.failed {
+            match why_lost(&f.error) {
+                Some(why) => {
+                    gone.why = why;
+                    let of_image = self.mine.iter().filter(|u| u.image == f.image);
+                    gone.units.extend(of_image.cloned());
+                }
+                None => all.failed.push(f),
+            }
+        }
+        // A node's plan holds the parents its images need; those were built
+        // in an earlier tier (found there by key tag).
+        let mine = |b: &Built| self.mine.iter().any(|u| u.image == b.image);
+        for mut b in outcome.built.into_iter().filter(mine) {
+            b.nodes = vec![node.to_owned()];
+            if self.partial.contains(&b.image) {
+                parts.entry(b.image.clone()).or_default().push(b);
+            } else {
+                all.built.push(b);
+            }
+        }
+        gone
+    }
+}
+
+/// A node lost during a build: the units it had not finished, and why.
 struct Lost {
     node: usize,
-    images: Vec<String>,
+    units: Vec<Unit>,
     why: String,
 }
 
-/// Marks the lost nodes down and says, in one line each, where their images go.
+/// Marks the lost nodes down and says, in one line each, where their units go.
 fn moved(
     pool: &Pool,
     notes: &mut Vec<String>,
     healthy: &mut [bool],
     lost: Vec<Lost>,
-    pending: &[String],
-) -> Result<Vec<String>, BuildError> {
+    pending: &[Unit],
+) -> Result<Vec<Unit>, BuildError> {
     let mut again = Vec::new();
-    for Lost { node, images, why } in lost {
+    for Lost { node, units, why } in lost {
         healthy[node] = false;
         let cache = match pool.cache {
             Some(_) => ", importing the pool cache",
             None => "",
         };
+        let labels: Vec<String> = units.iter().map(Unit::label).collect();
         notes.push(format!(
             "node {} was lost during the build ({why}): {} placed again on the nodes left{cache}",
             pool.nodes[node].name,
-            images.join(", "),
+            labels.join(", "),
         ));
-        again.extend(images);
+        again.extend(units);
     }
     if !healthy.iter().any(|h| *h) {
+        let labels: Vec<String> = again.iter().map(Unit::label).collect();
         return Err(BuildError::Place(place::PlaceError::NoNode {
-            key: again.join(", "),
+            key: labels.join(", "),
         }));
     }
     // In the plan's order, so parents are placed before their children.
     Ok(pending
         .iter()
-        .filter(|i| again.contains(i))
+        .filter(|u| again.contains(u))
         .cloned()
         .collect())
 }
@@ -375,22 +480,28 @@ fn why_lost(e: &BuildError) -> Option<String> {
 }
 
 /// `plan` with the pool cache added to each job: it exports to its image's
-/// own tag of it and imports its own and its parent's.
-fn with_pool_cache(pool: &Pool, mut plan: BuildPlan) -> BuildPlan {
+/// own tag of it and imports its own and its parent's. A job of `partial`
+/// (some platforms of its image) has a tag per platform list, so nodes
+/// building an image's platforms side by side do not overwrite each other's.
+fn with_pool_cache(pool: &Pool, mut plan: BuildPlan, partial: &[String]) -> BuildPlan {
     let Some(cache) = &pool.cache else {
         return plan;
     };
     let prefix = cache.tag.as_deref().unwrap_or("pool");
-    let tag = |image: &str| cache.with_tag(&format!("{prefix}-{image}"));
+    let tag = |name: &str| cache.with_tag(&format!("{prefix}-{name}"));
     let mut jobs = std::mem::take(&mut plan.jobs);
     for job in &mut jobs {
+        let own = match partial.contains(&job.image) {
+            true => format!("{}-{}", job.image, job.platforms).replace(['/', ','], "-"),
+            false => job.image.clone(),
+        };
         let export = CacheExport::Registry {
-            reference: tag(&job.image),
+            reference: tag(&own),
             options: Default::default(),
             insecure: cache.is_loopback(),
             mounts: None,
         };
-        let imports = std::iter::once(job.image.as_str())
+        let imports = std::iter::once(own.as_str())
             .chain(plan.parent_of(&job.image))
             .map(|from| CacheImport::Registry {
                 reference: tag(from),
@@ -435,23 +546,58 @@ struct Places<'a> {
 }
 
 impl Places<'_> {
-    /// Places again each of `images` whose node (in `placed`) is down or unknown.
-    fn move_off_lost(&self, images: &[String], placed: &mut [usize]) -> Result<(), BuildError> {
-        let off: Vec<usize> = (0..images.len())
+    /// Places again each of `units` whose node (in `placed`) is down or unknown.
+    fn move_off_lost(&self, units: &[Unit], placed: &mut [usize]) -> Result<(), BuildError> {
+        let off: Vec<usize> = (0..units.len())
             .filter(|&i| !self.healthy.get(placed[i]).copied().unwrap_or(false))
             .collect();
         if off.is_empty() {
             return Ok(());
         }
-        let names: Vec<String> = off.iter().map(|&i| images[i].clone()).collect();
-        for (i, node) in off.into_iter().zip(self.of(&names)?) {
+        let again: Vec<Unit> = off.iter().map(|&i| units[i].clone()).collect();
+        for (i, node) in off.into_iter().zip(self.of(&again)?) {
             placed[i] = node;
         }
         Ok(())
     }
 
-    /// The node index of each of `images`.
-    fn of(&self, images: &[String]) -> Result<Vec<usize>, BuildError> {
+    /// Every unit has a healthy node that builds its platforms; else one
+    /// line naming it and every node with its platforms, before anything
+    /// is solved.
+    fn buildable(&self, units: &[Unit]) -> Result<(), BuildError> {
+        for unit in units {
+            let job = self.job(&unit.image);
+            let builds = |n: usize| self.healthy[n] && self.builds(n, &wanted(unit, job));
+            if !(0..self.pool.nodes.len()).any(builds) {
+                let nodes: Vec<String> = (0..self.pool.nodes.len())
+                    .map(|n| {
+                        let name = &self.pool.nodes[n].name;
+                        match (self.healthy[n], self.platforms[n].is_empty()) {
+                            (false, _) => format!("{name} (down)"),
+                            (true, true) => format!("{name} (platforms unknown)"),
+                            (true, false) => format!("{name} ({})", self.platforms[n].join(", ")),
+                        }
+                    })
+                    .collect();
+                return Err(BuildError::NoNodeBuilds {
+                    image: unit.image.clone(),
+                    platforms: wanted(unit, job).join(","),
+                    nodes: nodes.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether node `n` builds every one of `platforms` (a node whose
+    /// platforms are unknown is taken to).
+    fn builds(&self, n: usize, platforms: &[String]) -> bool {
+        let listed = &self.platforms[n];
+        listed.is_empty() || platforms.iter().all(|p| listed.contains(p))
+    }
+
+    /// The node index of each of `units`.
+    fn of(&self, units: &[Unit]) -> Result<Vec<usize>, BuildError> {
         let slots: Vec<Slot> = self
             .pool
             .nodes
@@ -470,9 +616,9 @@ impl Places<'_> {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let items: Vec<Item> = images
+        let items: Vec<Item> = units
             .iter()
-            .map(|name| self.item(&spec_name, images, self.job(name)))
+            .map(|unit| self.item(&spec_name, units, unit))
             .collect();
         let context = self
             .plan
@@ -493,23 +639,36 @@ impl Places<'_> {
             .expect("placed images are the plan's")
     }
 
-    /// Job `job` as placement sees it: its stable key, its parent among
-    /// `images`, the nodes that build all its platforms (one solve builds
-    /// them together).
-    fn item(&self, spec_name: &str, images: &[String], job: &Job) -> Item {
-        let wanted: Vec<String> = job.platforms.iter().map(ToString::to_string).collect();
-        let parent = self
-            .plan
-            .parent_of(&job.image)
-            .and_then(|p| images.iter().position(|i| i == p));
-        Item {
-            key: format!("{spec_name}#{}@{}", job.image, job.platforms),
-            parent,
-            fits: self
-                .platforms
+    /// `unit` as placement sees it: its stable key, its parent among
+    /// `units` (on the same platform, or on all), the nodes that build its
+    /// platforms — for one platform, those that run it natively when a
+    /// healthy one does.
+    fn item(&self, spec_name: &str, units: &[Unit], unit: &Unit) -> Item {
+        let job = self.job(&unit.image);
+        let wanted = wanted(unit, job);
+        let parent = self.plan.parent_of(&unit.image).and_then(|p| {
+            units
                 .iter()
-                .map(|p| p.is_empty() || wanted.iter().all(|w| p.contains(w)))
-                .collect(),
+                .position(|u| u.image == p && (u.platform == unit.platform || u.platform.is_none()))
+        });
+        let nodes = 0..self.pool.nodes.len();
+        let fits: Vec<bool> = nodes.clone().map(|n| self.builds(n, &wanted)).collect();
+        let native: Vec<bool> = nodes
+            .map(|n| unit.platform.is_some() && self.platforms[n].first() == wanted.first())
+            .collect();
+        let any_native = native.iter().zip(self.healthy).any(|(n, h)| *n && *h);
+        Item {
+            key: format!("{spec_name}#{}@{}", unit.image, wanted.join(",")),
+            parent,
+            fits: if any_native { native } else { fits },
         }
+    }
+}
+
+/// The platforms `unit` builds: its one, or all its job's.
+fn wanted(unit: &Unit, job: &Job) -> Vec<String> {
+    match &unit.platform {
+        Some(p) => vec![p.to_string()],
+        None => job.platforms.iter().map(ToString::to_string).collect(),
     }
 }
