@@ -4,7 +4,8 @@
 //! package and one pip requirement added, downloads only those; unchanged
 //! mounts upload nothing; the image is the same with and without `mounts=`
 //! and carries none of the mounts' files; a missing, foreign or corrupt
-//! artifact is one warning, never a failed build; `mounts-max-size` skips.
+//! artifact is one warning, never a failed build; `mounts-max-size` skips;
+//! a two-platform image's mounts travel per platform.
 //!
 //! The tests prune the shared daemon, so they run one at a time.
 
@@ -367,4 +368,47 @@ fn a_dockerfiles_cache_mounts_travel_too() {
         mounts(&seeded, "d")
     );
     assert_apt_fetched_only(&seeded, &first, "apt-get install", "bc", "Dockerfile");
+}
+
+/// A two-platform image's cache mounts travel per platform: each platform's
+/// mount (its id names the platform) is exported and, on a builder that
+/// lost them, seeded back, so each platform's step finds its own files.
+#[test]
+fn each_platforms_cache_mounts_travel() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let step = |n: u32| {
+        format!(
+            "[images.pm]\nbase = \"{}\"\nplatform = [\"linux/amd64\", \"linux/arm64\"]\n\n\
+             [[images.pm.toolchain]]\nrun = \"echo {n}; uname -m >> /root/.cache/w/seen; cat /root/.cache/w/seen\"\n\
+             cache = [\"/root/.cache/w\"]\n",
+            stack().base_image
+        )
+    };
+    let p = Project::new(&step(1));
+    let dir = p.path("local-cache");
+    let to_local = format!("type=local,dest={},mounts=all", dir.display());
+    let exported = p.build(addr(), &["--cache-to", &to_local]);
+    let locations: BTreeSet<String> = exports(exported.ok(), "pm")
+        .iter()
+        .map(|m| m["location"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(locations.len(), 2, "a mount per platform: {locations:?}");
+
+    prune(&["--all"]);
+    std::fs::write(p.spec(), step(2)).unwrap();
+    let from_local = format!("type=local,src={},mounts=all", dir.display());
+    let seeded = p.build(addr(), &["--cache-from", &from_local]);
+    let logs: Vec<String> = seeded
+        .ok()
+        .steps()
+        .into_iter()
+        .filter(|s| s.name.contains("uname -m"))
+        .map(|s| s.logs)
+        .collect();
+    for machine in ["x86_64", "aarch64"] {
+        assert!(
+            logs.iter().any(|l| l.matches(machine).count() == 2),
+            "{machine} found its own mount seeded: {logs:?}"
+        );
+    }
 }

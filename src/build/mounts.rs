@@ -1,6 +1,7 @@
 //! `mounts=` on a build's cache entries (see [`crate::mounts`]): the cache
 //! mounts each job's image uses are seeded from its imports before any image
-//! solves, and exported to its exports after the images that solved. Each
+//! solves, and exported to its exports after the images that solved (each
+//! platform's mounts, for a multi-platform image). Each
 //! report goes with the first image (in the plan's order) that asked for it.
 
 use std::collections::BTreeSet;
@@ -55,8 +56,9 @@ fn wanted(
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for job in &plan.jobs {
-        let image = prepared.images[&job.image].lowered();
-        for mount in &image.cache_mounts {
+        // Every platform's mounts: their ids name the platform.
+        let variants = &prepared.images[&job.image].variants;
+        for mount in variants.iter().flat_map(|(image, _)| &image.cache_mounts) {
             for (location, options) in entries(job, mount) {
                 if !options.selects(mount) || !seen.insert((mount.id.clone(), location.to_string()))
                 {
