@@ -337,7 +337,11 @@ platforms = ["linux/arm64"]
         &["machine", "--push", &target, "--load", &s.docker_host],
     );
     let out = &load.ok().run.stdout;
-    assert!(out.contains("machine: loaded into docker as"), "{out}");
+    assert!(
+        out.contains("machine: loaded into docker as")
+            && out.contains("; its linux/amd64 image, docker's platform)"),
+        "{out}"
+    );
     let machine = docker_run(&target, &["sh", "-c", "cat /uname.txt; uname -m"]);
     assert_eq!(
         machine.split_whitespace().collect::<Vec<_>>(),

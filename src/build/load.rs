@@ -59,6 +59,10 @@ pub struct Loaded {
     pub image_id: Option<String>,
     /// How long loading took (for `present`, the check).
     pub duration: Duration,
+    /// The platform loaded, when the image is an index of several (docker
+    /// holds one: its own, else the index's first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<crate::llb::Platform>,
 }
 
 /// The names an image is loaded under: its name (push target) or image
@@ -126,6 +130,7 @@ impl Run<'_> {
             names: names.to_vec(),
             image_id: Some(id),
             duration: began.elapsed(),
+            platform: None,
         }))
     }
 
@@ -256,6 +261,7 @@ async fn finish(
         names: names.to_vec(),
         image_id,
         duration: began.elapsed(),
+        platform: None,
     })
 }
 

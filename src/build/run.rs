@@ -111,7 +111,9 @@ impl Run<'_> {
             (Some(d), false) => self.present(d, &names).await?,
             _ => None,
         };
-        let built = |solved, up_to_date, lowered, loaded| Built {
+        // Docker holds one platform of an index: the loaded image says which.
+        let docker_platform = several.then(|| for_docker.platform.clone());
+        let built = |solved, up_to_date, lowered, loaded: Option<Loaded>| Built {
             image: job.image.clone(),
             pushed: job.push.clone(),
             key,
@@ -119,7 +121,10 @@ impl Run<'_> {
             up_to_date,
             solved,
             lowered,
-            loaded,
+            loaded: loaded.map(|l| Loaded {
+                platform: docker_platform.clone(),
+                ..l
+            }),
             frontend: image.frontend().is_some(),
             mounts: Vec::new(),
             nodes: Vec::new(),

@@ -278,8 +278,12 @@ fn print_failed_step_logs(err: &BuildError) {
 /// `IMAGE: loaded into docker as NAME (how) in TIME`.
 fn print_loaded(b: &Built) {
     if let Some(loaded) = &b.loaded {
+        let platform = match &loaded.platform {
+            Some(p) => format!("; its {p} image, docker's platform"),
+            None => String::new(),
+        };
         println!(
-            "{}: loaded into docker as {} ({}) in {}",
+            "{}: loaded into docker as {} ({}{platform}) in {}",
             b.image,
             loaded.names[0],
             loaded.path.describe(),

@@ -257,6 +257,13 @@ impl FromStr for Platforms {
     }
 }
 
+/// As its string, `linux/arm64` (what `--metadata-file` and JSON reports show).
+impl serde::Serialize for Platform {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Display for Platforms {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.0.iter().enumerate() {
