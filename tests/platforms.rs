@@ -243,6 +243,11 @@ copy = {{ from = "files/{{arch}}/", to = "/" }}
     // Pruning the old index keeps every platform the current one lists
     // (each has a key tag of its own, which prune must not delete).
     let spec_path = p.spec().display().to_string();
+    let listed = strata(["images", "-f", &spec_path]);
+    for platform in ["linux/amd64", "linux/386"] {
+        let line = format!("({platform} of the current index)");
+        assert!(listed.ok().contains(&line), "{}", listed.stdout);
+    }
     let old_386 = platform_digest(&repo, &first_digest, "386");
     strata(["images", "prune", "--keep", "1", "-f", &spec_path]).ok();
     for arch in ["amd64", "386"] {

@@ -206,6 +206,8 @@ async fn lower_with(
 pub struct ImageKey {
     pub image: String,
     pub key: ContentKey,
+    /// Each platform with its own key (one: the image's key).
+    pub platform_keys: Vec<(Platform, ContentKey)>,
     pub unkeyable: Option<String>,
 }
 
@@ -222,6 +224,7 @@ pub async fn keys(plan: &BuildPlan) -> Result<Vec<ImageKey>, BuildError> {
             let keyed = prepared.images.remove(&image)?;
             Some(ImageKey {
                 image,
+                platform_keys: keyed.recorded(),
                 unkeyable: keyed.lowered().unkeyable.clone(),
                 key: keyed.key,
             })

@@ -65,8 +65,8 @@ struct Keyed {
     push: Option<ImageRef>,
     loaded_as: ImageRef,
     key: ContentKey,
-    /// The platform whose config records the key (the first of an index's).
-    platform: Platform,
+    /// Each platform with the key its config records (one: the image's).
+    platform_keys: Vec<(Platform, ContentKey)>,
 }
 
 /// Where key tags are looked for.
@@ -95,7 +95,7 @@ impl Target {
                 push: job.push.clone(),
                 loaded_as: strata::build::load_names(job, &k.key, true).remove(0),
                 key: k.key,
-                platform: job.platforms.first().clone(),
+                platform_keys: k.platform_keys,
             })
             .collect();
         let docker = match &self.load {
@@ -143,7 +143,7 @@ impl Stores {
     async fn list(&self, k: &Keyed) -> Result<(Vec<KeyTag>, Option<Vec<KeyTag>>)> {
         let registry = match &k.push {
             Some(push) => {
-                listing::list(&self.registry, push, &k.image, &k.key, &k.platform).await?
+                listing::list(&self.registry, push, &k.image, &k.key, &k.platform_keys).await?
             }
             None => Vec::new(),
         };
@@ -180,10 +180,15 @@ fn entry(k: &Keyed, registry: &[KeyTag], docker: Option<&[KeyTag]>) -> serde_jso
     })
 }
 
-/// `* strata-…  sha256:…  2026-11-30T10:00:00Z` (`*` marks the current one).
+/// `* strata-…  sha256:…  2026-11-30T10:00:00Z` (`*` marks the current
+/// one; a platform of the current index says which).
 fn tag_line(t: &KeyTag) -> String {
+    let platform = match &t.platform {
+        Some(p) => format!("  ({p} of the current index)"),
+        None => String::new(),
+    };
     format!(
-        "{} {}  {}  {}",
+        "{} {}  {}  {}{platform}",
         if t.current { "*" } else { " " },
         t.reference.tag.as_deref().unwrap_or_default(),
         t.digest,

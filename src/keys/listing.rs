@@ -24,22 +24,34 @@ pub struct KeyTag {
     pub digest: String,
     /// The image config's `created` (when its last layer was made), if read.
     pub created: Option<String>,
-    /// It is the tag of the inputs as they are now.
+    /// It is the tag of the inputs as they are now (the image's, or one
+    /// platform's of a multi-platform image: then `platform` says which).
     pub current: bool,
+    /// The platform of the current index this tag names alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
 }
 
 /// `image`'s key tags in `push`'s repository: the current one first, then
 /// newest first. Each names the manifest whose bytes it served (digests are
-/// computed, never taken from a header). Fails when the tag list cannot be
-/// read whole.
+/// computed, never taken from a header). The tags of `platforms` (each
+/// platform's own key, for a multi-platform image) are current too, marked
+/// with their platform. Fails when the tag list cannot be read whole.
 pub async fn list(
     registry: &Registry,
     push: &ImageRef,
     image: &str,
     current: &ContentKey,
-    platform: &Platform,
+    platforms: &[(Platform, ContentKey)],
 ) -> Result<Vec<KeyTag>, RegistryError> {
     let current_tag = current.tag(image);
+    let platform = &platforms.first().expect("an image has a platform").0;
+    let platform_of = |tag: &str| {
+        platforms
+            .iter()
+            .find(|(_, key)| key != current && key.tag(image) == tag)
+            .map(|(p, _)| p.clone())
+    };
     let mut listed = Vec::new();
     for (tag, digest) in tag_digests(registry, push).await? {
         if !is_key_tag_of(&tag, image) {
@@ -50,8 +62,10 @@ pub async fn list(
             Ok((_, config)) => config.created().clone(),
             Err(_) => None,
         };
+        let of_platform = platform_of(&tag);
         listed.push(KeyTag {
-            current: tag == current_tag,
+            current: tag == current_tag || of_platform.is_some(),
+            platform: of_platform,
             reference: push.with_tag(&tag),
             digest,
             created,
@@ -123,6 +137,7 @@ pub async fn list_docker(
             }
             listed.push(KeyTag {
                 current: reference.tag.as_deref() == Some(current_tag.as_str()),
+                platform: None,
                 reference,
                 digest: image.id.clone(),
                 created: Some(format_rfc3339(image.created)),
