@@ -154,7 +154,7 @@ impl PoolBuild<'_> {
                 platforms: &self.platforms,
             };
             places.move_off_lost(&pending, &mut placed)?;
-            let partial = partial(&pending, &placed, &parts);
+            let partial = partial(&pending, &placed, parts.keys());
             let nodes = (self.daemons.as_slice(), self.views.as_slice());
             let placing = Placing {
                 pending: &pending,
@@ -212,14 +212,14 @@ impl PoolBuild<'_> {
 }
 
 /// The images of `pending` built in parts: those whose units are placed on
-/// more than one node, or of which a part is built already (a platform
-/// whose node was lost goes elsewhere while the others are done).
-fn partial(
+/// more than one node, or of which a part is built already (`built`: a
+/// platform whose node was lost goes elsewhere while the others are done).
+fn partial<'a>(
     pending: &[Unit],
     placed: &[usize],
-    parts: &BTreeMap<String, Vec<Built>>,
+    built: impl Iterator<Item = &'a String>,
 ) -> Vec<String> {
-    let mut partial: Vec<String> = parts.keys().cloned().collect();
+    let mut partial: Vec<String> = built.cloned().collect();
     for (unit, node) in pending.iter().zip(placed) {
         let elsewhere = pending
             .iter()
@@ -670,5 +670,35 @@ fn wanted(unit: &Unit, job: &Job) -> Vec<String> {
     match &unit.platform {
         Some(p) => vec![p.to_string()],
         None => job.platforms.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(image: &str, platform: Option<&str>) -> Unit {
+        Unit {
+            image: image.into(),
+            platform: platform.map(|p| p.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn an_image_is_built_in_parts_when_its_platforms_part_ways() {
+        let pending = [
+            unit("apart", Some("linux/amd64")),
+            unit("apart", Some("linux/arm64")),
+            unit("together", Some("linux/amd64")),
+            unit("together", Some("linux/arm64")),
+            unit("whole", None),
+        ];
+        let placed = [0, 1, 1, 1, 0];
+        let none: [String; 0] = [];
+        assert_eq!(partial(&pending, &placed, none.iter()), ["apart"]);
+        // A platform moved after a node was lost: its image stays in parts.
+        let built = ["together".to_owned()];
+        let moved = partial(&pending[2..3], &placed[2..3], built.iter());
+        assert_eq!(moved, ["together"]);
     }
 }
