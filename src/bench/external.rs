@@ -190,7 +190,7 @@ impl External {
         match work.image.frontend() {
             Some(frontend) => {
                 cmd.args(["--frontend", &frontend.name]);
-                for (k, v) in &frontend.attrs {
+                for (k, v) in &frontend.attrs_without_inputs() {
                     cmd.arg("--opt").arg(format!("{k}={v}"));
                 }
                 (cmd, None)
@@ -222,7 +222,7 @@ impl External {
         .arg("-f")
         .arg(&dockerfile.file);
         // The frontend options strata sends, as buildx spells them.
-        for (k, v) in &frontend.attrs {
+        for (k, v) in &frontend.attrs_without_inputs() {
             if let Some(arg) = k.strip_prefix("build-arg:") {
                 cmd.arg("--build-arg").arg(format!("{arg}={v}"));
             } else if let Some(label) = k.strip_prefix("label:") {

@@ -311,8 +311,9 @@ async fn keyed_for(
 }
 
 /// An image's lowerings, one per platform, as one [`KeyedImage`]. A
-/// frontend builds every platform itself: its first lowering is kept,
-/// asked for all of them.
+/// frontend builds every platform itself: its lowerings are one, asked for
+/// all of them, with every platform's named contexts (each lowering names
+/// its own, `context:NAME::PLATFORM`) and inputs.
 fn merged(variants: Vec<(LoweredImage, ContentKey)>) -> Result<KeyedImage, BuildError> {
     if variants.len() == 1 {
         let (image, key) = variants.into_iter().next().expect("one");
@@ -326,11 +327,14 @@ fn merged(variants: Vec<(LoweredImage, ContentKey)>) -> Result<KeyedImage, Build
         .join(",");
     let (mut first, _) = variants[0].clone();
     if let ImageGraph::Frontend(frontend) = &mut first.graph {
-        if !frontend.inputs.is_empty() {
-            return Err(BuildError::PlatformsWithInputs {
-                image: first.name.clone(),
-                platforms: list,
-            });
+        for (image, _) in &variants[1..] {
+            if let ImageGraph::Frontend(other) = &image.graph {
+                frontend.attrs.extend(other.attrs.clone());
+                frontend.inputs.extend(other.inputs.clone());
+                frontend.pinned_froms.extend(other.pinned_froms.clone());
+            }
+            first.local_dirs.extend(image.local_dirs.clone());
+            first.cache_mounts.extend(image.cache_mounts.clone());
         }
         frontend.attrs.insert("platform".to_owned(), list);
         return Ok(KeyedImage {
@@ -360,10 +364,16 @@ async fn base_configs(
             if bases.contains_key(&reference) {
                 continue;
             }
-            let (resolved, config) = registry.config(&reference, platform).await?;
+            let (resolved, config, config_bytes) =
+                registry.config_and_bytes(&reference, platform).await?;
             let digest = resolved.index_digest.unwrap_or(resolved.digest);
             let pinned = reference.with_digest(&digest);
-            bases.insert(reference, BaseImage { pinned, config });
+            let base = BaseImage {
+                pinned,
+                config,
+                config_bytes,
+            };
+            bases.insert(reference, base);
         }
     }
     Ok(bases)

@@ -572,6 +572,18 @@ impl Registry {
         image: &ImageRef,
         platform: &Platform,
     ) -> Result<(Resolved, ImageConfiguration), RegistryError> {
+        let (resolved, config, _) = self.config_and_bytes(image, platform).await?;
+        Ok((resolved, config))
+    }
+
+    /// [`Registry::config`], and the config's bytes as the registry served
+    /// them (fields oci-spec does not model, as docker's `Healthcheck`,
+    /// survive in them).
+    pub async fn config_and_bytes(
+        &self,
+        image: &ImageRef,
+        platform: &Platform,
+    ) -> Result<(Resolved, ImageConfiguration, Bytes), RegistryError> {
         let resolved = self.manifest(image, platform).await?;
         let digest = resolved.manifest.config().digest().to_string();
         let blob = self.blob(image, &digest).await?;
@@ -580,7 +592,7 @@ impl Registry {
             what: format!("image config {digest}"),
             reason: e.to_string(),
         })?;
-        Ok((resolved, config))
+        Ok((resolved, config, blob))
     }
 
     /// A small blob (a config) by digest, checked against it, up to

@@ -1365,6 +1365,7 @@ fn pinned(config: oci_spec::image::ImageConfiguration) -> crate::spec::BaseImage
     let reference: ImageRef = BASE.parse().unwrap();
     crate::spec::BaseImage {
         pinned: reference.with_digest(&format!("sha256:{}", "d".repeat(64))),
+        config_bytes: serde_json::to_vec(&config).unwrap().into(),
         config,
     }
 }
@@ -1432,4 +1433,61 @@ fn dockerfile_images_check_their_keys_and_order_after_the_spec_images_they_use()
         e.contains("images.app.dockerfile.file") && e.contains("Nope"),
         "{e}"
     );
+}
+
+/// A registry `FROM` reaches the frontend as an input for the platform,
+/// with the config as the registry served it (so the frontend resolves
+/// nothing), and as a pinned `docker-image://` context for clients that
+/// cannot send inputs.
+#[test]
+fn a_dockerfile_from_is_handed_to_the_frontend_pinned_with_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), format!("FROM {BASE}\n")).unwrap();
+    let spec = spec_in(
+        dir.path(),
+        "[images.df]\ndockerfile = { file = \"Dockerfile\" }\n",
+    )
+    .unwrap();
+    let config: oci_spec::image::ImageConfiguration = serde_json::from_value(serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []}
+    }))
+    .unwrap();
+    let mut base = pinned(config);
+    let mut served: serde_json::Value = serde_json::from_slice(&base.config_bytes).unwrap();
+    served["created"] = "2026-01-01T00:00:00Z".into();
+    served["config"] = serde_json::json!({ "Healthcheck": { "Test": ["CMD", "true"] } });
+    base.config_bytes = serde_json::to_vec(&served).unwrap().into();
+    let bases = BTreeMap::from([(BASE.parse::<ImageRef>().unwrap(), base)]);
+    let options = LowerOptions {
+        platform: Some("linux/amd64".parse().unwrap()),
+        ..LowerOptions::default()
+    };
+    let df = spec.lower("df", &bases, &options).unwrap();
+    let frontend = df.frontend().unwrap();
+    let input = format!("{BASE}::linux/amd64");
+    assert_eq!(
+        frontend.attrs[&format!("context:{input}")],
+        format!("input:{input}")
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_str(&frontend.attrs[&format!("input-metadata:{input}")]).unwrap();
+    use base64::Engine;
+    let config = base64::engine::general_purpose::STANDARD
+        .decode(metadata["containerimage.config"].as_str().unwrap())
+        .unwrap();
+    // As the frontend keeps a config it resolved: no `created`; the rest,
+    // fields oci-spec does not model too, as served.
+    let handed: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    assert!(handed.get("created").is_none(), "{handed}");
+    assert_eq!(handed["config"]["Healthcheck"]["Test"][1], "true");
+    let pinned_ref = format!("docker-image://{BASE}@sha256:{}", "d".repeat(64));
+    let source = frontend.inputs[&input].ops().first().cloned().unwrap();
+    let op = <pb::Op as prost::Message>::decode(source.as_ref()).unwrap();
+    assert!(matches!(op.op, Some(pb::op::Op::Source(s)) if s.identifier == pinned_ref));
+    let plain = frontend.attrs_without_inputs();
+    assert_eq!(plain[&format!("context:{BASE}")], pinned_ref);
+    assert!(!plain
+        .keys()
+        .any(|k| k.contains("::") || k.starts_with("input-metadata:")));
 }

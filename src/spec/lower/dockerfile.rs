@@ -1,12 +1,16 @@
 //! A Dockerfile image: no LLB of ours, but the `dockerfile.v0` frontend's
 //! options, the `context` and `dockerfile` directories it reads through the
-//! session, and each registry `FROM` pinned to the digest the build resolved
-//! (a named context, `context:NAME=docker-image://REF@DIGEST`, which the
-//! frontend prefers to resolving the tag itself), so the content key and the
-//! build see the same base. A `FROM` naming an image of the same spec gets
-//! that image's LLB as a frontend input (`context:NAME=input:NAME`, its
-//! config as `input-metadata:NAME`), and its local dirs are served too: the
-//! two are solved together.
+//! session, and each `FROM` handed to it for the platform as a frontend
+//! input with its image config (a named context per platform,
+//! `context:NAME::PLATFORM=input:NAME::PLATFORM`, the config as
+//! `input-metadata:…`), so the content key and the build see the same base:
+//! a registry `FROM` is its image pinned to the digest the build resolved,
+//! with the config as the registry served it (the frontend then resolves
+//! nothing itself: after a prune that saved a round of registry requests per
+//! platform); a `FROM` naming an image of the same spec is that image's LLB,
+//! and its local dirs are served too: the two are solved together. Per
+//! platform, so each platform's lowering adds its own and a multi-platform
+//! image's frontend gets them all.
 
 use std::collections::BTreeMap;
 
@@ -53,14 +57,6 @@ pub(super) fn lower(
     for (k, v) in &image.settings.labels {
         attrs.insert(format!("label:{k}"), v.clone());
     }
-    for (_, reference) in &dockerfile.froms {
-        if let Some(base) = bases.get(reference) {
-            attrs.insert(
-                format!("context:{}", familiar(reference)),
-                format!("docker-image://{}", base.pinned),
-            );
-        }
-    }
     let mut local_dirs = BTreeMap::from([
         (
             "context".to_owned(),
@@ -83,17 +79,36 @@ pub(super) fn lower(
         ),
     ]);
     let mut frontend_inputs = BTreeMap::new();
+    let mut named_input = |name: &str, definition: Definition, config: &[u8]| {
+        let input = format!("{name}::{platform}");
+        attrs.insert(format!("context:{input}"), format!("input:{input}"));
+        attrs.insert(format!("input-metadata:{input}"), input_metadata(config));
+        frontend_inputs.insert(input, definition);
+    };
+    let mut pinned_froms = BTreeMap::new();
+    for (_, reference) in &dockerfile.froms {
+        if let Some(base) = bases.get(reference) {
+            pinned_froms.insert(
+                familiar(reference),
+                format!("docker-image://{}", base.pinned),
+            );
+            // The op the frontend would write for a `docker-image://`
+            // context, so a client that passes one shares this build's cache.
+            let image = source::image_for(&base.pinned, platform, None);
+            named_input(
+                &familiar(reference),
+                image.marshal(),
+                &as_resolved(&base.config_bytes),
+            );
+        }
+    }
     for input in inputs {
-        attrs.insert(
-            format!("context:{}", input.name),
-            format!("input:{}", input.name),
-        );
-        attrs.insert(
-            format!("input-metadata:{}", input.name),
-            input_metadata(&input.config),
-        );
+        // Through `Value`, whose maps are sorted, so the same config gives the same key.
+        let config = serde_json::to_value(&input.config)
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        named_input(&input.name, input.definition, config.as_bytes());
         local_dirs.extend(input.local_dirs);
-        frontend_inputs.insert(input.name, input.definition);
     }
     LoweredImage {
         name: image.name.clone(),
@@ -101,6 +116,7 @@ pub(super) fn lower(
             name: DOCKERFILE_FRONTEND.to_owned(),
             attrs,
             inputs: frontend_inputs,
+            pinned_froms,
         }),
         local_dirs,
         steps: Vec::new(),
@@ -147,15 +163,24 @@ fn cache_mount_uses(
         .collect()
 }
 
+/// A registry config as the frontend keeps one it resolved for a
+/// `docker-image://` context: without its `created` (the frontend clears
+/// it, and the image it writes follows), every other field as served.
+fn as_resolved(config: &[u8]) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(config) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.remove("created");
+            serde_json::to_vec(&fields).unwrap_or_else(|_| config.to_vec())
+        }
+        _ => config.to_vec(),
+    }
+}
+
 /// `{"containerimage.config": <config JSON, base64>}`: what the frontend
 /// reads an input's image config from (Go's `map[string][]byte`).
-fn input_metadata(config: &ImageConfiguration) -> String {
+fn input_metadata(config: &[u8]) -> String {
     use base64::Engine;
-    // Through `Value`, whose maps are sorted, so the same config gives the same key.
-    let json = serde_json::to_value(config)
-        .map(|v| v.to_string())
-        .unwrap_or_default();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(config);
     serde_json::json!({ "containerimage.config": encoded }).to_string()
 }
 

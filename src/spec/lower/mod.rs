@@ -41,6 +41,10 @@ pub struct BaseImage {
     pub pinned: ImageRef,
     /// Its config for the platform built (ENV PATH, WORKDIR, …).
     pub config: ImageConfiguration,
+    /// The same config as the registry served it: what a Dockerfile
+    /// frontend is handed for the `FROM` (so it resolves nothing itself, and
+    /// fields `config` does not model reach the image).
+    pub config_bytes: bytes::Bytes,
 }
 
 impl LoweredImage {
