@@ -212,6 +212,34 @@ fn a_dockerfile_builds_from_an_image_of_the_same_spec() {
     );
 }
 
+/// A two-platform Dockerfile `FROM` an image of the same spec: each
+/// platform gets that platform's spec image (a named context per platform),
+/// both solved together into one index.
+#[test]
+fn a_two_platform_dockerfile_builds_from_each_platforms_spec_image() {
+    let s = stack();
+    let spec = "[images.tools]\nbase = \"scratch\"\n\
+         [images.tools.overlay]\ncopy = { from = \"files/{arch}/\", to = \"/\" }\n\
+         [images.app]\ndockerfile = { file = \"Dockerfile\" }\n\
+         platform = [\"linux/amd64\", \"linux/386\"]\n";
+    let p = Project::new(spec);
+    for arch in ["amd64", "386"] {
+        let dir = p.path(&format!("files/{arch}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("arch.txt"), arch).unwrap();
+    }
+    std::fs::write(p.path("Dockerfile"), "FROM tools\nCOPY overlay/ /work/\n").unwrap();
+    let dest = p.path("out");
+    let output = format!("type=local,dest={}", dest.display());
+    p.build(&s.buildkit_host, &["app", "--output", &output])
+        .ok();
+    for (dir, arch) in [("linux_amd64", "amd64"), ("linux_386", "386")] {
+        let written = std::fs::read_to_string(dest.join(dir).join("arch.txt")).unwrap();
+        assert_eq!(written, arch, "{dir}");
+        assert!(dest.join(dir).join("work/hello.txt").exists(), "{dir}");
+    }
+}
+
 /// An image of the spec built `from` a Dockerfile image: the Dockerfile
 /// image is built (and pushed) first, then the child on top of it by
 /// digest; unchanged, both are found by their key tags.
