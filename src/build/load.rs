@@ -65,6 +65,13 @@ pub struct Loaded {
     pub platform: Option<crate::llb::Platform>,
 }
 
+impl Loaded {
+    /// This load, naming the platform of an index docker got (if any).
+    pub fn of_platform(self, platform: Option<crate::llb::Platform>) -> Loaded {
+        Loaded { platform, ..self }
+    }
+}
+
 /// The names an image is loaded under: its name (push target) or image
 /// output's name, else the spec's image name; and that repository's key tag.
 /// Without key tags (`--no-key-tag`), only the name.

@@ -95,15 +95,9 @@ impl Run<'_> {
         let key = keyed.key;
         let job = &with_key(job, &key);
         let several = keyed.variants.len() > 1;
-        if several {
-            one_platform_outputs(job)?;
-        }
-        let image = keyed.solvable();
+        let image = checked(job, keyed)?;
         // What docker gets: its own platform's image (an index's first else).
         let for_docker = keyed.for_docker();
-        if let Some(why) = &image.unkeyable {
-            tracing::warn!("{}: not keyed, solved every time: {why}", job.image);
-        }
         let docker = self.docker();
         let key_tags = self.key_tags(keyed);
         let names = load::names(job, &key, key_tags);
@@ -121,10 +115,7 @@ impl Run<'_> {
             up_to_date,
             solved,
             lowered,
-            loaded: loaded.map(|l| Loaded {
-                platform: docker_platform.clone(),
-                ..l
-            }),
+            loaded: loaded.map(|l| l.of_platform(docker_platform.clone())),
             frontend: image.frontend().is_some(),
             mounts: Vec::new(),
             nodes: Vec::new(),
@@ -342,6 +333,19 @@ impl Run<'_> {
             cache: Vec::new(),
         }))
     }
+}
+
+/// What is solved of `job`'s image, once its outputs suit its platforms;
+/// an image that cannot be keyed is said to be solved every time.
+fn checked(job: &Job, keyed: &KeyedImage) -> Result<LoweredImage, BuildError> {
+    if keyed.variants.len() > 1 {
+        one_platform_outputs(job)?;
+    }
+    let image = keyed.solvable();
+    if let Some(why) = &image.unkeyable {
+        tracing::warn!("{}: not keyed, solved every time: {why}", job.image);
+    }
+    Ok(image)
 }
 
 /// A multi-platform job's outputs: none that holds one platform only.

@@ -57,27 +57,7 @@ pub(super) fn lower(
     for (k, v) in &image.settings.labels {
         attrs.insert(format!("label:{k}"), v.clone());
     }
-    let mut local_dirs = BTreeMap::from([
-        (
-            "context".to_owned(),
-            LocalDir {
-                path: dockerfile.context.clone(),
-                excludes: dockerignore(dockerfile),
-            },
-        ),
-        (
-            "dockerfile".to_owned(),
-            LocalDir {
-                path: dir.to_owned(),
-                // The frontend asks for the file alone; so does the key.
-                excludes: vec![
-                    "*".to_owned(),
-                    format!("!{filename}"),
-                    format!("!{filename}.dockerignore"),
-                ],
-            },
-        ),
-    ]);
+    let mut local_dirs = frontend_dirs(dockerfile, dir, &filename);
     let mut frontend_inputs = BTreeMap::new();
     let mut named_input = |name: &str, definition: Definition, config: &[u8]| {
         let input = format!("{name}::{platform}");
@@ -124,6 +104,36 @@ pub(super) fn lower(
         platform: platform.clone(),
         unkeyable: dockerfile.unkeyable.clone(),
     }
+}
+
+/// The directories the frontend reads through the session: the context
+/// (less what `.dockerignore` leaves out) and the Dockerfile alone.
+fn frontend_dirs(
+    dockerfile: &Dockerfile,
+    dir: &std::path::Path,
+    filename: &str,
+) -> BTreeMap<String, LocalDir> {
+    BTreeMap::from([
+        (
+            "context".to_owned(),
+            LocalDir {
+                path: dockerfile.context.clone(),
+                excludes: dockerignore(dockerfile),
+            },
+        ),
+        (
+            "dockerfile".to_owned(),
+            LocalDir {
+                path: dir.to_owned(),
+                // The frontend asks for the file alone; so does the key.
+                excludes: vec![
+                    "*".to_owned(),
+                    format!("!{filename}"),
+                    format!("!{filename}.dockerignore"),
+                ],
+            },
+        ),
+    ])
 }
 
 /// The Dockerfile's `RUN --mount=type=cache` mounts as this build's cache
