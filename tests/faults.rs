@@ -371,9 +371,11 @@ fn sigint_and_sigterm_during_an_export_keep_the_earlier_output_and_leave_no_temp
         });
         assert!(
             released,
-            "SIG{name}: records still in use {:.0}s after the interrupted export: {:?}",
+            "SIG{name}: records still in use {:.0}s after the interrupted export: {:?}\n\
+             the daemon's goroutines in the solver, exporters and sessions:\n{}",
             signalled.elapsed().as_secs_f64(),
-            in_use()
+            in_use(),
+            daemon.goroutines_in(&["llbsolver", "exporter", "filesync", "session.(*Manager)"])
         );
     }
 }

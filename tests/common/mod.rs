@@ -258,6 +258,9 @@ pub struct ScratchDaemon {
     pub addr: String,
     pub root: PathBuf,
     dir: PathBuf,
+    /// Its pprof endpoint on loopback (`--debugaddr`), for a goroutine dump
+    /// when a test finds it holding something it should have let go.
+    debug_addr: String,
     process: Option<std::process::Child>,
 }
 
@@ -274,6 +277,7 @@ impl ScratchDaemon {
             addr: format!("unix://{}", dir.join("buildkitd.sock").display()),
             root: dir.join("root"),
             dir,
+            debug_addr: free_loopback_addr(),
             process: None,
         };
         daemon.restart();
@@ -295,6 +299,8 @@ impl ScratchDaemon {
             .arg(&self.root)
             .arg("--addr")
             .arg(&self.addr)
+            .arg("--debugaddr")
+            .arg(&self.debug_addr)
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -319,6 +325,29 @@ impl ScratchDaemon {
         }
     }
 
+    /// The daemon's goroutines whose stacks pass through any of `frames`
+    /// (e.g. `exporter`, `filesync`), as Go prints them: what it is stuck in.
+    pub fn goroutines_in(&self, frames: &[&str]) -> String {
+        let url = format!("http://{}/debug/pprof/goroutine?debug=2", self.debug_addr);
+        let out = Command::new("curl")
+            .args(["-fsS", "--max-time", "10", &url])
+            .output();
+        let dump = match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) => {
+                return format!(
+                    "(no goroutine dump: {})",
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            }
+            Err(e) => return format!("(no goroutine dump: curl: {e})"),
+        };
+        dump.split("\n\n")
+            .filter(|g| frames.iter().any(|f| g.contains(f)))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    }
+
     /// The ids of the runc containers (running steps) the daemon has.
     pub fn containers(&self) -> Vec<String> {
         let out = Command::new("runc")
@@ -332,6 +361,12 @@ impl ScratchDaemon {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// A loopback address no one listens on right now.
+fn free_loopback_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
 }
 
 impl Drop for ScratchDaemon {
