@@ -404,6 +404,7 @@ impl State {
             description,
             caps,
             ignore_cache: run.ignore_cache,
+            foreign: None,
         });
         let at = |index| self.at_output(node.clone(), index);
         Exec {

@@ -235,6 +235,7 @@ impl State {
                 description,
                 caps,
                 ignore_cache: false,
+                foreign: None,
             },
             0,
         )

@@ -67,6 +67,14 @@ impl Definition {
         self.to_pb().encode_to_vec()
     }
 
+    /// The definition as the wire carries it (e.g. a frontend's result).
+    pub fn from_pb(def: pb::Definition) -> Definition {
+        Definition {
+            ops: def.def,
+            metadata: def.metadata,
+        }
+    }
+
     /// Parses a definition from its protobuf bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Definition, prost::DecodeError> {
         let def = pb::Definition::decode(bytes)?;
@@ -98,17 +106,24 @@ impl Marshaller {
                 index: i.index,
             })
             .collect();
-        let op = pb::Op {
-            inputs,
-            op: Some(node.op.clone()),
-            platform: Some(node.platform.to_pb()),
-            constraints: Some(pb::WorkerConstraints::default()),
+        let (bytes, metadata) = match &node.foreign {
+            // Its inputs were marshalled from their own bytes: the digests
+            // its bytes name are theirs.
+            Some(foreign) => (foreign.bytes.clone(), foreign.metadata.clone()),
+            None => {
+                let op = pb::Op {
+                    inputs,
+                    op: Some(node.op.clone()),
+                    platform: Some(node.platform.to_pb()),
+                    constraints: Some(pb::WorkerConstraints::default()),
+                };
+                (Bytes::from(op.encode_to_vec()), metadata_of(node))
+            }
         };
-        let bytes = Bytes::from(op.encode_to_vec());
         let digest = digest_of(&bytes);
         if !self.metadata.contains_key(&digest) {
             self.ops.push(bytes);
-            self.metadata.insert(digest.clone(), metadata_of(node));
+            self.metadata.insert(digest.clone(), metadata);
         } else {
             merge(self.metadata.get_mut(&digest).expect("present"), node);
         }

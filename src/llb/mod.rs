@@ -5,10 +5,12 @@
 //! - [`source`]: images, local directories, git, http;
 //! - [`exec`]: running commands, with mounts (the tools' cache mounts are `crate::tools`');
 //! - [`file`]: mkdir, mkfile, copy, rm;
-//! - [`marshal`]: the deterministic `pb.Definition` and its digests.
+//! - [`marshal`]: the deterministic `pb.Definition` and its digests;
+//! - [`foreign`]: a graph another client marshalled (a frontend's result), to build on.
 
 pub mod exec;
 pub mod file;
+pub mod foreign;
 pub mod marshal;
 pub mod platform;
 pub mod source;

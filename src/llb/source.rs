@@ -31,6 +31,7 @@ fn source(
         description,
         caps,
         ignore_cache: false,
+        foreign: None,
     };
     base.with_output(node, 0)
 }

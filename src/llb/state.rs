@@ -16,6 +16,9 @@ pub(crate) struct Node {
     pub description: BTreeMap<String, String>,
     pub caps: BTreeSet<&'static str>,
     pub ignore_cache: bool,
+    /// Set when another client marshalled this op (see `super::foreign`):
+    /// it is sent as those bytes, the fields above only read.
+    pub foreign: Option<super::foreign::Foreign>,
 }
 
 /// One output of a node (exec ops can have several: root and writable mounts).
