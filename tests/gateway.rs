@@ -150,11 +150,7 @@ async fn platforms_solved_in_one_build_push_one_index() {
             .config(ConfigBuilder::default().build().unwrap())
             .build()
             .unwrap();
-        PlatformGraph {
-            platform,
-            definition: state.marshal(),
-            config: Some(config),
-        }
+        PlatformGraph::llb(platform, state.marshal(), Some(config))
     };
     let graphs = [
         graph("linux/amd64", Arch::Amd64),
@@ -221,16 +217,8 @@ async fn a_platform_that_fails_fails_the_build() {
     let failing =
         base.run(Run::shell("echo broken >&2; exit 4").named("the failing platform's step"));
     let graphs = [
-        PlatformGraph {
-            platform: Platform::host(),
-            definition: ok.marshal(),
-            config: None,
-        },
-        PlatformGraph {
-            platform: "linux/386".parse().unwrap(),
-            definition: failing.marshal(),
-            config: None,
-        },
+        PlatformGraph::llb(Platform::host(), ok.marshal(), None),
+        PlatformGraph::llb("linux/386".parse().unwrap(), failing.marshal(), None),
     ];
     let err = solve::solve(
         &client,

@@ -2,10 +2,8 @@
 //! one daemon. Images solve at once, each with its own [`SolveOpt`]; the daemon
 //! merges the steps they share (an image built `from` another contains its graph).
 
-use std::collections::BTreeMap;
-
 use crate::client::Daemon;
-use crate::keys::{tags, ContentKey};
+use crate::keys::ContentKey;
 use crate::reference::ImageRef;
 use crate::registry::Registry;
 use crate::session::DockerAuth;
@@ -70,61 +68,7 @@ pub(crate) async fn build_all_within(
     progress: &dyn Progress,
     slots: Option<&tokio::sync::Semaphore>,
 ) -> Result<Outcome, BuildError> {
-    if plan.parents.is_empty() {
-        return build_plan(daemon, plan, progress, slots).await;
-    }
-    // First the Dockerfile images others are built from (their graphs are
-    // the frontend's), then the rest on top of them as pushed.
-    let mut outcome = build_plan(daemon, &plan.parents_first(), progress, slots).await?;
-    if !outcome.failed.is_empty() && !plan.keep_going {
-        return Ok(outcome);
-    }
-    // Images built from a Dockerfile image that failed are not attempted.
-    let failed: Vec<String> = outcome.failed.iter().map(|f| f.image.clone()).collect();
-    let stands_on_failed = |name: &String| {
-        plan.spec
-            .closure(std::slice::from_ref(name))
-            .map(|c| c.iter().any(|n| failed.contains(n)))
-            .unwrap_or(true)
-    };
-    let first: Vec<String> = plan.parents.iter().map(|p| p.image.clone()).collect();
-    let rest: Vec<String> = plan
-        .images()
-        .into_iter()
-        .filter(|name| !first.contains(name) && !stands_on_failed(name))
-        .collect();
-    if rest.is_empty() {
-        return Ok(outcome);
-    }
-    let rest = plan.rebase_on(&pinned_pushes(&outcome.built)).only(&rest);
-    let then = build_plan(daemon, &rest, progress, slots).await?;
-    outcome.built.extend(then.built);
-    outcome.failed.extend(then.failed);
-    outcome.notes.extend(then.notes);
-    Ok(outcome)
-}
-
-/// The Dockerfile images of `built` as pushed, pinned by digest: what the
-/// images built `from` them start from ([`BuildPlan::rebase_on`]).
-pub(crate) fn pinned_pushes(built: &[Built]) -> BTreeMap<String, ImageRef> {
-    built
-        .iter()
-        .filter(|b| b.frontend)
-        .filter_map(|b| Some((b.image.clone(), pinned_push(b)?)))
-        .collect()
-}
-
-/// Where a built image can be pulled from by digest: its key tag (as
-/// `strata key` finds it) or push target, pinned to what was pushed.
-fn pinned_push(built: &Built) -> Option<ImageRef> {
-    let digest = built.solved.image_digest()?;
-    let pushed = built.pushed.as_ref()?;
-    let named = if built.key_tagged {
-        tags::key_ref(pushed, &built.image, &built.key)
-    } else {
-        pushed.clone()
-    };
-    Some(named.with_digest(digest))
+    build_plan(daemon, plan, progress, slots).await
 }
 
 /// Builds the jobs of `plan` (see [`build_all`]).

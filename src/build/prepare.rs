@@ -9,7 +9,7 @@ use crate::llb::Platform;
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryOptions};
 use crate::session::DockerAuth;
-use crate::spec::{Base, BaseImage, BuildPlan, ImageGraph, LowerOptions, LoweredImage};
+use crate::spec::{labelled, Base, BaseImage, BuildPlan, ImageGraph, LowerOptions, LoweredImage};
 
 /// An image lowered for each platform it is built for, with its keys.
 #[derive(Debug, Clone)]
@@ -54,6 +54,15 @@ impl KeyedImage {
         let mut first = chosen.next().expect("a platform the image is built for");
         let rest: Vec<LoweredImage> = chosen.collect();
         if rest.is_empty() {
+            return first;
+        }
+        if let ImageGraph::OnFrontend(graphs) = &mut first.graph {
+            for image in &rest {
+                if let ImageGraph::OnFrontend(other) = &image.graph {
+                    graphs.extend(other.iter().cloned());
+                }
+                first.local_dirs.extend(image.local_dirs.clone());
+            }
             return first;
         }
         let mut graphs: Vec<_> = first
@@ -120,8 +129,7 @@ pub fn registry_from_env(plan: &BuildPlan) -> Registry {
 /// come from the registry). Returns them in the order of `plan.jobs`.
 pub async fn lower(plan: &BuildPlan) -> Result<Vec<LoweredImage>, BuildError> {
     let registry = registry_from_env(plan);
-    let plan = on_built_parents(plan, &registry).await?;
-    let mut prepared = prepare(&plan, &registry).await?;
+    let mut prepared = prepare(plan, &registry).await?;
     Ok(plan
         .images()
         .into_iter()
@@ -140,47 +148,21 @@ fn recording_key(mut image: LoweredImage, key: &ContentKey) -> LoweredImage {
             let label = format!("label:{}", tags::KEY_LABEL);
             frontend.attrs.insert(label, key.to_string());
         }
-        ImageGraph::Llb(llb) => labelled(&mut llb.config, key),
+        ImageGraph::Llb(llb) => labelled(&mut llb.config, &key_label(key)),
+        ImageGraph::OnFrontend(graphs) => {
+            for (_, on) in graphs {
+                on.labels.extend(key_label(key));
+                labelled(&mut on.on_scratch.config, &key_label(key));
+            }
+        }
         // Lowered per platform and recorded before they are put together.
         ImageGraph::Platforms(_) => {}
     }
     image
 }
 
-fn labelled(image: &mut oci_spec::image::ImageConfiguration, key: &ContentKey) {
-    let mut config = image.config().clone().unwrap_or_default();
-    let mut labels = config.labels().clone().unwrap_or_default();
-    labels.insert(tags::KEY_LABEL.to_owned(), key.to_string());
-    config.set_labels(Some(labels));
-    image.set_config(Some(config));
-}
-
-/// `plan` with the images built `from` Dockerfile images starting from
-/// those as their key tags say they were pushed (for keys and LLB without
-/// a build, which would push them first).
-async fn on_built_parents(plan: &BuildPlan, registry: &Registry) -> Result<BuildPlan, BuildError> {
-    if plan.parents.is_empty() {
-        return Ok(plan.clone());
-    }
-    let keyed = prepare(&plan.parents_first(), registry).await?;
-    let mut pushed = BTreeMap::new();
-    for parent in &plan.parents {
-        let (Some(push), Some(keyed)) = (&parent.name, keyed.images.get(&parent.image)) else {
-            continue;
-        };
-        let key = &keyed.key;
-        let tagged = tags::key_ref(push, &parent.image, key);
-        match tags::find(registry, push, &parent.image, key, &keyed.recorded()).await? {
-            Some(digest) => pushed.insert(parent.image.clone(), tagged.with_digest(&digest)),
-            None => {
-                return Err(BuildError::ParentNotBuilt {
-                    parent: parent.image.clone(),
-                    reference: tagged.to_string(),
-                })
-            }
-        };
-    }
-    Ok(plan.rebase_on(&pushed))
+fn key_label(key: &ContentKey) -> BTreeMap<String, String> {
+    BTreeMap::from([(tags::KEY_LABEL.to_owned(), key.to_string())])
 }
 
 /// Lowers images `names` (in that order) for `platform` with their bases
@@ -215,8 +197,7 @@ pub struct ImageKey {
 /// the base images' manifests (to pin them) and git refs, never solves.
 pub async fn keys(plan: &BuildPlan) -> Result<Vec<ImageKey>, BuildError> {
     let registry = registry_from_env(plan);
-    let plan = on_built_parents(plan, &registry).await?;
-    let mut prepared = prepare(&plan, &registry).await?;
+    let mut prepared = prepare(plan, &registry).await?;
     Ok(plan
         .images()
         .into_iter()

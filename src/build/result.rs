@@ -94,8 +94,6 @@ pub enum BuildError {
     Key(#[from] crate::keys::KeyError),
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
-    #[error("dockerfile image {parent}, which others are built from, is not built for these inputs yet ({reference} not found): build it first")]
-    ParentNotBuilt { parent: String, reference: String },
     #[error("image {image}: {output} holds one platform, and the image is built for {platforms}: ask for one with --platform, or push the index (--push) or write it as type=oci")]
     OnePlatformOutput {
         image: String,

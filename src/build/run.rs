@@ -14,7 +14,9 @@ use crate::options::{CacheExport, ExporterResponse, Output};
 use crate::registry::Registry;
 use crate::session::DockerAuth;
 use crate::solve::progress::{Deduped, Progress};
-use crate::solve::{self, Graph, PlatformGraph, SolveError, SolveOpt, Solved};
+use crate::solve::{
+    self, Graph, GraphSource, LowerOn, PlatformGraph, SolveError, SolveOpt, Solved,
+};
 use crate::spec::{BuildPlan, ImageGraph, Job, LoweredImage};
 
 use super::index::{self, Assembled};
@@ -116,7 +118,8 @@ impl Run<'_> {
             solved,
             lowered,
             loaded: loaded.map(|l| l.of_platform(docker_platform.clone())),
-            frontend: image.frontend().is_some(),
+            frontend: image.frontend().is_some()
+                || matches!(image.graph, ImageGraph::OnFrontend(_)),
             mounts: Vec::new(),
             nodes: Vec::new(),
             platforms_found: Vec::new(),
@@ -240,15 +243,8 @@ impl Run<'_> {
         let solved = match &image.graph {
             ImageGraph::Frontend(frontend) => solve::solve(client, frontend, &opt, renderer).await,
             ImageGraph::Llb(llb) => solve::solve(client, &llb.definition, &opt, renderer).await,
-            ImageGraph::Platforms(graphs) => {
-                let graphs: Vec<PlatformGraph> = graphs
-                    .iter()
-                    .map(|(platform, llb)| PlatformGraph {
-                        platform: platform.clone(),
-                        definition: llb.definition.clone(),
-                        config: Some(llb.config.clone()),
-                    })
-                    .collect();
+            ImageGraph::Platforms(_) | ImageGraph::OnFrontend(_) => {
+                let graphs = platform_graphs(&image.graph);
                 solve::solve(client, Graph::Platforms(&graphs), &opt, renderer).await
             }
         };
@@ -458,5 +454,38 @@ async fn measure_registry_caches(
             }
             CacheExport::Local { .. } => {}
         }
+    }
+}
+
+/// The gateway's graphs of an image solved per platform (or on a frontend's
+/// result): each platform's LLB, or what is lowered on its frontend's answer.
+fn platform_graphs(graph: &ImageGraph) -> Vec<PlatformGraph> {
+    match graph {
+        ImageGraph::Platforms(graphs) => graphs
+            .iter()
+            .map(|(platform, llb)| {
+                PlatformGraph::llb(
+                    platform.clone(),
+                    llb.definition.clone(),
+                    Some(llb.config.clone()),
+                )
+            })
+            .collect(),
+        ImageGraph::OnFrontend(graphs) => graphs
+            .iter()
+            .map(|(platform, on)| {
+                let on = std::sync::Arc::new(on.clone());
+                let frontend = on.frontend.clone();
+                let lower: LowerOn = std::sync::Arc::new(move |base, config| {
+                    let llb = on.lower_on(base, config).map_err(|e| e.to_string())?;
+                    Ok((llb.definition, llb.config))
+                });
+                PlatformGraph {
+                    platform: platform.clone(),
+                    source: GraphSource::OnFrontend { frontend, lower },
+                }
+            })
+            .collect(),
+        ImageGraph::Llb(_) | ImageGraph::Frontend(_) => Vec::new(),
     }
 }

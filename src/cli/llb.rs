@@ -37,6 +37,12 @@ pub async fn run(args: &LlbArgs) -> Result<()> {
             platforms.join(", ")
         );
     }
+    if let strata::spec::ImageGraph::OnFrontend(_) = &image.graph {
+        bail!(
+            "image {:?} is built on a Dockerfile image: its LLB is made on the dockerfile frontend's graph during the solve, so there is none to write before it (build it with strata build {0})",
+            args.image
+        );
+    }
     let Some(llb) = image.llb() else {
         bail!(
             "image {:?} is a Dockerfile image: the dockerfile frontend makes its graph on the daemon, so there is no LLB to write (build it with strata build {0})",

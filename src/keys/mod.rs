@@ -97,6 +97,19 @@ pub fn content_key(
             let all = graphs.iter().flat_map(|(_, llb)| llb.definition.to_bytes());
             (all.collect(), Default::default())
         }
+        // Its own steps on scratch; the Dockerfile image's key is `parent`.
+        ImageGraph::OnFrontend(graphs) => match graphs.as_slice() {
+            [(_, one)] => (
+                one.on_scratch.definition.to_bytes(),
+                one.on_scratch.config.clone(),
+            ),
+            _ => {
+                let all = graphs
+                    .iter()
+                    .flat_map(|(_, on)| on.on_scratch.definition.to_bytes());
+                (all.collect(), Default::default())
+            }
+        },
     };
     key.update(definition);
     // Through `Value`, whose maps are sorted: labels are a HashMap.

@@ -26,7 +26,7 @@ use crate::session::{
 };
 use crate::wire::moby::buildkit::v1 as control;
 
-pub use gateway::PlatformGraph;
+pub use gateway::{GraphSource, LowerOn, PlatformGraph};
 use progress::{is_cancellation, Renderer, Step, Tracker};
 
 /// Everything one solve needs besides the graph, in the spirit of BuildKit's
@@ -271,15 +271,25 @@ impl SolveOpt {
     }
 }
 
-/// A frontend's part of the request. The frontend resolves cache imports
-/// itself, so it is told them too (as BuildKit's Go client does).
+/// A frontend's part of the request.
 fn frontend_request(
     request: &mut control::SolveRequest,
     frontend: &Frontend,
     imports: &[CacheImport],
 ) {
     request.frontend = frontend.name.clone();
-    request.frontend_attrs = frontend.attrs.clone();
+    request.frontend_attrs = frontend_attrs(frontend, imports);
+    request.frontend_inputs = frontend
+        .inputs
+        .iter()
+        .map(|(name, definition)| (name.clone(), definition.to_pb()))
+        .collect();
+}
+
+/// A frontend's options. The frontend resolves cache imports itself, so it
+/// is told them too (as BuildKit's Go client does).
+fn frontend_attrs(frontend: &Frontend, imports: &[CacheImport]) -> BTreeMap<String, String> {
+    let mut attrs = frontend.attrs.clone();
     if !imports.is_empty() {
         let entries: Vec<serde_json::Value> = imports
             .iter()
@@ -289,13 +299,9 @@ fn frontend_request(
             })
             .collect();
         let json = serde_json::Value::from(entries).to_string();
-        request.frontend_attrs.insert("cache-imports".into(), json);
+        attrs.insert("cache-imports".into(), json);
     }
-    request.frontend_inputs = frontend
-        .inputs
-        .iter()
-        .map(|(name, definition)| (name.clone(), definition.to_pb()))
-        .collect();
+    attrs
 }
 
 /// Runs `graph` on the daemon with what `opt` asks, serving its session

@@ -52,32 +52,6 @@ impl Spec {
         Ok(())
     }
 
-    /// A Dockerfile image's graph is made by the frontend on the daemon, so
-    /// an image built `from` one starts from its pushed image: it needs a
-    /// push target.
-    pub(super) fn check_dockerfile_parents(
-        &self,
-        src: &Source,
-        positions: &[Positions],
-    ) -> Result<(), SpecError> {
-        for (i, image) in self.images.iter().enumerate() {
-            let Base::From(parent) = &image.base else {
-                continue;
-            };
-            let Some(p) = self.image(parent) else {
-                continue;
-            };
-            if matches!(p.base, Base::Dockerfile(_)) && p.push.is_none() {
-                return Err(src.error(
-                    positions[i].image,
-                    format!("{}.from", join("images", &image.name)),
-                    format!("{parent:?} is a dockerfile image without push: an image built from it starts from the pushed image, so give {parent} a push target"),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// An image built `from` another runs on its platforms: it may name
     /// some of them, no other.
     pub(super) fn check_platforms(

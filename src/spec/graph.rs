@@ -1,10 +1,6 @@
-//! Questions about the images' `from` graph: chains, closures, the
-//! Dockerfile images others stand on, and the spec rebased on built ones.
-
-use std::collections::BTreeMap;
+//! Questions about the images' `from` graph: chains and closures.
 
 use super::{Base, Image, Spec, SpecError};
-use crate::reference::ImageRef;
 
 impl Spec {
     /// `image`, the image it is built `from`, that one's, and so on: the one
@@ -17,39 +13,6 @@ impl Spec {
             Base::Image(_) | Base::Scratch | Base::Dockerfile(_) => None,
         })
         .take(self.images.len() + 1)
-    }
-
-    /// The Dockerfile images that images of `names`' closure are built `from`
-    /// (built first, then used by digest).
-    pub fn dockerfile_parents(&self, names: &[String]) -> Result<Vec<String>, SpecError> {
-        let mut parents = Vec::new();
-        for name in self.closure(names)? {
-            let Some(Base::From(parent)) = self.image(&name).map(|i| &i.base) else {
-                continue;
-            };
-            let is_dockerfile = matches!(
-                self.image(parent).map(|p| &p.base),
-                Some(Base::Dockerfile(_))
-            );
-            if is_dockerfile && !parents.contains(parent) {
-                parents.push(parent.clone());
-            }
-        }
-        Ok(parents)
-    }
-
-    /// This spec with every image built `from` one of `built` starting from
-    /// that image as pushed (a registry reference pinned by digest) instead.
-    pub fn rebased(&self, built: &BTreeMap<String, ImageRef>) -> Spec {
-        let mut spec = self.clone();
-        for image in &mut spec.images {
-            if let Base::From(parent) = &image.base {
-                if let Some(reference) = built.get(parent) {
-                    image.base = Base::Image(reference.clone());
-                }
-            }
-        }
-        spec
     }
 
     /// `wanted` and the images they are built `from`, dependencies first

@@ -25,8 +25,8 @@ use std::path::PathBuf;
 pub use checks::MAX_LABEL;
 pub use dockerfile::{Dockerfile, RunCacheMount};
 pub use lower::{
-    BaseImage, GitRef, ImageGraph, LayerKind, LlbImage, LowerOptions, LoweredImage, StepInfo,
-    CA_MOUNT, DOCKERFILE_FRONTEND,
+    labelled, BaseImage, GitRef, ImageGraph, LayerKind, LlbImage, LowerOptions, LoweredImage,
+    OnFrontend, OnFrontendError, StepInfo, CA_MOUNT, DOCKERFILE_FRONTEND,
 };
 pub use model::{
     valid_image_name, Base, CopyFrom, Image, ImageSettings, OverlayItem, Spec, Step, StepKind,

@@ -109,7 +109,6 @@ impl Spec {
         };
         spec.check_cycles(&src, &positions)?;
         spec.check_platforms(&src, &positions)?;
-        spec.check_dockerfile_parents(&src, &positions)?;
         Ok(spec)
     }
 }

@@ -3,8 +3,7 @@
 //! CLI get the same CA bundle, push targets, outputs and cache lists. Below
 //! it everything (one-daemon builds, pools, keys, LLB, mounts) takes the
 //! [`BuildPlan`]: a pool hands each node a sub-plan ([`BuildPlan::only`]),
-//! adds its cache to the jobs ([`Job::add_caches`]), and images built `from`
-//! a built Dockerfile image start from it as pushed ([`BuildPlan::rebase_on`]).
+//! and adds its cache to the jobs ([`Job::add_caches`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -92,10 +91,6 @@ pub struct BuildPlan {
     /// The images' definitions (shared by every sub-plan of one build).
     pub spec: Arc<Spec>,
     pub jobs: Vec<Job>,
-    /// The Dockerfile images that images of the jobs (or their `from`
-    /// closure) are built from: built and pushed first, then used by digest
-    /// ([`BuildPlan::rebase_on`]). Not pushed by `--push`, no `--output`.
-    pub parents: Vec<Job>,
     pub ca_cert: Option<PathBuf>,
     pub platform: Option<Platforms>,
     pub secrets: BTreeMap<String, PathBuf>,
@@ -144,48 +139,13 @@ impl BuildPlan {
         }
     }
 
-    /// This plan with only the jobs of `images` (and the parents they need).
+    /// This plan with only the jobs of `images`.
     pub fn only(&self, images: &[String]) -> BuildPlan {
-        let closure = self.spec.closure(images).unwrap_or_default();
         BuildPlan {
             jobs: self
                 .jobs
                 .iter()
                 .filter(|j| images.contains(&j.image))
-                .cloned()
-                .collect(),
-            parents: self
-                .parents
-                .iter()
-                .filter(|p| closure.contains(&p.image))
-                .cloned()
-                .collect(),
-            ..self.clone()
-        }
-    }
-
-    /// The plan that builds this one's Dockerfile parents (and nothing else).
-    pub fn parents_first(&self) -> BuildPlan {
-        BuildPlan {
-            jobs: self.parents.clone(),
-            parents: Vec::new(),
-            ..self.clone()
-        }
-    }
-
-    /// This plan with every image built `from` one of `built` starting from
-    /// that image as pushed (a registry reference pinned by digest); those
-    /// are no longer parents to build first.
-    pub fn rebase_on(&self, built: &BTreeMap<String, ImageRef>) -> BuildPlan {
-        if built.is_empty() {
-            return self.clone();
-        }
-        BuildPlan {
-            spec: Arc::new(self.spec.rebased(built)),
-            parents: self
-                .parents
-                .iter()
-                .filter(|p| !built.contains_key(&p.image))
                 .cloned()
                 .collect(),
             ..self.clone()
@@ -201,7 +161,6 @@ impl Spec {
         let mut plan = BuildPlan {
             spec: Arc::new(self.clone()),
             jobs: Vec::new(),
-            parents: Vec::new(),
             ca_cert: overrides.ca_cert.clone().or_else(|| self.ca_cert.clone()),
             platform: overrides.platform.clone(),
             secrets: overrides.secrets.clone(),
@@ -217,20 +176,9 @@ impl Spec {
             keep_going: overrides.keep_going,
             load: overrides.load.clone(),
         };
-        let parents = self.dockerfile_parents(&names)?;
         for name in names {
             let job = self.job(&plan, name, overrides)?;
             plan.jobs.push(job);
-        }
-        // Built first, for the images on them: their own push, no `--output`.
-        let for_parents = Overrides {
-            push: None,
-            outputs: Vec::new(),
-            ..overrides.clone()
-        };
-        for name in parents {
-            let job = self.job(&plan, name, &for_parents)?;
-            plan.parents.push(job);
         }
         Ok(plan)
     }

@@ -1223,53 +1223,69 @@ fn resolving_merges_the_spec_and_the_overrides() {
 }
 
 #[test]
-fn a_plan_knows_its_dockerfile_parents_and_splits_and_rebases_without_resolving_again() {
+fn an_image_from_a_dockerfile_image_is_lowered_on_the_frontends_result() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Dockerfile"), format!("FROM {BASE}\n")).unwrap();
-    let text = format!(
-        "[images.web]\ndockerfile = {{ file = \"Dockerfile\" }}\npush = \"{BASE}-web\"\n\
-         [images.app]\nfrom = \"web\"\n[images.other]\nbase = \"{BASE}\"\n"
-    );
-    let spec = spec_in(dir.path(), &text).unwrap();
-    let only_app = Overrides {
-        images: vec!["app".into()],
-        cache_to: vec!["type=inline".parse().unwrap()],
-        ..Overrides::default()
+    // No push target on web: app is solved with it, not from its push.
+    let text = "[images.web]\ndockerfile = { file = \"Dockerfile\" }\n\
+         [images.app]\nfrom = \"web\"\n[[images.app.toolchain]]\nrun = \"make\"\n";
+    let spec = spec_in(dir.path(), text).unwrap();
+    let plan = spec.resolve(&Overrides::default()).unwrap();
+    assert_eq!(plan.only(&["app".to_owned()]).images(), ["app"]);
+    let names = vec!["app".to_owned()];
+    let app = spec
+        .lower_all(&names, &BTreeMap::new(), &LowerOptions::default())
+        .unwrap()
+        .remove(0);
+    let ImageGraph::OnFrontend(graphs) = &app.graph else {
+        panic!("not lowered on the frontend: {:?}", app.graph)
     };
-    let plan = spec.resolve(&only_app).unwrap();
-    // The parent is not asked for, but is built first, with the command
-    // line's caches and its own push target.
-    assert_eq!(plan.images(), ["app"]);
-    let parents: Vec<&str> = plan.parents.iter().map(|p| p.image.as_str()).collect();
-    assert_eq!(parents, ["web"]);
-    assert_eq!(plan.parents[0].cache_exports.len(), 1);
-    assert_eq!(plan.parents_first().images(), ["web"]);
-    assert!(plan.parents_first().parents.is_empty());
-
-    let all = spec.resolve(&Overrides::default()).unwrap();
-    let other = all.only(&["other".to_owned()]);
-    assert_eq!(other.images(), ["other"]);
-    assert!(other.parents.is_empty(), "other is not built from web");
-    assert_eq!(all.only(&["app".to_owned()]).parents.len(), 1);
-
-    let pinned: ImageRef = format!("{BASE}-web@sha256:{}", "a".repeat(64))
-        .parse()
-        .unwrap();
-    let rebased = all.rebase_on(&BTreeMap::from([("web".to_owned(), pinned.clone())]));
+    let (_, on) = &graphs[0];
+    assert_eq!(on.frontend.name, DOCKERFILE_FRONTEND);
+    // The session serves the Dockerfile's context and file, and app's own.
     assert!(
-        rebased.parents.is_empty(),
-        "web is built: no parent left to build"
+        app.local_dirs.contains_key("context"),
+        "{:?}",
+        app.local_dirs.keys()
     );
-    let app = rebased.spec.image("app").unwrap();
-    assert_eq!(app.base, Base::Image(pinned));
-    assert!(matches!(all.spec.image("app").unwrap().base, Base::From(_)));
+    assert!(app.local_dirs.contains_key("dockerfile"));
 
-    let mut job = other.jobs[0].clone();
-    job.add_caches(vec!["type=inline".parse().unwrap()], Vec::new());
-    assert_eq!(
-        job.cache_exports.len(),
-        other.jobs[0].cache_exports.len() + 1
+    // What the frontend answered: a graph and a config whose env the steps see.
+    let base = crate::llb::source::local("context", &Default::default()).marshal();
+    let mut config: oci_spec::image::ImageConfiguration = serde_json::from_str(
+        r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},
+            "config":{"Env":["PATH=/opt/web/bin:/usr/bin","WEB=1"]}}"#,
+    )
+    .unwrap();
+    let mut labelled_on = on.clone();
+    labelled_on
+        .labels
+        .insert("strata.key".into(), "sha256:k".into());
+    let llb = labelled_on.lower_on(&base, Some(&config)).unwrap();
+    let make = llb.definition.ops()[llb.definition.ops().len() - 2].clone();
+    let op = <crate::wire::pb::Op as prost::Message>::decode(make.as_ref()).unwrap();
+    let Some(crate::wire::pb::op::Op::Exec(exec)) = op.op else {
+        panic!("the last op is not the step")
+    };
+    let env = exec.meta.unwrap().env;
+    assert!(env.contains(&"WEB=1".to_owned()), "{env:?}");
+    assert!(
+        env.contains(&"PATH=/opt/web/bin:/usr/bin".to_owned()),
+        "{env:?}"
     );
+    // The frontend's own ops come first, byte for byte.
+    assert_eq!(llb.definition.ops()[0], base.ops()[0]);
+    let labels = llb
+        .config
+        .config()
+        .clone()
+        .unwrap()
+        .labels()
+        .clone()
+        .unwrap();
+    assert_eq!(labels["strata.key"], "sha256:k");
+    config.set_config(None);
+    assert!(labelled_on.lower_on(&base, Some(&config)).is_ok());
 }
 
 #[test]
@@ -1421,12 +1437,9 @@ fn dockerfile_images_check_their_keys_and_order_after_the_spec_images_they_use()
         e.contains("images.app.dockerfile") && e.contains("remove base"),
         "{e}"
     );
+    // Built on it in one solve: no push target needed.
     let from_it = format!("{text}[images.child]\nfrom = \"app\"\n");
-    let e = spec_in(dir.path(), &from_it).unwrap_err().to_string();
-    assert!(
-        e.contains("images.child.from") && e.contains("dockerfile image"),
-        "{e}"
-    );
+    assert!(spec_in(dir.path(), &from_it).is_ok());
     let missing = "[images.app]\ndockerfile = { file = \"Nope\" }\n";
     let e = spec_in(dir.path(), missing).unwrap_err().to_string();
     assert!(

@@ -24,7 +24,7 @@ mod units;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{build_all_within, pinned_pushes, BuildError, Built, Outcome};
+use super::{build_all_within, BuildError, Built, Outcome};
 use crate::client::{ClientError, Daemon};
 use crate::options::{CacheExport, CacheImport};
 use crate::pool::place::{self, Item, Slot};
@@ -140,16 +140,13 @@ impl PoolBuild<'_> {
     ) -> Result<TierReport, BuildError> {
         let began = Instant::now();
         let pool = self.pool;
-        // A later tier's node pulls a Dockerfile parent built before as
-        // pushed, instead of building it again (to a digest of its own).
-        let rebased = self.plan.rebase_on(&pinned_pushes(&all.built));
         let built_before = all.built.len();
         let mut pending = units;
         let mut parts: BTreeMap<String, Vec<Built>> = BTreeMap::new();
         loop {
             let places = Places {
                 pool,
-                plan: &rebased,
+                plan: self.plan,
                 healthy,
                 platforms: &self.platforms,
             };
@@ -161,14 +158,14 @@ impl PoolBuild<'_> {
                 placed: &placed,
                 partial: &partial,
             };
-            let lost = build_placed(pool, &rebased, nodes, placing, all, &mut parts).await?;
+            let lost = build_placed(pool, self.plan, nodes, placing, all, &mut parts).await?;
             if lost.is_empty() {
                 break;
             }
             pending = moved(pool, &mut all.notes, healthy, lost, &pending)?;
             placed = vec![usize::MAX; pending.len()];
         }
-        self.assemble_parts(&rebased, parts, all).await?;
+        self.assemble_parts(self.plan, parts, all).await?;
         let freed = keep_storage(pool, &self.daemons, healthy, self.plan.keep_storage).await;
         let (steps_run, steps_cached) = all.built[built_before..]
             .iter()

@@ -13,6 +13,7 @@
 mod ca;
 mod config;
 mod dockerfile;
+mod on_frontend;
 mod overlay_copy;
 mod overlay_git;
 mod settings;
@@ -32,6 +33,7 @@ use crate::tools::{self, Tool};
 
 pub use ca::CA_MOUNT;
 pub use dockerfile::DOCKERFILE_FRONTEND;
+pub use on_frontend::{OnFrontend, OnFrontendError};
 
 /// A registry base image as resolved before lowering.
 #[derive(Debug, Clone)]
@@ -52,7 +54,7 @@ impl LoweredImage {
     pub fn llb(&self) -> Option<&LlbImage> {
         match &self.graph {
             ImageGraph::Llb(llb) => Some(llb),
-            ImageGraph::Frontend(_) | ImageGraph::Platforms(_) => None,
+            _ => None,
         }
     }
 
@@ -60,9 +62,21 @@ impl LoweredImage {
     pub fn frontend(&self) -> Option<&crate::options::Frontend> {
         match &self.graph {
             ImageGraph::Frontend(frontend) => Some(frontend),
-            ImageGraph::Llb(_) | ImageGraph::Platforms(_) => None,
+            _ => None,
         }
     }
+}
+
+/// `config` with `labels` added to its own.
+pub fn labelled(config: &mut ImageConfiguration, labels: &BTreeMap<String, String>) {
+    if labels.is_empty() {
+        return;
+    }
+    let mut inner = config.config().clone().unwrap_or_default();
+    let mut all = inner.labels().clone().unwrap_or_default();
+    all.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    inner.set_labels(Some(all));
+    config.set_config(Some(inner));
 }
 
 /// Build-wide settings that shape the LLB.
@@ -134,6 +148,9 @@ pub enum ImageGraph {
     /// One LLB image per platform, solved together into one image index
     /// (an image lowered once per platform it is built for).
     Platforms(Vec<(Platform, LlbImage)>),
+    /// Built `from` a Dockerfile image, in the same solve: per platform (one
+    /// or several, one index), its steps lowered on the frontend's result.
+    OnFrontend(Vec<(Platform, OnFrontend)>),
 }
 
 /// An image strata lowered to LLB itself.
@@ -363,48 +380,88 @@ impl Spec {
             let lowered = self.lower_image(image, start, options)?;
             done.insert(name, lowered);
         }
-        Ok(names
+        names
             .iter()
-            .map(|name| {
-                let at = &done[name];
-                let image = self.image(name).expect("closure checked the names");
-                if let Base::Dockerfile(d) = &image.base {
-                    let platform = self.platform_of(image, options);
-                    let inputs = d
-                        .spec_froms
-                        .iter()
-                        .filter_map(|p| Some((p, done.get(p)?, self.image(p)?)))
-                        .map(|(p, at, parent)| dockerfile::Input {
-                            name: p.clone(),
-                            definition: at.state.marshal(),
-                            config: config::finish(at, &parent.settings),
-                            local_dirs: at.local_dirs.clone(),
-                        })
-                        .collect();
-                    return dockerfile::lower(image, d, &platform, bases, inputs);
-                }
-                LoweredImage {
-                    name: name.clone(),
-                    graph: ImageGraph::Llb(Box::new(LlbImage {
-                        definition: at.state.marshal(),
-                        state: at.state.clone(),
-                        config: config::finish(at, &image.settings),
-                    })),
-                    local_dirs: at.local_dirs.clone(),
-                    steps: at.steps.clone(),
-                    cache_mounts: at.cache_mounts.clone(),
-                    platform: self.platform_of(image, options),
-                    unkeyable: self.from_chain(image).skip(1).find_map(|parent| {
-                        match &parent.base {
-                            Base::Dockerfile(d) => d.unkeyable.as_ref().map(|why| {
-                                format!("it is built from {}, whose {why}", parent.name)
-                            }),
-                            _ => None,
-                        }
-                    }),
-                }
+            .map(|name| self.lowered(name, &done, bases, options))
+            .collect()
+    }
+
+    /// Image `name` as solved, from the lowerings of its `from` chain.
+    fn lowered(
+        &self,
+        name: &str,
+        done: &BTreeMap<String, Lowering>,
+        bases: &BTreeMap<ImageRef, BaseImage>,
+        options: &LowerOptions,
+    ) -> Result<LoweredImage, SpecError> {
+        let at = &done[name];
+        let image = self.named(name)?;
+        let platform = self.platform_of(image, options);
+        if let Base::Dockerfile(d) = &image.base {
+            return Ok(self.dockerfile(image, d, &platform, done, bases));
+        }
+        let llb = LlbImage {
+            definition: at.state.marshal(),
+            state: at.state.clone(),
+            config: config::finish(at, &image.settings),
+        };
+        let mut lowered = LoweredImage {
+            name: name.to_owned(),
+            graph: ImageGraph::Llb(Box::new(llb.clone())),
+            local_dirs: at.local_dirs.clone(),
+            steps: at.steps.clone(),
+            cache_mounts: at.cache_mounts.clone(),
+            platform: platform.clone(),
+            unkeyable: None,
+        };
+        let mut chain: Vec<String> = Vec::new();
+        for parent in self.from_chain(image) {
+            let Base::Dockerfile(d) = &parent.base else {
+                chain.insert(0, parent.name.clone());
+                continue;
+            };
+            // Solved with the Dockerfile image it stands on.
+            let on = self.dockerfile(parent, d, &platform, done, bases);
+            lowered.unkeyable = on
+                .unkeyable
+                .as_ref()
+                .map(|why| format!("it is built from {}, whose {why}", parent.name));
+            lowered.local_dirs.extend(on.local_dirs);
+            // Its own steps' cache mounts would be seeded and exported on a
+            // rootfs that exists only during the solve: the Dockerfile's travel.
+            lowered.cache_mounts = on.cache_mounts;
+            let ImageGraph::Frontend(frontend) = on.graph else {
+                unreachable!("a Dockerfile image is lowered to its frontend")
+            };
+            let on_frontend = OnFrontend::new(frontend, llb, self, chain, options);
+            lowered.graph = ImageGraph::OnFrontend(vec![(platform, on_frontend)]);
+            break;
+        }
+        Ok(lowered)
+    }
+
+    /// Dockerfile image `image`, with the images of the spec it names in
+    /// `FROM` handed to the frontend.
+    fn dockerfile(
+        &self,
+        image: &Image,
+        d: &super::Dockerfile,
+        platform: &Platform,
+        done: &BTreeMap<String, Lowering>,
+        bases: &BTreeMap<ImageRef, BaseImage>,
+    ) -> LoweredImage {
+        let inputs = d
+            .spec_froms
+            .iter()
+            .filter_map(|p| Some((p, done.get(p)?, self.image(p)?)))
+            .map(|(p, at, parent)| dockerfile::Input {
+                name: p.clone(),
+                definition: at.state.marshal(),
+                config: config::finish(at, &parent.settings),
+                local_dirs: at.local_dirs.clone(),
             })
-            .collect())
+            .collect();
+        dockerfile::lower(image, d, platform, bases, inputs)
     }
 
     /// `image`'s own settings, toolchain and overlay, on top of `at`.
