@@ -353,3 +353,45 @@ platforms = ["linux/arm64"]
         ["x86_64", "x86_64"]
     );
 }
+
+/// A two-platform image built `from` a Dockerfile image: one solve, one
+/// index, each platform's Dockerfile RUN and own step on that platform, the
+/// Dockerfile's ENV seen by the steps.
+#[test]
+fn a_two_platform_image_from_a_dockerfile_image_is_one_index() {
+    let s = stack();
+    let run = rand_suffix();
+    let p = Project::new(&format!(
+        r#"
+[images.parent]
+dockerfile = {{ file = "df/Dockerfile", context = "df" }}
+
+[images.child]
+from = "parent"
+platform = ["linux/amd64", "linux/arm64"]
+
+[[images.child.toolchain]]
+run = "cat /parent.txt > /child.txt && uname -m >> /child.txt && echo $MADE_BY >> /child.txt"
+"#
+    ));
+    std::fs::create_dir(p.path("df")).unwrap();
+    let dockerfile = format!(
+        "FROM {}\nENV MADE_BY={run}\nRUN uname -m > /parent.txt\n",
+        s.base_image
+    );
+    std::fs::write(p.path("df/Dockerfile"), dockerfile).unwrap();
+    let repo = format!("{}/strata/on-dockerfile-{run}", s.registry);
+    let target = format!("{repo}:v1");
+    let built = p.build(&s.buildkit_host, &["child", "--push", &target]);
+    let digest = built.ok().meta("child", "containerimage.digest");
+    assert_eq!(
+        listed_platforms(&repo, &digest),
+        ["linux/amd64", "linux/arm64"]
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (platform, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
+        let written = rt.block_on(layer_file(&target, platform, "child.txt"));
+        let expected = format!("{machine}\n{machine}\n{run}\n");
+        assert_eq!(written.as_deref(), Some(expected.as_str()), "{platform}");
+    }
+}
