@@ -361,10 +361,10 @@ platforms = ["linux/arm64"]
 fn a_two_platform_image_from_a_dockerfile_image_is_one_index() {
     let s = stack();
     let run = rand_suffix();
-    let p = Project::new(&format!(
+    let p = Project::new(
         r#"
 [images.parent]
-dockerfile = {{ file = "df/Dockerfile", context = "df" }}
+dockerfile = { file = "df/Dockerfile", context = "df" }
 
 [images.child]
 from = "parent"
@@ -372,8 +372,8 @@ platform = ["linux/amd64", "linux/arm64"]
 
 [[images.child.toolchain]]
 run = "cat /parent.txt > /child.txt && uname -m >> /child.txt && echo $MADE_BY >> /child.txt"
-"#
-    ));
+"#,
+    );
     std::fs::create_dir(p.path("df")).unwrap();
     let dockerfile = format!(
         "FROM {}\nENV MADE_BY={run}\nRUN uname -m > /parent.txt\n",

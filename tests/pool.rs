@@ -421,10 +421,10 @@ fn lose_node_mid_build(signal: &str, after: &str, why: &str) {
     assert!(took < Duration::from_secs(150), "{took:?}");
 }
 
-/// Images `from` a Dockerfile image built in an earlier tier start from it
-/// as pushed, by digest, on whichever node they are placed: it is built
-/// once (not again, to a digest of its own, by each child's node) and
-/// listed once.
+/// Images `from` a Dockerfile image built (and pushed) in an earlier tier
+/// are solved on it as pushed, by digest, on whichever node they are
+/// placed: its steps run once (not again, to a digest of its own, on each
+/// child's node) and it is listed once.
 #[test]
 fn a_dockerfile_parent_is_built_once_for_children_on_several_nodes() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -179,6 +179,7 @@ async fn lower_with(
         ca_cert: plan.ca_cert.as_ref().map(|_| CA_SECRET_ID.to_owned()),
         platform: Some(platform.clone()),
         git_commits: super::git::commits(spec, names).await?,
+        pushed_dockerfiles: plan.pushed_dockerfiles.clone(),
     };
     Ok((spec.lower_all(names, &bases, &options)?, bases))
 }
@@ -338,7 +339,11 @@ async fn base_configs(
         let image = plan.spec.image(&name).expect("closure names images");
         let references = match &image.base {
             Base::Image(reference) => vec![reference.clone()],
-            Base::Dockerfile(d) => d.froms.iter().map(|(_, r)| r.clone()).collect(),
+            Base::Dockerfile(d) => {
+                let pushed = plan.pushed_dockerfiles.get(&name).cloned();
+                let froms = d.froms.iter().map(|(_, r)| r.clone());
+                froms.chain(pushed).collect()
+            }
             Base::From(_) | Base::Scratch => continue,
         };
         for reference in references {

@@ -244,7 +244,7 @@ impl Run<'_> {
             ImageGraph::Frontend(frontend) => solve::solve(client, frontend, &opt, renderer).await,
             ImageGraph::Llb(llb) => solve::solve(client, &llb.definition, &opt, renderer).await,
             ImageGraph::Platforms(_) | ImageGraph::OnFrontend(_) => {
-                let graphs = platform_graphs(&image.graph);
+                let graphs = platform_graphs(&image.graph)?;
                 solve::solve(client, Graph::Platforms(&graphs), &opt, renderer).await
             }
         };
@@ -458,34 +458,36 @@ async fn measure_registry_caches(
 }
 
 /// The gateway's graphs of an image solved per platform (or on a frontend's
-/// result): each platform's LLB, or what is lowered on its frontend's answer.
-fn platform_graphs(graph: &ImageGraph) -> Vec<PlatformGraph> {
+/// result): each platform's LLB, or what is lowered on its frontend's answer
+/// (on the Dockerfile image as pushed, when an earlier tier pushed it).
+fn platform_graphs(graph: &ImageGraph) -> Result<Vec<PlatformGraph>, BuildError> {
+    let llb = |platform: &crate::llb::Platform, llb: &crate::spec::LlbImage| {
+        PlatformGraph::llb(
+            platform.clone(),
+            llb.definition.clone(),
+            Some(llb.config.clone()),
+        )
+    };
     match graph {
-        ImageGraph::Platforms(graphs) => graphs
-            .iter()
-            .map(|(platform, llb)| {
-                PlatformGraph::llb(
-                    platform.clone(),
-                    llb.definition.clone(),
-                    Some(llb.config.clone()),
-                )
-            })
-            .collect(),
+        ImageGraph::Platforms(graphs) => Ok(graphs.iter().map(|(p, l)| llb(p, l)).collect()),
         ImageGraph::OnFrontend(graphs) => graphs
             .iter()
             .map(|(platform, on)| {
+                if let Some(pushed) = on.on_pushed()? {
+                    return Ok(llb(platform, &pushed));
+                }
                 let on = std::sync::Arc::new(on.clone());
                 let frontend = on.frontend.clone();
                 let lower: LowerOn = std::sync::Arc::new(move |base, config| {
                     let llb = on.lower_on(base, config).map_err(|e| e.to_string())?;
                     Ok((llb.definition, llb.config))
                 });
-                PlatformGraph {
+                Ok(PlatformGraph {
                     platform: platform.clone(),
                     source: GraphSource::OnFrontend { frontend, lower },
-                }
+                })
             })
             .collect(),
-        ImageGraph::Llb(_) | ImageGraph::Frontend(_) => Vec::new(),
+        ImageGraph::Llb(_) | ImageGraph::Frontend(_) => Ok(Vec::new()),
     }
 }

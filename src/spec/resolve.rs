@@ -111,6 +111,11 @@ pub struct BuildPlan {
     pub keep_going: bool,
     /// Load every image into the docker daemon of this API socket.
     pub load: Option<PathBuf>,
+    /// Dockerfile images an earlier tier of this build pushed (a pool's),
+    /// pinned by digest: the images built `from` one are solved on it as
+    /// pushed, not on its frontend's graph again on another node. Their
+    /// keys stay those of one solve.
+    pub pushed_dockerfiles: BTreeMap<String, ImageRef>,
 }
 
 impl BuildPlan {
@@ -175,6 +180,7 @@ impl Spec {
             key_tags: !overrides.no_key_tag,
             keep_going: overrides.keep_going,
             load: overrides.load.clone(),
+            pushed_dockerfiles: BTreeMap::new(),
         };
         for name in names {
             let job = self.job(&plan, name, overrides)?;

@@ -30,6 +30,7 @@ use crate::options::{CacheExport, CacheImport};
 use crate::pool::place::{self, Item, Slot};
 use crate::pool::status::health;
 use crate::pool::Pool;
+use crate::reference::ImageRef;
 use crate::solve::progress::{Claims, Progress, Renderer};
 use crate::solve::SolveError;
 use crate::spec::{BuildPlan, Job};
@@ -140,13 +141,19 @@ impl PoolBuild<'_> {
     ) -> Result<TierReport, BuildError> {
         let began = Instant::now();
         let pool = self.pool;
+        // A later tier's node builds on a Dockerfile image built before as
+        // pushed, instead of running its steps again (to a digest of its own).
+        let plan = &BuildPlan {
+            pushed_dockerfiles: pinned_pushes(self.plan, &all.built),
+            ..self.plan.clone()
+        };
         let built_before = all.built.len();
         let mut pending = units;
         let mut parts: BTreeMap<String, Vec<Built>> = BTreeMap::new();
         loop {
             let places = Places {
                 pool,
-                plan: self.plan,
+                plan,
                 healthy,
                 platforms: &self.platforms,
             };
@@ -158,14 +165,14 @@ impl PoolBuild<'_> {
                 placed: &placed,
                 partial: &partial,
             };
-            let lost = build_placed(pool, self.plan, nodes, placing, all, &mut parts).await?;
+            let lost = build_placed(pool, plan, nodes, placing, all, &mut parts).await?;
             if lost.is_empty() {
                 break;
             }
             pending = moved(pool, &mut all.notes, healthy, lost, &pending)?;
             placed = vec![usize::MAX; pending.len()];
         }
-        self.assemble_parts(self.plan, parts, all).await?;
+        self.assemble_parts(plan, parts, all).await?;
         let freed = keep_storage(pool, &self.daemons, healthy, self.plan.keep_storage).await;
         let (steps_run, steps_cached) = all.built[built_before..]
             .iter()
@@ -668,6 +675,33 @@ fn wanted(unit: &Unit, job: &Job) -> Vec<String> {
         Some(p) => vec![p.to_string()],
         None => job.platforms.iter().map(ToString::to_string).collect(),
     }
+}
+
+/// The Dockerfile images of `built` as pushed, pinned by digest (see
+/// [`BuildPlan::pushed_dockerfiles`]).
+fn pinned_pushes(plan: &BuildPlan, built: &[Built]) -> BTreeMap<String, ImageRef> {
+    let dockerfile = |b: &&Built| {
+        let image = plan.spec.image(&b.image);
+        image.is_some_and(|i| matches!(i.base, crate::spec::Base::Dockerfile(_)))
+    };
+    built
+        .iter()
+        .filter(dockerfile)
+        .filter_map(|b| Some((b.image.clone(), pinned_push(b)?)))
+        .collect()
+}
+
+/// Where a built image can be pulled from by digest: its key tag (as
+/// `strata key` finds it) or push target, pinned to what was pushed.
+fn pinned_push(built: &Built) -> Option<ImageRef> {
+    let digest = built.solved.image_digest()?;
+    let pushed = built.pushed.as_ref()?;
+    let named = if built.key_tagged {
+        crate::keys::tags::key_ref(pushed, &built.image, &built.key)
+    } else {
+        pushed.clone()
+    };
+    Some(named.with_digest(digest))
 }
 
 #[cfg(test)]

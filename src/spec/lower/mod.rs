@@ -90,6 +90,9 @@ pub struct LowerOptions {
     /// The commit each git overlay's ref names, resolved before lowering
     /// (`build::git`): the LLB then names the commit, and so does the key.
     pub git_commits: BTreeMap<GitRef, String>,
+    /// Dockerfile images pushed earlier in this build, by name, as their
+    /// references in the bases (see `BuildPlan::pushed_dockerfiles`).
+    pub pushed_dockerfiles: BTreeMap<String, ImageRef>,
 }
 
 /// A git overlay's repository and ref, as the spec names them.
@@ -433,7 +436,12 @@ impl Spec {
             let ImageGraph::Frontend(frontend) = on.graph else {
                 unreachable!("a Dockerfile image is lowered to its frontend")
             };
-            let on_frontend = OnFrontend::new(frontend, llb, self, chain, options);
+            let mut on_frontend = OnFrontend::new(frontend, llb, self, chain, (&platform, options));
+            on_frontend.pushed = options
+                .pushed_dockerfiles
+                .get(&parent.name)
+                .and_then(|reference| bases.get(reference))
+                .cloned();
             lowered.graph = ImageGraph::OnFrontend(vec![(platform, on_frontend)]);
             break;
         }

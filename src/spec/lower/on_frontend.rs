@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use oci_spec::image::ImageConfiguration;
 
-use super::{config, LlbImage, LowerOptions, Lowering};
+use super::{config, BaseImage, LlbImage, LowerOptions, Lowering};
 use crate::llb::foreign::ForeignError;
-use crate::llb::{Definition, State};
+use crate::llb::{source, Definition, Platform, State};
 use crate::options::Frontend;
 use crate::spec::{Spec, SpecError};
 
@@ -25,6 +25,11 @@ pub struct OnFrontend {
     pub on_scratch: LlbImage,
     /// Labels its config records besides the spec's (its content key).
     pub labels: BTreeMap<String, String>,
+    /// The Dockerfile image as this build pushed it in an earlier tier (a
+    /// pool's): solved on that instead, so every node's images stand on the
+    /// one pushed digest and its steps run once. The key stays the same.
+    pub pushed: Option<BaseImage>,
+    platform: Platform,
     spec: Spec,
     /// The images below the Dockerfile image, down to this one.
     chain: Vec<String>,
@@ -46,12 +51,14 @@ impl OnFrontend {
         on_scratch: LlbImage,
         spec: &Spec,
         chain: Vec<String>,
-        options: &LowerOptions,
+        (platform, options): (&Platform, &LowerOptions),
     ) -> OnFrontend {
         OnFrontend {
             frontend,
             on_scratch,
             labels: BTreeMap::new(),
+            pushed: None,
+            platform: platform.clone(),
             spec: spec.clone(),
             chain,
             options: options.clone(),
@@ -66,6 +73,24 @@ impl OnFrontend {
         base_config: Option<&ImageConfiguration>,
     ) -> Result<LlbImage, OnFrontendError> {
         let start = State::from_definition(base)?;
+        Ok(self.lower_from(start, base_config)?)
+    }
+
+    /// The image's LLB on the Dockerfile image as pushed, if it was.
+    pub fn on_pushed(&self) -> Result<Option<LlbImage>, SpecError> {
+        let Some(pushed) = &self.pushed else {
+            return Ok(None);
+        };
+        let label = format!("base {}", pushed.pinned);
+        let start = source::image_for(&pushed.pinned, &self.platform, Some(&label));
+        self.lower_from(start, Some(&pushed.config)).map(Some)
+    }
+
+    fn lower_from(
+        &self,
+        start: State,
+        base_config: Option<&ImageConfiguration>,
+    ) -> Result<LlbImage, SpecError> {
         let mut at = Lowering::starting_from(start, base_config, &self.options);
         let mut settings = None;
         for name in &self.chain {
