@@ -961,6 +961,62 @@ fn each_platform_builds_on_its_native_node_into_one_index() {
     );
 }
 
+/// A two-platform Dockerfile image over the same pool: the frontend is asked
+/// for each platform on its native node, and the parts are put together as
+/// one index whose platforms record the whole image's key, as one solve
+/// labels them: the same image built on one daemon is then up to date.
+#[test]
+fn a_dockerfile_image_builds_each_platform_on_its_native_node() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = common::stack();
+    let amd64 = pool()[1].clone();
+    let arm64 = arm64_node();
+    let salt = common::project::rand_suffix();
+    let target = format!("{}/strata/pool-df-machine-{salt}:v1", s.registry);
+    let p = common::project::Project::new(&format!(
+        "[images.machine]\ndockerfile = {{ file = \"df/Dockerfile\", context = \"df\" }}\n\
+         platform = [\"linux/amd64\", \"linux/arm64\"]\npush = \"{target}\"\n"
+    ));
+    let dockerfile = format!(
+        "FROM {}\nRUN echo {salt} && uname -m > /uname.txt\n",
+        s.base_image
+    );
+    // A context of its own: the metadata files land in the project dir.
+    std::fs::create_dir(p.path("df")).unwrap();
+    std::fs::write(p.path("df/Dockerfile"), dockerfile).unwrap();
+    let (run, meta) = pool_build(&[&amd64, &arm64], &p);
+    run.ok();
+    let node = meta["machine"]["strata.node"].as_str().unwrap_or_default();
+    assert!(node.contains(&amd64) && node.contains(&arm64), "{meta}");
+    for addr in [&amd64, &arm64] {
+        let label = strata::pool::label(addr);
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("[{label}"))
+                    && l.contains(&format!("RUN echo {salt}"))),
+            "{label} ran its platform's RUN:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(machines(&target), ["x86_64", "aarch64"]);
+    assert!(
+        run.stdout.contains("2 steps: 2 run"),
+        "each platform's RUN counted:\n{}",
+        run.stdout
+    );
+
+    let (again, _) = pool_build(&[&amd64, &arm64], &p);
+    assert!(
+        again.ok().contains("machine: up to date ("),
+        "{}",
+        again.stdout
+    );
+    // One daemon takes the pool's index for the same inputs.
+    let (one, _) = pool_build(&[&amd64], &p);
+    assert!(one.ok().contains("machine: up to date ("), "{}", one.stdout);
+}
+
 /// A platform no node of the pool builds is one line naming the image, the
 /// platform and every node with its platforms, before anything is solved
 /// or pushed.

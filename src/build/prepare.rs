@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 
 use super::{BuildError, CA_SECRET_ID};
 use crate::keys::{content_key, index_key, tags, ContentKey};
-use crate::llb::Platform;
+use crate::llb::{Platform, Platforms};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryOptions};
 use crate::session::DockerAuth;
-use crate::spec::{labelled, Base, BaseImage, BuildPlan, ImageGraph, LowerOptions, LoweredImage};
+use crate::spec::{
+    labelled, Base, BaseImage, BuildPlan, ImageGraph, Job, LowerOptions, LoweredImage,
+};
 
 /// An image lowered for each platform it is built for, with its keys.
 #[derive(Debug, Clone)]
@@ -19,6 +21,10 @@ pub(super) struct KeyedImage {
     pub variants: Vec<(LoweredImage, ContentKey)>,
     /// The image's key: its one platform's, else [`index_key`] of them all.
     pub key: ContentKey,
+    /// The key every platform's config records instead of its own: for a
+    /// part of a multi-platform Dockerfile image (a pool node's), the whole
+    /// index's, as the one frontend call of a whole build labels them all.
+    pub records: Option<ContentKey>,
 }
 
 impl KeyedImage {
@@ -30,6 +36,14 @@ impl KeyedImage {
 
     /// Each platform with the key its config records (see [`recording_key`]).
     pub fn recorded(&self) -> Vec<(Platform, ContentKey)> {
+        self.variants
+            .iter()
+            .map(|(image, key)| (image.platform.clone(), self.records.unwrap_or(*key)))
+            .collect()
+    }
+
+    /// Each platform with its own key (what its key tag names).
+    pub fn platform_keys(&self) -> Vec<(Platform, ContentKey)> {
         self.variants
             .iter()
             .map(|(image, key)| (image.platform.clone(), *key))
@@ -50,7 +64,7 @@ impl KeyedImage {
             .variants
             .iter()
             .filter(|(image, _)| platforms.contains(&&image.platform))
-            .map(|(image, key)| recording_key(image.clone(), key));
+            .map(|(image, key)| recording_key(image.clone(), &self.records.unwrap_or(*key)));
         let mut first = chosen.next().expect("a platform the image is built for");
         let rest: Vec<LoweredImage> = chosen.collect();
         if rest.is_empty() {
@@ -96,6 +110,7 @@ impl KeyedImage {
         KeyedImage {
             variants: vec![(image, key)],
             key,
+            records: None,
         }
     }
 }
@@ -206,7 +221,7 @@ pub async fn keys(plan: &BuildPlan) -> Result<Vec<ImageKey>, BuildError> {
             let keyed = prepared.images.remove(&image)?;
             Some(ImageKey {
                 image,
-                platform_keys: keyed.recorded(),
+                platform_keys: keyed.platform_keys(),
                 unkeyable: keyed.lowered().unkeyable.clone(),
                 key: keyed.key,
             })
@@ -223,7 +238,7 @@ pub(super) async fn prepare(plan: &BuildPlan, registry: &Registry) -> Result<Pre
         let names: Vec<String> = plan
             .jobs
             .iter()
-            .filter(|j| j.platforms.contains(&platform))
+            .filter(|j| keyed_platforms(plan, j).any(|p| *p == platform))
             .map(|j| j.image.clone())
             .collect();
         let (pass, pass_bases) = keyed_for(plan, registry, &names, &platform).await?;
@@ -243,20 +258,39 @@ pub(super) async fn prepare(plan: &BuildPlan, registry: &Registry) -> Result<Pre
                 || vec![platform.clone()],
                 |j| j.platforms.iter().cloned().collect(),
             );
-            let variants = order
-                .iter()
-                .filter_map(|p| passes.iter().find(|(q, _)| q == p)?.1.get(name).cloned())
-                .collect();
-            images.insert(name.clone(), merged(variants)?);
+            let keyed_on = |p: &Platform| passes.iter().find(|(q, _)| q == p)?.1.get(name);
+            let variants = order.iter().filter_map(|p| keyed_on(p).cloned()).collect();
+            let mut keyed = merged(variants)?;
+            if let Some(whole) = wanted.and_then(|j| dockerfile_part_of(plan, j)) {
+                let keys = whole.iter().filter_map(|p| Some((p, &keyed_on(p)?.1)));
+                keyed.records = Some(index_key(keys));
+            }
+            images.insert(name.clone(), keyed);
         }
     }
     Ok(Prepared { images, bases })
 }
 
+/// The platforms of the whole image when `job` builds part of a
+/// multi-platform Dockerfile image (see [`KeyedImage::records`]).
+fn dockerfile_part_of<'a>(plan: &BuildPlan, job: &'a Job) -> Option<&'a Platforms> {
+    let dockerfile = matches!(plan.image(job).base, Base::Dockerfile(_));
+    job.part_of.as_ref().filter(|_| dockerfile)
+}
+
+/// The platforms `job`'s image is lowered and keyed for: its own, and the
+/// whole image's for a part of a multi-platform Dockerfile image.
+fn keyed_platforms<'a>(plan: &BuildPlan, job: &'a Job) -> impl Iterator<Item = &'a Platform> {
+    let whole = dockerfile_part_of(plan, job)
+        .into_iter()
+        .flat_map(|p| p.iter());
+    job.platforms.iter().chain(whole)
+}
+
 /// Every platform the plan's jobs build, each once, in the order named.
 fn platforms_of(plan: &BuildPlan) -> Vec<Platform> {
     let mut all: Vec<Platform> = Vec::new();
-    for platform in plan.jobs.iter().flat_map(|j| j.platforms.iter()) {
+    for platform in plan.jobs.iter().flat_map(|j| keyed_platforms(plan, j)) {
         if !all.contains(platform) {
             all.push(platform.clone());
         }
@@ -322,9 +356,14 @@ fn merged(variants: Vec<(LoweredImage, ContentKey)>) -> Result<KeyedImage, Build
         return Ok(KeyedImage {
             variants: vec![(first, key)],
             key,
+            records: None,
         });
     }
-    Ok(KeyedImage { variants, key })
+    Ok(KeyedImage {
+        variants,
+        key,
+        records: None,
+    })
 }
 
 /// The configs of the bases `names` stand on, each for the platform it builds for.

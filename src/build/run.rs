@@ -123,7 +123,7 @@ impl Run<'_> {
             mounts: Vec::new(),
             nodes: Vec::new(),
             platforms_found: Vec::new(),
-            platform_keys: keyed.recorded(),
+            platform_keys: keyed.platform_keys(),
         };
         // What docker pulls (or is streamed): the image as pushed at `digest`.
         let pushed = |digest| ToLoad {

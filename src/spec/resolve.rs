@@ -74,6 +74,10 @@ pub struct Job {
     /// The platforms it is built for (`--platform`, else the spec's, else
     /// the host's), resolved once here: more than one makes an image index.
     pub platforms: Platforms,
+    /// When the job builds some platforms of an image (a pool node's part),
+    /// all of the image's: a multi-platform Dockerfile image's platforms
+    /// each record the whole index's key, as one frontend call labels them.
+    pub part_of: Option<Platforms>,
 }
 
 impl Job {
@@ -204,6 +208,7 @@ impl Spec {
             cache_exports: overrides.cache_to.clone(),
             cache_imports: overrides.cache_from.clone(),
             platforms: self.platforms_for(image, overrides.platform.as_ref()),
+            part_of: None,
         };
         job.outputs.extend(push.map(|name| Output::Image {
             also: Vec::new(),

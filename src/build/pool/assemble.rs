@@ -79,6 +79,7 @@ fn folded(
     };
     let (mut lowered, mut mounts, mut found, mut nodes) = (vec![], vec![], vec![], vec![]);
     let up_to_date = parts.iter().all(|p| p.up_to_date);
+    let frontend = parts.iter().any(|p| p.frontend);
     for part in parts {
         solved.steps.extend(part.solved.steps);
         solved.cache.extend(part.solved.cache);
@@ -104,7 +105,7 @@ fn folded(
         solved,
         lowered,
         loaded: None,
-        frontend: false,
+        frontend,
         mounts,
         nodes,
         platforms_found: found,

@@ -8,7 +8,7 @@ use crate::build::index::only_the_push;
 use crate::llb::{Platform, Platforms};
 use crate::options::Output;
 use crate::reference::KEY_PLACEHOLDER;
-use crate::spec::{Base, BuildPlan, Job};
+use crate::spec::{BuildPlan, Job};
 
 /// An image on all its platforms (`platform: None`), or on one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,15 +49,11 @@ pub(super) fn units_of(plan: &BuildPlan, images: &[String], nodes: usize) -> Vec
 
 /// Whether `job`'s platforms may be built on different nodes: several, a
 /// push and nothing else to make (an index is put together in the registry;
-/// other outputs and `--load` want one solve), key tags on (each platform is
-/// pushed under its own), and a spec image (a Dockerfile image's frontend
-/// builds its platforms itself).
+/// other outputs and `--load` want one solve), and key tags on (each
+/// platform is pushed under its own). A Dockerfile image's part is its
+/// frontend asked for its platforms alone.
 fn splits(plan: &BuildPlan, job: &Job) -> bool {
-    job.platforms.len() > 1
-        && only_the_push(job).is_some()
-        && plan.key_tags
-        && plan.load.is_none()
-        && !matches!(plan.image(job).base, Base::Dockerfile(_))
+    job.platforms.len() > 1 && only_the_push(job).is_some() && plan.key_tags && plan.load.is_none()
 }
 
 /// The plan node `mine` are placed on builds: their images, each of
@@ -98,6 +94,7 @@ fn restricted(job: &Job, platforms: Platforms) -> Job {
         }
         job.push = Some(keyed);
     }
+    job.part_of = Some(job.platforms.clone());
     job.platforms = platforms;
     job
 }
@@ -123,10 +120,12 @@ mod tests {
             cache_exports: Vec::new(),
             cache_imports: Vec::new(),
             platforms: "linux/amd64,linux/arm64".parse().unwrap(),
+            part_of: None,
         };
         let arm: Platforms = "linux/arm64".parse().unwrap();
         let alone = restricted(&job, arm.clone());
         assert_eq!(alone.platforms, arm);
+        assert_eq!(alone.part_of, Some(job.platforms.clone()));
         let pushed = alone.push.unwrap();
         assert_eq!(pushed.tag.as_deref(), Some(KEY_PLACEHOLDER));
         assert!(matches!(&alone.outputs[0], Output::Image { name, .. } if *name == pushed));
