@@ -25,14 +25,7 @@ impl Registry {
         let mut manifests = Vec::new();
         for (platform, digest) in children {
             let child = target.with_digest(digest);
-            let raw = self
-                .raw_manifest(&child)
-                .await?
-                .ok_or_else(|| RegistryError::NotFound {
-                    image: child.to_string(),
-                    what: "manifest".into(),
-                    detail: String::new(),
-                })?;
+            let raw = self.existing_manifest(&child, "manifest").await?;
             manifests.push(descriptor(platform, &raw));
         }
         let media_type = index_type(manifests.iter());
@@ -58,14 +51,7 @@ impl Registry {
         &self,
         index: &ImageRef,
     ) -> Result<Vec<(Platform, String)>, RegistryError> {
-        let raw = self
-            .raw_manifest(index)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound {
-                image: index.to_string(),
-                what: "index".into(),
-                detail: String::new(),
-            })?;
+        let raw = self.existing_manifest(index, "index").await?;
         let json: serde_json::Value =
             serde_json::from_slice(&raw.bytes).map_err(|e| RegistryError::Invalid {
                 image: index.to_string(),

@@ -18,6 +18,22 @@ pub struct RawManifest {
 }
 
 impl Registry {
+    /// The manifest `image` names, as served; its absence is an error
+    /// naming it as `what` (a manifest, an index).
+    pub(super) async fn existing_manifest(
+        &self,
+        image: &ImageRef,
+        what: &str,
+    ) -> Result<RawManifest, RegistryError> {
+        self.raw_manifest(image)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound {
+                image: image.to_string(),
+                what: what.into(),
+                detail: String::new(),
+            })
+    }
+
     /// The manifest `image` names, as served; none if the registry has none.
     pub async fn raw_manifest(
         &self,
@@ -72,14 +88,7 @@ impl Registry {
                 reason: format!("{source} is in another registry (tags are made within one)"),
             });
         }
-        let raw = self
-            .raw_manifest(source)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound {
-                image: source.to_string(),
-                what: "manifest".into(),
-                detail: String::new(),
-            })?;
+        let raw = self.existing_manifest(source, "manifest").await?;
         if source.repository != target.repository {
             self.copy_children(source, target, &raw).await?;
         }
@@ -117,14 +126,7 @@ impl Registry {
         }
         for child in digests("manifests") {
             let child_ref = source.with_digest(&child);
-            let child_raw =
-                self.raw_manifest(&child_ref)
-                    .await?
-                    .ok_or_else(|| RegistryError::NotFound {
-                        image: child_ref.to_string(),
-                        what: "manifest".into(),
-                        detail: String::new(),
-                    })?;
+            let child_raw = self.existing_manifest(&child_ref, "manifest").await?;
             Box::pin(self.copy_children(source, target, &child_raw)).await?;
             self.put_manifest(target, &child, &child_raw).await?;
         }
