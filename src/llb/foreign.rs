@@ -11,15 +11,8 @@ use prost::Message;
 
 use super::marshal::{digest_of, Definition};
 use super::platform::Platform;
-use super::state::{Node, Output, State};
+use super::state::{Foreign, Node, Output, State};
 use crate::wire::pb;
-
-/// An op as another client marshalled it.
-#[derive(Debug, Clone)]
-pub(crate) struct Foreign {
-    pub bytes: Bytes,
-    pub metadata: pb::OpMetadata,
-}
 
 /// Why a definition could not be built on.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,14 @@ pub(crate) struct Node {
     pub ignore_cache: bool,
     /// Set when another client marshalled this op (see `super::foreign`):
     /// it is sent as those bytes, the fields above only read.
-    pub foreign: Option<super::foreign::Foreign>,
+    pub foreign: Option<Foreign>,
+}
+
+/// An op as another client marshalled it.
+#[derive(Debug, Clone)]
+pub(crate) struct Foreign {
+    pub bytes: bytes::Bytes,
+    pub metadata: pb::OpMetadata,
 }
 
 /// One output of a node (exec ops can have several: root and writable mounts).
