@@ -459,6 +459,7 @@ fn service_image(
         push,
         cache_to: Vec::new(),
         cache_from: Vec::new(),
+        provenance: None,
     })
 }
 

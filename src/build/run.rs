@@ -413,6 +413,7 @@ fn solve_opt(
         shared_key: shared_key(image),
         oci_layouts: BTreeMap::new(),
         attachables: plan.attachables.clone(),
+        attest: job.provenance.map(|p| p.attr()).into_iter().collect(),
     }
 }
 

@@ -230,6 +230,12 @@ pub struct BuildFlags {
     /// pruned down to it, saying what was freed.
     #[arg(long, value_name = "SIZE", value_parser = strata::units::parse_size)]
     pub keep_storage: Option<u64>,
+    /// Attach SLSA provenance to each platform's image: true|min (the default
+    /// when given bare), max (also the steps), or false (off, over the spec's
+    /// `provenance`). Off by default: the record carries the build's
+    /// timestamps, so an unchanged rebuild then pushes a new digest.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "min")]
+    pub provenance: Option<strata::options::ProvenanceFlag>,
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: super::progress::ProgressMode,
@@ -252,6 +258,7 @@ impl BuildFlags {
             keep_going: self.keep_going,
             load: load_flag(self.load.as_deref(), cli)?,
             keep_storage: self.keep_storage,
+            provenance: self.provenance.map(|f| f.0),
             ..overrides
         })
     }

@@ -3,13 +3,15 @@
 //! [`CacheImport`], with the cache mounts that travel with them,
 //! [`MountOptions`]), the cache mounts its steps use ([`CacheMountUse`]),
 //! the local directories it reads ([`LocalDir`]) and the frontend it may run
-//! instead of LLB ([`Frontend`]).
+//! instead of LLB ([`Frontend`]), and the attestations the daemon attaches
+//! ([`ProvenanceMode`]).
 //!
 //! The spec resolves into these, the session serves them, the solve hands
 //! them to the daemon, `mounts` carries cache mounts by them; so this module
 //! imports none of those (only `llb`, `reference`, `units` and `wire`), and
 //! each of them can import it without a circle.
 
+mod attest;
 mod attrs;
 mod cache;
 mod frontend;
@@ -18,6 +20,7 @@ mod mounts;
 mod output;
 mod stream;
 
+pub use attest::{ProvenanceFlag, ProvenanceMode};
 pub use attrs::OptionError;
 pub use cache::{
     local_store_id, CacheExport, CacheImport, CacheMode, CacheReport, Compression, LayerOptions,

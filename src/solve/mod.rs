@@ -57,6 +57,10 @@ pub struct SolveOpt {
     /// (BuildKit's `SolveOpt.Session`): a library caller's own. One of the
     /// name of a built-in service replaces it.
     pub attachables: Attachables,
+    /// Frontend attributes the daemon's `Control.Solve` reads itself for
+    /// every kind of build, frontend or not: the attestations it attaches
+    /// (`attest:provenance=mode=…`).
+    pub attest: BTreeMap<String, String>,
 }
 
 /// What a solve builds: an LLB graph strata wrote, or a frontend the daemon
@@ -261,6 +265,7 @@ impl SolveOpt {
             // Neither definition nor frontend: the daemon waits for ours.
             Graph::Platforms(_) => {}
         }
+        request.frontend_attrs.extend(self.attest.clone());
         // Daemons before v0.13 read only the single, deprecated exporter fields.
         if let [first] = exporters.as_slice() {
             request.exporter_deprecated = first.r#type.clone();

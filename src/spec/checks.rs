@@ -117,6 +117,10 @@ pub(super) fn check_image(
         .push
         .map(|p| parse_at::<ImageRef>(src, p, &key("push")))
         .transpose()?;
+    let provenance = raw
+        .provenance
+        .map(|p| parse_at::<crate::options::ProvenanceMode>(src, p, &key("provenance")))
+        .transpose()?;
     let cache_to = check_cache_entries(src, dir, raw.cache_to, &key("cache_to"))?;
     let cache_from = check_cache_entries(src, dir, raw.cache_from, &key("cache_from"))?;
     let steps = raw
@@ -159,6 +163,7 @@ pub(super) fn check_image(
         push,
         cache_to,
         cache_from,
+        provenance,
     })
 }
 

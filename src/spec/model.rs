@@ -121,6 +121,8 @@ pub struct Image {
     pub push: Option<ImageRef>,
     pub cache_to: Vec<CacheExport>,
     pub cache_from: Vec<CacheImport>,
+    /// SLSA provenance the daemon attaches to each platform (none: off).
+    pub provenance: Option<crate::options::ProvenanceMode>,
 }
 
 /// A parsed, checked strata.toml.
@@ -187,6 +189,7 @@ impl Spec {
             push: None,
             cache_to: Vec::new(),
             cache_from: Vec::new(),
+            provenance: None,
         };
         Spec::of_images(&dockerfile.file, &dockerfile.context, vec![image])
     }

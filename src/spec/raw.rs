@@ -37,6 +37,8 @@ pub(super) struct RawImage {
     #[serde(default)]
     pub labels: BTreeMap<String, Spanned<String>>,
     pub push: Option<Spanned<String>>,
+    /// `provenance = "min" | "max"`: the daemon attaches SLSA provenance.
+    pub provenance: Option<Spanned<String>>,
     #[serde(default)]
     pub cache_to: Vec<Spanned<String>>,
     #[serde(default)]

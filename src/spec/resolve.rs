@@ -46,6 +46,8 @@ pub struct Overrides {
     pub keep_going: bool,
     /// Load every image into the docker daemon of this API socket (`--load`).
     pub load: Option<PathBuf>,
+    /// `--provenance`: every image's, over the spec's (`Some(None)`: off).
+    pub provenance: Option<Option<crate::options::ProvenanceMode>>,
     /// The spec's push targets only name the images; nothing is pushed
     /// unless `push` says so (`strata compose build` without `--push`).
     pub no_push: bool,
@@ -78,6 +80,8 @@ pub struct Job {
     /// all of the image's: a multi-platform Dockerfile image's platforms
     /// each record the whole index's key, as one frontend call labels them.
     pub part_of: Option<Platforms>,
+    /// SLSA provenance the daemon attaches (`--provenance`, else the spec's).
+    pub provenance: Option<crate::options::ProvenanceMode>,
 }
 
 impl Job {
@@ -209,6 +213,7 @@ impl Spec {
             cache_imports: overrides.cache_from.clone(),
             platforms: self.platforms_for(image, overrides.platform.as_ref()),
             part_of: None,
+            provenance: overrides.provenance.unwrap_or(image.provenance),
         };
         job.outputs.extend(push.map(|name| Output::Image {
             also: Vec::new(),

@@ -214,8 +214,8 @@ fn unknown_keys() {
     assert_eq!(
         err("[images.a]\nbse = \"x\"\n"),
         "DIR/strata.toml:2:1: images.a: unknown key \"bse\" (expected one of base, from, \
-         platform, env, workdir, user, entrypoint, cmd, labels, push, cache_to, cache_from, \
-         toolchain, overlay, dockerfile)"
+         platform, env, workdir, user, entrypoint, cmd, labels, push, provenance, cache_to, \
+         cache_from, toolchain, overlay, dockerfile)"
     );
     assert_eq!(
         err("image = 1\n"),
@@ -1503,4 +1503,31 @@ fn a_dockerfile_from_is_handed_to_the_frontend_pinned_with_its_config() {
     assert!(!plain
         .keys()
         .any(|k| k.contains("::") || k.starts_with("input-metadata:")));
+}
+
+#[test]
+fn provenance_is_min_or_max_and_a_flag_overrides_it() {
+    let e = err(&format!(
+        "[images.a]\nbase = \"{BASE}\"\nprovenance = \"most\"\n"
+    ));
+    assert!(
+        e.starts_with("DIR/strata.toml:3:")
+            && e.contains("images.a.provenance")
+            && e.contains("min or max"),
+        "{e}"
+    );
+    let spec = parse(&format!(
+        "[images.a]\nbase = \"{BASE}\"\nprovenance = \"max\"\n"
+    ))
+    .unwrap();
+    let plan = spec.resolve(&Overrides::default()).unwrap();
+    assert_eq!(
+        plan.jobs[0].provenance,
+        Some(crate::options::ProvenanceMode::Max)
+    );
+    let off = Overrides {
+        provenance: Some(None),
+        ..Overrides::default()
+    };
+    assert_eq!(spec.resolve(&off).unwrap().jobs[0].provenance, None);
 }
