@@ -567,7 +567,12 @@ mod tests {
                 .any(|n| n.contains("services.api.build.cache_from")),
             "{notes:?}"
         );
+    }
 
+    #[test]
+    fn a_broken_compose_file_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let compose = dir.path().join("compose.yaml");
         std::fs::write(
             &compose,
             "services:\n  a:\n    build:\n      context: [1, 2\n",

@@ -926,6 +926,23 @@ fn machines(target: &str) -> Vec<String> {
         .collect()
 }
 
+/// Image `machine` was built on every one of `nodes` (its metadata names
+/// them), each of which ran a step whose progress line holds `step`.
+fn ran_on_each(run: &common::Run, meta: &Value, nodes: &[&str], step: &str) {
+    let named = meta["machine"]["strata.node"].as_str().unwrap_or_default();
+    for addr in nodes {
+        assert!(named.contains(addr), "{meta}");
+        let label = strata::pool::label(addr);
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("[{label}")) && l.contains(step)),
+            "{label} ran its platform's {step:?}:\n{}",
+            run.stderr
+        );
+    }
+}
+
 /// Over a pool with a node whose worker declares linux/arm64, a
 /// two-platform image builds each platform where it runs natively (arm64
 /// there, amd64 on the other), pushed by key tag and put together as one
@@ -938,19 +955,8 @@ fn each_platform_builds_on_its_native_node_into_one_index() {
     let (p, target) = machine_project(0);
     let (run, meta) = pool_build(&[&amd64, &arm64], &p);
     run.ok();
-    let node = meta["machine"]["strata.node"].as_str().unwrap_or_default();
-    assert!(node.contains(&amd64) && node.contains(&arm64), "{meta}");
     // The step ran once on each node: arm64 on the arm64 node.
-    for addr in [&amd64, &arm64] {
-        let label = strata::pool::label(addr);
-        assert!(
-            run.stderr
-                .lines()
-                .any(|l| l.starts_with(&format!("[{label}")) && l.contains("uname -m")),
-            "{label} ran its platform's step:\n{}",
-            run.stderr
-        );
-    }
+    ran_on_each(&run, &meta, &[&amd64, &arm64], "uname -m");
     assert_eq!(machines(&target), ["x86_64", "aarch64"]);
 
     let (again, _) = pool_build(&[&amd64, &arm64], &p);
@@ -986,19 +992,7 @@ fn a_dockerfile_image_builds_each_platform_on_its_native_node() {
     std::fs::write(p.path("df/Dockerfile"), dockerfile).unwrap();
     let (run, meta) = pool_build(&[&amd64, &arm64], &p);
     run.ok();
-    let node = meta["machine"]["strata.node"].as_str().unwrap_or_default();
-    assert!(node.contains(&amd64) && node.contains(&arm64), "{meta}");
-    for addr in [&amd64, &arm64] {
-        let label = strata::pool::label(addr);
-        assert!(
-            run.stderr
-                .lines()
-                .any(|l| l.starts_with(&format!("[{label}"))
-                    && l.contains(&format!("RUN echo {salt}"))),
-            "{label} ran its platform's RUN:\n{}",
-            run.stderr
-        );
-    }
+    ran_on_each(&run, &meta, &[&amd64, &arm64], &format!("RUN echo {salt}"));
     assert_eq!(machines(&target), ["x86_64", "aarch64"]);
     assert!(
         run.stdout.contains("2 steps: 2 run"),

@@ -33,7 +33,8 @@ pub struct Built {
     pub lowered: Vec<crate::spec::StepInfo>,
     /// How it got into the docker daemon `--load` named.
     pub loaded: Option<Loaded>,
-    /// It was made by a frontend (a Dockerfile image).
+    /// Its steps are a frontend's, named as it names them: a Dockerfile
+    /// image, or an image built on one (whose own steps are named alike).
     pub frontend: bool,
     /// Its cache mounts seeded before the build and exported after (`mounts=`).
     pub mounts: Vec<crate::mounts::MountReport>,
