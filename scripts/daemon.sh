@@ -20,6 +20,8 @@
 #   base image 127.0.0.1:5000/strata/debian:bookworm, an index of linux/amd64
 #              and linux/arm64 (debootstrap minbase per architecture, built and
 #              pushed by strata from scratch in one solve)
+#   SBOM generator 127.0.0.1:5000/strata/sbom-generator:1 (examples/sbom-generator,
+#              built and pushed by strata; exported as STRATA_SBOM_GENERATOR)
 #
 # Where things are:
 #   $STATE = ${STRATA_STATE_DIR:-/var/lib/strata-dev}
@@ -61,6 +63,7 @@ BASE_CACHE=$CACHE/base
 REGISTRY_ADDR=127.0.0.1:5000
 BUILDKIT_TCP=127.0.0.1:1234
 BASE_IMAGE=$REGISTRY_ADDR/strata/debian:bookworm
+SBOM_GENERATOR=$REGISTRY_ADDR/strata/sbom-generator:1
 
 RUN_DIR=$STATE/run
 LOG_DIR=$STATE/log
@@ -943,7 +946,7 @@ strata_binary() {
     return 0
   fi
   command -v cargo >/dev/null || die "cargo is needed to build strata (or set STRATA_BIN)"
-  log "building strata (cargo build) to make the base image"
+  log "building strata (cargo build) to build the stack's images"
   (cd "$SCRIPT_DIR/.." && cargo build --locked --quiet --bin strata) >&2 ||
     die "cargo build of strata failed"
   # cargo reads a relative CARGO_TARGET_DIR from the checkout (where it ran).
@@ -982,6 +985,28 @@ EOT
   log "base image pushed in $((SECONDS - t0)) s"
 }
 
+# strata's SBOM generator (examples/sbom-generator), which `--sbom` runs in
+# place of Docker Hub's docker/buildkit-syft-scanner. Rebuilt when its files
+# change (a stamp holds their hash) or the registry lost it.
+ensure_sbom_generator() {
+  local strata t0=$SECONDS dir=$SCRIPT_DIR/../examples/sbom-generator stamp=$STATE/sbom-generator.sha256 hash
+  hash=$(cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+  if sbom_generator_present && [[ -f $stamp && $(<"$stamp") == "$hash" ]]; then
+    return 0
+  fi
+  strata=$(strata_binary)
+  "$strata" --addr "unix://$BUILDKIT_SOCK" build -f "$dir/strata.toml" \
+    --push "$SBOM_GENERATOR" --progress plain >"$LOG_DIR/sbom-generator.log" 2>&1 ||
+    die "building/pushing $SBOM_GENERATOR failed; see $LOG_DIR/sbom-generator.log"
+  printf '%s\n' "$hash" >"$stamp"
+  log "SBOM generator $SBOM_GENERATOR ready in $((SECONDS - t0)) s"
+}
+
+sbom_generator_present() {
+  local repo=${SBOM_GENERATOR#*/}
+  curl -fs -o /dev/null -H "Accept: $MANIFEST_ACCEPT" "http://$REGISTRY_ADDR/v2/${repo%:*}/manifests/${repo##*:}"
+}
+
 # ---------------------------------------------------------------------------
 # 8. Exports
 # ---------------------------------------------------------------------------
@@ -1003,6 +1028,9 @@ print_env() {
   fi
   emit STRATA_REGISTRY "$REGISTRY_ADDR"
   emit STRATA_BASE_IMAGE "$BASE_IMAGE"
+  if sbom_generator_present; then
+    emit STRATA_SBOM_GENERATOR "$SBOM_GENERATOR"
+  fi
   emit STRATA_BUILDCTL "$BIN_DIR/buildctl"
   if [[ -x $BUILDX_EXE ]]; then
     emit STRATA_BUILDX "$BUILDX_EXE"
@@ -1179,6 +1207,7 @@ Exports printed by 'up' and 'env':
   STRATA_DOCKER_HOST  docker://$DOCKER_SOCK (left out if dockerd cannot run here)
   STRATA_REGISTRY     $REGISTRY_ADDR
   STRATA_BASE_IMAGE   $BASE_IMAGE
+  STRATA_SBOM_GENERATOR  $SBOM_GENERATOR (strata's SBOM scanner; strata --sbom's default when set)
   STRATA_BUILDCTL     $BIN_CACHE/<version>/buildctl (its directory is also put on PATH)
   STRATA_BUILDX       $BUILDX_EXE (trixie's docker-buildx, run standalone)
   STRATA_CA_CERT      /etc/ssl/certs/ca-certificates.crt (the host's CA bundle, if present)
@@ -1231,6 +1260,7 @@ cmd_up() {
   done
   start_docker_stack
   ensure_base_image
+  ensure_sbom_generator
   log "up: all set"
   print_env
 }

@@ -8,6 +8,17 @@ cd "$(dirname "$0")/.."
 # Start (or reuse) buildkitd, dockerd, the registry and the base image.
 eval "$(bash scripts/daemon.sh up)"
 
+# A real SPDX validator (spdx-tools, from PyPI) for the SBOM tests, in a venv
+# kept beside the daemon stack's caches.
+spdx=${STRATA_CACHE_DIR:-/var/cache/strata}/spdx-tools-0.8.5
+if [ ! -f "$spdx/.done" ]; then
+  rm -rf "$spdx"
+  python3 -m venv "$spdx"
+  "$spdx/bin/pip" install --quiet --disable-pip-version-check spdx-tools==0.8.5 || { rm -rf "$spdx"; exit 1; }
+  touch "$spdx/.done"
+fi
+export STRATA_SPDX_VALIDATOR=$spdx/bin/pyspdxtools
+
 # The integration tests share one daemon and prune it: run test binaries one at
 # a time (cargo does), and let each binary's tests run two at a time.
 # Everything printed is kept, so a failure's message can be said again at the

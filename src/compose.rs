@@ -460,6 +460,7 @@ fn service_image(
         cache_to: Vec::new(),
         cache_from: Vec::new(),
         provenance: None,
+        sbom: None,
     })
 }
 

@@ -16,6 +16,7 @@
 //! - [`units`] parses and prints the sizes and durations users type and read;
 //! - [`wire`] is the generated protobuf/gRPC code, and nothing else.
 
+pub mod attestations;
 pub mod bench;
 pub mod build;
 pub mod cleanup;

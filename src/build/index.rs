@@ -143,12 +143,12 @@ impl Run<'_> {
     /// The push of a multi-platform job that asks for nothing but it, with
     /// key tags usable: what [`Run::assemble_from_platforms`] can assemble.
     fn only_pushed<'j>(&self, job: &'j Job, keyed: &KeyedImage) -> Option<&'j ImageRef> {
-        // With provenance, each solve pushes an index of its own (image and
-        // attestation): the image is solved whole, one index.
+        // With attestations, each solve pushes an index of its own (image
+        // and attestation manifests): the image is solved whole, one index.
         let usable = keyed.variants.len() > 1
             && self.key_tags(keyed)
             && !self.plan.no_skip
-            && job.provenance.is_none();
+            && !job.attest.any();
         only_the_push(job).filter(|_| usable)
     }
 }

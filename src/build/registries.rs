@@ -9,7 +9,7 @@ use crate::spec::{Base, BuildPlan};
 
 /// Every registry host `plan` reads from or writes to: the bases and
 /// Dockerfile `FROM`s of its images (and of what they are built `from`),
-/// push targets and image outputs, and registry caches (the pool cache and
+/// push targets and image outputs, SBOM generators, and registry caches (the pool cache and
 /// cache-mount artifacts among them, as they live beside the caches).
 pub fn of_plan(plan: &BuildPlan) -> BTreeSet<String> {
     let mut hosts = BTreeSet::new();
@@ -34,6 +34,8 @@ pub fn of_plan(plan: &BuildPlan) -> BTreeSet<String> {
     }
     for job in &plan.jobs {
         hosts.extend(job.push.iter().chain(&job.name).map(|r| r.registry.clone()));
+        // The daemon pulls the SBOM generator through the session too.
+        hosts.extend(job.attest.sbom.iter().map(|s| s.generator.registry.clone()));
         for output in &job.outputs {
             match output {
                 Output::Image { name, .. } => {

@@ -112,6 +112,12 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Git(#[from] git::GitError),
+    #[error("image {image}: the SBOM generator {generator} cannot be reached ({reason}): name one with --sbom=generator=IMAGE or the spec's sbom = {{ generator = \"IMAGE\" }}, or set STRATA_SBOM_GENERATOR (scripts/daemon.sh builds examples/sbom-generator, which needs no Docker Hub)")]
+    SbomGeneratorUnreachable {
+        image: String,
+        generator: String,
+        reason: String,
+    },
     #[error("image {image}: {source}")]
     Solve {
         image: String,

@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use crate::docker::Docker;
 use crate::keys::{tags, ContentKey};
-use crate::options::{CacheExport, ExporterResponse, Output};
+use crate::options::{CacheExport, Chosen, ExporterResponse, Output};
 use crate::registry::Registry;
 use crate::session::DockerAuth;
 use crate::solve::progress::{Deduped, Progress};
@@ -23,6 +23,9 @@ use super::index::{self, Assembled};
 use super::load::Loaded;
 use super::prepare::{KeyedImage, Prepared};
 use super::{context, load, BuildError, Built, Run, ToLoad, CA_SECRET_ID};
+
+/// How long a default SBOM generator's registry has to answer.
+const SBOM_GENERATOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `job` with every `{key}` tag (push target, image outputs) filled in.
 fn with_key(job: &Job, key: &ContentKey) -> Job {
@@ -206,6 +209,7 @@ impl Run<'_> {
         extra: Option<Output>,
         renderer: &mut dyn crate::solve::progress::Renderer,
     ) -> Result<Solved, BuildError> {
+        self.sbom_generator_reachable(job).await?;
         // A tarball stream cannot be sent twice: no second solve with one.
         let again = extra.is_none();
         let solved = self.solve_once(job, image, key, extra, renderer).await;
@@ -219,6 +223,34 @@ impl Run<'_> {
             }
             other => other,
         }
+    }
+
+    /// A default SBOM generator the registry does not answer for is an
+    /// error before the solve: the daemon would hang on it or fail late.
+    async fn sbom_generator_reachable(&self, job: &Job) -> Result<(), BuildError> {
+        let Some(sbom) = job
+            .attest
+            .sbom
+            .as_ref()
+            .filter(|s| s.chosen == Chosen::ByDefault)
+        else {
+            return Ok(());
+        };
+        let looked = tokio::time::timeout(
+            SBOM_GENERATOR_TIMEOUT,
+            self.registry.manifest_digest(&sbom.generator),
+        );
+        let reason = match looked.await {
+            Ok(Ok(Some(_))) => return Ok(()),
+            Ok(Ok(None)) => "the registry has no such image".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer in {} s", SBOM_GENERATOR_TIMEOUT.as_secs()),
+        };
+        Err(BuildError::SbomGeneratorUnreachable {
+            image: job.image.clone(),
+            generator: sbom.generator.to_string(),
+            reason,
+        })
     }
 
     async fn solve_once(
@@ -413,7 +445,7 @@ fn solve_opt(
         shared_key: shared_key(image),
         oci_layouts: BTreeMap::new(),
         attachables: plan.attachables.clone(),
-        attest: job.provenance.map(|p| p.attr()).into_iter().collect(),
+        attest: job.attest.attrs(),
     }
 }
 

@@ -236,6 +236,13 @@ pub struct BuildFlags {
     /// timestamps, so an unchanged rebuild then pushes a new digest.
     #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "min")]
     pub provenance: Option<strata::options::ProvenanceFlag>,
+    /// Attach an SPDX SBOM to each platform's image, made by a generator
+    /// image the daemon runs: true (the default generator: $STRATA_SBOM_GENERATOR,
+    /// else Docker Hub's docker/buildkit-syft-scanner:stable-1), generator=IMAGE,
+    /// or false (off, over the spec's `sbom`). examples/sbom-generator is one
+    /// that builds offline; it lists what dpkg, pip and npm recorded.
+    #[arg(long, value_name = "generator=IMAGE", num_args = 0..=1, default_missing_value = "true")]
+    pub sbom: Option<strata::options::SbomFlag>,
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: super::progress::ProgressMode,
@@ -259,9 +266,23 @@ impl BuildFlags {
             load: load_flag(self.load.as_deref(), cli)?,
             keep_storage: self.keep_storage,
             provenance: self.provenance.map(|f| f.0),
+            sbom: self.sbom.clone().map(|f| f.0),
+            sbom_generator: sbom_generator_from_env()?,
             ..overrides
         })
     }
+}
+
+/// `STRATA_SBOM_GENERATOR`: the generator `--sbom` and `sbom = true` use.
+fn sbom_generator_from_env() -> Result<Option<strata::reference::ImageRef>> {
+    let Some(value) = std::env::var_os("STRATA_SBOM_GENERATOR").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let value = value.to_string_lossy();
+    let parsed = value.trim().parse().map_err(|e| {
+        anyhow::anyhow!("STRATA_SBOM_GENERATOR={value:?} is not an image reference: {e}")
+    })?;
+    Ok(Some(parsed))
 }
 
 /// `--load [VALUE]` as given (none: not asked for), resolved to a socket.

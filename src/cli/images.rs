@@ -1,6 +1,7 @@
 //! `strata images [IMAGE…]`: the key tags each image has in its registry,
 //! the current one marked; `strata images prune --keep N` deletes the stale
-//! ones past the newest N (the current one always stays).
+//! ones past the newest N (the current one always stays); `strata images
+//! attestations IMAGE` reads what the daemon attached to pushed images.
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -28,6 +29,9 @@ enum ImagesAction {
     /// Delete stale key tags (a manifest DELETE each; the registry must allow
     /// deletes), keeping the current one and the newest N in all.
     Prune(PruneArgs),
+    /// What the daemon attached to pushed images (--provenance, --sbom), per
+    /// platform: the statements, the SBOM's packages, the provenance's materials.
+    Attestations(super::attestations::AttestationsArgs),
 }
 
 #[derive(Args)]
@@ -114,6 +118,7 @@ pub async fn run(args: &ImagesArgs) -> Result<()> {
     match &args.action {
         None => list(&args.target).await,
         Some(ImagesAction::Prune(prune)) => prune_all(prune).await,
+        Some(ImagesAction::Attestations(a)) => super::attestations::run(a).await,
     }
 }
 

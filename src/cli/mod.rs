@@ -3,6 +3,7 @@
 //! [`args`]; how progress is shown, in [`progress`].
 
 pub mod args;
+pub mod attestations;
 pub mod bench;
 pub mod build;
 pub mod compose;
@@ -47,7 +48,7 @@ pub enum Command {
     Prune(prune::PruneArgs),
     /// Build the images of a strata.toml (all, or the ones named) on the daemon:
     /// base, toolchain steps with cache mounts, overlay; push or export the result.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Build a compose file's services that have a build section, in one run
     /// (`compose build [SERVICE…] [--push] [--load]`).
     Compose(compose::ComposeArgs),

@@ -20,7 +20,10 @@ mod mounts;
 mod output;
 mod stream;
 
-pub use attest::{ProvenanceFlag, ProvenanceMode};
+pub use attest::{
+    Attestations, Chosen, ProvenanceFlag, ProvenanceMode, Sbom, SbomFlag, SbomGenerator,
+    DEFAULT_SBOM_GENERATOR,
+};
 pub use attrs::OptionError;
 pub use cache::{
     local_store_id, CacheExport, CacheImport, CacheMode, CacheReport, Compression, LayerOptions,

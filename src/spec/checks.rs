@@ -8,13 +8,15 @@ use toml::Spanned;
 
 use super::locate::{join, Source};
 use super::raw::{
-    OneOrMany, RawCopy, RawGit, RawImage, RawOverlay, RawStep, RawVars, SeqOrMap, STEP_KINDS,
+    OneOrMany, RawCopy, RawGit, RawImage, RawOverlay, RawSbom, RawStep, RawVars, SeqOrMap,
+    STEP_KINDS,
 };
 use super::{
     dockerfile, Base, CopyFrom, Image, ImageSettings, LocalPath, OverlayItem, PathPolicy,
     PlatformPath, Spec, SpecError, Step, StepKind,
 };
 use crate::llb::{Platform, Platforms};
+use crate::options::SbomGenerator;
 use crate::reference::ImageRef;
 use crate::tools::{Tool, ToolStep};
 
@@ -121,6 +123,11 @@ pub(super) fn check_image(
         .provenance
         .map(|p| parse_at::<crate::options::ProvenanceMode>(src, p, &key("provenance")))
         .transpose()?;
+    let sbom = raw
+        .sbom
+        .map(|s| check_sbom(src, s, &key("sbom")))
+        .transpose()?
+        .flatten();
     let cache_to = check_cache_entries(src, dir, raw.cache_to, &key("cache_to"))?;
     let cache_from = check_cache_entries(src, dir, raw.cache_from, &key("cache_from"))?;
     let steps = raw
@@ -164,7 +171,24 @@ pub(super) fn check_image(
         cache_to,
         cache_from,
         provenance,
+        sbom,
     })
+}
+
+/// `sbom = true` (the default generator), `false` (none) or
+/// `{ generator = "IMAGE" }`, the image reference checked here.
+fn check_sbom(
+    src: &Source,
+    sbom: Spanned<RawSbom>,
+    key: &str,
+) -> Result<Option<SbomGenerator>, SpecError> {
+    match sbom.into_inner() {
+        RawSbom::On(true) => Ok(Some(SbomGenerator::Default)),
+        RawSbom::On(false) => Ok(None),
+        RawSbom::Generator(table) => {
+            parse_at::<SbomGenerator>(src, table.generator, &format!("{key}.generator")).map(Some)
+        }
+    }
 }
 
 /// A Dockerfile image takes its base, steps and config from the Dockerfile:

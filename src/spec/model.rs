@@ -123,6 +123,8 @@ pub struct Image {
     pub cache_from: Vec<CacheImport>,
     /// SLSA provenance the daemon attaches to each platform (none: off).
     pub provenance: Option<crate::options::ProvenanceMode>,
+    /// The SBOM generator the daemon runs for each platform (none: no SBOM).
+    pub sbom: Option<crate::options::SbomGenerator>,
 }
 
 /// A parsed, checked strata.toml.
@@ -190,6 +192,7 @@ impl Spec {
             cache_to: Vec::new(),
             cache_from: Vec::new(),
             provenance: None,
+            sbom: None,
         };
         Spec::of_images(&dockerfile.file, &dockerfile.context, vec![image])
     }

@@ -39,6 +39,9 @@ pub(super) struct RawImage {
     pub push: Option<Spanned<String>>,
     /// `provenance = "min" | "max"`: the daemon attaches SLSA provenance.
     pub provenance: Option<Spanned<String>>,
+    /// `sbom = true | false | { generator = "IMAGE" }`: the daemon attaches
+    /// an SPDX SBOM made by the generator image.
+    pub sbom: Option<Spanned<RawSbom>>,
     #[serde(default)]
     pub cache_to: Vec<Spanned<String>>,
     #[serde(default)]
@@ -145,6 +148,43 @@ impl<'de, S: Deserialize<'de>, M: Deserialize<'de>> Deserialize<'de> for SeqOrMa
         }
 
         deserializer.deserialize_any(Either(PhantomData))
+    }
+}
+
+/// `sbom = true | false` or `sbom = { generator = "IMAGE" }`.
+#[derive(Debug)]
+pub(super) enum RawSbom {
+    On(bool),
+    Generator(RawSbomTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSbomTable {
+    pub generator: Spanned<String>,
+}
+
+impl<'de> Deserialize<'de> for RawSbom {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BoolOrTable;
+
+        impl<'de> Visitor<'de> for BoolOrTable {
+            type Value = RawSbom;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false or a table { generator = \"IMAGE\" }")
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawSbom::On(v))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawSbomTable::deserialize(MapAccessDeserializer::new(map)).map(RawSbom::Generator)
+            }
+        }
+
+        deserializer.deserialize_any(BoolOrTable)
     }
 }
 

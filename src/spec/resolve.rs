@@ -48,6 +48,11 @@ pub struct Overrides {
     pub load: Option<PathBuf>,
     /// `--provenance`: every image's, over the spec's (`Some(None)`: off).
     pub provenance: Option<Option<crate::options::ProvenanceMode>>,
+    /// `--sbom`: every image's, over the spec's (`Some(None)`: off).
+    pub sbom: Option<Option<crate::options::SbomGenerator>>,
+    /// The generator an unnamed SBOM uses (`STRATA_SBOM_GENERATOR`); none:
+    /// [`crate::options::DEFAULT_SBOM_GENERATOR`].
+    pub sbom_generator: Option<ImageRef>,
     /// The spec's push targets only name the images; nothing is pushed
     /// unless `push` says so (`strata compose build` without `--push`).
     pub no_push: bool,
@@ -80,8 +85,9 @@ pub struct Job {
     /// all of the image's: a multi-platform Dockerfile image's platforms
     /// each record the whole index's key, as one frontend call labels them.
     pub part_of: Option<Platforms>,
-    /// SLSA provenance the daemon attaches (`--provenance`, else the spec's).
-    pub provenance: Option<crate::options::ProvenanceMode>,
+    /// What the daemon attaches to each platform's image (`--provenance`
+    /// and `--sbom`, else the spec's).
+    pub attest: crate::options::Attestations,
 }
 
 impl Job {
@@ -213,7 +219,7 @@ impl Spec {
             cache_imports: overrides.cache_from.clone(),
             platforms: self.platforms_for(image, overrides.platform.as_ref()),
             part_of: None,
-            provenance: overrides.provenance.unwrap_or(image.provenance),
+            attest: attestations(image, overrides),
         };
         job.outputs.extend(push.map(|name| Output::Image {
             also: Vec::new(),
@@ -246,6 +252,23 @@ impl Spec {
             )));
         }
         Ok(names)
+    }
+}
+
+/// What the daemon attaches to `image`: the flags' choices over the spec's,
+/// an unnamed SBOM generator resolved to the plan's default once, here.
+fn attestations(image: &Image, overrides: &Overrides) -> crate::options::Attestations {
+    let sbom = overrides.sbom.clone().unwrap_or_else(|| image.sbom.clone());
+    let default = || {
+        overrides.sbom_generator.clone().unwrap_or_else(|| {
+            crate::options::DEFAULT_SBOM_GENERATOR
+                .parse()
+                .expect("the default SBOM generator is a valid reference")
+        })
+    };
+    crate::options::Attestations {
+        provenance: overrides.provenance.unwrap_or(image.provenance),
+        sbom: sbom.map(|generator| generator.resolve(&default())),
     }
 }
 

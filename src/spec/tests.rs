@@ -214,8 +214,8 @@ fn unknown_keys() {
     assert_eq!(
         err("[images.a]\nbse = \"x\"\n"),
         "DIR/strata.toml:2:1: images.a: unknown key \"bse\" (expected one of base, from, \
-         platform, env, workdir, user, entrypoint, cmd, labels, push, provenance, cache_to, \
-         cache_from, toolchain, overlay, dockerfile)"
+         platform, env, workdir, user, entrypoint, cmd, labels, push, provenance, sbom, \
+         cache_to, cache_from, toolchain, overlay, dockerfile)"
     );
     assert_eq!(
         err("image = 1\n"),
@@ -1522,12 +1522,70 @@ fn provenance_is_min_or_max_and_a_flag_overrides_it() {
     .unwrap();
     let plan = spec.resolve(&Overrides::default()).unwrap();
     assert_eq!(
-        plan.jobs[0].provenance,
+        plan.jobs[0].attest.provenance,
         Some(crate::options::ProvenanceMode::Max)
     );
     let off = Overrides {
         provenance: Some(None),
         ..Overrides::default()
     };
-    assert_eq!(spec.resolve(&off).unwrap().jobs[0].provenance, None);
+    assert_eq!(spec.resolve(&off).unwrap().jobs[0].attest.provenance, None);
+}
+
+#[test]
+fn sbom_is_true_or_names_its_generator_and_the_default_is_resolved_once() {
+    use crate::options::{Chosen, SbomGenerator};
+    let sbom_of = |value: &str, overrides: &Overrides| {
+        let spec = parse(&format!("[images.a]\nbase = \"{BASE}\"\nsbom = {value}\n")).unwrap();
+        spec.resolve(overrides).unwrap().jobs[0].attest.sbom.clone()
+    };
+    let default = sbom_of("true", &Overrides::default()).unwrap();
+    assert_eq!(
+        default.generator.to_string(),
+        crate::options::DEFAULT_SBOM_GENERATOR
+    );
+    assert_eq!(default.chosen, Chosen::ByDefault);
+    let local: crate::reference::ImageRef =
+        "127.0.0.1:5000/strata/sbom-generator:1".parse().unwrap();
+    let with_local = Overrides {
+        sbom_generator: Some(local.clone()),
+        ..Overrides::default()
+    };
+    assert_eq!(sbom_of("true", &with_local).unwrap().generator, local);
+    let named = sbom_of("{ generator = \"127.0.0.1:5000/gen:2\" }", &with_local).unwrap();
+    assert_eq!(
+        (named.generator.to_string(), named.chosen),
+        ("127.0.0.1:5000/gen:2".to_owned(), Chosen::Named)
+    );
+    assert_eq!(sbom_of("false", &Overrides::default()), None);
+    let flag_off = Overrides {
+        sbom: Some(None),
+        ..Overrides::default()
+    };
+    assert_eq!(sbom_of("true", &flag_off), None);
+    let flag_on = Overrides {
+        sbom: Some(Some(SbomGenerator::Default)),
+        ..Overrides::default()
+    };
+    assert!(sbom_of("false", &flag_on).is_some());
+
+    let e = err(&format!("[images.a]\nbase = \"{BASE}\"\nsbom = \"yes\"\n"));
+    assert!(
+        e.starts_with("DIR/strata.toml:3:") && e.contains("true, false or a table"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "[images.a]\nbase = \"{BASE}\"\nsbom = {{ generator = \"Bad Ref\" }}\n"
+    ));
+    assert!(
+        e.starts_with("DIR/strata.toml:3:") && e.contains("images.a.sbom.generator"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "[images.a]\nbase = \"{BASE}\"\nsbom = {{ gen = \"x\" }}\n"
+    ));
+    assert!(
+        e.contains("unknown field") || e.contains("unknown key"),
+        "{e}"
+    );
 }

@@ -145,7 +145,9 @@ where
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
     cmd.args(args)
         .env_remove("BUILDKIT_HOST")
-        .env_remove("STRATA_LOG");
+        .env_remove("STRATA_LOG")
+        // Tests name the SBOM generator they use; bare `--sbom` means Docker Hub.
+        .env_remove("STRATA_SBOM_GENERATOR");
     cmd
 }
 

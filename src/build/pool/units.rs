@@ -50,7 +50,7 @@ pub(super) fn units_of(plan: &BuildPlan, images: &[String], nodes: usize) -> Vec
 /// Whether `job`'s platforms may be built on different nodes: several, a
 /// push and nothing else to make (an index is put together in the registry;
 /// other outputs and `--load` want one solve), and key tags on (each
-/// platform is pushed under its own), and no provenance (a part's push
+/// platform is pushed under its own), and no attestations (a part's push
 /// would be an index of its own). A Dockerfile image's part is its frontend
 /// asked for its platforms alone.
 fn splits(plan: &BuildPlan, job: &Job) -> bool {
@@ -58,7 +58,7 @@ fn splits(plan: &BuildPlan, job: &Job) -> bool {
         && only_the_push(job).is_some()
         && plan.key_tags
         && plan.load.is_none()
-        && job.provenance.is_none()
+        && !job.attest.any()
 }
 
 /// The plan node `mine` are placed on builds: their images, each of
@@ -126,7 +126,7 @@ mod tests {
             cache_imports: Vec::new(),
             platforms: "linux/amd64,linux/arm64".parse().unwrap(),
             part_of: None,
-            provenance: None,
+            attest: Default::default(),
         };
         let arm: Platforms = "linux/arm64".parse().unwrap();
         let alone = restricted(&job, arm.clone());
