@@ -1088,3 +1088,59 @@ fn an_arm64_node_lost_mid_build_moves_its_platform_and_the_index_is_written() {
     assert!(line.contains("machine (linux/arm64)"), "{line}");
     assert_eq!(machines(&target), ["x86_64", "aarch64"]);
 }
+
+/// With provenance and an SBOM over the same pool, each node attaches its
+/// platform's attestations and the one index strata writes holds both
+/// platforms, each with its own attestation manifest (none shown as a
+/// platform).
+#[test]
+fn attestations_built_on_each_node_land_in_one_index() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = common::stack();
+    let amd64 = pool()[1].clone();
+    let arm64 = arm64_node();
+    let generator = s
+        .var("STRATA_SBOM_GENERATOR")
+        .expect("STRATA_SBOM_GENERATOR");
+    let salt = common::project::rand_suffix();
+    let target = format!("{}/strata/pool-attest-{salt}:v1", s.registry);
+    let p = common::project::Project::new(&format!(
+        "[images.machine]\nbase = \"{}\"\nplatform = [\"linux/amd64\", \"linux/arm64\"]\n\
+         push = \"{target}\"\nprovenance = \"min\"\nsbom = {{ generator = \"{generator}\" }}\n\n\
+         [[images.machine.toolchain]]\nrun = \"echo {salt} > /salt.txt\"\n",
+        s.base_image
+    ));
+    let (run, meta) = pool_build(&[&amd64, &arm64], &p);
+    run.ok();
+    ran_on_each(&run, &meta, &[&amd64, &arm64], &format!("echo {salt}"));
+    let listed = strata(["images", "attestations", "--json", &target]);
+    let all: Value = serde_json::from_str(listed.ok()).unwrap();
+    let platforms = all[&target].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = platforms
+        .iter()
+        .filter_map(|p| p["platform"].as_str())
+        .collect();
+    assert_eq!(names, ["linux/amd64", "linux/arm64"], "{all}");
+    for p in &platforms {
+        let kinds: Vec<&str> = p["statements"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                s["predicate"]
+                    .as_object()?
+                    .keys()
+                    .next()
+                    .map(String::as_str)
+            })
+            .collect();
+        assert!(
+            kinds.contains(&"sbom") && kinds.contains(&"provenance"),
+            "{}: {p}",
+            p["platform"]
+        );
+    }
+    // The arm64 image's SBOM is of the arm64 root filesystem.
+    let arm64_sbom = platforms[1]["statements"].to_string();
+    assert!(arm64_sbom.contains("arch=arm64"), "{arm64_sbom}");
+}

@@ -1,8 +1,7 @@
 //! Reading back what the daemon attached to an image: its index's
-//! attestation manifests (one per platform, naming the platform's manifest
-//! in `vnd.docker.reference.digest`, shown as `unknown/unknown` by tools
-//! that take them for images), their in-toto statements, and the two
-//! predicates strata asks for ([`spdx`] packages, [`provenance`] materials).
+//! attestation manifests (one per platform, see [`IndexChild`]), their
+//! in-toto statements, and the two predicates strata asks for ([`spdx`]
+//! packages, [`provenance`] materials).
 
 pub mod provenance;
 pub mod spdx;
@@ -11,12 +10,7 @@ use serde::Serialize;
 
 use crate::llb::Platform;
 use crate::reference::ImageRef;
-use crate::registry::{Registry, RegistryError};
-
-/// The annotation BuildKit puts on an attestation manifest's index entry.
-const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
-/// … and the one naming the image manifest it is about.
-const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+use crate::registry::{IndexChild, Registry, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttestationError {
@@ -89,59 +83,36 @@ pub async fn read(
     registry: &Registry,
     image: &ImageRef,
 ) -> Result<Vec<PlatformAttestations>, AttestationError> {
-    let (digest, index) = document(registry, image, "index").await?;
-    let Some(entries) = index["manifests"].as_array() else {
+    let (digest, document) = document(registry, image, "index").await?;
+    let Some(children) = IndexChild::all_of(&document) else {
         return Ok(vec![PlatformAttestations {
-            platform: config_platform(registry, image, &index).await?,
+            platform: config_platform(registry, image, &document).await?,
             image: digest,
             manifest: None,
             statements: Vec::new(),
         }]);
     };
     let mut platforms = Vec::new();
-    for (platform, digest) in images_of(entries) {
-        let manifest = attestation_of(entries, &digest);
+    for child in &children {
+        let IndexChild::Image { platform, digest } = child else {
+            continue;
+        };
+        let manifest = children.iter().find_map(|c| match c {
+            IndexChild::Attestation { of, digest: d } if of == digest => Some(d.clone()),
+            _ => None,
+        });
         let statements = match &manifest {
             Some(m) => statements(registry, image, m).await?,
             None => Vec::new(),
         };
         platforms.push(PlatformAttestations {
-            platform,
-            image: digest,
+            platform: platform.clone(),
+            image: digest.clone(),
             manifest,
             statements,
         });
     }
     Ok(platforms)
-}
-
-/// The index's image entries (not attestations), with their platforms.
-fn images_of(entries: &[serde_json::Value]) -> Vec<(Platform, String)> {
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-    entries
-        .iter()
-        .filter(|m| m["annotations"][REFERENCE_TYPE].is_null())
-        .filter_map(|m| {
-            let p = &m["platform"];
-            let platform = Platform {
-                os: text(&p["os"]),
-                architecture: text(&p["architecture"]),
-                variant: text(&p["variant"]),
-            };
-            Some((platform, m["digest"].as_str()?.to_owned()))
-        })
-        .collect()
-}
-
-/// The digest of the attestation manifest about image manifest `digest`.
-fn attestation_of(entries: &[serde_json::Value], digest: &str) -> Option<String> {
-    entries
-        .iter()
-        .find(|m| {
-            m["annotations"][REFERENCE_TYPE] == "attestation-manifest"
-                && m["annotations"][REFERENCE_DIGEST] == digest
-        })
-        .and_then(|m| m["digest"].as_str().map(str::to_owned))
 }
 
 /// The statements of attestation manifest `digest`, one per layer.

@@ -12,6 +12,7 @@ use crate::keys::{tags, ContentKey};
 use crate::llb::Platform;
 use crate::options::{ExporterResponse, Output};
 use crate::reference::ImageRef;
+use crate::registry::IndexChild;
 use crate::solve::progress::Renderer;
 use crate::solve::Solved;
 use crate::spec::{Job, StepInfo};
@@ -73,10 +74,15 @@ impl Run<'_> {
             steps.extend(solved.steps);
             lowered.extend(image.steps);
         }
-        let children: Vec<(Platform, String)> = recorded
+        let children: Vec<IndexChild> = recorded
             .iter()
             .zip(digests)
-            .filter_map(|((p, _), d)| Some((p.clone(), d?)))
+            .filter_map(|((p, _), d)| {
+                Some(IndexChild::Image {
+                    platform: p.clone(),
+                    digest: d?,
+                })
+            })
             .collect();
         let index_ref = tags::key_ref(push, &job.image, &keyed.key);
         let digest = self.registry.put_index(&index_ref, &children).await?;

@@ -274,6 +274,18 @@ impl Run<'_> {
         opt.exports.extend(extra);
         let solved = match &image.graph {
             ImageGraph::Frontend(frontend) => solve::solve(client, frontend, &opt, renderer).await,
+            // BuildKit's SBOM and provenance processors read the platform
+            // from the result's image config, which a raw-LLB solve does
+            // not return (they would take the daemon's: an arm64 image's
+            // attestations labelled amd64 and dropped): through the gateway.
+            ImageGraph::Llb(llb) if job.attest.any() => {
+                let graphs = [PlatformGraph::llb(
+                    image.platform.clone(),
+                    llb.definition.clone(),
+                    opt.image_config.take(),
+                )];
+                solve::solve(client, Graph::Platforms(&graphs), &opt, renderer).await
+            }
             ImageGraph::Llb(llb) => solve::solve(client, &llb.definition, &opt, renderer).await,
             ImageGraph::Platforms(_) | ImageGraph::OnFrontend(_) => {
                 let graphs = platform_graphs(&image.graph)?;

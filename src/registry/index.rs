@@ -12,21 +12,82 @@ use crate::llb::Platform;
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// The annotation BuildKit puts on an attestation manifest's index entry …
+const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+/// … and the one naming the image manifest it is about.
+const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+
+/// An entry of an image index: a platform's image manifest, or the
+/// attestation manifest about one (BuildKit's `attestation-manifest`, whose
+/// platform is `unknown/unknown`: never an image to pull or list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexChild {
+    Image { platform: Platform, digest: String },
+    Attestation { of: String, digest: String },
+}
+
+impl IndexChild {
+    pub fn digest(&self) -> &str {
+        match self {
+            IndexChild::Image { digest, .. } | IndexChild::Attestation { digest, .. } => digest,
+        }
+    }
+
+    /// Every entry of an index's JSON, in its order; none if it is not an
+    /// index (a manifest has `layers`, not `manifests`).
+    pub fn all_of(index: &serde_json::Value) -> Option<Vec<IndexChild>> {
+        let entries = index["manifests"].as_array()?;
+        Some(entries.iter().filter_map(IndexChild::of_entry).collect())
+    }
+
+    fn of_entry(entry: &serde_json::Value) -> Option<IndexChild> {
+        let digest = entry["digest"].as_str()?.to_owned();
+        let annotations = &entry["annotations"];
+        if annotations[REFERENCE_TYPE] == "attestation-manifest" {
+            let of = annotations[REFERENCE_DIGEST].as_str()?.to_owned();
+            return Some(IndexChild::Attestation { of, digest });
+        }
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        let p = &entry["platform"];
+        let platform = Platform {
+            os: text(&p["os"]),
+            architecture: text(&p["architecture"]),
+            variant: text(&p["variant"]),
+        };
+        (platform.os != "unknown" && !platform.os.is_empty())
+            .then_some(IndexChild::Image { platform, digest })
+    }
+
+    /// The entry that stands for it in an index, `raw` being its manifest.
+    fn descriptor(&self, raw: &RawManifest) -> serde_json::Value {
+        match self {
+            IndexChild::Image { platform, .. } => descriptor(platform, raw),
+            IndexChild::Attestation { of, .. } => serde_json::json!({
+                "mediaType": raw.media_type,
+                "digest": raw.digest,
+                "size": raw.bytes.len(),
+                "annotations": { REFERENCE_DIGEST: of, REFERENCE_TYPE: "attestation-manifest" },
+                "platform": { "architecture": "unknown", "os": "unknown" },
+            }),
+        }
+    }
+}
+
 impl Registry {
-    /// Writes the index of `children` (each platform's manifest digest, in
-    /// `target`'s repository, in the order given) as `target`; returns its
-    /// digest. Docker-typed manifests make a Docker manifest list, OCI ones
-    /// an OCI index (registries and docker read both).
+    /// Writes the index of `children` (manifests in `target`'s repository,
+    /// in the order given) as `target`; returns its digest. Docker-typed
+    /// manifests make a Docker manifest list, OCI ones an OCI index
+    /// (registries and docker read both).
     pub async fn put_index(
         &self,
         target: &ImageRef,
-        children: &[(Platform, String)],
+        children: &[IndexChild],
     ) -> Result<String, RegistryError> {
         let mut manifests = Vec::new();
-        for (platform, digest) in children {
-            let child = target.with_digest(digest);
-            let raw = self.existing_manifest(&child, "manifest").await?;
-            manifests.push(descriptor(platform, &raw));
+        for child in children {
+            let at = target.with_digest(child.digest());
+            let raw = self.existing_manifest(&at, "manifest").await?;
+            manifests.push(child.descriptor(&raw));
         }
         let media_type = index_type(manifests.iter());
         let index = serde_json::json!({
@@ -45,41 +106,36 @@ impl Registry {
         Ok(raw.digest)
     }
 
-    /// The platform manifests of the index `index` names (attestations, whose
-    /// platform is `unknown/unknown`, left out), in its order.
+    /// The entries of the index `image` names; none when it names a manifest.
+    pub async fn index_children(
+        &self,
+        image: &ImageRef,
+    ) -> Result<Option<Vec<IndexChild>>, RegistryError> {
+        let raw = self.existing_manifest(image, "index").await?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&raw.bytes).map_err(|e| RegistryError::Invalid {
+                image: image.to_string(),
+                what: "index".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(IndexChild::all_of(&json))
+    }
+
+    /// The platform manifests of the index `index` names (attestations left
+    /// out), in its order.
     pub async fn index_manifests(
         &self,
         index: &ImageRef,
     ) -> Result<Vec<(Platform, String)>, RegistryError> {
-        let raw = self.existing_manifest(index, "index").await?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&raw.bytes).map_err(|e| RegistryError::Invalid {
-                image: index.to_string(),
-                what: "index".into(),
-                reason: e.to_string(),
-            })?;
-        Ok(platform_entries(&json))
+        let children = self.index_children(index).await?.unwrap_or_default();
+        Ok(children
+            .into_iter()
+            .filter_map(|child| match child {
+                IndexChild::Image { platform, digest } => Some((platform, digest)),
+                IndexChild::Attestation { .. } => None,
+            })
+            .collect())
     }
-}
-
-/// Each `(platform, digest)` of an index's JSON, but attestations.
-fn platform_entries(index: &serde_json::Value) -> Vec<(Platform, String)> {
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-    index["manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| {
-            let p = &m["platform"];
-            let platform = Platform {
-                os: text(&p["os"]),
-                architecture: text(&p["architecture"]),
-                variant: text(&p["variant"]),
-            };
-            let digest = m["digest"].as_str()?.to_owned();
-            (platform.os != "unknown" && !platform.os.is_empty()).then_some((platform, digest))
-        })
-        .collect()
 }
 
 /// The index entry of one platform's manifest.
@@ -139,10 +195,29 @@ mod tests {
         assert!(docker["platform"].get("variant").is_none());
         assert_eq!(index_type([&docker].into_iter()), DOCKER_LIST);
         assert_eq!(index_type([&docker, &entry].into_iter()), OCI_INDEX);
+        let attestation = IndexChild::Attestation {
+            of: "sha256:00".into(),
+            digest: "sha256:11".into(),
+        };
         let index = serde_json::json!({ "manifests": [
             entry,
-            { "digest": "sha256:11", "platform": { "os": "unknown", "architecture": "unknown" } },
+            attestation.descriptor(&raw("application/vnd.oci.image.manifest.v1+json")),
         ]});
-        assert_eq!(platform_entries(&index), [(arm, "sha256:00".to_owned())]);
+        let children = IndexChild::all_of(&index).unwrap();
+        assert_eq!(
+            children,
+            [
+                IndexChild::Image {
+                    platform: arm,
+                    digest: "sha256:00".to_owned()
+                },
+                IndexChild::Attestation {
+                    of: "sha256:00".into(),
+                    digest: "sha256:00".into()
+                }
+            ]
+        );
+        assert_eq!(index["manifests"][1]["platform"]["os"], "unknown");
+        assert!(IndexChild::all_of(&serde_json::json!({"layers": []})).is_none());
     }
 }

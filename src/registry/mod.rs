@@ -10,6 +10,7 @@ pub(crate) mod token;
 mod transport;
 mod write;
 
+pub use index::IndexChild;
 pub use write::RawManifest;
 
 use std::collections::BTreeMap;

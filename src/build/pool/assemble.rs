@@ -8,7 +8,7 @@ use crate::build::{BuildError, Built};
 use crate::keys::{index_key, tags, ContentKey};
 use crate::llb::Platform;
 use crate::options::ExporterResponse;
-use crate::registry::Registry;
+use crate::registry::{IndexChild, Registry};
 use crate::solve::Solved;
 use crate::spec::Job;
 
@@ -34,7 +34,11 @@ pub(super) async fn assemble(
     for part in &parts {
         children.extend(manifests_of(registry, part).await?);
     }
-    children.sort_by_key(|(p, _)| job.platforms.iter().position(|q| q == p));
+    // The platforms in the job's order, then the attestations about them.
+    children.sort_by_key(|child| match child {
+        IndexChild::Image { platform, .. } => job.platforms.iter().position(|q| q == platform),
+        IndexChild::Attestation { .. } => Some(usize::MAX),
+    });
     let key_ref = tags::key_ref(&push, &job.image, &key);
     let digest = registry.put_index(&key_ref, &children).await?;
     if key_ref != push {
@@ -43,21 +47,23 @@ pub(super) async fn assemble(
     Ok(folded(job, push, key, keys, digest, parts))
 }
 
-/// The platform manifests a part pushed: its one manifest, or those of the
-/// index it pushed for several platforms.
-async fn manifests_of(
-    registry: &Registry,
-    part: &Built,
-) -> Result<Vec<(Platform, String)>, BuildError> {
+/// The manifests a part pushed: its one manifest, or the entries of the
+/// index it pushed (for several platforms, or one with its attestations).
+async fn manifests_of(registry: &Registry, part: &Built) -> Result<Vec<IndexChild>, BuildError> {
     let (Some(pushed), Some(digest)) = (&part.pushed, part.solved.image_digest()) else {
         return Ok(Vec::new());
     };
-    if let [(platform, _)] = part.platform_keys.as_slice() {
-        return Ok(vec![(platform.clone(), digest.to_owned())]);
+    if let Some(children) = registry.index_children(&pushed.with_digest(digest)).await? {
+        return Ok(children);
     }
-    Ok(registry
-        .index_manifests(&pushed.with_digest(digest))
-        .await?)
+    let platform = match part.platform_keys.as_slice() {
+        [(platform, _)] => platform.clone(),
+        _ => return Ok(Vec::new()),
+    };
+    Ok(vec![IndexChild::Image {
+        platform,
+        digest: digest.to_owned(),
+    }])
 }
 
 /// The parts as one image: its key, push and index; their steps, cache

@@ -50,15 +50,12 @@ pub(super) fn units_of(plan: &BuildPlan, images: &[String], nodes: usize) -> Vec
 /// Whether `job`'s platforms may be built on different nodes: several, a
 /// push and nothing else to make (an index is put together in the registry;
 /// other outputs and `--load` want one solve), and key tags on (each
-/// platform is pushed under its own), and no attestations (a part's push
-/// would be an index of its own). A Dockerfile image's part is its frontend
+/// platform is pushed under its own). A part with attestations pushes an
+/// index of its image and their manifest, which the whole index takes in
+/// (see [`super::assemble`]). A Dockerfile image's part is its frontend
 /// asked for its platforms alone.
 fn splits(plan: &BuildPlan, job: &Job) -> bool {
-    job.platforms.len() > 1
-        && only_the_push(job).is_some()
-        && plan.key_tags
-        && plan.load.is_none()
-        && !job.attest.any()
+    job.platforms.len() > 1 && only_the_push(job).is_some() && plan.key_tags && plan.load.is_none()
 }
 
 /// The plan node `mine` are placed on builds: their images, each of
