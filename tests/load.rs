@@ -256,3 +256,47 @@ fn a_load_docker_drops_is_an_error() {
         built.run.stdout
     );
 }
+
+/// `GET /images/NAME/json`'s platform from the stack's dockerd.
+fn docker_image_platform(name: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--unix-socket", &docker_socket()])
+        .arg(format!("http://docker/images/{name}/json"))
+        .output()
+        .expect("curl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    format!(
+        "{}/{}",
+        v["Os"].as_str().unwrap_or("?"),
+        v["Architecture"].as_str().unwrap_or("?")
+    )
+}
+
+/// An image with provenance and an SBOM loads as its platform's image (the
+/// attestation manifest, `unknown/unknown`, is not what docker gets), pulled
+/// when pushed and streamed when not; unchanged, it is found in docker.
+#[test]
+fn an_attested_image_loads_as_its_platform_alone() {
+    let s = stack();
+    let image = format!("loadattest-{}", rand_suffix());
+    let target = format!("{}/strata/{image}:latest", s.registry);
+    let p = Project::new(&small_spec(&image, ""));
+    let generator = s
+        .var("STRATA_SBOM_GENERATOR")
+        .expect("STRATA_SBOM_GENERATOR");
+    let sbom = format!("--sbom=generator={generator}");
+    let load = load_arg();
+    let args = ["--push", &target, "--load", &load, "--provenance", &sbom];
+    let pulled = p.build(&s.buildkit_host, &args);
+    assert_eq!(load_path(pulled.ok(), &image), "pull");
+    assert_eq!(docker_image_platform(&target), "linux/amd64");
+    let present = p.build(&s.buildkit_host, &args);
+    assert_eq!(load_path(present.ok(), &image), "present");
+
+    let streamed = p.build(&s.buildkit_host, &["--load", &load, "--provenance", &sbom]);
+    assert_eq!(load_path(streamed.ok(), &image), "tarball");
+    assert_eq!(
+        docker_image_platform(&format!("{image}:latest")),
+        "linux/amd64"
+    );
+}
