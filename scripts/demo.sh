@@ -3,7 +3,8 @@
 # then build examples/codex (base + apt/pip/npm toolchain + overlay) with strata,
 # push it to the local registry and export its build cache; then show what the
 # cache buys: an unchanged rebuild (all cached) and a one-file overlay edit
-# (only the overlay step runs).
+# (only the overlay step runs); then a release build with provenance and an
+# SBOM, read back with `strata images attestations`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,12 @@ echo "== 2b. solved anyway (--no-skip): every step comes from the cache" >&2
 echo "== 3. edit one overlay file: only the overlay step runs" >&2
 echo "# edited at $(date -u +%FT%TZ)" >>"$work/codex/overlay/AGENTS.md"
 "$strata" build -f "$spec" codex --push "$image" --progress plain
+
+echo "== 4. a release build: provenance and an SBOM (strata's own generator, $STRATA_SBOM_GENERATOR) attached" >&2
+"$strata" build -f "$spec" codex --push "$STRATA_REGISTRY/strata/codex:release" --progress plain \
+  --provenance=max --sbom
+"$strata" images attestations --provenance "$STRATA_REGISTRY/strata/codex:release"
+"$strata" images attestations --sbom "$STRATA_REGISTRY/strata/codex:release" | grep -E ' (KIND|git|requests|is-number) '
 
 echo "== metadata of build 1" >&2
 cat "$work/metadata.json"

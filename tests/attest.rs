@@ -352,3 +352,36 @@ fn an_unreachable_default_generator_is_one_clear_line() {
         "{line}"
     );
 }
+
+/// An image found under its key tag without the attestations asked for is
+/// not a hit: it is built again with them (every step cached), and then is.
+#[test]
+fn a_key_tag_hit_without_the_asked_attestations_is_built_with_them() {
+    let s = stack();
+    let run = rand_suffix();
+    let p = Project::new(&format!(
+        "[images.late]\nbase = \"{}\"\n\n[[images.late.toolchain]]\nrun = \"echo {run}\"\n",
+        s.base_image
+    ));
+    let repo = format!("{}/strata/late-{run}", s.registry);
+    let target = format!("{repo}:v1");
+    p.build(&s.buildkit_host, &["late", "--push", &target]).ok();
+    let asked = ["late", "--push", &target, "--provenance"];
+    let attested = p.build(&s.buildkit_host, &asked);
+    assert!(
+        attested
+            .ok()
+            .run
+            .stderr
+            .contains("lacks the attestations asked for"),
+        "{}",
+        attested.run.stderr
+    );
+    index_and_attestation(&attested, "late", &repo);
+    let again = p.build(&s.buildkit_host, &asked);
+    assert!(
+        again.ok().run.stdout.contains("late: up to date ("),
+        "{}",
+        again.run.stdout
+    );
+}

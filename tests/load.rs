@@ -17,15 +17,19 @@ fn docker_socket() -> String {
         .to_owned()
 }
 
-/// `GET /images/NAME/json`'s `Id` from the stack's dockerd, if it has NAME.
-fn docker_image_id(name: &str) -> Option<String> {
+/// `GET /images/NAME/json` from the stack's dockerd (`null` if it has no NAME).
+fn docker_image(name: &str) -> serde_json::Value {
     let out = std::process::Command::new("curl")
         .args(["-sS", "--unix-socket", &docker_socket()])
         .arg(format!("http://docker/images/{name}/json"))
         .output()
         .expect("curl");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["Id"].as_str().map(str::to_owned)
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// The image's `Id` in the stack's dockerd, if it has NAME.
+fn docker_image_id(name: &str) -> Option<String> {
+    docker_image(name)["Id"].as_str().map(str::to_owned)
 }
 
 /// How the image was loaded, from `--metadata-file`.
@@ -257,19 +261,11 @@ fn a_load_docker_drops_is_an_error() {
     );
 }
 
-/// `GET /images/NAME/json`'s platform from the stack's dockerd.
+/// The image's `OS/ARCHITECTURE` in the stack's dockerd.
 fn docker_image_platform(name: &str) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--unix-socket", &docker_socket()])
-        .arg(format!("http://docker/images/{name}/json"))
-        .output()
-        .expect("curl");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    format!(
-        "{}/{}",
-        v["Os"].as_str().unwrap_or("?"),
-        v["Architecture"].as_str().unwrap_or("?")
-    )
+    let v = docker_image(name);
+    let text = |k: &str| v[k].as_str().unwrap_or("?").to_owned();
+    format!("{}/{}", text("Os"), text("Architecture"))
 }
 
 /// An image with provenance and an SBOM loads as its platform's image (the

@@ -9,6 +9,7 @@ pub mod spdx;
 use serde::Serialize;
 
 use crate::llb::Platform;
+use crate::options::Attestations;
 use crate::reference::ImageRef;
 use crate::registry::{IndexChild, Registry, RegistryError};
 
@@ -113,6 +114,57 @@ pub async fn read(
         });
     }
     Ok(platforms)
+}
+
+/// Whether every platform of `image` carries what `asked` asks for (its
+/// predicate types, from the attestation manifests' layer annotations; the
+/// statements are not fetched): an image found under its key tag without
+/// them is solved again rather than taken for a hit.
+pub async fn cover(
+    registry: &Registry,
+    image: &ImageRef,
+    asked: &Attestations,
+) -> Result<bool, AttestationError> {
+    let (_, document) = document(registry, image, "index").await?;
+    let Some(children) = IndexChild::all_of(&document) else {
+        return Ok(!asked.any());
+    };
+    for child in &children {
+        let IndexChild::Image { digest, .. } = child else {
+            continue;
+        };
+        let attestation = children.iter().find_map(|c| match c {
+            IndexChild::Attestation { of, digest: d } if of == digest => Some(d),
+            _ => None,
+        });
+        let types = match attestation {
+            Some(d) => predicate_types(registry, &image.with_digest(d)).await?,
+            None => Vec::new(),
+        };
+        let has = |wanted: fn(&str) -> bool| types.iter().any(|t| wanted(t));
+        let sbom = |t: &str| t == spdx::PREDICATE_TYPE;
+        if (asked.provenance.is_some() && !has(provenance::is_provenance))
+            || (asked.sbom.is_some() && !has(sbom))
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The predicate types an attestation manifest's layers are annotated with.
+async fn predicate_types(
+    registry: &Registry,
+    manifest: &ImageRef,
+) -> Result<Vec<String>, AttestationError> {
+    let (_, json) = document(registry, manifest, "attestation manifest").await?;
+    Ok(json["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["annotations"]["in-toto.io/predicate-type"].as_str())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// The statements of attestation manifest `digest`, one per layer.

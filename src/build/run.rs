@@ -11,6 +11,7 @@ use futures::StreamExt;
 use crate::docker::Docker;
 use crate::keys::{tags, ContentKey};
 use crate::options::{CacheExport, Chosen, ExporterResponse, Output};
+use crate::reference::ImageRef;
 use crate::registry::Registry;
 use crate::session::DockerAuth;
 use crate::solve::progress::{Deduped, Progress};
@@ -225,6 +226,30 @@ impl Run<'_> {
         }
     }
 
+    /// Whether the image found at `digest` carries the attestations `job`
+    /// asks for; one built without them (or unreadable) is built again, the
+    /// steps all cached, so `--sbom` on a release job is never a no-op.
+    async fn attested_as_asked(&self, job: &Job, push: &ImageRef, digest: &str) -> bool {
+        if !job.attest.any() {
+            return true;
+        }
+        let found = push.with_digest(digest);
+        match crate::attestations::cover(self.registry, &found, &job.attest).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(
+                    "{}: {found} lacks the attestations asked for; building it with them",
+                    job.image
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!("{}: the attestations of {found}: {e}; building", job.image);
+                false
+            }
+        }
+    }
+
     /// A default SBOM generator the registry does not answer for is an
     /// error before the solve: the daemon would hang on it or fail late.
     async fn sbom_generator_reachable(&self, job: &Job) -> Result<(), BuildError> {
@@ -361,10 +386,13 @@ impl Run<'_> {
         };
         let began = Instant::now();
         let (key, recorded) = (&keyed.key, &keyed.recorded());
-        let Some(digest) = tags::reuse(self.registry, push, &job.image, key, recorded).await?
-        else {
+        let Some(digest) = tags::find(self.registry, push, &job.image, key, recorded).await? else {
             return Ok(None);
         };
+        if !self.attested_as_asked(job, push, &digest).await {
+            return Ok(None);
+        }
+        tags::point(self.registry, push, &job.image, key, &digest).await?;
         Ok(Some(Solved {
             exported: ExporterResponse::found(digest, Some(push)),
             steps: Vec::new(),

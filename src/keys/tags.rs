@@ -103,26 +103,23 @@ async fn recorded_key(
     }
 }
 
-/// If the image of `key` is in `push`'s repository (see [`find`]), makes
-/// `push` name it too and returns its digest; none when it has to be built.
-pub async fn reuse(
+/// Makes `push` name `digest`, the image [`find`] found under `key`'s tag
+/// (nothing to do when `push` is that tag or names it already).
+pub async fn point(
     registry: &Registry,
     push: &ImageRef,
     image: &str,
     key: &ContentKey,
-    recorded: &[(Platform, ContentKey)],
-) -> Result<Option<String>, RegistryError> {
-    let Some(digest) = find(registry, push, image, key, recorded).await? else {
-        return Ok(None);
-    };
+    digest: &str,
+) -> Result<(), RegistryError> {
     let tagged = key_ref(push, image, key);
     if push.tag != tagged.tag || push.repository != tagged.repository {
         let current = registry.raw_manifest(push).await?.map(|m| m.digest);
-        if current.as_deref() != Some(digest.as_str()) {
-            registry.tag(&push.with_digest(&digest), push).await?;
+        if current.as_deref() != Some(digest) {
+            registry.tag(&push.with_digest(digest), push).await?;
         }
     }
-    Ok(Some(digest))
+    Ok(())
 }
 
 #[cfg(test)]
