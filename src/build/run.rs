@@ -525,7 +525,7 @@ async fn measure_registry_caches(
                     report.location = format!("inline in {image}");
                 }
             }
-            CacheExport::Local { .. } => {}
+            CacheExport::Local { .. } | CacheExport::S3 { .. } => {}
         }
     }
 }

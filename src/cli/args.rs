@@ -191,10 +191,14 @@ impl SpecArgs {
 #[command(next_help_heading = "Build")]
 pub struct BuildFlags {
     /// Export build cache: type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR |
+    /// type=s3,bucket=B,region=R[,endpoint_url=URL,use_path_style=true,name=N,prefix=P] |
     /// type=inline (repeatable; mode defaults to max, which keeps toolchain layers).
+    /// S3 credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    /// AWS_SESSION_TOKEN, the region from AWS_REGION when not given.
     #[arg(long, value_name = "SPEC")]
     pub cache_to: Vec<CacheExport>,
-    /// Import build cache: type=registry,ref=REF | type=local,src=DIR (repeatable).
+    /// Import build cache: type=registry,ref=REF | type=local,src=DIR |
+    /// type=s3,bucket=B,region=R[,name=A;B,…] (repeatable; several names: each imported).
     #[arg(long, value_name = "SPEC")]
     pub cache_from: Vec<CacheImport>,
     /// A secret for `run` steps and Dockerfile `RUN --mount=type=secret,id=ID`:
@@ -268,6 +272,7 @@ impl BuildFlags {
             provenance: self.provenance.map(|f| f.0),
             sbom: self.sbom.clone().map(|f| f.0),
             sbom_generator: sbom_generator_from_env()?,
+            s3: strata::options::S3Env::from_lookup(|k| std::env::var(k).ok()),
             ..overrides
         })
     }

@@ -92,22 +92,23 @@ impl Location {
                 dir: dest.clone(),
                 name: name(tag, mount),
             }),
-            CacheExport::Inline { .. } => None,
+            CacheExport::S3 { .. } | CacheExport::Inline { .. } => None,
         }
     }
 
-    /// Where `import` holds `mount`'s artifact.
-    pub fn of_import(import: &CacheImport, mount: &CacheMountUse) -> Location {
+    /// Where `import` holds `mount`'s artifact; `None` for S3 caches.
+    pub fn of_import(import: &CacheImport, mount: &CacheMountUse) -> Option<Location> {
         match import {
             CacheImport::Registry {
                 reference,
                 insecure,
                 ..
-            } => Location::in_registry(reference, *insecure, mount),
-            CacheImport::Local { src, tag, .. } => Location::Local {
+            } => Some(Location::in_registry(reference, *insecure, mount)),
+            CacheImport::Local { src, tag, .. } => Some(Location::Local {
                 dir: src.clone(),
                 name: name(tag, mount),
-            },
+            }),
+            CacheImport::S3 { .. } => None,
         }
     }
 

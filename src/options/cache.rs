@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use super::attrs::{Attrs, OptionError};
 use super::mounts::MountOptions;
+use super::s3::{refuse_credentials, S3Cache, S3_ATTRS};
 use crate::reference::ImageRef;
 use crate::wire::moby::buildkit::v1::CacheOptionsEntry;
 
@@ -78,6 +79,12 @@ pub enum CacheExport {
         options: LayerOptions,
         mounts: Option<MountOptions>,
     },
+    /// An S3 bucket, written by the daemon (BuildKit's s3 backend).
+    S3 {
+        cache: S3Cache,
+        mode: CacheMode,
+        ignore_error: bool,
+    },
     /// Cache metadata inside the exported image's config.
     Inline { mode: Option<CacheMode> },
 }
@@ -99,6 +106,8 @@ pub enum CacheImport {
         digest: Option<String>,
         mounts: Option<MountOptions>,
     },
+    /// An S3 bucket, read by the daemon; each of several names is an import.
+    S3 { cache: S3Cache },
 }
 
 /// strata's own: which cache mounts travel with the cache (see [`crate::mounts`]).
@@ -179,7 +188,8 @@ impl FromStr for CacheExport {
     type Err = OptionError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let mut a = Attrs::parse("--cache-to", value, "registry, local or inline")?;
+        refuse_credentials("--cache-to", value)?;
+        let mut a = Attrs::parse("--cache-to", value, "registry, local, s3 or inline")?;
         match a.kind.as_str() {
             "registry" => {
                 a.allow(&[&["ref", "registry.insecure"], LAYER_ATTRS, MOUNT_ATTRS])?;
@@ -199,12 +209,20 @@ impl FromStr for CacheExport {
                     mounts: a.mounts()?,
                 })
             }
+            "s3" => {
+                a.allow(&[S3_ATTRS, &["mode", "ignore-error"]])?;
+                Ok(CacheExport::S3 {
+                    cache: a.s3()?,
+                    mode: a.mode()?.unwrap_or_default(),
+                    ignore_error: a.flag("ignore-error")?.unwrap_or(false),
+                })
+            }
             "inline" => {
                 a.allow(&[&["mode"]])?;
                 Ok(CacheExport::Inline { mode: a.mode()? })
             }
             other => Err(a.error(format!(
-                "unknown type {other:?} (use registry, local, inline)"
+                "unknown type {other:?} (use registry, local, s3, inline)"
             ))),
         }
     }
@@ -224,7 +242,8 @@ impl FromStr for CacheImport {
                 mounts: None,
             });
         }
-        let mut a = Attrs::parse("--cache-from", value, "registry or local")?;
+        refuse_credentials("--cache-from", value)?;
+        let mut a = Attrs::parse("--cache-from", value, "registry, local or s3")?;
         match a.kind.as_str() {
             "registry" => {
                 a.allow(&[&["ref", "registry.insecure"], MOUNT_ATTRS])?;
@@ -243,7 +262,11 @@ impl FromStr for CacheImport {
                     mounts: a.mounts()?,
                 })
             }
-            other => Err(a.error(format!("unknown type {other:?} (use registry, local)"))),
+            "s3" => {
+                a.allow(&[S3_ATTRS])?;
+                Ok(CacheImport::S3 { cache: a.s3()? })
+            }
+            other => Err(a.error(format!("unknown type {other:?} (use registry, local, s3)"))),
         }
     }
 }
@@ -290,11 +313,12 @@ impl CacheMode {
 }
 
 impl CacheExport {
-    /// `registry`, `local` or `inline`.
+    /// `registry`, `local`, `s3` or `inline`.
     pub fn kind(&self) -> &'static str {
         match self {
             CacheExport::Registry { .. } => "registry",
             CacheExport::Local { .. } => "local",
+            CacheExport::S3 { .. } => "s3",
             CacheExport::Inline { .. } => "inline",
         }
     }
@@ -304,6 +328,7 @@ impl CacheExport {
             CacheExport::Registry { options, .. } | CacheExport::Local { options, .. } => {
                 Some(options.mode)
             }
+            CacheExport::S3 { mode, .. } => Some(*mode),
             CacheExport::Inline { mode } => *mode,
         }
     }
@@ -334,6 +359,19 @@ impl CacheExport {
                 out.extend(options.attrs());
                 out
             }
+            CacheExport::S3 {
+                cache,
+                mode,
+                ignore_error,
+                ..
+            } => {
+                let mut out = cache.attrs();
+                out.push(("mode", mode.name().to_owned()));
+                if *ignore_error {
+                    out.push(("ignore-error", "true".into()));
+                }
+                out
+            }
             CacheExport::Inline { mode } => mode
                 .map(|m| ("mode", m.name().into()))
                 .into_iter()
@@ -341,10 +379,33 @@ impl CacheExport {
         }
     }
 
-    /// The entry the daemon takes in `SolveRequest.cache.exports`.
+    /// The entry the daemon takes in `SolveRequest.cache.exports`: the
+    /// attributes, and an S3 cache's credentials.
     pub fn to_wire(&self) -> CacheOptionsEntry {
-        wire(self.kind(), self.attrs())
+        let mut attrs = self.attrs();
+        if let CacheExport::S3 { cache, .. } = self {
+            attrs = with_credentials(attrs, cache);
+        }
+        wire(self.kind(), attrs)
     }
+
+    /// The S3 location of an `s3` entry, to resolve against the environment.
+    pub fn s3_mut(&mut self) -> Option<&mut S3Cache> {
+        match self {
+            CacheExport::S3 { cache, .. } => Some(cache),
+            _ => None,
+        }
+    }
+}
+
+/// `attrs` with `cache`'s credentials after them (for the daemon only).
+fn with_credentials(
+    mut attrs: Vec<(&'static str, String)>,
+    cache: &S3Cache,
+) -> Vec<(&'static str, String)> {
+    let location = cache.attrs().len();
+    attrs.extend(cache.wire_attrs().into_iter().skip(location));
+    attrs
 }
 
 impl CacheImport {
@@ -352,6 +413,7 @@ impl CacheImport {
         match self {
             CacheImport::Registry { .. } => "registry",
             CacheImport::Local { .. } => "local",
+            CacheImport::S3 { .. } => "s3",
         }
     }
 
@@ -380,12 +442,34 @@ impl CacheImport {
                 }
                 out
             }
+            CacheImport::S3 { cache } => cache.attrs(),
         }
     }
 
-    /// The entry the daemon takes in `SolveRequest.cache.imports`.
-    pub fn to_wire(&self) -> CacheOptionsEntry {
-        wire(self.kind(), self.attrs())
+    /// The entries the daemon takes in `SolveRequest.cache.imports`: one,
+    /// or one per name of an S3 import (BuildKit reads only an entry's first
+    /// name), each with the credentials.
+    pub fn to_wire(&self) -> Vec<CacheOptionsEntry> {
+        match self {
+            CacheImport::S3 { cache } if cache.names.len() > 1 => cache
+                .names
+                .iter()
+                .map(|n| {
+                    let one = cache.named(n);
+                    wire(self.kind(), one.wire_attrs())
+                })
+                .collect(),
+            CacheImport::S3 { cache } => vec![wire(self.kind(), cache.wire_attrs())],
+            _ => vec![wire(self.kind(), self.attrs())],
+        }
+    }
+
+    /// The S3 location of an `s3` entry, to resolve against the environment.
+    pub fn s3_mut(&mut self) -> Option<&mut S3Cache> {
+        match self {
+            CacheImport::S3 { cache } => Some(cache),
+            _ => None,
+        }
     }
 }
 
@@ -415,7 +499,7 @@ impl CacheExport {
             CacheExport::Registry { mounts, .. } | CacheExport::Local { mounts, .. } => {
                 mounts.as_ref()
             }
-            CacheExport::Inline { .. } => None,
+            CacheExport::S3 { .. } | CacheExport::Inline { .. } => None,
         }
     }
 }
@@ -427,6 +511,7 @@ impl CacheImport {
             CacheImport::Registry { mounts, .. } | CacheImport::Local { mounts, .. } => {
                 mounts.as_ref()
             }
+            CacheImport::S3 { .. } => None,
         }
     }
 }
@@ -455,7 +540,7 @@ impl fmt::Display for CacheImport {
 /// What a cache export wrote, for the build report and `--metadata-file`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CacheReport {
-    /// `registry`, `local` or `inline`.
+    /// `registry`, `local`, `s3` or `inline`.
     pub kind: String,
     /// The ref, the directory, or the image carrying inline cache.
     pub location: String,
@@ -471,6 +556,7 @@ impl CacheReport {
         let location = match export {
             CacheExport::Registry { reference, .. } => reference.to_string(),
             CacheExport::Local { dest, .. } => dest.display().to_string(),
+            CacheExport::S3 { cache, .. } => cache.location(),
             CacheExport::Inline { .. } => "inline".to_owned(),
         };
         CacheReport {
@@ -552,9 +638,9 @@ mod tests {
         let e: CacheExport = "type=inline".parse().unwrap();
         assert!(e.to_wire().attrs.is_empty());
         let i: CacheImport = "r.io/x:cache".parse().unwrap();
-        assert_eq!(i.to_wire().attrs["ref"], "r.io/x:cache");
+        assert_eq!(i.to_wire()[0].attrs["ref"], "r.io/x:cache");
         let i: CacheImport = "type=local,src=/tmp/c".parse().unwrap();
-        assert_eq!(i.to_wire().attrs["src"], "/tmp/c");
+        assert_eq!(i.to_wire()[0].attrs["src"], "/tmp/c");
     }
 
     #[test]
@@ -584,7 +670,7 @@ mod tests {
         assert!(export("type=registry").contains("needs ref="));
         assert!(export("type=local,src=x").contains("unknown attribute \"src\""));
         assert!(import("type=local").contains("needs src="));
-        assert!(export("type=s3,ref=x").contains("unknown type"));
+        assert!(export("type=gha,ref=x").contains("unknown type"));
         assert!(export("type=registry,ref=x,mode=all").contains("min or max"));
         assert!(export("type=registry,ref=x,compression=lz4").contains("gzip, zstd"));
         assert!(export("type=registry,ref=X").contains("lowercase"));
@@ -594,6 +680,59 @@ mod tests {
         assert!(export("type=registry").starts_with("--cache-to \"type=registry\": "));
         assert!(export("type=local,dest=d,mounts-max-size=1GB").contains("needs mounts="));
         assert!(export("type=inline,mounts=all").contains("unknown attribute \"mounts\""));
+    }
+
+    #[test]
+    fn s3_entries_print_back_and_carry_credentials_only_on_the_wire() {
+        let text = "type=s3,bucket=b,region=r,endpoint_url=http://127.0.0.1:8333,\
+                    use_path_style=true,prefix=ci/,name=main;pr-1,touch_refresh=24h,\
+                    upload_parallelism=4,mode=max";
+        let mut e: CacheExport = text.parse().unwrap();
+        assert_eq!(e.to_string(), text);
+        let env = crate::options::S3Env::from_lookup(|k| match k {
+            "AWS_ACCESS_KEY_ID" => Some("AKID".into()),
+            "AWS_SECRET_ACCESS_KEY" => Some("sekrit".into()),
+            _ => None,
+        });
+        e.s3_mut().unwrap().resolve(&env).unwrap();
+        assert!(!e.to_string().contains("sekrit"), "{e}");
+        assert!(!format!("{e:?}").contains("sekrit"), "{e:?}");
+        let wire = e.to_wire();
+        assert_eq!(wire.attrs["secret_access_key"], "sekrit");
+        assert_eq!(wire.attrs["name"], "main;pr-1");
+        assert_eq!(CacheReport::of(&e).location, "s3://b/ci/manifests/main");
+
+        let mut i: CacheImport = "type=s3,bucket=b,name=main;pr-1".parse().unwrap();
+        let no_region = i.s3_mut().unwrap().resolve(&env).unwrap_err();
+        assert!(
+            no_region.contains("needs region= (or AWS_REGION"),
+            "{no_region}"
+        );
+        let env = crate::options::S3Env {
+            region: Some("eu-west-1".into()),
+            ..env
+        };
+        i.s3_mut().unwrap().resolve(&env).unwrap();
+        let entries = i.to_wire();
+        let names: Vec<&str> = entries.iter().map(|w| w.attrs["name"].as_str()).collect();
+        assert_eq!(names, ["main", "pr-1"], "BuildKit reads one name per entry");
+        assert!(entries
+            .iter()
+            .all(|w| w.attrs["region"] == "eu-west-1" && w.attrs["access_key_id"] == "AKID"));
+    }
+
+    #[test]
+    fn s3_entries_refuse_credentials_in_the_text_without_echoing_them() {
+        let export = |v: &str| v.parse::<CacheExport>().unwrap_err().to_string();
+        assert!(export("type=s3,region=r").contains("needs bucket="));
+        let e = export("type=s3,bucket=b,secret_access_key=sekrit,access_key_id=AKID");
+        assert!(!e.contains("sekrit") && !e.contains("AKID"), "{e}");
+        assert!(e.contains("AWS_SECRET_ACCESS_KEY"), "{e}");
+        assert!(export("type=s3,bucket=b,endpoint_url=127.0.0.1:8333").contains("http://"));
+        assert!(export("type=s3,bucket=b,upload_parallelism=0").contains("above 0"));
+        assert!(export("type=s3,bucket=b,mounts=all").contains("unknown attribute \"mounts\""));
+        let i = "type=s3,bucket=b,session_token=t0k".parse::<CacheImport>();
+        assert!(!i.unwrap_err().to_string().contains("t0k"));
     }
 
     #[test]
@@ -612,6 +751,6 @@ mod tests {
         assert_eq!(text.parse::<CacheExport>().unwrap(), e);
         let i: CacheImport = "type=local,src=/c,mounts=all".parse().unwrap();
         assert!(i.mounts().is_some());
-        assert!(!i.to_wire().attrs.contains_key("mounts"));
+        assert!(!i.to_wire()[0].attrs.contains_key("mounts"));
     }
 }

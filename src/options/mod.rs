@@ -18,6 +18,7 @@ mod frontend;
 mod local;
 mod mounts;
 mod output;
+mod s3;
 mod stream;
 
 pub use attest::{
@@ -33,4 +34,5 @@ pub use frontend::Frontend;
 pub use local::LocalDir;
 pub use mounts::{CacheMountUse, MountName, MountOptions, MountSelection};
 pub use output::{ExporterResponse, Output};
+pub use s3::{S3Cache, S3Credentials, S3Env};
 pub use stream::TarStream;

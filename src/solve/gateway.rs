@@ -240,12 +240,10 @@ impl Bridge<'_> {
             allow_result_array_ref: true,
             cache_imports: imports
                 .iter()
-                .map(|i| {
-                    let wire = i.to_wire();
-                    gateway::CacheOptionsEntry {
-                        r#type: wire.r#type,
-                        attrs: wire.attrs,
-                    }
+                .flat_map(CacheImport::to_wire)
+                .map(|wire| gateway::CacheOptionsEntry {
+                    r#type: wire.r#type,
+                    attrs: wire.attrs,
                 })
                 .collect(),
             ..Default::default()

@@ -4,6 +4,7 @@
 mod gateway;
 mod local_cache;
 pub mod progress;
+mod s3_cache;
 mod source;
 
 use std::collections::BTreeMap;
@@ -140,7 +141,22 @@ pub enum SolveError {
     /// An output on this machine could not be (or may not be) put in place.
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// The daemon's S3 cache export failed: which cache, where, and why in
+    /// a few words; the daemon's own text is the source.
+    #[error("S3 cache {location} at {endpoint}: {reason}")]
+    S3Cache {
+        location: String,
+        endpoint: String,
+        reason: String,
+        #[source]
+        daemon: DaemonSaid,
+    },
 }
+
+/// The daemon's words, kept for `-v`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DaemonSaid(pub String);
 
 impl SolveError {
     /// The registry refused a pushed manifest: `MANIFEST_BLOB_UNKNOWN`, or
@@ -254,7 +270,7 @@ impl SolveOpt {
                     .iter()
                     .map(CacheExport::to_wire)
                     .collect(),
-                imports: imports.iter().map(CacheImport::to_wire).collect(),
+                imports: imports.iter().flat_map(CacheImport::to_wire).collect(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -298,10 +314,8 @@ fn frontend_attrs(frontend: &Frontend, imports: &[CacheImport]) -> BTreeMap<Stri
     if !imports.is_empty() {
         let entries: Vec<serde_json::Value> = imports
             .iter()
-            .map(|i| {
-                let wire = i.to_wire();
-                serde_json::json!({ "Type": wire.r#type, "Attrs": wire.attrs })
-            })
+            .flat_map(CacheImport::to_wire)
+            .map(|wire| serde_json::json!({ "Type": wire.r#type, "Attrs": wire.attrs }))
             .collect();
         let json = serde_json::Value::from(entries).to_string();
         attrs.insert("cache-imports".into(), json);
@@ -350,7 +364,10 @@ pub async fn solve<'a>(
                 duration: began.elapsed(),
             })
         }
-        Err(Ended::Daemon(status)) => Err(failure(client, &tracker, &status)),
+        Err(Ended::Daemon(status)) => Err(s3_cache::explained(
+            &opt.cache_exports,
+            failure(client, &tracker, &status),
+        )),
         Err(Ended::Silent(e)) => Err(SolveError::StoppedAnswering {
             addr: client.addr().to_string(),
             silent: SILENCE_BEFORE_PROBE,

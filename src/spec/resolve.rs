@@ -59,6 +59,9 @@ pub struct Overrides {
     /// A disk budget: after each tier of images (those whose parents are
     /// built), every builder above this many bytes is pruned down to it.
     pub keep_storage: Option<u64>,
+    /// The region and credentials of `type=s3` caches without their own
+    /// (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, …, read at the edge).
+    pub s3: crate::options::S3Env,
 }
 
 /// Images solved at once by default: enough to overlap independent images,
@@ -230,8 +233,38 @@ impl Spec {
         }));
         job.cache_exports.extend(image.cache_to.iter().cloned());
         job.cache_imports.extend(image.cache_from.iter().cloned());
+        self.resolve_s3(&mut job, overrides)?;
         plan.mark_insecure(&mut job);
         Ok(job)
+    }
+
+    /// Gives the job's S3 caches the environment's region and credentials;
+    /// one still without a region is an error naming its flag or spec key.
+    fn resolve_s3(&self, job: &mut Job, overrides: &Overrides) -> Result<(), SpecError> {
+        let key = |flag: &str, spec_key: &str, i: usize, given: usize| match i < given {
+            true => flag.to_owned(),
+            false => format!("images.{}.{spec_key}", job.image),
+        };
+        let mut failures = Vec::new();
+        let given = overrides.cache_to.len();
+        for (i, export) in job.cache_exports.iter_mut().enumerate() {
+            if let Some(Err(e)) = export.s3_mut().map(|c| c.resolve(&overrides.s3)) {
+                failures.push(format!("{}: {e}", key("--cache-to", "cache_to", i, given)));
+            }
+        }
+        let given = overrides.cache_from.len();
+        for (i, import) in job.cache_imports.iter_mut().enumerate() {
+            if let Some(Err(e)) = import.s3_mut().map(|c| c.resolve(&overrides.s3)) {
+                failures.push(format!(
+                    "{}: {e}",
+                    key("--cache-from", "cache_from", i, given)
+                ));
+            }
+        }
+        match failures.into_iter().next() {
+            Some(first) => Err(self.error(first)),
+            None => Ok(()),
+        }
     }
 
     /// The images a build solves: the ones asked for, or every image.

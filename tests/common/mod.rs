@@ -148,7 +148,81 @@ where
         .env_remove("STRATA_LOG")
         // Tests name the SBOM generator they use; bare `--sbom` means Docker Hub.
         .env_remove("STRATA_SBOM_GENERATOR");
+    // S3 tests pass the credentials they mean to use.
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+    ] {
+        cmd.env_remove(var);
+    }
     cmd
+}
+
+/// A TCP proxy on a free loopback port in front of `upstream`, forwarding
+/// bytes unchanged until what a client sends first matches `cut`: then it
+/// drops every connection and refuses new ones, as a server that stopped.
+pub struct CutProxy {
+    pub addr: String,
+    pub cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CutProxy {
+    pub fn start(upstream: &str, cut: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> CutProxy {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (upstream, cut, stopped) =
+            (upstream.to_owned(), std::sync::Arc::new(cut), flag.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if stopped.load(SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (cut, stopped2) = (cut.clone(), stopped.clone());
+                std::thread::spawn(move || pipe(client, server, Some((cut, stopped2))));
+                std::thread::spawn(move || pipe(s2, c2, None));
+            }
+        });
+        CutProxy { addr, cut: flag }
+    }
+}
+
+type Cut = (
+    std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
+
+/// Copies `from` to `to` until either ends; with `cut`, stops both (and the
+/// proxy) once a chunk matches.
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream, cut: Option<Cut>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some((matches, stopped)) = &cut {
+            if stopped.load(SeqCst) || matches(&buf[..n]) {
+                stopped.store(true, SeqCst);
+                break;
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
 /// A registry of the tests' own (Debian's docker-registry, as the stack's) on
@@ -303,6 +377,11 @@ impl ScratchDaemon {
             .arg(&self.addr)
             .arg("--debugaddr")
             .arg(&self.debug_addr)
+            // S3 credentials reach a daemon only as a build sends them.
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_REGION")
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()

@@ -43,6 +43,16 @@ impl Project {
         Build::read(strata(&all), &meta)
     }
 
+    /// The same build with `env` set for strata (e.g. S3 credentials).
+    pub fn build_env(&self, addr: &str, args: &[&str], env: &[(&str, &str)]) -> Build {
+        let (all, meta) = self.build_args(addr, args);
+        let out = strata_command(&all)
+            .envs(env.iter().copied())
+            .output()
+            .expect("running the strata binary");
+        Build::read(super::Run::from(out), &meta)
+    }
+
     /// The same build, started; [`RunningBuild::wait`] collects it.
     pub fn spawn_build(&self, addr: &str, args: &[&str]) -> RunningBuild {
         let (all, meta) = self.build_args(addr, args);
