@@ -6,6 +6,7 @@
 //! - [`options`] holds the values those layers share (outputs, caches,
 //!   cache mounts, local dirs, frontends), below all of them;
 //! - [`bench`] measures cache modes side by side;
+//! - [`objectstore`] reads and writes strata's own objects in an S3 cache's bucket;
 //! - [`credentials`] finds registry credentials as docker does (helpers, config);
 //! - [`keys`] digests everything that decides an image ("is it built?" without solving);
 //! - [`client`] wraps BuildKit's Control API in typed calls (info, du, prune);
@@ -30,6 +31,7 @@ pub mod keys;
 pub mod llb;
 pub mod localtree;
 pub mod mounts;
+pub mod objectstore;
 pub mod ocilayout;
 pub mod options;
 pub mod pool;

@@ -1,5 +1,5 @@
 //! Portable cache mounts against the real daemon stack: codex's apt, pip and
-//! npm cache mounts exported beside its registry and local cache; a builder
+//! npm cache mounts exported beside its registry, local and S3 cache; a builder
 //! whose cache mounts were pruned away seeds them back and, with one apt
 //! package and one pip requirement added, downloads only those; unchanged
 //! mounts upload nothing; the image is the same with and without `mounts=`
@@ -156,12 +156,18 @@ fn cache_mounts_travel_to_a_builder_that_lost_them() {
     let local = p.path("cache");
     let to_registry = format!("type=registry,ref={repo}:cache,mounts=all");
     let to_local = format!("type=local,dest={},mounts=all", local.display());
+    let s3 = s3_cache(&format!("mounts-{}", rand_suffix()));
+    let to_s3 = format!("{s3},mounts=all");
+    let env = s3_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let image = format!("{repo}:img");
     let args = [
         "--cache-to",
         &to_registry,
         "--cache-to",
         &to_local,
+        "--cache-to",
+        &to_s3,
         "--push",
         &image,
     ];
@@ -169,7 +175,7 @@ fn cache_mounts_travel_to_a_builder_that_lost_them() {
     // Cold, so the steps run and fill the mounts (a builder whose steps came
     // from imported cache has empty ones: the very problem).
     prune(&["--all"]);
-    let first = p.build(addr(), &args);
+    let first = p.build_env(addr(), &args, &env);
     first.ok();
     let exported = exports(&first, "codex");
     let tools: Vec<&str> = exported
@@ -179,7 +185,7 @@ fn cache_mounts_travel_to_a_builder_that_lost_them() {
     for tool in ["apt", "pip", "npm"] {
         assert_eq!(
             tools.iter().filter(|t| **t == tool).count(),
-            if tool == "apt" { 4 } else { 2 },
+            if tool == "apt" { 6 } else { 3 },
             "{tools:?}"
         );
     }
@@ -191,7 +197,7 @@ fn cache_mounts_travel_to_a_builder_that_lost_them() {
     );
 
     // Unchanged mounts: the same artifacts, nothing sent.
-    let again = p.build(addr(), &[&args[..], &["--no-skip"]].concat());
+    let again = p.build_env(addr(), &[&args[..], &["--no-skip"]].concat(), &env);
     again.ok();
     for (before, after) in exported.iter().zip(exports(&again, "codex")) {
         assert_eq!(after["result"], "unchanged", "{after}");
@@ -245,6 +251,29 @@ fn cache_mounts_travel_to_a_builder_that_lost_them() {
     let from_local = format!("type=local,src={},mounts=all", local.display());
     let seeded = p.build(addr(), &["--cache-from", &from_local]);
     assert_fetched_only_the_additions(&seeded, &first, "local");
+
+    prune(&["--all"]);
+    let from_s3 = format!("{s3},mounts=all");
+    let seeded = p.build_env(addr(), &["--cache-from", &from_s3], &env);
+    assert_fetched_only_the_additions(&seeded, &first, "s3");
+}
+
+/// `type=s3,…` of the stack's bucket, the cache `name`.
+fn s3_cache(name: &str) -> String {
+    let var = |k: &str| stack().var(k).unwrap_or_else(|| panic!("{k} exported"));
+    format!(
+        "type=s3,bucket={},region={},endpoint_url={},use_path_style=true,name={name}",
+        var("STRATA_S3_BUCKET"),
+        var("STRATA_S3_REGION"),
+        var("STRATA_S3_ENDPOINT")
+    )
+}
+
+/// The stack's S3 key pair, for strata's environment.
+fn s3_env() -> Vec<(&'static str, String)> {
+    ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .map(|k| (k, stack().var(k).expect("the key pair exported").to_owned()))
+        .to_vec()
 }
 
 #[test]

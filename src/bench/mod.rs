@@ -49,6 +49,9 @@ pub enum Mode {
     RegistryMin,
     RegistryMax,
     Local,
+    /// Pruned, then imported from an S3 bucket (`--cache-s3`), min or max.
+    S3Min,
+    S3Max,
     Inline,
     /// The image is found by its content key tag: nothing solved (buildctl,
     /// which has no such lookup, does its warm no-op solve).
@@ -60,13 +63,15 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 9] = [
+    pub const ALL: [Mode; 11] = [
         Mode::Cold,
         Mode::Warm,
         Mode::Edit,
         Mode::RegistryMin,
         Mode::RegistryMax,
         Mode::Local,
+        Mode::S3Min,
+        Mode::S3Max,
         Mode::Inline,
         Mode::Hit,
         Mode::FreshEdit,
@@ -80,10 +85,18 @@ impl Mode {
             Mode::RegistryMin => "registry-min",
             Mode::RegistryMax => "registry-max",
             Mode::Local => "local",
+            Mode::S3Min => "s3-min",
+            Mode::S3Max => "s3-max",
             Mode::Inline => "inline",
             Mode::Hit => "hit",
             Mode::FreshEdit => "fresh-edit",
         }
+    }
+
+    /// Whether the mode imports from S3 (strata's runs only: buildctl sends
+    /// no credentials of its own, so it is not compared there).
+    pub fn is_s3(self) -> bool {
+        matches!(self, Mode::S3Min | Mode::S3Max)
     }
 
     /// Whether the mode starts from an empty builder.
@@ -123,6 +136,9 @@ pub struct BenchOptions {
     /// Repository for registry and inline cache, e.g. `127.0.0.1:5000/strata/bench`
     /// (each mode uses a tag of its own).
     pub cache_repo: ImageRef,
+    /// The bucket the s3 modes export to and import from (`--cache-s3`),
+    /// its region and credentials resolved; each mode uses a name of its own.
+    pub s3: Option<crate::options::S3Cache>,
     /// Other clients to run the same work through (`--compare`).
     pub compare: Vec<external::External>,
     /// Build-wide settings (CA bundle, platform, insecure registries).
@@ -359,6 +375,7 @@ fn first_file(dir: &Path) -> Option<PathBuf> {
 struct CachePlan {
     local_dir: PathBuf,
     repo: ImageRef,
+    s3: Option<crate::options::S3Cache>,
 }
 
 impl CachePlan {
@@ -384,9 +401,25 @@ impl CachePlan {
                 options: LayerOptions::default(),
                 mounts: None,
             },
+            Mode::S3Min | Mode::S3Max => CacheExport::S3 {
+                cache: self.s3_cache(mode)?,
+                mode: if mode == Mode::S3Min {
+                    CacheMode::Min
+                } else {
+                    CacheMode::Max
+                },
+                ignore_error: false,
+                mounts: None,
+            },
             Mode::Inline => CacheExport::Inline { mode: None },
             _ => return None,
         })
+    }
+
+    /// The bucket's cache for `mode`: a name of the mode's own.
+    fn s3_cache(&self, mode: Mode) -> Option<crate::options::S3Cache> {
+        let name = format!("strata-bench-{mode}");
+        self.s3.as_ref().map(|c| c.named(&name))
     }
 
     fn import(&self, mode: Mode) -> Option<CacheImport> {
@@ -402,6 +435,10 @@ impl CachePlan {
                 src: self.local_dir.clone(),
                 tag: "latest".into(),
                 digest: None,
+                mounts: None,
+            },
+            Mode::S3Min | Mode::S3Max => CacheImport::S3 {
+                cache: self.s3_cache(mode)?,
                 mounts: None,
             },
             Mode::Inline => registry("inline"),
@@ -441,6 +478,11 @@ pub async fn run(
     if !pruning.is_empty() && !options.allow_prune {
         return Err(BenchError::PruneNotAllowed(pruning.join(", ")));
     }
+    if let (Some(mode), None) = (options.modes.iter().find(|m| m.is_s3()), &options.s3) {
+        return Err(BenchError::Setup(format!(
+            "mode {mode} needs a bucket: --cache-s3 type=s3,bucket=…,region=…"
+        )));
+    }
     spec.closure(std::slice::from_ref(&options.image))?;
     let scratch = tempfile::tempdir()
         .map_err(|e| BenchError::Setup(format!("creating a scratch directory: {e}")))?;
@@ -463,13 +505,13 @@ pub async fn run(
         };
         if !mode.prunes() {
             // Every client starts the mode from its own warm state.
-            for tool in runner.tools() {
+            for tool in runner.tools(mode) {
                 say(&format!("{mode}: warming up {tool} (not timed)"));
                 runner.measure(tool, Mode::Warm, 0).await?;
             }
         }
         for run in 1..=options.runs {
-            for tool in runner.tools() {
+            for tool in runner.tools(mode) {
                 say(&format!(
                     "[{:>5.0}s] {mode} run {run}/{} ({tool})",
                     began.elapsed().as_secs_f64(),
@@ -523,6 +565,7 @@ impl<'a> Runner<'a> {
         let cache = CachePlan {
             local_dir: scratch.join("local-cache"),
             repo: options.cache_repo.clone(),
+            s3: options.s3.clone(),
         };
         // Every strata run pushes, as every other client does; one push (no
         // key tag) per run, as they make.
@@ -559,10 +602,12 @@ impl<'a> Runner<'a> {
         })
     }
 
-    /// `strata`, then the clients compared.
-    fn tools(&self) -> Vec<&'static str> {
+    /// `strata`, then the clients compared in `mode`.
+    fn tools(&self, mode: Mode) -> Vec<&'static str> {
         let mut tools = vec!["strata"];
-        tools.extend(self.options.compare.iter().map(|e| e.tool.name()));
+        if !mode.is_s3() {
+            tools.extend(self.options.compare.iter().map(|e| e.tool.name()));
+        }
         tools
     }
 
@@ -801,9 +846,14 @@ mod tests {
 
     #[test]
     fn cache_plan_pairs_exports_with_imports() {
+        let s3 = "type=s3,bucket=b,region=r".parse::<CacheImport>().unwrap();
+        let CacheImport::S3 { cache, .. } = s3 else {
+            unreachable!()
+        };
         let plan = CachePlan {
             local_dir: "/tmp/c".into(),
             repo: "127.0.0.1:5000/b".parse().unwrap(),
+            s3: Some(cache),
         };
         assert_eq!(
             plan.export(Mode::RegistryMin).unwrap().to_string(),
@@ -814,5 +864,13 @@ mod tests {
             "type=registry,ref=127.0.0.1:5000/b:inline"
         );
         assert!(plan.export(Mode::Warm).is_none());
+        assert_eq!(
+            plan.export(Mode::S3Min).unwrap().to_string(),
+            "type=s3,bucket=b,region=r,name=strata-bench-s3-min,mode=min"
+        );
+        assert_eq!(
+            plan.import(Mode::S3Max).unwrap().to_string(),
+            "type=s3,bucket=b,region=r,name=strata-bench-s3-max"
+        );
     }
 }

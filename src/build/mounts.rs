@@ -21,7 +21,7 @@ pub(super) fn seeds(plan: &BuildPlan, prepared: &Prepared) -> Vec<(String, Wante
     wanted(plan, prepared, |job, mount| {
         job.cache_imports
             .iter()
-            .filter_map(|i| Some((Location::of_import(i, mount)?, i.mounts()?)))
+            .filter_map(|i| Some((Location::of_import(i, mount), i.mounts()?)))
             .collect()
     })
 }

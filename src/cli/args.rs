@@ -272,7 +272,7 @@ impl BuildFlags {
             provenance: self.provenance.map(|f| f.0),
             sbom: self.sbom.clone().map(|f| f.0),
             sbom_generator: sbom_generator_from_env()?,
-            s3: strata::options::S3Env::from_lookup(|k| std::env::var(k).ok()),
+            s3: s3_env(),
             ..overrides
         })
     }
@@ -288,6 +288,12 @@ fn sbom_generator_from_env() -> Result<Option<strata::reference::ImageRef>> {
         anyhow::anyhow!("STRATA_SBOM_GENERATOR={value:?} is not an image reference: {e}")
     })?;
     Ok(Some(parsed))
+}
+
+/// The S3 region and credentials of strata's environment (`AWS_REGION`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+pub fn s3_env() -> strata::options::S3Env {
+    strata::options::S3Env::from_lookup(|k| std::env::var(k).ok())
 }
 
 /// `--load [VALUE]` as given (none: not asked for), resolved to a socket.

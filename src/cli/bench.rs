@@ -25,7 +25,8 @@ pub struct BenchArgs {
     /// imports the registry cache with and without its cache mounts and
     /// builds the spec with one apt package and one pip requirement added;
     /// with --compare buildctl, buildctl builds the same edit importing the
-    /// same cache).
+    /// same cache; s3-min and s3-max, not by default: pruned, then imported
+    /// from --cache-s3's bucket, strata's runs only).
     #[arg(
         long,
         value_delimiter = ',',
@@ -41,6 +42,11 @@ pub struct BenchArgs {
     /// Repository for registry and inline cache (default: strata-bench/IMAGE on the base image's registry).
     #[arg(long, value_name = "REPO")]
     cache_repo: Option<ImageRef>,
+    /// The bucket for the s3-min and s3-max modes, as a cache entry without
+    /// its name (type=s3,bucket=B,region=R[,endpoint_url=URL,use_path_style=true]);
+    /// credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    #[arg(long, value_name = "SPEC")]
+    cache_s3: Option<strata::options::CacheImport>,
     /// Also run every mode through these clients (buildctl; buildx for a Dockerfile
     /// image), alternating, each pushing the same image, and add ratio columns.
     #[arg(long, value_name = "CLIENT,…", value_delimiter = ',')]
@@ -75,6 +81,7 @@ pub async fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
             Some(r) => r.clone(),
             None => default_cache_repo(&spec, &args.image)?,
         },
+        s3: args.cache_s3.as_ref().map(s3_bucket).transpose()?,
         compare,
         build: args.spec.overrides(),
     };
@@ -90,6 +97,18 @@ pub async fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
         strata::bench::chart::write_svg(&report, path).map_err(anyhow::Error::msg)?;
     }
     Ok(())
+}
+
+/// `--cache-s3`'s bucket, with the region and credentials of the environment.
+fn s3_bucket(entry: &strata::options::CacheImport) -> Result<strata::options::S3Cache> {
+    let strata::options::CacheImport::S3 { cache, .. } = entry else {
+        anyhow::bail!("--cache-s3 {entry}: a type=s3 entry");
+    };
+    let mut cache = cache.clone();
+    cache
+        .resolve(&super::args::s3_env())
+        .map_err(|e| anyhow::anyhow!("--cache-s3: {e}"))?;
+    Ok(cache)
 }
 
 /// `strata-bench/IMAGE` on the registry of the image's base (or the spec's first).

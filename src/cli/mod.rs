@@ -55,7 +55,7 @@ pub enum Command {
     /// Benchmark cache modes side by side (cold, warm, edit, registry-min,
     /// registry-max, local, inline): median and range per mode, steps run vs
     /// cached, per-step times; optionally the same work through buildctl.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Print each image's content key (a digest of its steps, pinned base, config,
     /// overlay contents and parent) without solving; equal keys mean the same image.
     Key(key::KeyArgs),

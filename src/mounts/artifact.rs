@@ -4,7 +4,9 @@
 //! travels of the mount), annotated with the mount's cache id and the
 //! fingerprint of what it holds. In a registry it is a tag of the cache's
 //! repository, `TAG-mount-TOOL-HASH` (HASH: of the cache id); in a local
-//! cache it is an entry of the same layout's `index.json` with that name.
+//! cache it is an entry of the same layout's `index.json` with that name; in
+//! an S3 cache, a pointer object of that name beside content-addressed blobs
+//! (see [`super::s3`]).
 
 use std::path::PathBuf;
 
@@ -12,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ocilayout::OciLayout;
 use crate::options::CacheMountUse;
-use crate::options::{CacheExport, CacheImport};
+use crate::options::{CacheExport, CacheImport, S3Cache};
 use crate::reference::ImageRef;
 use crate::registry::{Registry, RegistryError};
 
@@ -31,6 +33,11 @@ pub enum Location {
     /// An entry named `name` of the OCI layout at `dir`.
     Local {
         dir: PathBuf,
+        name: String,
+    },
+    /// The pointer `name` in an S3 cache's bucket.
+    S3 {
+        cache: S3Cache,
         name: String,
     },
 }
@@ -66,6 +73,8 @@ pub enum ArtifactError {
     Registry(#[from] RegistryError),
     #[error("{0}")]
     Local(String),
+    #[error(transparent)]
+    S3(#[from] super::s3::S3ArtifactError),
 }
 
 /// `TAG-mount-TOOL-HASH`: a tag (and layout name) per cache id, beside `tag`.
@@ -92,23 +101,33 @@ impl Location {
                 dir: dest.clone(),
                 name: name(tag, mount),
             }),
-            CacheExport::S3 { .. } | CacheExport::Inline { .. } => None,
+            CacheExport::S3 { cache, .. } => Some(Location::in_s3(cache, mount)),
+            CacheExport::Inline { .. } => None,
         }
     }
 
-    /// Where `import` holds `mount`'s artifact; `None` for S3 caches.
-    pub fn of_import(import: &CacheImport, mount: &CacheMountUse) -> Option<Location> {
+    /// Where `import` holds `mount`'s artifact.
+    pub fn of_import(import: &CacheImport, mount: &CacheMountUse) -> Location {
         match import {
             CacheImport::Registry {
                 reference,
                 insecure,
                 ..
-            } => Some(Location::in_registry(reference, *insecure, mount)),
-            CacheImport::Local { src, tag, .. } => Some(Location::Local {
+            } => Location::in_registry(reference, *insecure, mount),
+            CacheImport::Local { src, tag, .. } => Location::Local {
                 dir: src.clone(),
                 name: name(tag, mount),
-            }),
-            CacheImport::S3 { .. } => None,
+            },
+            CacheImport::S3 { cache, .. } => Location::in_s3(cache, mount),
+        }
+    }
+
+    /// Beside the cache's (first) manifest name, as a registry tag is.
+    fn in_s3(cache: &S3Cache, mount: &CacheMountUse) -> Location {
+        let base = cache.names.first().map_or("buildkit", String::as_str);
+        Location::S3 {
+            cache: cache.clone(),
+            name: name(base, mount),
         }
     }
 
@@ -136,6 +155,9 @@ impl Location {
             },
             Location::Local { dir, name } => local_manifest(dir, name)
                 .map_err(|e| ArtifactError::Local(format!("{}: {e}", dir.display())))?
+                .ok_or_else(|| ArtifactError::Missing(self.to_string()))?,
+            Location::S3 { cache, name } => super::s3::find(cache, name)
+                .await?
                 .ok_or_else(|| ArtifactError::Missing(self.to_string()))?,
         };
         self.check(digest, &manifest, mount)
@@ -200,6 +222,13 @@ impl std::fmt::Display for Location {
         match self {
             Location::Registry { reference, .. } => write!(f, "{reference}"),
             Location::Local { dir, name } => write!(f, "{} ({name})", dir.display()),
+            Location::S3 { cache, name } => {
+                write!(
+                    f,
+                    "s3://{}/{}strata/mounts/{name}",
+                    cache.bucket, cache.prefix
+                )
+            }
         }
     }
 }

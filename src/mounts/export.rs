@@ -18,6 +18,7 @@ use oci_spec::image::{
 use super::artifact::{self, Artifact, ArtifactError, Location};
 use super::probe::{self, select_fn};
 use super::records::{self, Memory};
+use super::s3;
 use super::Probed;
 use super::{MountError, MountReport, Outcome, Wanted};
 use crate::client::Client;
@@ -100,6 +101,8 @@ fn lanes(wanted: &[Wanted]) -> BTreeMap<String, Vec<(usize, &Wanted)>> {
         let lane = match &w.location {
             Location::Registry { reference, .. } => reference.name(),
             Location::Local { .. } => format!("local {i}"),
+            // Each S3 export uploads from a layout of its own.
+            Location::S3 { .. } => format!("s3 {i}"),
         };
         lanes.entry(lane).or_default().push((i, w));
     }
@@ -159,9 +162,21 @@ async fn export_one(
         return Ok(Outcome::TooLarge { max });
     }
     let had = LocalBlobs::before(&w.location);
+    let staged = match &w.location {
+        Location::S3 { .. } => Some(s3::Staged::new().map_err(|e| MountError::Local {
+            dir: std::env::temp_dir().display().to_string(),
+            message: e.to_string(),
+        })?),
+        _ => None,
+    };
     let definition = graph(&w.mount).marshal();
     let opt = SolveOpt {
-        exports: vec![output(&w.location, &w.mount, &probed.fingerprint)],
+        exports: vec![output(
+            &w.location,
+            staged.as_ref(),
+            &w.mount,
+            &probed.fingerprint,
+        )],
         image_config: Some(config(&w.mount)),
         ..SolveOpt::default()
     };
@@ -171,6 +186,13 @@ async fn export_one(
         .image_digest()
         .ok_or_else(|| MountError::Tools("the exporter named no digest".into()))?
         .to_owned();
+    let sent = match (&w.location, &staged) {
+        (Location::S3 { cache, name }, Some(staged)) => {
+            let sent = s3::upload(cache, staged, &digest, name).await;
+            Some(sent.map_err(super::artifact::ArtifactError::from)?)
+        }
+        _ => None,
+    };
     let after = finish(
         &w.location,
         &w.mount,
@@ -180,7 +202,7 @@ async fn export_one(
     )
     .await?;
     Ok(Outcome::Exported {
-        uploaded: had.new_bytes(before.as_ref(), &after),
+        uploaded: sent.unwrap_or_else(|| had.new_bytes(before.as_ref(), &after)),
         digest,
     })
 }
@@ -232,7 +254,13 @@ fn bucket_script(mount: &CacheMountUse, bucket: u32) -> String {
 
 /// The exporter of the artifact, annotated with the mount's id and
 /// fingerprint, its dates fixed (zstd: fast, and BuildKit's is deterministic).
-fn output(location: &Location, mount: &CacheMountUse, fingerprint: &str) -> Output {
+/// An S3 artifact goes to `staged` first (uploaded after the solve).
+fn output(
+    location: &Location,
+    staged: Option<&s3::Staged>,
+    mount: &CacheMountUse,
+    fingerprint: &str,
+) -> Output {
     let attrs = BTreeMap::from([
         (
             format!("annotation-manifest.{}", artifact::ID),
@@ -259,6 +287,10 @@ fn output(location: &Location, mount: &CacheMountUse, fingerprint: &str) -> Outp
         },
         Location::Local { dir, .. } => Output::OciDir {
             dir: dir.clone(),
+            attrs,
+        },
+        Location::S3 { .. } => Output::OciDir {
+            dir: staged.expect("an S3 export is staged").dir().to_path_buf(),
             attrs,
         },
     }

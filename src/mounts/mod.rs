@@ -24,6 +24,7 @@ pub mod artifact;
 pub mod export;
 pub mod probe;
 pub mod records;
+pub mod s3;
 pub mod seed;
 
 use crate::solve::SolveError;

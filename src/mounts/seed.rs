@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::artifact::{Artifact, Location};
 use super::probe::{self, STAMP};
 use super::records::{self, Memory};
+use super::s3;
 use super::Probed;
 use super::{MountError, MountReport, Outcome, Wanted};
 use crate::client::Client;
@@ -143,7 +144,12 @@ async fn seed_one(
     if let Some(max) = w.max_size.filter(|max| artifact.bytes() > *max) {
         return Outcome::TooLarge { max };
     }
-    let (from, oci_layouts) = artifact_state(&w.location, &w.mount, &artifact.digest);
+    let staged = match staged_from_s3(&w.location, artifact).await {
+        Ok(staged) => staged,
+        Err(e) => return Outcome::NotSeeded(e.to_string()),
+    };
+    let (from, oci_layouts) =
+        artifact_state(&w.location, staged.as_ref(), &w.mount, &artifact.digest);
     let definition = graph(&w.mount, from, &artifact.digest).marshal();
     let opt = SolveOpt {
         oci_layouts,
@@ -158,22 +164,39 @@ async fn seed_one(
     }
 }
 
-/// The artifact as a filesystem the daemon pulls, and the layouts it reads.
+/// An S3 artifact downloaded into a layout of its own (none elsewhere).
+async fn staged_from_s3(
+    location: &Location,
+    artifact: &Artifact,
+) -> Result<Option<s3::Staged>, s3::S3ArtifactError> {
+    let Location::S3 { cache, .. } = location else {
+        return Ok(None);
+    };
+    Ok(Some(s3::download(cache, &artifact.digest).await?))
+}
+
+/// The artifact as a filesystem the daemon pulls, and the layouts it reads
+/// (an S3 artifact's: `staged`).
 fn artifact_state(
     location: &Location,
+    staged: Option<&s3::Staged>,
     mount: &CacheMountUse,
     digest: &str,
 ) -> (State, BTreeMap<String, std::path::PathBuf>) {
+    let layout = |dir: &std::path::Path| {
+        (
+            source::oci_layout(STORE, digest, mount.base.get_platform()),
+            BTreeMap::from([(STORE.to_owned(), dir.to_path_buf())]),
+        )
+    };
     let platform = mount.base.get_platform();
     match location {
         Location::Registry { reference, .. } => (
             source::image_for(&reference.with_digest(digest), platform, None),
             BTreeMap::new(),
         ),
-        Location::Local { dir, .. } => (
-            source::oci_layout(STORE, digest, platform),
-            BTreeMap::from([(STORE.to_owned(), dir.clone())]),
-        ),
+        Location::Local { dir, .. } => layout(dir),
+        Location::S3 { .. } => layout(staged.expect("an S3 artifact is staged").dir()),
     }
 }
 

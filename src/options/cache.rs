@@ -84,6 +84,8 @@ pub enum CacheExport {
         cache: S3Cache,
         mode: CacheMode,
         ignore_error: bool,
+        /// Cache mounts exported beside the cache, as objects in the bucket.
+        mounts: Option<MountOptions>,
     },
     /// Cache metadata inside the exported image's config.
     Inline { mode: Option<CacheMode> },
@@ -107,7 +109,10 @@ pub enum CacheImport {
         mounts: Option<MountOptions>,
     },
     /// An S3 bucket, read by the daemon; each of several names is an import.
-    S3 { cache: S3Cache },
+    S3 {
+        cache: S3Cache,
+        mounts: Option<MountOptions>,
+    },
 }
 
 /// strata's own: which cache mounts travel with the cache (see [`crate::mounts`]).
@@ -210,11 +215,12 @@ impl FromStr for CacheExport {
                 })
             }
             "s3" => {
-                a.allow(&[S3_ATTRS, &["mode", "ignore-error"]])?;
+                a.allow(&[S3_ATTRS, &["mode", "ignore-error"], MOUNT_ATTRS])?;
                 Ok(CacheExport::S3 {
                     cache: a.s3()?,
                     mode: a.mode()?.unwrap_or_default(),
                     ignore_error: a.flag("ignore-error")?.unwrap_or(false),
+                    mounts: a.mounts()?,
                 })
             }
             "inline" => {
@@ -263,8 +269,11 @@ impl FromStr for CacheImport {
                 })
             }
             "s3" => {
-                a.allow(&[S3_ATTRS])?;
-                Ok(CacheImport::S3 { cache: a.s3()? })
+                a.allow(&[S3_ATTRS, MOUNT_ATTRS])?;
+                Ok(CacheImport::S3 {
+                    cache: a.s3()?,
+                    mounts: a.mounts()?,
+                })
             }
             other => Err(a.error(format!("unknown type {other:?} (use registry, local, s3)"))),
         }
@@ -442,7 +451,7 @@ impl CacheImport {
                 }
                 out
             }
-            CacheImport::S3 { cache } => cache.attrs(),
+            CacheImport::S3 { cache, .. } => cache.attrs(),
         }
     }
 
@@ -451,7 +460,7 @@ impl CacheImport {
     /// name), each with the credentials.
     pub fn to_wire(&self) -> Vec<CacheOptionsEntry> {
         match self {
-            CacheImport::S3 { cache } if cache.names.len() > 1 => cache
+            CacheImport::S3 { cache, .. } if cache.names.len() > 1 => cache
                 .names
                 .iter()
                 .map(|n| {
@@ -459,7 +468,7 @@ impl CacheImport {
                     wire(self.kind(), one.wire_attrs())
                 })
                 .collect(),
-            CacheImport::S3 { cache } => vec![wire(self.kind(), cache.wire_attrs())],
+            CacheImport::S3 { cache, .. } => vec![wire(self.kind(), cache.wire_attrs())],
             _ => vec![wire(self.kind(), self.attrs())],
         }
     }
@@ -467,7 +476,7 @@ impl CacheImport {
     /// The S3 location of an `s3` entry, to resolve against the environment.
     pub fn s3_mut(&mut self) -> Option<&mut S3Cache> {
         match self {
-            CacheImport::S3 { cache } => Some(cache),
+            CacheImport::S3 { cache, .. } => Some(cache),
             _ => None,
         }
     }
@@ -496,10 +505,10 @@ impl CacheExport {
     /// The cache mounts exported beside this cache (`mounts=`), if any.
     pub fn mounts(&self) -> Option<&MountOptions> {
         match self {
-            CacheExport::Registry { mounts, .. } | CacheExport::Local { mounts, .. } => {
-                mounts.as_ref()
-            }
-            CacheExport::S3 { .. } | CacheExport::Inline { .. } => None,
+            CacheExport::Registry { mounts, .. }
+            | CacheExport::Local { mounts, .. }
+            | CacheExport::S3 { mounts, .. } => mounts.as_ref(),
+            CacheExport::Inline { .. } => None,
         }
     }
 }
@@ -508,10 +517,9 @@ impl CacheImport {
     /// The cache mounts seeded from beside this cache (`mounts=`), if any.
     pub fn mounts(&self) -> Option<&MountOptions> {
         match self {
-            CacheImport::Registry { mounts, .. } | CacheImport::Local { mounts, .. } => {
-                mounts.as_ref()
-            }
-            CacheImport::S3 { .. } => None,
+            CacheImport::Registry { mounts, .. }
+            | CacheImport::Local { mounts, .. }
+            | CacheImport::S3 { mounts, .. } => mounts.as_ref(),
         }
     }
 }
@@ -730,7 +738,6 @@ mod tests {
         assert!(e.contains("AWS_SECRET_ACCESS_KEY"), "{e}");
         assert!(export("type=s3,bucket=b,endpoint_url=127.0.0.1:8333").contains("http://"));
         assert!(export("type=s3,bucket=b,upload_parallelism=0").contains("above 0"));
-        assert!(export("type=s3,bucket=b,mounts=all").contains("unknown attribute \"mounts\""));
         let i = "type=s3,bucket=b,session_token=t0k".parse::<CacheImport>();
         assert!(!i.unwrap_err().to_string().contains("t0k"));
     }
