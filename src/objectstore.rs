@@ -5,6 +5,8 @@
 //!
 //! - `{prefix}{blobs_prefix}sha256:…`: content-addressed blobs, the same
 //!   keys BuildKit's s3 backend uses, so a blob either wrote is shared;
+//! - `{prefix}{manifests_prefix}NAME`: BuildKit's cache manifest, read to
+//!   report a cache's size;
 //! - `{prefix}strata/mounts/NAME`: a small pointer (an OCI descriptor) to
 //!   one mount artifact's manifest blob, written after every blob it names.
 
@@ -77,6 +79,18 @@ impl Bucket {
     /// `s3://BUCKET/KEY` of a mount pointer, for messages.
     pub fn mount_url(&self, name: &str) -> String {
         format!("s3://{}/{}", self.cache.bucket, self.mount_key(name))
+    }
+
+    /// The cache manifest BuildKit wrote under the cache's first name.
+    pub async fn cache_manifest(&self) -> Result<Option<Bytes>, BucketError> {
+        let manifests = self
+            .cache
+            .manifests_prefix
+            .as_deref()
+            .unwrap_or("manifests/");
+        let name = self.cache.names.first().map_or("buildkit", String::as_str);
+        let key = Path::from(format!("{}{manifests}{name}", self.cache.prefix));
+        self.get(&key).await
     }
 
     /// The pointer `name`, if there is one.

@@ -441,3 +441,51 @@ fn each_platforms_cache_mounts_travel() {
         );
     }
 }
+
+/// Two images whose cache entries (two repositories of one registry) name
+/// the same cache mount: it is copied once, and the second entry gets a tag
+/// of the same artifact, nothing uploaded.
+#[test]
+fn a_mount_two_images_export_is_copied_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let run = rand_suffix();
+    let repo = format!("127.0.0.1:5000/strata/mounts-shared-{run}");
+    let image = |name: &str| {
+        format!(
+            "[images.{name}]\nbase = \"{base}\"\n\
+             cache_to = [\"type=registry,ref={repo}-{name}:cache,mounts=all\"]\n\n\
+             [[images.{name}.toolchain]]\n\
+             run = \"echo {run} > /root/.cache/shared/{name}; echo {name} > /{name}.txt\"\n\
+             cache = [\"/root/.cache/shared\"]\n",
+            base = stack().base_image
+        )
+    };
+    let p = Project::new(&format!("{}\n{}", image("a"), image("b")));
+    let built = p.build(addr(), &[]);
+    built.ok();
+    let a = exports(&built, "a");
+    let b = exports(&built, "b");
+    assert_eq!(a[0]["result"], "exported", "{a:?}");
+    assert_eq!(b[0]["result"], "shared", "{b:?}");
+    assert_eq!(a[0]["digest"], b[0]["digest"]);
+    let copies = built
+        .steps()
+        .iter()
+        .filter(|s| s.name.contains("copy cache mount /root/.cache/shared (1/"))
+        .count();
+    assert_eq!(copies, 1, "one copy of the mount, not one per image");
+    let tag = b[0]["location"].as_str().unwrap();
+    assert_eq!(
+        common::project::manifest_digest(tag).as_deref(),
+        a[0]["digest"].as_str(),
+        "{tag} names the artifact"
+    );
+    assert!(
+        built
+            .run
+            .stdout
+            .contains(&format!("the artifact exported to {repo}-a")),
+        "{}",
+        built.run.stdout
+    );
+}

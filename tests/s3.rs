@@ -127,6 +127,10 @@ fn an_s3_cache_restores_a_pruned_builder_with_the_same_digest() {
         report["location"].as_str().unwrap().starts_with("s3://"),
         "{report}"
     );
+    assert!(
+        report["bytes"].as_u64().unwrap_or(0) > 1000,
+        "measured: {report}"
+    );
 
     prune_all(&daemon);
     let imported = p.build_env(

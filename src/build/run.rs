@@ -505,8 +505,8 @@ fn shared_key(image: &LoweredImage) -> String {
     }
 }
 
-/// Fills in the size of each registry cache export (read back from the
-/// registry) and names the image carrying inline cache.
+/// Fills in the size of each registry and S3 cache export (read back from
+/// where it went) and names the image carrying inline cache.
 async fn measure_registry_caches(
     solved: &mut Solved,
     exports: &[CacheExport],
@@ -525,9 +525,28 @@ async fn measure_registry_caches(
                     report.location = format!("inline in {image}");
                 }
             }
-            CacheExport::Local { .. } | CacheExport::S3 { .. } => {}
+            CacheExport::S3 { cache, .. } => {
+                if let Some((bytes, blobs)) = measure_s3(cache).await {
+                    report.bytes = Some(bytes);
+                    report.blobs = Some(blobs);
+                }
+            }
+            CacheExport::Local { .. } => {}
         }
     }
+}
+
+/// The size of an S3 cache, from its manifest (BuildKit's cache config:
+/// each layer's size in its annotations) read back from the bucket.
+async fn measure_s3(cache: &crate::options::S3Cache) -> Option<(u64, usize)> {
+    let bucket = crate::objectstore::Bucket::open(cache).ok()?;
+    let manifest = bucket.cache_manifest().await.ok()??;
+    let json: serde_json::Value = serde_json::from_slice(&manifest).ok()?;
+    let layers = json["layers"].as_array()?;
+    let sizes = layers
+        .iter()
+        .filter_map(|l| l["annotations"]["size"].as_u64());
+    Some((manifest.len() as u64 + sizes.sum::<u64>(), layers.len() + 1))
 }
 
 /// The gateway's graphs of an image solved per platform (or on a frontend's

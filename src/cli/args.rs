@@ -180,6 +180,7 @@ impl SpecArgs {
         Overrides {
             ca_cert: self.ca_cert.clone(),
             platform: self.platform.clone(),
+            s3: s3_env(),
             ..Overrides::default()
         }
     }

@@ -50,7 +50,8 @@ pub async fn export(
             Err(e) => return super::reports("export", wanted, Outcome::Failed(e.to_string())),
         };
     let held = &held;
-    let each_lane = lanes(wanted).into_values().map(|lane| async move {
+    let (primaries, sharing) = shared(wanted);
+    let each_lane = lanes(&primaries).into_values().map(|lane| async move {
         let mut done = Vec::new();
         for (i, w) in lane {
             let probed = &held[&w.mount.id];
@@ -63,6 +64,18 @@ pub async fn export(
         .into_iter()
         .flatten()
         .collect();
+    for (i, w, primary) in sharing {
+        let from = reports
+            .iter()
+            .find(|(j, _)| *j == primary)
+            .map(|(_, r)| r.clone());
+        let probed = &held[&w.mount.id];
+        let report = match from {
+            Some(from) => share_one(registry, w, &wanted[primary], &from, probed).await,
+            None => report_one(client, registry, w, probed, progress).await,
+        };
+        reports.push((i, report));
+    }
     reports.sort_by_key(|(i, _)| *i);
     let reports: Vec<MountReport> = reports.into_iter().map(|(_, r)| r).collect();
     remember_exports(client, &mut memory, wanted, held, &reports).await;
@@ -88,6 +101,75 @@ async fn report_one(
     report
 }
 
+/// The exports split into those solved (each with its place in `wanted`)
+/// and those that take the artifact of an earlier one: the same mount to
+/// another repository of the same registry, where a tag of the first
+/// artifact (its blobs mounted across, no bytes sent) is the whole export.
+/// A tree of images whose cache entries each name the same apt mount
+/// copies it once, not once per image.
+fn shared(wanted: &[Wanted]) -> (Vec<(usize, &Wanted)>, Vec<(usize, &Wanted, usize)>) {
+    let mut primaries: Vec<(usize, &Wanted)> = Vec::new();
+    let mut sharing = Vec::new();
+    for (i, w) in wanted.iter().enumerate() {
+        let first = primaries
+            .iter()
+            .find(|(_, p)| p.mount.id == w.mount.id && same_registry(&p.location, &w.location));
+        match first {
+            Some((p, _)) => sharing.push((i, w, *p)),
+            None => primaries.push((i, w)),
+        }
+    }
+    (primaries, sharing)
+}
+
+fn same_registry(a: &Location, b: &Location) -> bool {
+    matches!(
+        (a, b),
+        (Location::Registry { reference: x, .. }, Location::Registry { reference: y, .. })
+            if x.registry == y.registry
+    )
+}
+
+/// `w` as a tag of the artifact `from` exported for `primary` (or as that
+/// export ended, when it made none).
+async fn share_one(
+    registry: &Registry,
+    w: &Wanted,
+    primary: &Wanted,
+    from: &MountReport,
+    probed: &Probed,
+) -> MountReport {
+    let began = Instant::now();
+    let report = |outcome| MountReport::new("export", w, probed.size).with(outcome);
+    let (
+        Some(digest),
+        Location::Registry {
+            reference: source, ..
+        },
+    ) = (&from.digest, &primary.location)
+    else {
+        return report(from.outcome.clone());
+    };
+    let Location::Registry { reference, .. } = &w.location else {
+        return report(from.outcome.clone());
+    };
+    let outcome = match w.location.find(registry, &w.mount).await {
+        Ok(found) if found.digest == *digest => Outcome::Unchanged {
+            digest: digest.clone(),
+        },
+        _ => match registry.tag(&source.with_digest(digest), reference).await {
+            Ok(_) => Outcome::Shared {
+                digest: digest.clone(),
+                with: primary.location.to_string(),
+            },
+            Err(e) => Outcome::Failed(e.to_string()),
+        },
+    };
+    let mut report = report(outcome);
+    report.seconds = began.elapsed().as_secs_f64();
+    report
+}
+
 /// The exports grouped into lanes that run side by side, each lane one
 /// export at a time, with each export's place in `wanted`. Exports into one
 /// registry repository share a lane: Debian's docker-registry (distribution
@@ -95,9 +177,9 @@ async fn report_one(
 /// repository is committing at that moment ("manifest blob unknown"), and
 /// mount artifacts share blobs (an empty bucket's layer, often). A local
 /// layout serializes its own index updates, so each local export has a lane.
-fn lanes(wanted: &[Wanted]) -> BTreeMap<String, Vec<(usize, &Wanted)>> {
+fn lanes<'w>(wanted: &[(usize, &'w Wanted)]) -> BTreeMap<String, Vec<(usize, &'w Wanted)>> {
     let mut lanes: BTreeMap<String, Vec<(usize, &Wanted)>> = BTreeMap::new();
-    for (i, w) in wanted.iter().enumerate() {
+    for &(i, w) in wanted {
         let lane = match &w.location {
             Location::Registry { reference, .. } => reference.name(),
             Location::Local { .. } => format!("local {i}"),
@@ -456,11 +538,27 @@ mod tests {
             max_size: None,
         })
         .collect();
-        let lanes: Vec<Vec<usize>> = lanes(&wanted)
+        let all: Vec<(usize, &Wanted)> = wanted.iter().enumerate().collect();
+        let lanes: Vec<Vec<usize>> = lanes(&all)
             .into_values()
             .map(|lane| lane.into_iter().map(|(i, _)| i).collect())
             .collect();
         assert_eq!(lanes, vec![vec![0, 3], vec![2], vec![1], vec![4]]);
+
+        // One mount to three repositories of one registry and to a layout:
+        // solved for the first repository and the layout, tagged for the others.
+        let (primaries, sharing) = shared(&wanted);
+        let solved: Vec<usize> = primaries.iter().map(|(i, _)| *i).collect();
+        assert_eq!(solved, [0, 1, 4], "a layout's export is its own");
+        let tagged: Vec<(usize, usize)> = sharing.iter().map(|(i, _, p)| (*i, *p)).collect();
+        assert_eq!(tagged, [(2, 0), (3, 0)]);
+        let other = Wanted {
+            mount: mount(Tool::Pip, "/root/.cache/pip"),
+            ..wanted[2].clone()
+        };
+        let two = [wanted[0].clone(), other];
+        let (primaries, _) = shared(&two);
+        assert_eq!(primaries.len(), 2, "another mount is another export");
     }
 
     fn walk(dir: &std::path::Path) -> Vec<String> {

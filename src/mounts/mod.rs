@@ -90,6 +90,8 @@ pub enum Outcome {
     Exported { digest: String, uploaded: u64 },
     /// Its artifact already holds what the mount holds: nothing was sent.
     Unchanged { digest: String },
+    /// Tagged as the artifact exported to `with` (same registry): nothing sent.
+    Shared { digest: String, with: String },
     /// Merged with its artifact, `pulled` bytes.
     Seeded { pulled: u64 },
     /// The mount already holds its artifact: nothing was pulled.
@@ -139,7 +141,10 @@ impl MountReport {
     }
 
     fn with(mut self, outcome: Outcome) -> MountReport {
-        if let Outcome::Exported { digest, .. } | Outcome::Unchanged { digest } = &outcome {
+        if let Outcome::Exported { digest, .. }
+        | Outcome::Unchanged { digest }
+        | Outcome::Shared { digest, .. } = &outcome
+        {
             self.digest = Some(digest.clone());
         }
         self.outcome = outcome;
@@ -176,6 +181,9 @@ impl std::fmt::Display for MountReport {
                 )
             }
             Outcome::Unchanged { .. } => write!(f, "{size}, unchanged, 0 B uploaded"),
+            Outcome::Shared { with, .. } => {
+                write!(f, "{size}, the artifact exported to {with}, 0 B uploaded")
+            }
             Outcome::Seeded { pulled } => {
                 write!(
                     f,

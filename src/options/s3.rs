@@ -189,7 +189,9 @@ impl S3Cache {
                 self.bucket
             ));
         }
-        self.credentials = env.credentials.clone();
+        if self.credentials.is_none() {
+            self.credentials = env.credentials.clone();
+        }
         Ok(())
     }
 
