@@ -101,13 +101,17 @@ async fn report_one(
     report
 }
 
+/// An export that takes another's artifact: its place in `wanted`, it, and
+/// the place of the export it shares.
+type Sharing<'w> = (usize, &'w Wanted, usize);
+
 /// The exports split into those solved (each with its place in `wanted`)
 /// and those that take the artifact of an earlier one: the same mount to
 /// another repository of the same registry, where a tag of the first
 /// artifact (its blobs mounted across, no bytes sent) is the whole export.
 /// A tree of images whose cache entries each name the same apt mount
 /// copies it once, not once per image.
-fn shared(wanted: &[Wanted]) -> (Vec<(usize, &Wanted)>, Vec<(usize, &Wanted, usize)>) {
+fn shared(wanted: &[Wanted]) -> (Vec<(usize, &Wanted)>, Vec<Sharing<'_>>) {
     let mut primaries: Vec<(usize, &Wanted)> = Vec::new();
     let mut sharing = Vec::new();
     for (i, w) in wanted.iter().enumerate() {
