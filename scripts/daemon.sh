@@ -537,6 +537,20 @@ stop_daemon() {
   rm -f "$(pidfile "$name")"
 }
 
+# already_up NAME EXE HOST:PORT READY: true when our NAME runs (once READY
+# answers); false when it is to be started; dies when something else holds
+# the port or ours does not answer.
+already_up() {
+  local name=$1 exe=$2 hostport=$3 ready=$4
+  if running_pid "$name" "$exe" >/dev/null; then
+    wait_until "$name" "$exe" 60 "$ready" || die "$name (pid file $(pidfile "$name")) is running but not answering"
+    return 0
+  fi
+  port_free "$hostport" ||
+    die "$hostport is already taken by a process this script did not start; stop it first"
+  return 1
+}
+
 # Fail if something that is not ours already listens on HOST:PORT.
 port_free() {
   local hostport=$1
@@ -621,12 +635,7 @@ storage:
 http:
   addr: $REGISTRY_ADDR
 EOT
-  if running_pid registry "$REGISTRY_EXE" >/dev/null; then
-    wait_until registry "$REGISTRY_EXE" 30 registry_ready || die "the registry (pid file $(pidfile registry)) is running but not answering"
-    return 0
-  fi
-  port_free "$REGISTRY_ADDR" ||
-    die "$REGISTRY_ADDR is already taken by a process this script did not start; stop it first"
+  already_up registry "$REGISTRY_EXE" "$REGISTRY_ADDR" registry_ready && return 0
   log "starting the registry on $REGISTRY_ADDR"
   start_daemon registry "$REGISTRY_EXE" serve "$REGISTRY_CONFIG"
   wait_until registry "$REGISTRY_EXE" 30 registry_ready || die "the registry did not start"
@@ -684,12 +693,7 @@ s3_ready() {
 start_s3() {
   install_seaweedfs
   ensure_s3_identity
-  if running_pid s3 "$WEED_EXE" >/dev/null; then
-    wait_until s3 "$WEED_EXE" 60 s3_ready || die "the S3 server (pid file $(pidfile s3)) is running but not answering"
-    return 0
-  fi
-  port_free "127.0.0.1:$S3_PORT" ||
-    die "127.0.0.1:$S3_PORT is already taken by a process this script did not start; stop it first"
+  already_up s3 "$WEED_EXE" "127.0.0.1:$S3_PORT" s3_ready && return 0
   mkdir -p "$S3_DIR/data"
   log "starting the S3 server (SeaweedFS) on $S3_ENDPOINT, bucket $S3_BUCKET"
   # -dir: its data; telemetry off (no network here, and none wanted).

@@ -71,8 +71,16 @@ fn project(second: &str) -> (Project, String) {
     (Project::new(&spec), target)
 }
 
-fn prune_all(daemon: &ScratchDaemon) {
+/// `daemon` emptied, then `p` built again importing `cache`: it succeeded.
+fn pruned_then_imported(daemon: &ScratchDaemon, p: &Project, cache: &str, s3: &S3) -> Build {
     strata(["--addr", &daemon.addr, "prune", "--all"]).ok();
+    let built = p.build_env(
+        &daemon.addr,
+        &["--cache-from", cache, "--no-skip"],
+        &s3.env(),
+    );
+    built.ok();
+    built
 }
 
 fn digest(b: &Build) -> String {
@@ -132,13 +140,7 @@ fn an_s3_cache_restores_a_pruned_builder_with_the_same_digest() {
         "measured: {report}"
     );
 
-    prune_all(&daemon);
-    let imported = p.build_env(
-        &daemon.addr,
-        &["--cache-from", &cache, "--no-skip"],
-        &s3.env(),
-    );
-    imported.ok();
+    let imported = pruned_then_imported(&daemon, &p, &cache, &s3);
     assert_eq!(imported.ran(), Vec::<String>::new(), "every step from S3");
     assert_eq!(digest(&imported), digest(&exported));
     assert_no_secret(&imported, &s3.secret);
@@ -195,13 +197,7 @@ fn an_export_cut_off_keeps_the_earlier_cache() {
     );
 
     std::fs::write(first.spec(), spec).unwrap();
-    prune_all(&daemon);
-    let again = first.build_env(
-        &daemon.addr,
-        &["--cache-from", &direct, "--no-skip"],
-        &s3.env(),
-    );
-    again.ok();
+    let again = pruned_then_imported(&daemon, &first, &direct, &s3);
     assert_eq!(
         again.ran(),
         Vec::<String>::new(),
@@ -217,30 +213,16 @@ fn a_missing_bucket_or_region_names_the_flag_or_the_spec_key() {
         "[images.a]\nbase = \"{}\"\ncache_to = [\"type=s3,region=r\"]\n",
         s.base_image
     ));
-    let run = strata([
-        "--addr",
-        &s.buildkit_host,
-        "build",
-        "-f",
-        &p.spec().display().to_string(),
-    ]);
-    let line = run.clean_error();
+    let built = p.build(&s.buildkit_host, &[]);
+    let line = error_line(&built);
     assert!(
         line.contains("images.a.cache_to[1]") && line.contains("needs bucket="),
         "{line}"
     );
 
     let p = Project::new(&format!("[images.a]\nbase = \"{}\"\n", s.base_image));
-    let run = strata([
-        "--addr",
-        &s.buildkit_host,
-        "build",
-        "-f",
-        &p.spec().display().to_string(),
-        "--cache-from",
-        "type=s3,bucket=b",
-    ]);
-    let line = run.clean_error();
+    let built = p.build(&s.buildkit_host, &["--cache-from", "type=s3,bucket=b"]);
+    let line = error_line(&built);
     assert!(
         line.contains("--cache-from") && line.contains("needs region= (or AWS_REGION"),
         "{line}"
