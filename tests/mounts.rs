@@ -489,3 +489,47 @@ fn a_mount_two_images_export_is_copied_once() {
         built.run.stdout
     );
 }
+
+/// A mount is exported as soon as the images that use it are built, while
+/// the others still build: the copy of a quick image's mount starts before
+/// a slow image's step ends.
+#[test]
+fn a_mount_is_exported_while_other_images_still_build() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let run = rand_suffix();
+    let repo = format!("127.0.0.1:5000/strata/mounts-early-{run}");
+    let p = Project::new(&format!(
+        "[images.quick]\nbase = \"{base}\"\n\
+         cache_to = [\"type=registry,ref={repo}:cache,mounts=all\"]\n\n\
+         [[images.quick.toolchain]]\n\
+         run = \"echo {run} > /root/.cache/early/x; echo quick > /quick.txt\"\n\
+         cache = [\"/root/.cache/early\"]\n\n\
+         [images.slow]\nbase = \"{base}\"\n\n\
+         [[images.slow.toolchain]]\nrun = \"sleep 8; echo {run} > /slow.txt\"\n",
+        base = stack().base_image
+    ));
+    let built = p.build(addr(), &[]);
+    built.ok();
+    assert_eq!(exports(&built, "quick")[0]["result"], "exported");
+    let lines: Vec<&str> = built.run.stderr.lines().collect();
+    let copy_started = lines
+        .iter()
+        .position(|l| l.contains("copy cache mount /root/.cache/early (1/"))
+        .expect("the mount was copied");
+    let slow_done = lines
+        .iter()
+        .position(|l| {
+            let Ok(v) = serde_json::from_str::<Value>(l) else {
+                return false;
+            };
+            v["vertexes"].as_array().into_iter().flatten().any(|vx| {
+                vx["name"].as_str().is_some_and(|n| n.contains("sleep 8"))
+                    && !vx["completed"].is_null()
+            })
+        })
+        .expect("the slow step completed");
+    assert!(
+        copy_started < slow_done,
+        "the export waited for the slow image (line {copy_started} after {slow_done})"
+    );
+}

@@ -94,7 +94,22 @@ async fn build_plan(
     };
     let seeds = mounts::seeds(plan, &prepared);
     let seeded = run.mounts(true, &seeds, progress).await;
-    let results = run.every_job(&prepared, progress).await?;
+    let (finished, mut finishing) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
+    let mut schedule = mounts::ExportSchedule::new(plan, &prepared);
+    // Mount exports run as the images that use them finish, beside the
+    // images still building; one batch at a time (they share a memory file).
+    let exporting = async {
+        let (mut exports, mut exported) = (Vec::new(), Vec::new());
+        while let Some((image, solved)) = finishing.recv().await {
+            let due = schedule.finished(&image, solved);
+            exported.extend(run.mounts(false, &due, progress).await);
+            exports.extend(due);
+        }
+        (exports, exported)
+    };
+    let (results, (exports, exported)) =
+        tokio::join!(run.every_job(&prepared, progress, finished), exporting);
+    let results = results?;
     let (mut built, mut errors) = (Vec::new(), Vec::new());
     for (job, result) in plan.jobs.iter().zip(results) {
         match result {
@@ -102,8 +117,6 @@ async fn build_plan(
             Err(e) => errors.push((job.image.clone(), e)),
         }
     }
-    let exports = mounts::exports(plan, &prepared, &built);
-    let exported = run.mounts(false, &exports, progress).await;
     mounts::attach(&mut built, &seeds, seeded);
     mounts::attach(&mut built, &exports, exported);
     let failed_names: Vec<String> = errors.iter().map(|(name, _)| name.clone()).collect();

@@ -1,10 +1,11 @@
 //! `mounts=` on a build's cache entries (see [`crate::mounts`]): the cache
 //! mounts each job's image uses are seeded from its imports before any image
-//! solves, and exported to its exports after the images that solved (each
+//! solves, and exported to its exports once every image using the mount has
+//! finished, while the others still build ([`ExportSchedule`]; each
 //! platform's mounts, for a multi-platform image). Each
 //! report goes with the first image (in the plan's order) that asked for it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Built, Run};
 use crate::mounts::artifact::Location;
@@ -26,25 +27,68 @@ pub(super) fn seeds(plan: &BuildPlan, prepared: &Prepared) -> Vec<(String, Wante
     })
 }
 
-/// The mounts to export: per job that solved, the image's mounts its exports select.
-pub(super) fn exports(
-    plan: &BuildPlan,
-    prepared: &Prepared,
-    built: &[Built],
-) -> Vec<(String, Wanted)> {
-    let solved: BTreeSet<&str> = built
-        .iter()
-        .filter(|b| !b.up_to_date)
-        .map(|b| b.image.as_str())
-        .collect();
-    let mut wanted = wanted(plan, prepared, |job, mount| {
-        job.cache_exports
+/// When each mount export may run: once every job whose image uses the
+/// mount has finished (a later image may still add to it), for the images
+/// of those that solved. A mount's exports to all its locations go in one
+/// batch, so one copy serves them (see `mounts::export`).
+pub(super) struct ExportSchedule {
+    /// Per job that asked: the mount and where it goes, in the plan's order.
+    wants: Vec<(String, Wanted)>,
+    /// The images that use each mount id.
+    users: BTreeMap<String, BTreeSet<String>>,
+    finished: BTreeSet<String>,
+    solved: BTreeSet<String>,
+    sent: BTreeSet<String>,
+}
+
+impl ExportSchedule {
+    pub(super) fn new(plan: &BuildPlan, prepared: &Prepared) -> ExportSchedule {
+        let wants = wanted(plan, prepared, |job, mount| {
+            job.cache_exports
+                .iter()
+                .filter_map(|e| Some((Location::of_export(e, mount)?, e.mounts()?)))
+                .collect()
+        });
+        let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for job in &plan.jobs {
+            let variants = &prepared.images[&job.image].variants;
+            for mount in variants.iter().flat_map(|(image, _)| &image.cache_mounts) {
+                users
+                    .entry(mount.id.clone())
+                    .or_default()
+                    .insert(job.image.clone());
+            }
+        }
+        ExportSchedule {
+            wants,
+            users,
+            finished: BTreeSet::new(),
+            solved: BTreeSet::new(),
+            sent: BTreeSet::new(),
+        }
+    }
+
+    /// `image` finished (`solved`: it ran a solve); the exports now due.
+    pub(super) fn finished(&mut self, image: &str, solved: bool) -> Vec<(String, Wanted)> {
+        self.finished.insert(image.to_owned());
+        if solved {
+            self.solved.insert(image.to_owned());
+        }
+        let due: Vec<String> = self
+            .users
             .iter()
-            .filter_map(|e| Some((Location::of_export(e, mount)?, e.mounts()?)))
+            .filter(|(id, users)| {
+                !self.sent.contains(*id) && users.iter().all(|u| self.finished.contains(u))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.sent.extend(due.iter().cloned());
+        self.wants
+            .iter()
+            .filter(|(image, w)| due.contains(&w.mount.id) && self.solved.contains(image))
+            .cloned()
             .collect()
-    });
-    wanted.retain(|(image, _)| solved.contains(image.as_str()));
-    wanted
+    }
 }
 
 /// Each (mount, location) pair once, with the image that first asked for it.

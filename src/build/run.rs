@@ -46,10 +46,14 @@ impl Run<'_> {
     /// Every job of the plan, at most `max_parallel` at once; results in the
     /// plan's order. Without `keep_going` the first failure is returned at
     /// once, and dropping the others cancels their solves.
+    /// Every job, `max_parallel` at once; each one's end is sent on
+    /// `finished` (its image, and whether it solved), which drops with the
+    /// last.
     pub(super) async fn every_job(
         &self,
         prepared: &Prepared,
         progress: &dyn Progress,
+        finished: tokio::sync::mpsc::UnboundedSender<(String, bool)>,
     ) -> Result<Vec<Result<Built, BuildError>>, BuildError> {
         let several = self.plan.jobs.len() > 1;
         let gates = context::gates(
@@ -83,6 +87,8 @@ impl Run<'_> {
         let mut results: Vec<Option<Result<Built, BuildError>>> =
             self.plan.jobs.iter().map(|_| None).collect();
         while let Some((i, result)) = done.next().await {
+            let solved = result.as_ref().is_ok_and(|b| !b.up_to_date);
+            let _ = finished.send((self.plan.jobs[i].image.clone(), solved));
             match result {
                 Err(e) if !self.plan.keep_going => return Err(e),
                 result => results[i] = Some(result),
