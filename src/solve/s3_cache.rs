@@ -58,6 +58,8 @@ fn reason(text: &str) -> String {
         "no such host",
         "i/o timeout",
         "connection reset",
+        "broken pipe",
+        "closed network connection",
         "EOF",
     ]) {
         format!("could not reach the server ({})", last_words(text))
@@ -89,5 +91,10 @@ mod tests {
             reason(refused),
             "could not reach the server (connection refused)"
         );
+        // Cut while a blob was on its way.
+        let cut = "error writing layer blob: operation error S3: PutObject, request send \
+                   failed, Put \"http://127.0.0.1:9/b/k\": write tcp 127.0.0.1:5->127.0.0.1:9: \
+                   write: broken pipe";
+        assert_eq!(reason(cut), "could not reach the server (broken pipe)");
     }
 }
