@@ -156,9 +156,7 @@ impl Bucket {
 fn failed(cache: &S3Cache, e: &object_store::Error) -> BucketError {
     let text = format!("{e}");
     let reason = if text.contains("403") || text.contains("AccessDenied") {
-        "access denied: the server refused the key pair (AWS_ACCESS_KEY_ID, \
-         AWS_SECRET_ACCESS_KEY) or its rights on the bucket"
-            .to_owned()
+        crate::options::ACCESS_DENIED.to_owned()
     } else if text.contains("error sending request") || text.contains("onnect") {
         "could not reach the server".to_owned()
     } else {

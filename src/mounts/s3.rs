@@ -129,20 +129,26 @@ pub async fn download(cache: &S3Cache, digest: &str) -> Result<Staged, S3Artifac
     let staged = Staged::new().map_err(s3_error)?;
     let layout = staged.layout();
     let missing = |blob: &str| s3_error(format!("no blob {blob} in s3://{}", cache.bucket));
-    let manifest = bucket
+    let write = |blob: &str, bytes: &[u8]| {
+        let path = layout.blob_path(blob).map_err(s3_error)?;
+        std::fs::write(&path, bytes).map_err(|e| s3_error(format!("{}: {e}", path.display())))
+    };
+    let manifest_bytes = bucket
         .blob(digest)
         .await
         .map_err(s3_error)?
         .ok_or_else(|| missing(digest))?;
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest).map_err(s3_error)?;
-    for blob in blobs_of(digest, &manifest) {
+    write(digest, &manifest_bytes)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).map_err(s3_error)?;
+    // The manifest (the last of them) is written already.
+    let blobs = blobs_of(digest, &manifest);
+    for blob in &blobs[..blobs.len() - 1] {
         let bytes = bucket
-            .blob(&blob)
+            .blob(blob)
             .await
             .map_err(s3_error)?
-            .ok_or_else(|| missing(&blob))?;
-        let path = layout.blob_path(&blob).map_err(s3_error)?;
-        std::fs::write(&path, &bytes).map_err(|e| s3_error(format!("{}: {e}", path.display())))?;
+            .ok_or_else(|| missing(blob))?;
+        write(blob, &bytes)?;
     }
     Ok(staged)
 }

@@ -393,7 +393,7 @@ impl CacheExport {
     pub fn to_wire(&self) -> CacheOptionsEntry {
         let mut attrs = self.attrs();
         if let CacheExport::S3 { cache, .. } = self {
-            attrs = with_credentials(attrs, cache);
+            attrs.extend(cache.credential_attrs());
         }
         wire(self.kind(), attrs)
     }
@@ -405,16 +405,6 @@ impl CacheExport {
             _ => None,
         }
     }
-}
-
-/// `attrs` with `cache`'s credentials after them (for the daemon only).
-fn with_credentials(
-    mut attrs: Vec<(&'static str, String)>,
-    cache: &S3Cache,
-) -> Vec<(&'static str, String)> {
-    let location = cache.attrs().len();
-    attrs.extend(cache.wire_attrs().into_iter().skip(location));
-    attrs
 }
 
 impl CacheImport {

@@ -34,5 +34,5 @@ pub use frontend::Frontend;
 pub use local::LocalDir;
 pub use mounts::{CacheMountUse, MountName, MountOptions, MountSelection};
 pub use output::{ExporterResponse, Output};
-pub use s3::{S3Cache, S3Credentials, S3Env};
+pub use s3::{S3Cache, S3Credentials, S3Env, ACCESS_DENIED};
 pub use stream::TarStream;

@@ -83,6 +83,11 @@ impl S3Env {
     }
 }
 
+/// What a refused key pair is said as, wherever strata meets it (the
+/// daemon's export, strata's own requests to the bucket).
+pub const ACCESS_DENIED: &str = "access denied: the server refused the key pair \
+     (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or its rights on the bucket";
+
 /// Attributes of the location; `mode` and `ignore-error` are the export's.
 pub(super) const S3_ATTRS: &[&str] = &[
     "bucket",
@@ -220,11 +225,20 @@ impl S3Cache {
     /// What the daemon is sent: the location, then the credentials.
     pub(super) fn wire_attrs(&self) -> Vec<(&'static str, String)> {
         let mut out = self.attrs();
-        if let Some(c) = &self.credentials {
-            out.push(("access_key_id", c.access_key_id.clone()));
-            out.push(("secret_access_key", c.secret_access_key.clone()));
-            out.extend(c.session_token.clone().map(|t| ("session_token", t)));
-        }
+        out.extend(self.credential_attrs());
+        out
+    }
+
+    /// The credentials as BuildKit's attributes (none when not set).
+    pub(super) fn credential_attrs(&self) -> Vec<(&'static str, String)> {
+        let Some(c) = &self.credentials else {
+            return Vec::new();
+        };
+        let mut out = vec![
+            ("access_key_id", c.access_key_id.clone()),
+            ("secret_access_key", c.secret_access_key.clone()),
+        ];
+        out.extend(c.session_token.clone().map(|t| ("session_token", t)));
         out
     }
 

@@ -47,9 +47,7 @@ fn reason(text: &str) -> String {
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
     ]) {
-        "access denied: the server refused the key pair (AWS_ACCESS_KEY_ID, \
-         AWS_SECRET_ACCESS_KEY) or its rights on the bucket"
-            .to_owned()
+        crate::options::ACCESS_DENIED.to_owned()
     } else if has(&["NoSuchBucket", "StatusCode: 404"]) {
         "no such bucket".to_owned()
     } else if has(&[
